@@ -1,0 +1,17 @@
+# The two commands of the README come first; everything else after them.
+.PHONY: dev test lint fmt
+
+## Run the whole local stack and serve the API on http://127.0.0.1:3000 (PORT overrides).
+dev:
+	@bash local/dev.sh
+
+## Start PostgreSQL and moto on free ports and run every test.
+test:
+	@bash local/test.sh $(ARGS)
+
+## Formatting, clippy and `sam validate --lint`, as CI checks them.
+lint:
+	@bash local/lint.sh
+
+fmt:
+	cargo fmt --all

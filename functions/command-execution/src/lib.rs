@@ -1,0 +1,281 @@
+//! `POST /api/v1/metrics/command-execution`: validates one command execution and stores it in
+//! the caller's organization. Everything but the two lines of work lives in `shared`.
+
+use http::StatusCode;
+use lambda_http::{Body, Error, Request, Response};
+use shared::App;
+use shared::metrics::CommandExecution;
+
+pub const ROUTE: &str = "POST /api/v1/metrics/command-execution";
+
+pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
+    Ok(app
+        .api
+        .handle_json(&req, ROUTE, StatusCode::CREATED, async |caller, body| {
+            let metric = CommandExecution::from_json(&body, "")?.with_id();
+            let stored = app.store.insert_command_execution(&caller, &metric).await?;
+            Ok(stored.data())
+        })
+        .await)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use lambda_http::http::HeaderValue;
+    use serde_json::{Value, json};
+    use shared::api::Api;
+    use shared::auth::Authenticator;
+    use shared::config::{AuthConfig, JwtKey, OnStoreError};
+    use shared::ids::OrgId;
+    use shared::ratelimit::{InMemoryRateLimiter, Limits, RateLimiter};
+    use shared::store::{InMemoryStore, MetricStore};
+
+    use super::*;
+
+    /// The secret the `events/` fixtures are signed with (the local stack's default).
+    const SECRET: &str = shared::config::LOCAL_DEV_SECRET;
+    const FIXTURE: &str = include_str!("../../../events/command-execution.json");
+    const MAX_BODY: usize = 4096;
+
+    struct Given {
+        app: App,
+        store: Arc<InMemoryStore>,
+    }
+
+    fn limits(max_requests: u64) -> Limits {
+        Limits {
+            max_requests,
+            window_ms: 60_000,
+            burst_allowance: 0,
+        }
+    }
+
+    fn given(store: InMemoryStore, limiter: impl RateLimiter + 'static) -> Given {
+        given_with_policy(store, limiter, OnStoreError::Allow)
+    }
+
+    fn given_with_policy(
+        store: InMemoryStore,
+        limiter: impl RateLimiter + 'static,
+        policy: OnStoreError,
+    ) -> Given {
+        let auth = Authenticator::new(&AuthConfig {
+            key: JwtKey::Hs256 {
+                secret: SECRET.into(),
+            },
+            issuer: None,
+            audience: vec![],
+            leeway_seconds: 0,
+        })
+        .unwrap();
+        let store = Arc::new(store);
+        let api = Api::new(auth, Arc::new(limiter), policy, MAX_BODY);
+        Given {
+            app: App::new(api, store.clone() as Arc<dyn MetricStore>),
+            store,
+        }
+    }
+
+    fn a_working_service() -> Given {
+        given(InMemoryStore::new(), InMemoryRateLimiter::new(limits(1000)))
+    }
+
+    fn token(org: &str) -> String {
+        let claims = json!({"sub": "alice", "org_id": org, "exp": 4102444800u64});
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn fixture() -> Request {
+        lambda_http::request::from_str(FIXTURE).unwrap()
+    }
+
+    fn request(body: &str) -> Request {
+        let mut req = fixture();
+        *req.body_mut() = Body::from(body.to_owned());
+        req.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {}", token("acme"))).unwrap(),
+        );
+        req
+    }
+
+    async fn call(given: &Given, req: Request) -> (u16, Value) {
+        let response = handle(&given.app, req).await.unwrap();
+        let body = serde_json::from_slice(response.body().as_ref()).unwrap();
+        (response.status().as_u16(), body)
+    }
+
+    fn org(id: &str) -> OrgId {
+        OrgId::parse(id).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_fixture_is_stored_in_the_tokens_organization() {
+        let given = a_working_service();
+        let (status, body) = call(&given, fixture()).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["success"], true);
+        let stored = given.store.command_executions(&org("demo"));
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].command_name, "claude_code_generate");
+        assert_eq!(body["data"]["id"], stored[0].id.unwrap().to_string());
+        assert_eq!(body["rate_limit"]["limit"], 1000);
+        assert_eq!(body["rate_limit"]["remaining"], 999);
+        assert!(
+            body["performance"]["processing_latency_ms"]
+                .as_f64()
+                .unwrap()
+                >= 0.0
+        );
+    }
+
+    #[tokio::test]
+    async fn every_invalid_field_is_reported_and_nothing_stored() {
+        let given = a_working_service();
+        let (status, body) = call(
+            &given,
+            request(r#"{"command_name": "bad name!", "status": "nope"}"#),
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(body["message"], "Validation failed");
+        let fields: Vec<&str> = body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, ["command_name", "execution_time_ms", "status"]);
+        assert!(given.store.command_executions(&org("acme")).is_empty());
+        assert!(
+            body["rate_limit"].is_object(),
+            "admitted requests report their limit"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_without_token_is_refused() {
+        let given = a_working_service();
+        let mut req = fixture();
+        req.headers_mut().remove("authorization");
+        let (status, body) = call(&given, req).await;
+        assert_eq!(status, 401);
+        assert_eq!(body["success"], false);
+        assert!(body.get("rate_limit").is_none());
+    }
+
+    #[tokio::test]
+    async fn organization_in_the_body_is_refused() {
+        let given = a_working_service();
+        let (status, body) = call(
+            &given,
+            request(r#"{"command_name":"x","execution_time_ms":1,"status":"success","organization_id":"victim"}"#),
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(body["errors"][0]["field"], "organization_id");
+        assert!(given.store.command_executions(&org("victim")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn non_json_bodies_are_refused() {
+        let given = a_working_service();
+        let mut req = request("command_name=x");
+        req.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        assert_eq!(call(&given, req).await.0, 415);
+        let (status, body) = call(&given, request("{not json")).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["errors"][0]["field"], "body");
+        let (status, _) = call(&given, request("")).await;
+        assert_eq!(status, 400);
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_refused() {
+        let given = a_working_service();
+        let big = format!(
+            r#"{{"command_name":"x","error_message":"{}"}}"#,
+            "a".repeat(MAX_BODY)
+        );
+        let (status, body) = call(&given, request(&big)).await;
+        assert_eq!(status, 413);
+        assert!(body["message"].as_str().unwrap().contains("4096"));
+    }
+
+    #[tokio::test]
+    async fn requests_over_the_limit_get_429_with_retry_after() {
+        let given = given(InMemoryStore::new(), InMemoryRateLimiter::new(limits(2)));
+        assert_eq!(call(&given, fixture()).await.0, 201);
+        assert_eq!(call(&given, fixture()).await.0, 201);
+        let response = handle(&given.app, fixture()).await.unwrap();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["x-ratelimit-remaining"], "0");
+        let retry: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=30).contains(&retry), "{retry}");
+        assert_eq!(given.store.command_executions(&org("demo")).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn database_outage_is_a_503_without_detail() {
+        let given = given(
+            InMemoryStore::unavailable(),
+            InMemoryRateLimiter::new(limits(10)),
+        );
+        let response = handle(&given.app, fixture()).await.unwrap();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "30");
+        let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        assert_eq!(body["message"], "Database temporarily unavailable");
+        assert_eq!(body["retry_after"], 30);
+        assert!(!body.to_string().contains("in-memory"));
+    }
+
+    #[tokio::test]
+    async fn rate_limiter_outage_admits_when_configured_to_allow() {
+        let given = given(
+            InMemoryStore::new(),
+            InMemoryRateLimiter::unavailable(limits(10)),
+        );
+        assert_eq!(call(&given, fixture()).await.0, 201);
+    }
+
+    #[tokio::test]
+    async fn rate_limiter_outage_refuses_when_configured_to_deny() {
+        let given = given_with_policy(
+            InMemoryStore::new(),
+            InMemoryRateLimiter::unavailable(limits(10)),
+            OnStoreError::Deny,
+        );
+        let (status, body) = call(&given, fixture()).await;
+        assert_eq!(status, 503);
+        assert_eq!(body["message"], "Rate limiter temporarily unavailable");
+        assert!(given.store.command_executions(&org("demo")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_client_id_is_idempotent() {
+        let given = a_working_service();
+        let body = r#"{"id":"0192f0e4-7b1a-7cc3-8d2e-1f2a3b4c5d6e","command_name":"x","execution_time_ms":1,"status":"success"}"#;
+        let (first, a) = call(&given, request(body)).await;
+        let (second, b) = call(&given, request(body)).await;
+        assert_eq!((first, second), (201, 201));
+        assert_eq!(a["data"]["id"], "0192f0e4-7b1a-7cc3-8d2e-1f2a3b4c5d6e");
+        assert_eq!(a["data"], b["data"]);
+        assert_eq!(given.store.command_executions(&org("acme")).len(), 1);
+    }
+}

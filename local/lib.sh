@@ -1,0 +1,101 @@
+# Shared by dev.sh, test.sh and pg.sh: finding or installing what the local stack needs.
+# Sourced, not run.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOCAL_DIR="$ROOT/.local"
+VENV="$LOCAL_DIR/venv"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Newest PostgreSQL server binaries from the Debian packages.
+pg_bindir() {
+  local dir
+  for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -V -r); do
+    if [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ]; then echo "$dir"; return 0; fi
+  done
+  return 1
+}
+
+ensure_postgres() {
+  if PG_BIN=$(pg_bindir); then export PG_BIN; return 0; fi
+  log "installing PostgreSQL (Debian package postgresql)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  PG_BIN=$(pg_bindir) || die "PostgreSQL server binaries not found after installing the package"
+  export PG_BIN
+}
+
+# PostgreSQL refuses to run as root: as root, its commands run as the postgres user.
+pg_as_owner() {
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin postgres
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# A folder for a PostgreSQL cluster: under .local/ when the server's user can reach it,
+# else under /tmp (a checkout inside /root is not reachable by the postgres user).
+pg_data_dir() {
+  local name=$1 dir="$LOCAL_DIR/$1"
+  mkdir -p "$LOCAL_DIR"
+  if [ "$(id -u)" = 0 ] && ! pg_as_owner test -x "$LOCAL_DIR" 2>/dev/null; then
+    dir="/tmp/metrics-collection-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)/$name"
+  fi
+  echo "$dir"
+}
+
+ensure_venv() {
+  local stamp="$VENV/.requirements" wanted
+  wanted=$(cat "$ROOT/local/requirements.txt")
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then return 0; fi
+  log "installing moto and cargo-lambda into .local/venv (once)"
+  command -v python3 >/dev/null || die "python3 is required"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/local/requirements.txt"
+  printf '%s' "$wanted" >"$stamp"
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+wait_for_port() {
+  local port=$1 what=$2 tries=0
+  until port_open "$port"; do
+    tries=$((tries + 1))
+    [ $tries -le 300 ] || die "$what did not open port $port within 30 s"
+    sleep 0.1
+  done
+}
+
+# Starts the moto server (DynamoDB + SQS) on 127.0.0.1:$1 in the background, logging to $2;
+# prints its pid.
+start_moto() {
+  local port=$1 logfile=$2
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 &
+  local pid=$!
+  wait_for_port "$port" "moto"
+  echo "$pid"
+}
+
+# Dummy credentials and a region: the AWS SDK needs them, moto ignores them.
+aws_local_env() {
+  local endpoint=$1
+  cat <<ENV
+AWS_ENDPOINT_URL=$endpoint
+AWS_REGION=us-east-1
+AWS_ACCESS_KEY_ID=local
+AWS_SECRET_ACCESS_KEY=local
+ENV
+}

@@ -1,0 +1,200 @@
+//! The steps every authenticated JSON endpoint shares, in one place: authenticate, rate-limit,
+//! check and parse the body, run the endpoint's own work, build the envelope, log one line.
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use http::{HeaderMap, StatusCode};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::Value;
+
+use crate::auth::Authenticator;
+use crate::config::{AuthConfig, ConfigError, Env, OnStoreError, RateLimitConfig, RequestConfig};
+use crate::error::{ApiError, Dependency};
+use crate::ids::Caller;
+use crate::ratelimit::{DynamoRateLimiter, RateLimiter, RateStatus, now_us};
+use crate::response::Reply;
+
+pub struct Api {
+    auth: Authenticator,
+    limiter: Arc<dyn RateLimiter>,
+    on_store_error: OnStoreError,
+    max_body_bytes: usize,
+}
+
+impl Api {
+    pub fn new(
+        auth: Authenticator,
+        limiter: Arc<dyn RateLimiter>,
+        on_store_error: OnStoreError,
+        max_body_bytes: usize,
+    ) -> Self {
+        Self {
+            auth,
+            limiter,
+            on_store_error,
+            max_body_bytes,
+        }
+    }
+
+    /// Authentication and the DynamoDB rate limiter, configured from the environment.
+    pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+        let auth = Authenticator::new(&AuthConfig::from_env(env)?)?;
+        let rate = RateLimitConfig::from_env(env)?;
+        let limiter = DynamoRateLimiter::new(aws_sdk_dynamodb::Client::new(aws), &rate);
+        Ok(Self::new(
+            auth,
+            Arc::new(limiter),
+            rate.on_store_error,
+            RequestConfig::from_env(env)?.max_body_bytes,
+        ))
+    }
+
+    /// Serves an authenticated endpoint whose body is a JSON document; `work` gets the caller
+    /// and the parsed body and returns the response's `data`.
+    pub async fn handle_json(
+        &self,
+        req: &Request,
+        route: &'static str,
+        success: StatusCode,
+        work: impl AsyncFnOnce(Caller, Value) -> Result<Value, ApiError>,
+    ) -> Response<Body> {
+        let mut reply = Reply::start(request_id(req));
+        let mut caller = None;
+        let outcome = async {
+            let who = self.auth.authenticate(req.headers())?;
+            caller = Some(who.clone());
+            reply.set_rate(self.rate_limit(&who).await?);
+            let body = self.json_body(req)?;
+            work(who, body).await
+        }
+        .await;
+        let response = match &outcome {
+            Ok(data) => reply.success(success, data),
+            Err(err) => reply.error(err),
+        };
+        log_request(
+            route,
+            &reply,
+            caller.as_ref(),
+            response.status(),
+            outcome.err(),
+        );
+        response
+    }
+
+    async fn rate_limit(&self, caller: &Caller) -> Result<RateStatus, ApiError> {
+        match self.limiter.check(&caller.org).await {
+            Ok(status) if status.admitted() => Ok(status),
+            Ok(status) => Err(ApiError::RateLimited(status)),
+            Err(err) => match self.on_store_error {
+                OnStoreError::Allow => {
+                    tracing::warn!(org = %caller.org, error = %err, "rate limiter unavailable; admitting (RATE_LIMIT_ON_STORE_ERROR=allow)");
+                    Ok(RateStatus::unknown(
+                        &self.limiter.default_limits(),
+                        now_us(),
+                    ))
+                }
+                OnStoreError::Deny => Err(ApiError::Unavailable {
+                    dependency: Dependency::RateLimiter,
+                    detail: err.to_string(),
+                }),
+            },
+        }
+    }
+
+    fn json_body(&self, req: &Request) -> Result<Value, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = req.body().as_ref();
+        if bytes.len() > self.max_body_bytes {
+            return Err(ApiError::PayloadTooLarge {
+                limit: self.max_body_bytes,
+            });
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::validation("body", "Required: a JSON object"));
+        }
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::validation("body", &format!("Malformed JSON: {e}")))
+    }
+}
+
+/// `application/json`, with or without parameters, or any `application/*+json`.
+pub fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// API Gateway's request id, which clients also see; else the Lambda invocation's.
+pub fn request_id(req: &Request) -> Option<String> {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) if ctx.request_id.is_some() => {
+            ctx.request_id.clone()
+        }
+        _ => req.lambda_context_ref().map(|ctx| ctx.request_id.clone()),
+    }
+}
+
+fn log_request(
+    route: &'static str,
+    reply: &Reply,
+    caller: Option<&Caller>,
+    status: StatusCode,
+    error: Option<ApiError>,
+) {
+    let org = caller.map(|c| c.org.as_str());
+    let user = caller.map(|c| c.user.as_str());
+    let latency_ms = reply.elapsed_ms();
+    match error {
+        Some(err) if status.is_server_error() => {
+            tracing::error!(route, org, user, status = status.as_u16(), latency_ms, error = %err, "request failed");
+        }
+        Some(err) => {
+            tracing::info!(route, org, user, status = status.as_u16(), latency_ms, error = %err, "request refused");
+        }
+        None => tracing::info!(
+            route,
+            org,
+            user,
+            status = status.as_u16(),
+            latency_ms,
+            "request served"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(content_type: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::CONTENT_TYPE, content_type.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        assert!(is_json(&headers("application/json")));
+        assert!(is_json(&headers("Application/JSON; charset=utf-8")));
+        assert!(is_json(&headers("application/vnd.metrics+json")));
+        assert!(!is_json(&headers("text/plain")));
+        assert!(!is_json(&headers("application/x-www-form-urlencoded")));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,41 @@
+//! What a single-metric function needs, built once per container.
+
+use std::sync::Arc;
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+
+use crate::api::Api;
+use crate::config::{ConfigError, DatabaseConfig, Env};
+use crate::db::{Database, PgStore};
+use crate::store::MetricStore;
+
+pub struct App {
+    pub api: Api,
+    pub store: Arc<dyn MetricStore>,
+}
+
+impl App {
+    pub fn new(api: Api, store: Arc<dyn MetricStore>) -> Self {
+        Self { api, store }
+    }
+
+    /// The real adapters (PostgreSQL, DynamoDB) configured from `env`.
+    pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+        let db = Database::connect(&DatabaseConfig::from_env(env)?)?;
+        Ok(Self::new(
+            Api::from_env(env, aws)?,
+            Arc::new(PgStore::new(db)),
+        ))
+    }
+}
+
+/// The AWS SDK configuration, shared by every client of a container. Endpoints come from the
+/// SDK's own `AWS_ENDPOINT_URL*` variables, so the same binary talks to local emulators.
+/// One retry at most: a request has a latency budget, and the rate limiter a failure policy.
+pub async fn aws_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(2))
+        .load()
+        .await
+}

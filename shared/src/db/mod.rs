@@ -1,0 +1,146 @@
+//! PostgreSQL: a bounded pool built once per container, schema-per-tenant storage, migrations.
+//!
+//! Statements on the request path are sent with `query_typed` (parse, bind and execute in one
+//! round trip, unnamed, no session state), so they also work behind RDS Proxy or PgBouncer in
+//! transaction mode. Tenant schema names are quoted and every value is a bind parameter.
+
+pub mod migrate;
+mod store;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, Object, Pool, PoolError, Runtime};
+use tokio_postgres::NoTls;
+
+pub use store::PgStore;
+
+use crate::config::{ConfigError, DatabaseConfig};
+use crate::store::StoreError;
+
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    timeout: Duration,
+}
+
+impl Database {
+    /// Builds the pool; connections are opened on first use, so a cold start does not fail
+    /// (or wait) when the database is briefly unreachable.
+    pub fn connect(config: &DatabaseConfig) -> Result<Self, ConfigError> {
+        let mut pg: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|e| ConfigError::new("DATABASE_URL", format!("not a PostgreSQL URL: {e}")))?;
+        pg.connect_timeout(config.timeout);
+        if pg.get_application_name().is_none() {
+            pg.application_name("metrics-collection");
+        }
+        // The server gives up on a statement within the same budget as the client.
+        let mut options = pg.get_options().unwrap_or_default().to_owned();
+        options.push_str(&format!(
+            " -c statement_timeout={}",
+            config.timeout.as_millis()
+        ));
+        pg.options(options.trim());
+        let pool = Pool::builder(Manager::new(pg, NoTls))
+            .max_size(config.max_connections)
+            .wait_timeout(Some(config.timeout))
+            .create_timeout(Some(config.timeout))
+            .recycle_timeout(Some(config.timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| ConfigError::new("DATABASE_MAX_CONNECTIONS", e.to_string()))?;
+        Ok(Self {
+            pool,
+            timeout: config.timeout,
+        })
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A pooled connection, within the configured budget.
+    pub async fn client(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Bounds `work` by the configured time budget; past it the database counts as unavailable.
+    pub async fn within_budget<T>(
+        &self,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "no answer within {:?}",
+                    self.timeout
+                )))
+            })
+    }
+
+    /// Whether the database answers a trivial query (for health checks).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_client!(self, |client| client.batch_execute("SELECT 1").await)
+    }
+}
+
+/// Runs `$work` (an expression using `$client`, a pooled connection) within the database's time
+/// budget. A connection that turns out to be dead (a frozen Lambda container wakes up with stale
+/// sockets) is replaced and `$work` evaluated once more, so it must be idempotent.
+///
+/// A macro rather than a function taking an async closure: such closures borrowing the
+/// connection cannot yet be proven `Send` for every lifetime, which the Lambda runtime needs.
+macro_rules! with_client {
+    ($db:expr, |$client:ident| $work:expr) => {{
+        let db: &$crate::db::Database = $db;
+        db.within_budget(async {
+            #[allow(unused_mut)]
+            let mut $client = db.client().await?;
+            match $work {
+                Err(err) if $crate::db::is_connection_error(&err) => {
+                    tracing::warn!(error = %err, "database connection lost; retrying once");
+                    drop($client);
+                    #[allow(unused_mut)]
+                    let mut $client = db.client().await?;
+                    $work.map_err($crate::db::classify)
+                }
+                other => other.map_err($crate::db::classify),
+            }
+        })
+        .await
+    }};
+}
+pub(crate) use with_client;
+
+/// An error of the connection rather than of the statement.
+pub(crate) fn is_connection_error(err: &tokio_postgres::Error) -> bool {
+    err.is_closed() || err.code().is_none_or(|code| code.code().starts_with("08"))
+}
+
+/// Outages (connection, resources, shutdown, statement timeout, serialization) are worth a
+/// retry and become 503; anything else reported by the server is a bug and becomes 500.
+pub fn classify(err: tokio_postgres::Error) -> StoreError {
+    let detail = err.to_string();
+    let Some(code) = err.code() else {
+        return StoreError::Unavailable(detail);
+    };
+    let code = code.code();
+    let transient = ["08", "53", "57", "58"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || matches!(code, "40001" | "40P01" | "55P03");
+    if transient {
+        StoreError::Unavailable(format!("{code}: {detail}"))
+    } else {
+        StoreError::Internal(format!("{code}: {detail}"))
+    }
+}
+
+fn pool_error(err: PoolError) -> StoreError {
+    match err {
+        PoolError::Backend(err) => classify(err),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}

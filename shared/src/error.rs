@@ -1,0 +1,102 @@
+//! The one error type of the API, and the status code and public message of each case.
+
+use http::StatusCode;
+
+use crate::auth::AuthError;
+use crate::ratelimit::RateStatus;
+use crate::validation::FieldError;
+
+/// A dependency whose outage turns into a 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    Database,
+    Queue,
+    RateLimiter,
+}
+
+impl Dependency {
+    pub fn public_message(self) -> &'static str {
+        match self {
+            Dependency::Database => "Database temporarily unavailable",
+            Dependency::Queue => "Queue temporarily unavailable",
+            Dependency::RateLimiter => "Rate limiter temporarily unavailable",
+        }
+    }
+}
+
+/// Seconds a client should wait before retrying after a 503.
+pub const RETRY_AFTER_UNAVAILABLE_SECONDS: u64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("unauthorized: {0}")]
+    Unauthorized(#[from] AuthError),
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("payload too large")]
+    PayloadTooLarge { limit: usize },
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("rate limited")]
+    RateLimited(RateStatus),
+    /// `detail` goes to the logs only, never to the client.
+    #[error("{dependency:?} unavailable: {detail}")]
+    Unavailable {
+        dependency: Dependency,
+        detail: String,
+    },
+    /// `0` goes to the logs only, never to the client.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The message the client sees; never internal detail.
+    pub fn public_message(&self) -> String {
+        match self {
+            ApiError::Validation(_) => "Validation failed".into(),
+            ApiError::Unauthorized(reason) => reason.to_string(),
+            ApiError::Forbidden(what) => format!("Forbidden: {what}"),
+            ApiError::NotFound(what) => format!("Not found: {what}"),
+            ApiError::Conflict(what) => what.clone(),
+            ApiError::PayloadTooLarge { limit } => {
+                format!("Payload too large: the limit is {limit} bytes")
+            }
+            ApiError::UnsupportedMediaType => "Content-Type must be application/json".into(),
+            ApiError::RateLimited(_) => "Rate limit exceeded".into(),
+            ApiError::Unavailable { dependency, .. } => dependency.public_message().into(),
+            ApiError::Internal(_) => "Internal server error".into(),
+        }
+    }
+
+    pub fn validation(field: &str, message: &str) -> Self {
+        ApiError::Validation(vec![FieldError::new(field, message)])
+    }
+}
+
+impl From<Vec<FieldError>> for ApiError {
+    fn from(errors: Vec<FieldError>) -> Self {
+        ApiError::Validation(errors)
+    }
+}

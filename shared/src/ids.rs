@@ -1,0 +1,119 @@
+//! Identities taken from a verified token. They are checked once, here, before any other code
+//! (SQL, DynamoDB keys, logs) sees them.
+
+use std::fmt;
+
+/// Longest organization id: keeps `org_<id>` inside PostgreSQL's 63-byte identifier limit.
+pub const MAX_ORG_ID_LEN: usize = 48;
+pub const MAX_USER_ID_LEN: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrgId(String);
+
+impl OrgId {
+    /// Accepts `^[A-Za-z0-9_-]{1,48}$`, nothing else.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() || raw.len() > MAX_ORG_ID_LEN {
+            return Err(format!("must be 1 to {MAX_ORG_ID_LEN} characters"));
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err("must match ^[A-Za-z0-9_-]+$".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The tenant schema's name, unquoted. Safe to quote: it holds only `[A-Za-z0-9_-]`.
+    pub fn schema_name(&self) -> String {
+        format!("org_{}", self.0)
+    }
+}
+
+impl fmt::Display for OrgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(String);
+
+impl UserId {
+    /// Any printable text up to 128 characters (emails, UUIDs, `auth0|123`), no control characters.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() || raw.chars().count() > MAX_USER_ID_LEN {
+            return Err(format!("must be 1 to {MAX_USER_ID_LEN} characters"));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err("must not contain control characters".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who is calling: both parts come only from a verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub org: OrgId,
+    pub user: UserId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_org_ids_are_accepted() {
+        for ok in ["acme", "Acme_Corp-2", "a", &"x".repeat(MAX_ORG_ID_LEN)] {
+            assert!(OrgId::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn hostile_org_ids_are_refused() {
+        for bad in [
+            "",
+            "acme\"; DROP SCHEMA public; --",
+            "acme corp",
+            "../etc",
+            "org\0",
+            "ünïcode",
+            "a.b",
+            "a\"b",
+            &"x".repeat(MAX_ORG_ID_LEN + 1),
+        ] {
+            assert!(OrgId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn schema_name_stays_within_postgres_identifier_limit() {
+        let org = OrgId::parse(&"x".repeat(MAX_ORG_ID_LEN)).unwrap();
+        assert!(org.schema_name().len() <= 63);
+    }
+
+    #[test]
+    fn user_ids_allow_common_shapes_but_not_control_characters() {
+        assert!(UserId::parse("alice@example.com").is_ok());
+        assert!(UserId::parse("auth0|123").is_ok());
+        assert!(UserId::parse("").is_err());
+        assert!(UserId::parse("bob\nadmin").is_err());
+        assert!(UserId::parse(&"u".repeat(MAX_USER_ID_LEN + 1)).is_err());
+    }
+}

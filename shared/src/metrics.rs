@@ -1,0 +1,266 @@
+//! The metric kinds of the specification and the rules that admit them.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::validation::{Choice, FieldError, Fields, MAX_TEXT_CHARS, Text};
+
+/// Longest command name (the specification's `maxLength`).
+pub const MAX_COMMAND_NAME_CHARS: usize = 100;
+/// Longest accepted execution time: five minutes.
+pub const MAX_EXECUTION_TIME_MS: f64 = 300_000.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    Success,
+    Error,
+    Timeout,
+    Cancelled,
+}
+
+impl Choice for CommandStatus {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("success", Self::Success),
+        ("error", Self::Error),
+        ("timeout", Self::Timeout),
+        ("cancelled", Self::Cancelled),
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Error => "error",
+            Self::Timeout => "timeout",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One command execution, validated and sanitised, as it will be stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommandExecution {
+    /// The client's id, or one the server assigned (see [`CommandExecution::with_id`]).
+    pub id: Option<Uuid>,
+    pub command_name: String,
+    pub command_args: Value,
+    pub execution_time_ms: f64,
+    pub status: CommandStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    pub context: Value,
+    /// When the command ran; the server's receive time when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+impl CommandExecution {
+    pub const FIELDS: &'static [&'static str] = &[
+        "id",
+        "command_name",
+        "command_args",
+        "execution_time_ms",
+        "status",
+        "error_message",
+        "context",
+        "timestamp",
+    ];
+
+    /// Validates `value` found at `at` in the request (empty for a whole body).
+    pub fn from_json(value: &Value, at: &str) -> Result<Self, Vec<FieldError>> {
+        let mut f = Fields::new(value, at, Self::FIELDS)?;
+        let metric = Self {
+            id: f.uuid("id"),
+            command_name: f.required_text("command_name", Text::name(MAX_COMMAND_NAME_CHARS)),
+            command_args: f.object("command_args"),
+            execution_time_ms: f.required_number("execution_time_ms", 0.0, MAX_EXECUTION_TIME_MS),
+            status: f.required_choice("status"),
+            error_message: f.text("error_message", Text::free(MAX_TEXT_CHARS)),
+            context: f.object("context"),
+            timestamp: f.timestamp("timestamp"),
+        };
+        f.finish()?;
+        Ok(metric)
+    }
+
+    /// Keeps the client's id, or assigns a time-ordered one.
+    pub fn with_id(mut self) -> Self {
+        self.id.get_or_insert_with(Uuid::now_v7);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec_example() -> Value {
+        json!({
+            "command_name": "claude_code_generate",
+            "command_args": {"language": "typescript", "framework": "express"},
+            "execution_time_ms": 1250,
+            "status": "success",
+            "context": {"project_type": "web_service", "complexity": "medium"}
+        })
+    }
+
+    fn errors_for(body: Value) -> Vec<FieldError> {
+        CommandExecution::from_json(&body, "").unwrap_err()
+    }
+
+    fn fields_of(errors: &[FieldError]) -> Vec<&str> {
+        errors.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[test]
+    fn the_specification_example_is_accepted() {
+        let m = CommandExecution::from_json(&spec_example(), "").unwrap();
+        assert_eq!(m.command_name, "claude_code_generate");
+        assert_eq!(m.execution_time_ms, 1250.0);
+        assert_eq!(m.status, CommandStatus::Success);
+        assert_eq!(m.command_args["framework"], "express");
+        assert_eq!(m.id, None);
+    }
+
+    #[test]
+    fn the_minimal_body_is_accepted_with_empty_objects() {
+        let m = CommandExecution::from_json(
+            &json!({"command_name": "x", "execution_time_ms": 0, "status": "cancelled"}),
+            "",
+        )
+        .unwrap();
+        assert_eq!(m.command_args, json!({}));
+        assert_eq!(m.context, json!({}));
+    }
+
+    #[test]
+    fn every_missing_required_field_is_reported_at_once() {
+        let errors = errors_for(json!({}));
+        assert_eq!(
+            fields_of(&errors),
+            ["command_name", "execution_time_ms", "status"]
+        );
+        assert!(errors.iter().all(|e| e.message == "Required"));
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported_at_once() {
+        let errors = errors_for(json!({
+            "id": "nope",
+            "command_name": "rm -rf /",
+            "command_args": "not an object",
+            "execution_time_ms": 300001,
+            "status": "exploded",
+            "error_message": 12,
+            "context": [],
+            "timestamp": "soon",
+            "organization_id": "someone-else",
+        }));
+        assert_eq!(
+            fields_of(&errors),
+            [
+                "organization_id",
+                "id",
+                "command_name",
+                "command_args",
+                "execution_time_ms",
+                "status",
+                "error_message",
+                "context",
+                "timestamp"
+            ]
+        );
+    }
+
+    #[test]
+    fn command_name_boundaries() {
+        let mut body = spec_example();
+        body["command_name"] = json!("a".repeat(MAX_COMMAND_NAME_CHARS));
+        assert!(CommandExecution::from_json(&body, "").is_ok());
+        body["command_name"] = json!("a".repeat(MAX_COMMAND_NAME_CHARS + 1));
+        assert_eq!(fields_of(&errors_for(body.clone())), ["command_name"]);
+        body["command_name"] = json!("");
+        assert_eq!(fields_of(&errors_for(body)), ["command_name"]);
+    }
+
+    #[test]
+    fn execution_time_boundaries() {
+        for (value, ok) in [
+            (json!(0), true),
+            (json!(300000), true),
+            (json!(12.75), true),
+            (json!(-0.001), false),
+            (json!(300000.01), false),
+            (json!("1250"), false),
+        ] {
+            let mut body = spec_example();
+            body["execution_time_ms"] = value.clone();
+            assert_eq!(
+                CommandExecution::from_json(&body, "").is_ok(),
+                ok,
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_status_of_the_enum_is_accepted() {
+        for status in ["success", "error", "timeout", "cancelled"] {
+            let mut body = spec_example();
+            body["status"] = json!(status);
+            assert_eq!(
+                CommandExecution::from_json(&body, "")
+                    .unwrap()
+                    .status
+                    .as_str(),
+                status
+            );
+        }
+    }
+
+    #[test]
+    fn identity_fields_in_the_body_are_refused() {
+        let mut body = spec_example();
+        body["organization_id"] = json!("other");
+        body["user_id"] = json!("mallory");
+        assert_eq!(fields_of(&errors_for(body)), ["organization_id", "user_id"]);
+    }
+
+    #[test]
+    fn a_client_id_is_kept_and_a_missing_one_assigned() {
+        let mut body = spec_example();
+        let id = Uuid::new_v4();
+        body["id"] = json!(id.to_string());
+        assert_eq!(
+            CommandExecution::from_json(&body, "").unwrap().with_id().id,
+            Some(id)
+        );
+        let assigned = CommandExecution::from_json(&spec_example(), "")
+            .unwrap()
+            .with_id()
+            .id;
+        assert!(assigned.is_some());
+    }
+
+    #[test]
+    fn free_text_and_objects_are_sanitised() {
+        let mut body = spec_example();
+        body["status"] = json!("error");
+        body["error_message"] = json!("failed <script>steal()</script>in Vec<String>");
+        body["context"] = json!({"note": "<img src=x onerror=alert(1)>hi"});
+        let m = CommandExecution::from_json(&body, "").unwrap();
+        assert_eq!(m.error_message.as_deref(), Some("failed in Vec<String>"));
+        assert_eq!(m.context["note"], "hi");
+    }
+
+    #[test]
+    fn errors_carry_the_location_inside_a_batch() {
+        let errors =
+            CommandExecution::from_json(&json!({"status": "bad"}), "command_executions[3]")
+                .unwrap_err();
+        assert!(fields_of(&errors).contains(&"command_executions[3].status"));
+    }
+}

@@ -1,0 +1,272 @@
+//! GCRA state in DynamoDB: one item per organization (`pk = org#<id>`, attribute `tat` in
+//! microseconds), changed only by conditional `UpdateItem`s, so concurrent Lambda instances never
+//! admit more than the limit.
+//!
+//! Two conditional updates cover every case; which to try first is guessed from the last `tat`
+//! this container saw, so the common case is one round trip:
+//! - *active* bucket (`now <= tat <= max_tat`): `SET tat = tat + :inc`;
+//! - *idle* bucket (no `tat`, or `tat < now`): `SET tat = :now + :inc`.
+//!
+//! A failed condition returns the old item (`ReturnValuesOnConditionCheckFailure = ALL_OLD`),
+//! which either proves the request must be refused (no further call) or says which update to
+//! try instead.
+//!
+//! Per-organization overrides live in the same table under `pk = limits#<id>` with the numeric
+//! attributes `max_requests`, `window_ms` and `burst_allowance`; each container caches them for
+//! `RATE_LIMIT_OVERRIDE_TTL_MS`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+
+use super::{Limits, RateLimiter, RateStatus, StoreUnavailable, gcra, now_us};
+use crate::config::RateLimitConfig;
+use crate::ids::OrgId;
+
+/// Conditional updates tried before giving up under contention (then: refused, never admitted).
+const MAX_ATTEMPTS: usize = 4;
+/// Items outlive their last `tat` by this much, then DynamoDB's TTL removes them.
+const EXPIRY_MARGIN_SECONDS: i64 = 3600;
+
+pub struct DynamoRateLimiter {
+    client: Client,
+    table: String,
+    defaults: Limits,
+    override_ttl: Duration,
+    timeout: Duration,
+    overrides: Mutex<HashMap<OrgId, (Instant, Limits)>>,
+    last_tat: Mutex<HashMap<OrgId, i64>>,
+    round_trips: AtomicU64,
+}
+
+/// Outcome of one conditional update.
+enum Attempt {
+    Admitted(i64),
+    /// The condition failed; the stored `tat` (if any) says what to do next.
+    Conflict(Option<i64>),
+}
+
+impl DynamoRateLimiter {
+    pub fn new(client: Client, config: &RateLimitConfig) -> Self {
+        Self {
+            client,
+            table: config.table_name.clone(),
+            defaults: config.defaults,
+            override_ttl: config.override_ttl,
+            timeout: config.store_timeout,
+            overrides: Mutex::new(HashMap::new()),
+            last_tat: Mutex::new(HashMap::new()),
+            round_trips: AtomicU64::new(0),
+        }
+    }
+
+    /// DynamoDB calls made so far (for the benchmark's round trips per request).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    pub fn state_key(org: &OrgId) -> String {
+        format!("org#{org}")
+    }
+
+    pub fn override_key(org: &OrgId) -> String {
+        format!("limits#{org}")
+    }
+
+    async fn limits_for(&self, org: &OrgId) -> Result<Limits, StoreUnavailable> {
+        if let Some((read_at, limits)) = lock(&self.overrides).get(org)
+            && read_at.elapsed() < self.override_ttl
+        {
+            return Ok(*limits);
+        }
+        let limits = self.read_override(org).await?.unwrap_or(self.defaults);
+        lock(&self.overrides).insert(org.clone(), (Instant::now(), limits));
+        Ok(limits)
+    }
+
+    async fn read_override(&self, org: &OrgId) -> Result<Option<Limits>, StoreUnavailable> {
+        let call = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(Self::override_key(org)))
+            .consistent_read(true)
+            .send();
+        let output = self.timed(call).await?.map_err(unavailable)?;
+        let Some(item) = output.item else {
+            return Ok(None);
+        };
+        let field = |name: &str, default: u64| {
+            item.get(name)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(default)
+        };
+        let limits = Limits {
+            max_requests: field("max_requests", self.defaults.max_requests),
+            window_ms: field("window_ms", self.defaults.window_ms),
+            burst_allowance: field("burst_allowance", self.defaults.burst_allowance),
+        };
+        match limits.check() {
+            Ok(()) => Ok(Some(limits)),
+            Err(problem) => {
+                tracing::error!(org = %org, problem, "ignoring invalid rate-limit override");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn timed<F: Future>(&self, call: F) -> Result<F::Output, StoreUnavailable> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| StoreUnavailable(format!("no answer within {:?}", self.timeout)))
+    }
+
+    /// Active bucket: advance `tat` by one interval if that stays within the tolerance.
+    async fn advance(
+        &self,
+        org: &OrgId,
+        limits: &Limits,
+        now: i64,
+    ) -> Result<Attempt, StoreUnavailable> {
+        let call = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(Self::state_key(org)))
+            .update_expression("SET tat = tat + :inc, expires_at = :exp")
+            .condition_expression("tat BETWEEN :now AND :max_tat")
+            .expression_attribute_values(":inc", number(limits.interval_us()))
+            .expression_attribute_values(":now", number(now))
+            .expression_attribute_values(":max_tat", number(gcra::max_tat(limits, now)))
+            .expression_attribute_values(":exp", number(expiry(limits, now)))
+            .return_values(ReturnValue::UpdatedNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send();
+        match self.timed(call).await? {
+            Ok(output) => {
+                let tat = output.attributes.as_ref().and_then(tat_of);
+                tat.map(Attempt::Admitted)
+                    .ok_or_else(|| StoreUnavailable("update returned no tat".into()))
+            }
+            Err(err) => conflict_or_unavailable(err),
+        }
+    }
+
+    /// Idle (or new) bucket: restart `tat` from now.
+    async fn restart(
+        &self,
+        org: &OrgId,
+        limits: &Limits,
+        now: i64,
+    ) -> Result<Attempt, StoreUnavailable> {
+        let new_tat = now + limits.interval_us();
+        let call = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(Self::state_key(org)))
+            .update_expression("SET tat = :new_tat, expires_at = :exp")
+            .condition_expression("attribute_not_exists(tat) OR tat < :now")
+            .expression_attribute_values(":new_tat", number(new_tat))
+            .expression_attribute_values(":now", number(now))
+            .expression_attribute_values(":exp", number(expiry(limits, now)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send();
+        match self.timed(call).await? {
+            Ok(_) => Ok(Attempt::Admitted(new_tat)),
+            Err(err) => conflict_or_unavailable(err),
+        }
+    }
+
+    fn remember(&self, org: &OrgId, tat: i64) {
+        lock(&self.last_tat).insert(org.clone(), tat);
+    }
+}
+
+#[async_trait]
+impl RateLimiter for DynamoRateLimiter {
+    async fn check(&self, org: &OrgId) -> Result<RateStatus, StoreUnavailable> {
+        let limits = self.limits_for(org).await?;
+        let now = now_us();
+        let mut active = lock(&self.last_tat).get(org).is_some_and(|&tat| tat >= now);
+        for _ in 0..MAX_ATTEMPTS {
+            let attempt = if active {
+                self.advance(org, &limits, now).await?
+            } else {
+                self.restart(org, &limits, now).await?
+            };
+            let stored = match attempt {
+                Attempt::Admitted(new_tat) => {
+                    self.remember(org, new_tat);
+                    return Ok(gcra::admitted_status(&limits, new_tat, now));
+                }
+                Attempt::Conflict(stored) => stored,
+            };
+            if let Some(tat) = stored {
+                self.remember(org, tat);
+            }
+            match gcra::decide(&limits, stored, now) {
+                gcra::Verdict::Deny => {
+                    return Ok(gcra::denied_status(&limits, stored.unwrap_or(now), now));
+                }
+                gcra::Verdict::Admit { .. } => active = stored.is_some_and(|tat| tat >= now),
+            }
+        }
+        // Other instances kept changing the item under us: refuse rather than risk over-admitting.
+        tracing::warn!(org = %org, "rate limit contention; refusing this request");
+        Ok(gcra::denied_status(
+            &limits,
+            now + limits.tolerance_us(),
+            now,
+        ))
+    }
+
+    fn default_limits(&self) -> Limits {
+        self.defaults
+    }
+}
+
+fn conflict_or_unavailable<R>(
+    err: aws_sdk_dynamodb::error::SdkError<UpdateItemError, R>,
+) -> Result<Attempt, StoreUnavailable>
+where
+    R: std::fmt::Debug,
+{
+    match err.as_service_error() {
+        Some(UpdateItemError::ConditionalCheckFailedException(e)) => {
+            Ok(Attempt::Conflict(e.item().and_then(tat_of)))
+        }
+        _ => Err(unavailable(err)),
+    }
+}
+
+fn unavailable(err: impl std::error::Error) -> StoreUnavailable {
+    StoreUnavailable(aws_sdk_dynamodb::error::DisplayErrorContext(err).to_string())
+}
+
+fn tat_of(item: &HashMap<String, AttributeValue>) -> Option<i64> {
+    item.get("tat")?.as_n().ok()?.parse().ok()
+}
+
+fn number(n: i64) -> AttributeValue {
+    AttributeValue::N(n.to_string())
+}
+
+/// Epoch seconds after which the item may be deleted: the bucket is full again long before.
+fn expiry(limits: &Limits, now: i64) -> i64 {
+    (now + limits.tolerance_us()) / 1_000_000 + EXPIRY_MARGIN_SECONDS
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

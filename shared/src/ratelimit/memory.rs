@@ -1,0 +1,65 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{Limits, RateLimiter, RateStatus, StoreUnavailable, gcra, now_us};
+use crate::ids::OrgId;
+
+/// A rate limiter that keeps its state in this process; for unit tests of handlers.
+pub struct InMemoryRateLimiter {
+    defaults: Limits,
+    overrides: HashMap<OrgId, Limits>,
+    tats: Mutex<HashMap<OrgId, i64>>,
+    unavailable: bool,
+}
+
+impl InMemoryRateLimiter {
+    pub fn new(defaults: Limits) -> Self {
+        Self {
+            defaults,
+            overrides: HashMap::new(),
+            tats: Mutex::new(HashMap::new()),
+            unavailable: false,
+        }
+    }
+
+    pub fn with_override(mut self, org: OrgId, limits: Limits) -> Self {
+        self.overrides.insert(org, limits);
+        self
+    }
+
+    /// A limiter whose store is down: every check fails.
+    pub fn unavailable(defaults: Limits) -> Self {
+        Self {
+            unavailable: true,
+            ..Self::new(defaults)
+        }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for InMemoryRateLimiter {
+    async fn check(&self, org: &OrgId) -> Result<RateStatus, StoreUnavailable> {
+        if self.unavailable {
+            return Err(StoreUnavailable(
+                "in-memory limiter set to unavailable".into(),
+            ));
+        }
+        let limits = self.overrides.get(org).unwrap_or(&self.defaults);
+        let now = now_us();
+        let mut tats = self
+            .tats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (new_tat, status) = gcra::apply(limits, tats.get(org).copied(), now);
+        if let Some(tat) = new_tat {
+            tats.insert(org.clone(), tat);
+        }
+        Ok(status)
+    }
+
+    fn default_limits(&self) -> Limits {
+        self.defaults
+    }
+}

@@ -1,0 +1,125 @@
+//! Per-organization rate limiting with the generic cell rate algorithm (GCRA).
+//!
+//! An organization may send `max_requests` per `window_ms` on average. An idle organization may
+//! send up to `max_requests + burst_allowance` at once; after that, one request is admitted every
+//! `window_ms / max_requests`. The only state is the *theoretical arrival time* (`tat`): the time
+//! at which the organization's bucket would be full again.
+//!
+//! [`gcra`] holds the arithmetic; [`DynamoRateLimiter`] keeps `tat` in DynamoDB with conditional
+//! updates, exact across any number of Lambda instances; [`InMemoryRateLimiter`] is for tests.
+
+mod dynamo;
+pub mod gcra;
+mod memory;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use dynamo::DynamoRateLimiter;
+pub use memory::InMemoryRateLimiter;
+
+use crate::ids::OrgId;
+
+/// An organization's limits: the defaults, or an override stored for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_requests: u64,
+    pub window_ms: u64,
+    pub burst_allowance: u64,
+}
+
+/// Largest bucket we accept; keeps every product below in range.
+const MAX_CAPACITY: u64 = 1_000_000_000;
+
+impl Limits {
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_requests == 0 || self.window_ms == 0 {
+            return Err("max_requests and window_ms must be at least 1".into());
+        }
+        if self.capacity() > MAX_CAPACITY || self.window_ms > 365 * 24 * 3_600_000 {
+            return Err("limits are too large".into());
+        }
+        if self.window_ms * 1000 < self.max_requests {
+            return Err("more than one request per microsecond is not supported".into());
+        }
+        Ok(())
+    }
+
+    /// Requests an idle organization may send at once.
+    pub fn capacity(&self) -> u64 {
+        self.max_requests + self.burst_allowance
+    }
+
+    /// Microseconds between two requests at the sustained rate, rounded up so that rounding
+    /// never admits more than the limit.
+    pub fn interval_us(&self) -> i64 {
+        (self.window_ms * 1000).div_ceil(self.max_requests) as i64
+    }
+
+    /// How far `tat` may run ahead of now: the bucket's size in time.
+    pub fn tolerance_us(&self) -> i64 {
+        self.interval_us() * self.capacity() as i64
+    }
+}
+
+/// What a response reports about the caller's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateStatus {
+    pub limit: u64,
+    pub remaining: u64,
+    /// When the bucket is full again (microseconds since the epoch).
+    pub reset_at_us: i64,
+    /// Set when the request was refused: how long until one would be admitted.
+    pub retry_after_us: Option<i64>,
+}
+
+impl RateStatus {
+    /// What we report when the store is unreachable and the policy admits anyway.
+    pub fn unknown(limits: &Limits, now_us: i64) -> Self {
+        Self {
+            limit: limits.capacity(),
+            remaining: limits.capacity(),
+            reset_at_us: now_us,
+            retry_after_us: None,
+        }
+    }
+
+    pub fn admitted(&self) -> bool {
+        self.retry_after_us.is_none()
+    }
+
+    pub fn reset_time(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(self.reset_at_us).unwrap_or_default()
+    }
+
+    /// Seconds until the bucket is full, rounded up, as an epoch time for `X-RateLimit-Reset`.
+    pub fn reset_epoch_seconds(&self) -> i64 {
+        self.reset_at_us.div_euclid(1_000_000)
+            + i64::from(self.reset_at_us.rem_euclid(1_000_000) > 0)
+    }
+
+    /// Whole seconds to wait, rounded up (never 0 for a refused request).
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        self.retry_after_us
+            .map(|us| (us.max(1) as u64).div_ceil(1_000_000))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("rate-limit store unavailable: {0}")]
+pub struct StoreUnavailable(pub String);
+
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    /// Counts one request of `org` and says whether it is admitted.
+    async fn check(&self, org: &OrgId) -> Result<RateStatus, StoreUnavailable>;
+
+    /// The limits that apply to `org` when nothing else is known (for reporting on failures).
+    fn default_limits(&self) -> Limits;
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
+}

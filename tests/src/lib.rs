@@ -1,0 +1,280 @@
+//! Test support: the real local services started by `make test` (PostgreSQL and the moto
+//! DynamoDB/SQS emulator), a fresh database and table per test, and an app wired to them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use http::{HeaderMap, HeaderValue};
+use lambda_http::{Body, Request};
+use serde_json::Value;
+use shared::App;
+use shared::config::Env;
+use tokio_postgres::{Client, NoTls};
+use uuid::Uuid;
+
+pub const SECRET: &str = "integration-test-secret-0123456789";
+pub const COMMAND_EXECUTION_EVENT: &str = include_str!("../../events/command-execution.json");
+
+/// The services `make test` started.
+pub struct Services {
+    /// An administrative URL of the shared PostgreSQL server (database `postgres`).
+    pub admin_url: String,
+    /// A folder the test run owns (removed when it ends).
+    pub scratch: PathBuf,
+}
+
+pub fn services() -> &'static Services {
+    static SERVICES: OnceLock<Services> = OnceLock::new();
+    SERVICES.get_or_init(|| {
+        let admin_url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
+            panic!("TEST_DATABASE_URL is not set: run the tests with `make test`, which starts PostgreSQL and moto")
+        });
+        assert!(
+            std::env::var("AWS_ENDPOINT_URL").is_ok(),
+            "AWS_ENDPOINT_URL is not set: run the tests with `make test`"
+        );
+        let scratch = std::env::var("TEST_SCRATCH_DIR").map_or_else(|_| std::env::temp_dir(), PathBuf::from);
+        Services { admin_url, scratch }
+    })
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// Replaces the database name of a PostgreSQL URL.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("URL with a database");
+    format!("{base}/{database}")
+}
+
+/// A new, empty database with the public migrations applied; its URL.
+pub async fn fresh_database_on(server_url: &str) -> String {
+    let name = format!("t_{}", Uuid::new_v4().simple());
+    connect(server_url)
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let url = with_database(server_url, &name);
+    local_front::provision::migrate(&url)
+        .await
+        .expect("migrate");
+    url
+}
+
+pub async fn fresh_database() -> String {
+    fresh_database_on(&services().admin_url).await
+}
+
+pub async fn dynamo() -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&shared::app::aws_config().await)
+}
+
+/// A new rate-limit table in moto, shaped as template.yaml declares it.
+pub async fn fresh_table() -> String {
+    services();
+    let name = format!("limits-{}", Uuid::new_v4().simple());
+    local_front::provision::ensure_rate_limit_table(&dynamo().await, &name)
+        .await
+        .expect("create table");
+    name
+}
+
+/// An [`App`] on the real adapters, with its own database and table.
+pub struct TestApp {
+    pub app: Arc<App>,
+    pub database_url: String,
+    pub table: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    /// `settings` override or add environment variables (e.g. `RATE_LIMIT_MAX_REQUESTS`).
+    pub async fn spawn_with(settings: &[(&str, &str)]) -> Self {
+        let database_url = fresh_database().await;
+        Self::spawn_on(&database_url, settings).await
+    }
+
+    pub async fn spawn_on(database_url: &str, settings: &[(&str, &str)]) -> Self {
+        Self::spawn_with_aws(database_url, settings, &shared::app::aws_config().await).await
+    }
+
+    /// With the given AWS SDK configuration (e.g. an unreachable endpoint).
+    pub async fn spawn_with_aws(
+        database_url: &str,
+        settings: &[(&str, &str)],
+        aws: &aws_config::SdkConfig,
+    ) -> Self {
+        let table = fresh_table().await;
+        let mut vars: HashMap<&str, &str> = HashMap::from([
+            ("DATABASE_URL", database_url),
+            ("DATABASE_MAX_CONNECTIONS", "8"),
+            ("DATABASE_TIMEOUT_MS", "3000"),
+            ("JWT_SECRET", SECRET),
+            ("RATE_LIMIT_TABLE_NAME", table.as_str()),
+        ]);
+        vars.extend(settings.iter().copied());
+        let env = Env::from_pairs(vars);
+        let app = App::from_env(&env, aws).expect("test configuration");
+        Self {
+            app: Arc::new(app),
+            database_url: database_url.to_owned(),
+            table,
+        }
+    }
+
+    /// Serves the template's routes over HTTP on a free port, as `make dev` does.
+    pub async fn serve_http(&self) -> SocketAddr {
+        let gateway = local_front::gateway::Gateway::new(
+            local_front::TEMPLATE,
+            local_front::handlers(self.app.clone()),
+        )
+        .expect("gateway");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(Arc::new(gateway).serve(listener));
+        addr
+    }
+
+    pub async fn db(&self) -> Client {
+        connect(&self.database_url).await
+    }
+
+    /// Rows of one table in one organization's schema.
+    pub async fn count(&self, org: &str, table: &str) -> i64 {
+        self.db()
+            .await
+            .query_one(&format!("SELECT count(*) FROM \"org_{org}\".{table}"), &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+pub fn token(org: &str, user: &str) -> String {
+    local_front::token::mint(SECRET, org, user, 1).expect("token")
+}
+
+/// The `events/` fixture for command executions, with a token for `org` and the given body.
+pub fn command_execution_request(org: &str, body: &Value) -> Request {
+    let mut req = lambda_http::request::from_str(COMMAND_EXECUTION_EVENT).expect("fixture");
+    *req.body_mut() = Body::from(body.to_string());
+    authorize(&mut req, org, "dev-user");
+    req
+}
+
+pub fn authorize(req: &mut Request, org: &str, user: &str) {
+    req.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {}", token(org, user))).unwrap(),
+    );
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+pub async fn answer(response: lambda_http::Response<Body>) -> Answer {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn spec_command_example() -> Value {
+    serde_json::json!({
+        "command_name": "claude_code_generate",
+        "command_args": {"language": "typescript", "framework": "express"},
+        "execution_time_ms": 1250,
+        "status": "success",
+        "context": {"project_type": "web_service", "complexity": "medium"}
+    })
+}
+
+/// A PostgreSQL cluster of the test's own, which it may stop, kill and restart.
+pub struct PgCluster {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl PgCluster {
+    pub fn start() -> Self {
+        let dir = services()
+            .scratch
+            .join(format!("cluster-{}", Uuid::new_v4().simple()));
+        let cluster = Self {
+            dir,
+            port: free_port(),
+        };
+        cluster.run(&["start", &cluster.port.to_string()]);
+        cluster
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    pub fn stop(&self) {
+        self.run(&["stop"]);
+    }
+
+    pub fn kill(&self) {
+        self.run(&["kill"]);
+    }
+
+    pub fn restart(&self) {
+        self.run(&["start", &self.port.to_string()]);
+    }
+
+    fn run(&self, args: &[&str]) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local/pg.sh");
+        let (command, rest) = args.split_first().expect("command");
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg(command)
+            .arg(&self.dir)
+            .args(rest)
+            // Commits must survive `kill` (an immediate shutdown), so synchronous_commit stays on;
+            // fsync only matters when the machine itself crashes.
+            .env("PG_EXTRA_OPTIONS", "-c fsync=off")
+            .status()
+            .expect("run local/pg.sh");
+        assert!(status.success(), "pg.sh {args:?} failed");
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local/pg.sh");
+        let _ = Command::new("bash")
+            .arg(script)
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}

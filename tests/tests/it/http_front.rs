@@ -1,0 +1,84 @@
+//! The local front serves template.yaml's routes over HTTP with the same handlers.
+
+use integration_tests::{TestApp, spec_command_example, token};
+use serde_json::Value;
+
+async fn post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> (u16, String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        head.to_lowercase(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn the_specification_example_over_http_is_created() {
+    let given = TestApp::spawn().await;
+    let addr = given.serve_http().await;
+    let (status, head, body) = post(
+        addr,
+        "/api/v1/metrics/command-execution",
+        Some(&token("acme", "alice")),
+        "application/json",
+        &spec_command_example().to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["success"], true);
+    assert!(body["data"]["id"].is_string() && body["data"]["created_at"].is_string());
+    assert_eq!(body["rate_limit"]["limit"], 1000);
+    assert!(head.contains("x-ratelimit-remaining: 999"));
+    assert!(head.contains("apigw-requestid:"));
+    assert_eq!(given.count("acme", "command_executions").await, 1);
+}
+
+#[tokio::test]
+async fn http_errors_have_their_status_codes() {
+    let given = TestApp::spawn().await;
+    let addr = given.serve_http().await;
+    let body = spec_command_example().to_string();
+    let path = "/api/v1/metrics/command-execution";
+    let (status, head, _) = post(addr, path, None, "application/json", &body).await;
+    assert_eq!(status, 401);
+    assert!(head.contains("www-authenticate: bearer"));
+    let good = token("acme", "alice");
+    assert_eq!(
+        post(addr, path, Some(&good), "text/plain", &body).await.0,
+        415
+    );
+    assert_eq!(
+        post(addr, path, Some(&good), "application/json", "{")
+            .await
+            .0,
+        400
+    );
+    let (status, _, body) = post(
+        addr,
+        "/api/v1/metrics/nope",
+        Some(&good),
+        "application/json",
+        "{}",
+    )
+    .await;
+    assert_eq!((status, body["message"].as_str()), (404, Some("Not Found")));
+}

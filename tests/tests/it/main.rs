@@ -1,0 +1,8 @@
+//! Integration tests against the real local services; run them with `make test`.
+//! One test binary (modules below) keeps linking time down.
+
+mod command_execution;
+mod database_outage;
+mod http_front;
+mod migrations;
+mod rate_limit;

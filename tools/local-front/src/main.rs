@@ -1,0 +1,90 @@
+//! `local-front [serve]` — provision the local stack, then serve the API on 127.0.0.1:$PORT.
+//! `local-front provision` — create the rate-limit table and apply migrations, then exit.
+//! `local-front token [--org ORG] [--user USER] [--hours N]` — print a development token.
+
+use std::sync::Arc;
+
+use local_front::gateway::Gateway;
+use local_front::{TEMPLATE, handlers, provision, token};
+use shared::App;
+use shared::config::{ConfigError, DatabaseConfig, Env, RateLimitConfig};
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        None | Some("serve") => serve().await,
+        Some("provision") => provision_stack().await,
+        Some("token") => print_token(&args[1..]),
+        Some(other) => Err(format!(
+            "unknown command {other:?}; expected serve, provision or token"
+        )),
+    };
+    if let Err(message) = result {
+        eprintln!("local-front: {message}");
+        std::process::exit(1);
+    }
+}
+
+async fn provision_stack() -> Result<(), String> {
+    let env = Env::process();
+    let database = DatabaseConfig::from_env(&env).map_err(config)?;
+    let rate = RateLimitConfig::from_env(&env).map_err(config)?;
+    let aws = shared::app::aws_config().await;
+    provision::ensure_rate_limit_table(&aws_sdk_dynamodb::Client::new(&aws), &rate.table_name)
+        .await?;
+    let (public, tenants) = provision::migrate(&database.url).await?;
+    eprintln!(
+        "provisioned: table {}, {public} public migration(s), {tenants} tenant(s) upgraded",
+        rate.table_name
+    );
+    Ok(())
+}
+
+async fn serve() -> Result<(), String> {
+    shared::telemetry::init();
+    provision_stack().await?;
+    let env = Env::process();
+    let aws = shared::app::aws_config().await;
+    let app = Arc::new(App::from_env(&env, &aws).map_err(config)?);
+    let gateway = Arc::new(Gateway::new(TEMPLATE, handlers(app))?);
+    let port: u16 = env.parse_or("PORT", 3000).map_err(config)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+    eprintln!("local front listening on http://127.0.0.1:{port}");
+    for key in gateway.route_keys() {
+        eprintln!("  {key}");
+    }
+    tokio::select! {
+        served = gateway.serve(listener) => served.map_err(|e| e.to_string()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+fn print_token(args: &[String]) -> Result<(), String> {
+    let mut org = "demo".to_owned();
+    let mut user = "dev-user".to_owned();
+    let mut hours = 24u64;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--org" => org = value.clone(),
+            "--user" => user = value.clone(),
+            "--hours" => {
+                hours = value
+                    .parse()
+                    .map_err(|_| format!("--hours {value:?} is not a number"))?
+            }
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    let secret = Env::process().required("JWT_SECRET").map_err(config)?;
+    println!("{}", token::mint(&secret, &org, &user, hours)?);
+    Ok(())
+}
+
+fn config(err: ConfigError) -> String {
+    err.to_string()
+}
