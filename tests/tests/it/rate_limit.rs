@@ -13,11 +13,15 @@ use shared::config::{OnStoreError, RateLimitConfig};
 use shared::ids::OrgId;
 use shared::ratelimit::{DynamoRateLimiter, Limits, RateLimiter};
 
+/// A day-long window: no request is refilled while a test runs, so counts are exact however
+/// slow the machine is.
+const WINDOW_MS: u64 = 86_400_000;
+
 fn config(table: &str, max_requests: u64) -> RateLimitConfig {
     RateLimitConfig {
         defaults: Limits {
             max_requests,
-            window_ms: 60_000,
+            window_ms: WINDOW_MS,
             burst_allowance: 0,
         },
         table_name: table.to_owned(),
@@ -152,7 +156,11 @@ async fn overrides_are_read_from_the_same_table() {
 
 #[tokio::test]
 async fn the_handler_admits_exactly_the_limit_and_refuses_the_rest_with_retry_after() {
-    let given = TestApp::spawn_with(&[("RATE_LIMIT_MAX_REQUESTS", "3")]).await;
+    let given = TestApp::spawn_with(&[
+        ("RATE_LIMIT_MAX_REQUESTS", "3"),
+        ("RATE_LIMIT_WINDOW_MS", "86400000"),
+    ])
+    .await;
     let sends: Vec<_> = (0..12)
         .map(|_| {
             let app = given.app.clone();
