@@ -53,6 +53,7 @@ fi
   echo "JWT_SECRET=${JWT_SECRET:-local-dev-secret}"
   aws_local_env "http://127.0.0.1:$MOTO_PORT"
   echo "RATE_LIMIT_TABLE_NAME=metrics-rate-limits-local"
+  echo "BATCH_QUEUE_URL=http://127.0.0.1:$MOTO_PORT/123456789012/metrics-batch-local"
   echo "PORT=$PORT"
 } >"$LOCAL_DIR/stack.env"
 set -a

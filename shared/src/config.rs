@@ -259,6 +259,30 @@ impl RateLimitConfig {
     }
 }
 
+/// The SQS queue that carries batches to the worker.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub url: String,
+}
+
+impl QueueConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = env.required("BATCH_QUEUE_URL")?;
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(ConfigError::new(
+                "BATCH_QUEUE_URL",
+                "must be the queue's URL",
+            ));
+        }
+        Ok(Self { url })
+    }
+}
+
+/// How long a session may stay silent before the reaper marks it abandoned.
+pub fn session_idle_timeout(env: &Env) -> Result<Duration, ConfigError> {
+    env.millis_or("SESSION_IDLE_TIMEOUT_MS", 3_600_000)
+}
+
 /// Limits applied to every request body before it is parsed.
 #[derive(Debug, Clone)]
 pub struct RequestConfig {

@@ -10,14 +10,35 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod health;
 pub mod ids;
 pub mod metrics;
 pub mod ratelimit;
 pub mod response;
 pub mod sanitize;
+pub mod sessions;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod validation;
 
 pub use app::App;
 pub use error::ApiError;
+
+/// The `main` of a function that serves one HTTP route with an [`App`]: JSON logs, then the SDK
+/// configuration and the app built once per container (a bad setting stops the start), then the
+/// Lambda runtime calling `$handle(&app, request)` for every event.
+#[macro_export]
+macro_rules! lambda_http_main {
+    ($handle:path) => {
+        #[tokio::main]
+        async fn main() -> Result<(), lambda_http::Error> {
+            $crate::telemetry::init();
+            let aws = $crate::app::aws_config().await;
+            let app = $crate::App::from_env(&$crate::config::Env::process(), &aws)
+                .inspect_err($crate::telemetry::startup_failed)?;
+            lambda_http::run(lambda_http::service_fn(|req| $handle(&app, req))).await
+        }
+    };
+}

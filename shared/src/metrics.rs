@@ -92,6 +92,184 @@ impl CommandExecution {
     }
 }
 
+/// Longest agent name.
+pub const MAX_AGENT_NAME_CHARS: usize = 100;
+/// Longest accepted agent processing time: one day.
+pub const MAX_PROCESSING_TIME_MS: f64 = 86_400_000.0;
+/// Most tokens one interaction may report in either direction.
+pub const MAX_TOKENS: i64 = 1_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InteractionType {
+    ToolCall,
+    Delegation,
+    Response,
+}
+
+impl Choice for InteractionType {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("tool_call", Self::ToolCall),
+        ("delegation", Self::Delegation),
+        ("response", Self::Response),
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::ToolCall => "tool_call",
+            Self::Delegation => "delegation",
+            Self::Response => "response",
+        }
+    }
+}
+
+/// One agent interaction, with its token counts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentInteraction {
+    pub id: Option<Uuid>,
+    pub agent_name: String,
+    pub interaction_type: InteractionType,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub processing_time_ms: f64,
+    pub success: bool,
+    pub metadata: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+impl AgentInteraction {
+    pub const FIELDS: &'static [&'static str] = &[
+        "id",
+        "agent_name",
+        "interaction_type",
+        "input_tokens",
+        "output_tokens",
+        "processing_time_ms",
+        "success",
+        "metadata",
+        "timestamp",
+    ];
+
+    pub fn from_json(value: &Value, at: &str) -> Result<Self, Vec<FieldError>> {
+        let mut f = Fields::new(value, at, Self::FIELDS)?;
+        let metric = Self {
+            id: f.uuid("id"),
+            agent_name: f.required_text("agent_name", Text::free(MAX_AGENT_NAME_CHARS)),
+            interaction_type: f.required_choice("interaction_type"),
+            input_tokens: f.required_integer("input_tokens", 0, MAX_TOKENS),
+            output_tokens: f.required_integer("output_tokens", 0, MAX_TOKENS),
+            processing_time_ms: f.required_number(
+                "processing_time_ms",
+                0.0,
+                MAX_PROCESSING_TIME_MS,
+            ),
+            success: f.required_boolean("success"),
+            metadata: f.object("metadata"),
+            timestamp: f.timestamp("timestamp"),
+        };
+        f.finish()?;
+        Ok(metric)
+    }
+
+    pub fn with_id(mut self) -> Self {
+        self.id.get_or_insert_with(Uuid::now_v7);
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProductivityMetricType {
+    CompletionRate,
+    ErrorRate,
+    EfficiencyScore,
+}
+
+impl Choice for ProductivityMetricType {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("completion_rate", Self::CompletionRate),
+        ("error_rate", Self::ErrorRate),
+        ("efficiency_score", Self::EfficiencyScore),
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::CompletionRate => "completion_rate",
+            Self::ErrorRate => "error_rate",
+            Self::EfficiencyScore => "efficiency_score",
+        }
+    }
+}
+
+impl ProductivityMetricType {
+    /// The values a metric of this type may take: rates of completion are open-ended, error
+    /// rates are percentages, efficiency is a 0-100 index.
+    pub fn range(self) -> (f64, f64) {
+        match self {
+            Self::CompletionRate => (0.0, 1.0e9),
+            Self::ErrorRate | Self::EfficiencyScore => (0.0, 100.0),
+        }
+    }
+}
+
+/// Longest unit name (e.g. `tasks_per_hour`).
+pub const MAX_UNIT_CHARS: usize = 50;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProductivityMetric {
+    pub id: Option<Uuid>,
+    pub metric_type: ProductivityMetricType,
+    pub value: f64,
+    pub unit: String,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub dimensions: Value,
+}
+
+impl ProductivityMetric {
+    pub const FIELDS: &'static [&'static str] = &[
+        "id",
+        "metric_type",
+        "value",
+        "unit",
+        "period_start",
+        "period_end",
+        "dimensions",
+    ];
+
+    pub fn from_json(value: &Value, at: &str) -> Result<Self, Vec<FieldError>> {
+        let mut f = Fields::new(value, at, Self::FIELDS)?;
+        let metric_type = f.choice::<ProductivityMetricType>("metric_type");
+        if metric_type.is_none() && f.is_absent("metric_type") {
+            f.error("metric_type", "Required");
+        }
+        let (min, max) = metric_type.map_or((0.0, 1.0e9), ProductivityMetricType::range);
+        let metric = Self {
+            id: f.uuid("id"),
+            metric_type: metric_type.unwrap_or(ProductivityMetricType::CompletionRate),
+            value: f.required_number("value", min, max),
+            unit: f.required_text("unit", Text::free(MAX_UNIT_CHARS)),
+            period_start: f.required_timestamp("period_start"),
+            period_end: f.required_timestamp("period_end"),
+            dimensions: f.object("dimensions"),
+        };
+        if metric.period_end <= metric.period_start
+            && f.is_valid("period_start")
+            && f.is_valid("period_end")
+        {
+            f.error("period_end", "Must be after period_start");
+        }
+        f.finish()?;
+        Ok(metric)
+    }
+
+    pub fn with_id(mut self) -> Self {
+        self.id.get_or_insert_with(Uuid::now_v7);
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,12 +84,23 @@ impl Reply {
     }
 
     pub fn success(&self, status: StatusCode, data: &Value) -> Response<Body> {
+        self.report(status, true, None, data)
+    }
+
+    /// An envelope that carries `data` whatever the status (e.g. a 503 health report).
+    pub fn report(
+        &self,
+        status: StatusCode,
+        success: bool,
+        message: Option<&str>,
+        data: &Value,
+    ) -> Response<Body> {
         self.build(
             status,
             Envelope {
-                success: true,
+                success,
                 data: Some(data),
-                message: None,
+                message: message.map(str::to_owned),
                 errors: None,
                 rate_limit: self.rate.as_ref().map(Into::into),
                 retry_after: None,

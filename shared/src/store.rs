@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -9,8 +10,13 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::{ApiError, Dependency};
-use crate::ids::{Caller, OrgId};
-use crate::metrics::CommandExecution;
+use crate::ids::{Caller, OrgId, UserId};
+use crate::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
+use crate::sessions::{
+    MAX_AGENTS, SessionAction, SessionActivity, SessionChange, SessionEnd, SessionRecord,
+    SessionStart, SessionStatus,
+};
+use serde_json::Value;
 
 /// What the API returns for a stored record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,17 +51,64 @@ impl From<StoreError> for ApiError {
 pub trait MetricStore: Send + Sync {
     /// Stores one command execution in the caller's organization. `metric.id` must be set; when
     /// a record with that id exists already, nothing is written and the stored one is returned.
+    /// The other inserts behave the same way.
     async fn insert_command_execution(
         &self,
         caller: &Caller,
         metric: &CommandExecution,
     ) -> Result<Stored, StoreError>;
+
+    async fn insert_agent_interaction(
+        &self,
+        caller: &Caller,
+        metric: &AgentInteraction,
+    ) -> Result<Stored, StoreError>;
+
+    async fn insert_productivity_metric(
+        &self,
+        caller: &Caller,
+        metric: &ProductivityMetric,
+    ) -> Result<Stored, StoreError>;
+
+    /// Starts a session (`start.id` must be set) for the caller.
+    async fn start_session(
+        &self,
+        caller: &Caller,
+        start: &SessionStart,
+    ) -> Result<Stored, StoreError>;
+
+    /// Records activity on one of the caller's active sessions.
+    async fn update_session(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        activity: &SessionActivity,
+    ) -> Result<SessionChange, StoreError>;
+
+    /// Completes one of the caller's sessions; the server computes its end and duration.
+    async fn end_session(
+        &self,
+        caller: &Caller,
+        end: &SessionEnd,
+    ) -> Result<SessionChange, StoreError>;
+
+    /// Marks every organization's sessions without activity for `idle` as abandoned;
+    /// returns how many.
+    async fn abandon_idle_sessions(&self, idle: Duration) -> Result<u64, StoreError>;
+}
+
+#[derive(Default)]
+struct Tenant {
+    commands: Vec<(CommandExecution, Stored)>,
+    agents: Vec<(AgentInteraction, Stored)>,
+    productivity: Vec<(ProductivityMetric, Stored)>,
+    sessions: Vec<(UserId, SessionRecord)>,
 }
 
 /// Keeps records in memory, per organization; for unit tests of handlers.
 #[derive(Default)]
 pub struct InMemoryStore {
-    commands: Mutex<HashMap<OrgId, Vec<(CommandExecution, Stored)>>>,
+    tenants: Mutex<HashMap<OrgId, Tenant>>,
     unavailable: bool,
 }
 
@@ -72,13 +125,99 @@ impl InMemoryStore {
         }
     }
 
-    pub fn command_executions(&self, org: &OrgId) -> Vec<CommandExecution> {
-        let commands = self.commands.lock().unwrap_or_else(|p| p.into_inner());
-        commands
-            .get(org)
-            .map(|rows| rows.iter().map(|(m, _)| m.clone()).collect())
-            .unwrap_or_default()
+    fn tenants(&self) -> Result<std::sync::MutexGuard<'_, HashMap<OrgId, Tenant>>, StoreError> {
+        if self.unavailable {
+            return Err(StoreError::Unavailable(
+                "in-memory store set to unavailable".into(),
+            ));
+        }
+        Ok(self.tenants.lock().unwrap_or_else(|p| p.into_inner()))
     }
+
+    fn read<T>(&self, org: &OrgId, pick: impl Fn(&Tenant) -> Vec<T>) -> Vec<T> {
+        let tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        tenants.get(org).map(pick).unwrap_or_default()
+    }
+
+    pub fn command_executions(&self, org: &OrgId) -> Vec<CommandExecution> {
+        self.read(org, |t| t.commands.iter().map(|(m, _)| m.clone()).collect())
+    }
+
+    pub fn agent_interactions(&self, org: &OrgId) -> Vec<AgentInteraction> {
+        self.read(org, |t| t.agents.iter().map(|(m, _)| m.clone()).collect())
+    }
+
+    pub fn productivity_metrics(&self, org: &OrgId) -> Vec<ProductivityMetric> {
+        self.read(org, |t| {
+            t.productivity.iter().map(|(m, _)| m.clone()).collect()
+        })
+    }
+
+    pub fn sessions(&self, org: &OrgId) -> Vec<SessionRecord> {
+        self.read(org, |t| t.sessions.iter().map(|(_, s)| s.clone()).collect())
+    }
+
+    fn change(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        action: SessionAction,
+        activity: &SessionActivity,
+        score: Option<f64>,
+    ) -> Result<SessionChange, StoreError> {
+        let mut tenants = self.tenants()?;
+        let tenant = tenants.entry(caller.org.clone()).or_default();
+        let Some((owner, session)) = tenant.sessions.iter_mut().find(|(_, s)| s.id == id) else {
+            return Ok(SessionChange::NotFound);
+        };
+        if *owner != caller.user {
+            return Ok(SessionChange::OtherUser);
+        }
+        if !action.allowed_from(session.status) {
+            return Ok(SessionChange::Refused(session.status));
+        }
+        let now = Utc::now();
+        if let Some(n) = activity.commands_executed {
+            session.commands_executed = session.commands_executed.max(n);
+        }
+        for agent in activity.agents_used.iter().flatten() {
+            if !session.agents_used.contains(agent) && session.agents_used.len() < MAX_AGENTS {
+                session.agents_used.push(agent.clone());
+            }
+        }
+        if let (Some(Value::Object(new)), Value::Object(old)) =
+            (&activity.context, &mut session.context)
+        {
+            old.extend(new.clone());
+        }
+        session.updated_at = now;
+        if action == SessionAction::End {
+            session.status = SessionStatus::Completed;
+            session.session_end = Some(now);
+            session.total_duration_ms =
+                Some((now - session.session_start).num_milliseconds().max(0));
+            session.productivity_score = score.or(session.productivity_score);
+        }
+        Ok(SessionChange::Changed(session.clone()))
+    }
+}
+
+/// Keeps the first record stored under `id`, as the database's `ON CONFLICT DO NOTHING` does.
+fn insert_once<T: Clone>(
+    rows: &mut Vec<(T, Stored)>,
+    id: Option<Uuid>,
+    metric: &T,
+) -> Result<Stored, StoreError> {
+    let id = id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
+    if let Some((_, stored)) = rows.iter().find(|(_, stored)| stored.id == id) {
+        return Ok(stored.clone());
+    }
+    let stored = Stored {
+        id,
+        created_at: Utc::now(),
+    };
+    rows.push((metric.clone(), stored.clone()));
+    Ok(stored)
 }
 
 #[async_trait]
@@ -88,25 +227,120 @@ impl MetricStore for InMemoryStore {
         caller: &Caller,
         metric: &CommandExecution,
     ) -> Result<Stored, StoreError> {
-        if self.unavailable {
-            return Err(StoreError::Unavailable(
-                "in-memory store set to unavailable".into(),
-            ));
-        }
-        let id = metric
+        let mut tenants = self.tenants()?;
+        insert_once(
+            &mut tenants.entry(caller.org.clone()).or_default().commands,
+            metric.id,
+            metric,
+        )
+    }
+
+    async fn insert_agent_interaction(
+        &self,
+        caller: &Caller,
+        metric: &AgentInteraction,
+    ) -> Result<Stored, StoreError> {
+        let mut tenants = self.tenants()?;
+        insert_once(
+            &mut tenants.entry(caller.org.clone()).or_default().agents,
+            metric.id,
+            metric,
+        )
+    }
+
+    async fn insert_productivity_metric(
+        &self,
+        caller: &Caller,
+        metric: &ProductivityMetric,
+    ) -> Result<Stored, StoreError> {
+        let mut tenants = self.tenants()?;
+        insert_once(
+            &mut tenants.entry(caller.org.clone()).or_default().productivity,
+            metric.id,
+            metric,
+        )
+    }
+
+    async fn start_session(
+        &self,
+        caller: &Caller,
+        start: &SessionStart,
+    ) -> Result<Stored, StoreError> {
+        let id = start
             .id
-            .ok_or_else(|| StoreError::Internal("metric without id".into()))?;
-        let mut commands = self.commands.lock().unwrap_or_else(|p| p.into_inner());
-        let rows = commands.entry(caller.org.clone()).or_default();
-        if let Some((_, stored)) = rows.iter().find(|(m, _)| m.id == Some(id)) {
-            return Ok(stored.clone());
+            .ok_or_else(|| StoreError::Internal("session without id".into()))?;
+        let mut tenants = self.tenants()?;
+        let tenant = tenants.entry(caller.org.clone()).or_default();
+        if let Some((_, existing)) = tenant.sessions.iter().find(|(_, s)| s.id == id) {
+            return Ok(Stored {
+                id,
+                created_at: existing.updated_at,
+            });
         }
-        let stored = Stored {
+        let now = Utc::now();
+        tenant.sessions.push((
+            caller.user.clone(),
+            SessionRecord {
+                id,
+                status: SessionStatus::Active,
+                session_start: start.session_start.unwrap_or(now),
+                session_end: None,
+                total_duration_ms: None,
+                commands_executed: 0,
+                agents_used: vec![],
+                productivity_score: None,
+                context: start.context.clone(),
+                updated_at: now,
+            },
+        ));
+        Ok(Stored {
             id,
-            created_at: Utc::now(),
-        };
-        rows.push((metric.clone(), stored.clone()));
-        Ok(stored)
+            created_at: now,
+        })
+    }
+
+    async fn update_session(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        activity: &SessionActivity,
+    ) -> Result<SessionChange, StoreError> {
+        self.change(caller, id, SessionAction::Update, activity, None)
+    }
+
+    async fn end_session(
+        &self,
+        caller: &Caller,
+        end: &SessionEnd,
+    ) -> Result<SessionChange, StoreError> {
+        self.change(
+            caller,
+            end.session_id,
+            SessionAction::End,
+            &end.activity,
+            end.productivity_score,
+        )
+    }
+
+    async fn abandon_idle_sessions(&self, idle: Duration) -> Result<u64, StoreError> {
+        let mut tenants = self.tenants()?;
+        let now = Utc::now();
+        let cutoff = now - chrono::Duration::from_std(idle).unwrap_or(chrono::Duration::MAX);
+        let mut abandoned = 0;
+        for (_, session) in tenants.values_mut().flat_map(|t| t.sessions.iter_mut()) {
+            if session.status == SessionStatus::Active && session.updated_at < cutoff {
+                session.status = SessionStatus::Abandoned;
+                session.session_end = Some(session.updated_at);
+                session.total_duration_ms = Some(
+                    (session.updated_at - session.session_start)
+                        .num_milliseconds()
+                        .max(0),
+                );
+                session.updated_at = now;
+                abandoned += 1;
+            }
+        }
+        Ok(abandoned)
     }
 }
 

@@ -134,6 +134,17 @@ impl<'a> Fields<'a> {
         self.errors.push(FieldError::new(field, message));
     }
 
+    /// Whether the property is absent (or `null`).
+    pub fn is_absent(&self, name: &str) -> bool {
+        self.value(name).is_none()
+    }
+
+    /// Whether no error has been recorded for the property so far.
+    pub fn is_valid(&self, name: &str) -> bool {
+        let field = self.path(name);
+        !self.errors.iter().any(|e| e.field == field)
+    }
+
     /// The value of a property; `null` counts as absent.
     fn value(&self, name: &str) -> Option<&'a Value> {
         self.object.get(name).filter(|v| !v.is_null())
@@ -331,30 +342,34 @@ impl<'a> Fields<'a> {
     /// A free-form object: at most 50 properties, bounded depth, strings sanitised.
     /// Absent means `{}`.
     pub fn object(&mut self, name: &str) -> Value {
-        let Some(value) = self.value(name) else {
-            return Value::Object(Map::new());
-        };
+        self.optional_object(name)
+            .unwrap_or_else(|| Value::Object(Map::new()))
+    }
+
+    /// Like [`Fields::object`], but `None` when absent (or invalid).
+    pub fn optional_object(&mut self, name: &str) -> Option<Value> {
+        let value = self.value(name)?;
         let Value::Object(map) = value else {
             self.error(name, "Must be an object");
-            return Value::Object(Map::new());
+            return None;
         };
         if map.len() > MAX_OBJECT_PROPERTIES {
             self.error(
                 name,
                 format!("Must have at most {MAX_OBJECT_PROPERTIES} properties"),
             );
-            return Value::Object(Map::new());
+            return None;
         }
         if depth(value) > MAX_OBJECT_DEPTH {
             self.error(
                 name,
                 format!("Must not nest deeper than {MAX_OBJECT_DEPTH} levels"),
             );
-            return Value::Object(Map::new());
+            return None;
         }
         let mut clean = value.clone();
         sanitize_value(&mut clean);
-        clean
+        Some(clean)
     }
 
     /// An array of strings, each checked with `rule`.

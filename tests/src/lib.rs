@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use http::{HeaderMap, HeaderValue};
 use lambda_http::{Body, Request};
+use local_front::Stack;
 use serde_json::Value;
 use shared::App;
 use shared::config::Env;
@@ -17,6 +18,28 @@ use uuid::Uuid;
 
 pub const SECRET: &str = "integration-test-secret-0123456789";
 pub const COMMAND_EXECUTION_EVENT: &str = include_str!("../../events/command-execution.json");
+
+/// The `events/` fixture of each route, by binary name.
+pub fn event(binary: &str) -> &'static str {
+    match binary {
+        "command-execution" => COMMAND_EXECUTION_EVENT,
+        "agent-interaction" => include_str!("../../events/agent-interaction.json"),
+        "productivity" => include_str!("../../events/productivity.json"),
+        "session-start" => include_str!("../../events/session-start.json"),
+        "session-update" => include_str!("../../events/session-update.json"),
+        "session-end" => include_str!("../../events/session-end.json"),
+        "health" => include_str!("../../events/health.json"),
+        other => panic!("no fixture for {other}"),
+    }
+}
+
+/// The fixture of `binary` with a token for `org`/`user` and the given body.
+pub fn request(binary: &str, org: &str, user: &str, body: &Value) -> Request {
+    let mut req = lambda_http::request::from_str(event(binary)).expect("fixture");
+    *req.body_mut() = Body::from(body.to_string());
+    authorize(&mut req, org, user);
+    req
+}
 
 /// The services `make test` started.
 pub struct Services {
@@ -88,11 +111,30 @@ pub async fn fresh_table() -> String {
     name
 }
 
-/// An [`App`] on the real adapters, with its own database and table.
+pub async fn sqs() -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&shared::app::aws_config().await)
+}
+
+/// A new batch queue and its dead-letter queue in moto, shaped as template.yaml declares them;
+/// their URLs.
+pub async fn fresh_queues() -> (String, String) {
+    services();
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
+    let url = format!("{endpoint}/123456789012/batch-{}", Uuid::new_v4().simple());
+    let dlq = local_front::provision::ensure_batch_queues(&sqs().await, &url)
+        .await
+        .expect("create queues");
+    (url, dlq)
+}
+
+/// Every function's state on the real adapters, with its own database, table and queues.
 pub struct TestApp {
+    pub stack: Stack,
     pub app: Arc<App>,
     pub database_url: String,
     pub table: String,
+    pub queue_url: String,
+    pub dead_letter_url: String,
 }
 
 impl TestApp {
@@ -117,20 +159,25 @@ impl TestApp {
         aws: &aws_config::SdkConfig,
     ) -> Self {
         let table = fresh_table().await;
+        let (queue_url, dead_letter_url) = fresh_queues().await;
         let mut vars: HashMap<&str, &str> = HashMap::from([
             ("DATABASE_URL", database_url),
             ("DATABASE_MAX_CONNECTIONS", "8"),
             ("DATABASE_TIMEOUT_MS", "3000"),
             ("JWT_SECRET", SECRET),
             ("RATE_LIMIT_TABLE_NAME", table.as_str()),
+            ("BATCH_QUEUE_URL", queue_url.as_str()),
         ]);
         vars.extend(settings.iter().copied());
         let env = Env::from_pairs(vars);
-        let app = App::from_env(&env, aws).expect("test configuration");
+        let stack = Stack::from_env(&env, aws).expect("test configuration");
         Self {
-            app: Arc::new(app),
+            app: stack.app.clone(),
+            stack,
             database_url: database_url.to_owned(),
             table,
+            queue_url,
+            dead_letter_url,
         }
     }
 
@@ -138,7 +185,7 @@ impl TestApp {
     pub async fn serve_http(&self) -> SocketAddr {
         let gateway = local_front::gateway::Gateway::new(
             local_front::TEMPLATE,
-            local_front::handlers(self.app.clone()),
+            local_front::handlers(&self.stack),
         )
         .expect("gateway");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -168,10 +215,7 @@ pub fn token(org: &str, user: &str) -> String {
 
 /// The `events/` fixture for command executions, with a token for `org` and the given body.
 pub fn command_execution_request(org: &str, body: &Value) -> Request {
-    let mut req = lambda_http::request::from_str(COMMAND_EXECUTION_EVENT).expect("fixture");
-    *req.body_mut() = Body::from(body.to_string());
-    authorize(&mut req, org, "dev-user");
-    req
+    request("command-execution", org, "dev-user", body)
 }
 
 pub fn authorize(req: &mut Request, org: &str, user: &str) {

@@ -21,97 +21,30 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use jsonwebtoken::{EncodingKey, Header, encode};
     use lambda_http::http::HeaderValue;
-    use serde_json::{Value, json};
-    use shared::api::Api;
-    use shared::auth::Authenticator;
-    use shared::config::{AuthConfig, JwtKey, OnStoreError};
+    use serde_json::json;
+    use shared::config::OnStoreError;
     use shared::ids::OrgId;
-    use shared::ratelimit::{InMemoryRateLimiter, Limits, RateLimiter};
-    use shared::store::{InMemoryStore, MetricStore};
+    use shared::ratelimit::InMemoryRateLimiter;
+    use shared::store::InMemoryStore;
+    use shared::testing::{self, Given, a_working_service, error_fields, given, limits, parts};
 
     use super::*;
 
-    /// The secret the `events/` fixtures are signed with (the local stack's default).
-    const SECRET: &str = shared::config::LOCAL_DEV_SECRET;
-    const FIXTURE: &str = include_str!("../../../events/command-execution.json");
-    const MAX_BODY: usize = 4096;
-
-    struct Given {
-        app: App,
-        store: Arc<InMemoryStore>,
-    }
-
-    /// A day-long window, so no request is refilled while a test runs.
-    fn limits(max_requests: u64) -> Limits {
-        Limits {
-            max_requests,
-            window_ms: 86_400_000,
-            burst_allowance: 0,
-        }
-    }
-
-    fn given(store: InMemoryStore, limiter: impl RateLimiter + 'static) -> Given {
-        given_with_policy(store, limiter, OnStoreError::Allow)
-    }
-
-    fn given_with_policy(
-        store: InMemoryStore,
-        limiter: impl RateLimiter + 'static,
-        policy: OnStoreError,
-    ) -> Given {
-        let auth = Authenticator::new(&AuthConfig {
-            key: JwtKey::Hs256 {
-                secret: SECRET.into(),
-            },
-            issuer: None,
-            audience: vec![],
-            leeway_seconds: 0,
-        })
-        .unwrap();
-        let store = Arc::new(store);
-        let api = Api::new(auth, Arc::new(limiter), policy, MAX_BODY);
-        Given {
-            app: App::new(api, store.clone() as Arc<dyn MetricStore>),
-            store,
-        }
-    }
-
-    fn a_working_service() -> Given {
-        given(InMemoryStore::new(), InMemoryRateLimiter::new(limits(1000)))
-    }
-
-    fn token(org: &str) -> String {
-        let claims = json!({"sub": "alice", "org_id": org, "exp": 4102444800u64});
-        encode(
-            &Header::default(),
-            &claims,
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .unwrap()
-    }
+    const EVENT: &str = include_str!("../../../events/command-execution.json");
 
     fn fixture() -> Request {
-        lambda_http::request::from_str(FIXTURE).unwrap()
+        testing::fixture(EVENT)
     }
 
     fn request(body: &str) -> Request {
-        let mut req = fixture();
+        let mut req = testing::request(EVENT, "acme", "alice", &json!({}));
         *req.body_mut() = Body::from(body.to_owned());
-        req.headers_mut().insert(
-            "authorization",
-            HeaderValue::from_str(&format!("Bearer {}", token("acme"))).unwrap(),
-        );
         req
     }
 
-    async fn call(given: &Given, req: Request) -> (u16, Value) {
-        let response = handle(&given.app, req).await.unwrap();
-        let body = serde_json::from_slice(response.body().as_ref()).unwrap();
-        (response.status().as_u16(), body)
+    async fn call(given: &Given, req: Request) -> (u16, serde_json::Value) {
+        parts(handle(&given.app, req).await.unwrap())
     }
 
     fn org(id: &str) -> OrgId {
@@ -148,13 +81,10 @@ mod tests {
         .await;
         assert_eq!(status, 400);
         assert_eq!(body["message"], "Validation failed");
-        let fields: Vec<&str> = body["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["field"].as_str().unwrap())
-            .collect();
-        assert_eq!(fields, ["command_name", "execution_time_ms", "status"]);
+        assert_eq!(
+            error_fields(&body),
+            ["command_name", "execution_time_ms", "status"]
+        );
         assert!(given.store.command_executions(&org("acme")).is_empty());
         assert!(
             body["rate_limit"].is_object(),
@@ -182,7 +112,7 @@ mod tests {
         )
         .await;
         assert_eq!(status, 400);
-        assert_eq!(body["errors"][0]["field"], "organization_id");
+        assert_eq!(error_fields(&body), ["organization_id"]);
         assert!(given.store.command_executions(&org("victim")).is_empty());
     }
 
@@ -197,7 +127,7 @@ mod tests {
         assert_eq!(call(&given, req).await.0, 415);
         let (status, body) = call(&given, request("{not json")).await;
         assert_eq!(status, 400);
-        assert_eq!(body["errors"][0]["field"], "body");
+        assert_eq!(error_fields(&body), ["body"]);
         let (status, _) = call(&given, request("")).await;
         assert_eq!(status, 400);
     }
@@ -207,7 +137,7 @@ mod tests {
         let given = a_working_service();
         let big = format!(
             r#"{{"command_name":"x","error_message":"{}"}}"#,
-            "a".repeat(MAX_BODY)
+            "a".repeat(testing::MAX_BODY_BYTES)
         );
         let (status, body) = call(&given, request(&big)).await;
         assert_eq!(status, 413);
@@ -216,7 +146,11 @@ mod tests {
 
     #[tokio::test]
     async fn requests_over_the_limit_get_429_with_retry_after() {
-        let given = given(InMemoryStore::new(), InMemoryRateLimiter::new(limits(2)));
+        let given = given(
+            InMemoryStore::new(),
+            InMemoryRateLimiter::new(limits(2)),
+            OnStoreError::Allow,
+        );
         assert_eq!(call(&given, fixture()).await.0, 201);
         assert_eq!(call(&given, fixture()).await.0, 201);
         let response = handle(&given.app, fixture()).await.unwrap();
@@ -236,11 +170,12 @@ mod tests {
         let given = given(
             InMemoryStore::unavailable(),
             InMemoryRateLimiter::new(limits(10)),
+            OnStoreError::Allow,
         );
         let response = handle(&given.app, fixture()).await.unwrap();
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()["retry-after"], "30");
-        let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        let (_, body) = parts(response);
         assert_eq!(body["message"], "Database temporarily unavailable");
         assert_eq!(body["retry_after"], 30);
         assert!(!body.to_string().contains("in-memory"));
@@ -251,13 +186,14 @@ mod tests {
         let given = given(
             InMemoryStore::new(),
             InMemoryRateLimiter::unavailable(limits(10)),
+            OnStoreError::Allow,
         );
         assert_eq!(call(&given, fixture()).await.0, 201);
     }
 
     #[tokio::test]
     async fn rate_limiter_outage_refuses_when_configured_to_deny() {
-        let given = given_with_policy(
+        let given = given(
             InMemoryStore::new(),
             InMemoryRateLimiter::unavailable(limits(10)),
             OnStoreError::Deny,

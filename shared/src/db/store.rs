@@ -1,25 +1,32 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::Object;
 use tokio_postgres::types::{ToSql, Type};
+use uuid::Uuid;
 
 use super::migrate::{provision_tenant, quote_ident};
 use super::{Database, with_client};
 use crate::ids::{Caller, OrgId};
-use crate::metrics::CommandExecution;
+use crate::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
+use crate::sessions::{
+    MAX_AGENTS, SessionAction, SessionActivity, SessionChange, SessionEnd, SessionRecord,
+    SessionStart, SessionStatus,
+};
 use crate::store::{MetricStore, StoreError, Stored};
+use crate::validation::Choice;
 
 /// The request-path statements of one tenant, with its quoted schema name filled in once.
 struct TenantSql {
     command_execution: InsertSql,
-}
-
-/// An idempotent insert, and the read that finds the stored row when the id existed.
-struct InsertSql {
-    insert: String,
-    select_existing: String,
+    agent_interaction: InsertSql,
+    productivity_metric: InsertSql,
+    session_start: InsertSql,
+    session_update: String,
+    session_end: String,
+    abandon_idle: String,
 }
 
 impl TenantSql {
@@ -32,8 +39,44 @@ impl TenantSql {
                  error_message, context, \"timestamp\"",
                 "$1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, now())",
             ),
+            agent_interaction: InsertSql::new(
+                &format!("{schema}.agent_interactions"),
+                "id, organization_id, user_id, agent_name, interaction_type, input_tokens, output_tokens, \
+                 processing_time_ms, success, metadata, \"timestamp\"",
+                "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now())",
+            ),
+            productivity_metric: InsertSql::new(
+                &format!("{schema}.productivity_metrics"),
+                "id, organization_id, user_id, metric_type, value, unit, period_start, period_end, dimensions",
+                "$1, $2, $3, $4, $5, $6, $7, $8, $9",
+            ),
+            session_start: InsertSql::new(
+                &format!("{schema}.user_sessions"),
+                "id, organization_id, user_id, session_start, context",
+                "$1, $2, $3, coalesce($4, now()), $5",
+            ),
+            session_update: session_change(&schema, SessionAction::Update, ""),
+            session_end: session_change(
+                &schema,
+                SessionAction::End,
+                ", status = 'completed', session_end = now(), \
+                 total_duration_ms = GREATEST(0, floor(extract(epoch FROM now() - session_start) * 1000))::bigint, \
+                 productivity_score = coalesce($6, productivity_score)",
+            ),
+            abandon_idle: format!(
+                "UPDATE {schema}.user_sessions SET status = 'abandoned', session_end = updated_at, \
+                 total_duration_ms = GREATEST(0, floor(extract(epoch FROM updated_at - session_start) * 1000))::bigint, \
+                 updated_at = now() \
+                 WHERE status = 'active' AND updated_at < now() - make_interval(secs => $1) RETURNING id"
+            ),
         }
     }
+}
+
+/// An idempotent insert, and the read that finds the stored row when the id existed.
+struct InsertSql {
+    insert: String,
+    select_existing: String,
 }
 
 impl InsertSql {
@@ -53,6 +96,45 @@ impl InsertSql {
             select_existing,
         }
     }
+}
+
+const SESSION_COLUMNS: &str = "id, status, session_start, session_end, total_duration_ms, commands_executed, \
+                               agents_used, productivity_score, context, updated_at";
+
+/// One statement that applies `action` to session `$1` of user `$2` when its status allows,
+/// merging the activity (`$3` commands, `$4` agents, `$5` context) and `extra_set`, and says
+/// what happened: `changed` with the record, the session's status when refused, `other_user`,
+/// or no row for an unknown session.
+fn session_change(schema: &str, action: SessionAction, extra_set: &str) -> String {
+    let table = format!("{schema}.user_sessions");
+    let allowed = [
+        SessionStatus::Active,
+        SessionStatus::Completed,
+        SessionStatus::Abandoned,
+    ]
+    .into_iter()
+    .filter(|status| action.allowed_from(*status))
+    .map(|status| format!("'{}'", status.as_str()))
+    .collect::<Vec<_>>()
+    .join(", ");
+    format!(
+        "WITH target AS (SELECT user_id, status FROM {table} WHERE id = $1), \
+         changed AS ( \
+            UPDATE {table} SET \
+                commands_executed = GREATEST(commands_executed, coalesce($3, commands_executed)), \
+                agents_used = (SELECT coalesce(array_agg(agent ORDER BY first_seen), '{{}}') FROM ( \
+                    SELECT agent, min(n) AS first_seen \
+                    FROM unnest(agents_used || coalesce($4, '{{}}'::text[])) WITH ORDINALITY AS u(agent, n) \
+                    GROUP BY agent ORDER BY first_seen LIMIT {MAX_AGENTS}) AS merged), \
+                context = context || coalesce($5, '{{}}'::jsonb), \
+                updated_at = now(){extra_set} \
+            WHERE id = $1 AND user_id = $2 AND status IN ({allowed}) \
+            RETURNING {SESSION_COLUMNS}) \
+         SELECT 'changed', to_jsonb(changed) FROM changed \
+         UNION ALL \
+         SELECT CASE WHEN target.user_id <> $2 THEN 'other_user' ELSE target.status END, NULL::jsonb \
+         FROM target WHERE NOT EXISTS (SELECT 1 FROM changed)"
+    )
 }
 
 /// Metrics in PostgreSQL, one schema per organization, provisioned on first use.
@@ -136,6 +218,55 @@ impl PgStore {
         // A concurrent insert of the same id committed after our snapshot: read it now.
         client.query_typed(&sql.select_existing, &params[..1]).await
     }
+
+    /// Runs a statement built by [`session_change`] and interprets its answer.
+    async fn change_session(
+        &self,
+        org: &OrgId,
+        statement: impl Fn(&TenantSql) -> &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<SessionChange, StoreError> {
+        let rows = with_client!(&self.db, |client| {
+            match self.tenant(&mut client, org).await {
+                Ok(tenant) => client.query_typed(statement(&tenant), params).await,
+                Err(err) => Err(err),
+            }
+        })?;
+        let Some(row) = rows.first() else {
+            return Ok(SessionChange::NotFound);
+        };
+        let outcome: String = row.get(0);
+        Ok(match outcome.as_str() {
+            "changed" => {
+                let record: serde_json::Value = row.get(1);
+                SessionChange::Changed(
+                    serde_json::from_value::<SessionRecord>(record)
+                        .map_err(|e| StoreError::Internal(format!("session record: {e}")))?,
+                )
+            }
+            "other_user" => SessionChange::OtherUser,
+            status => SessionChange::Refused(
+                serde_json::from_value(serde_json::Value::String(status.to_owned()))
+                    .map_err(|e| StoreError::Internal(format!("session status {status:?}: {e}")))?,
+            ),
+        })
+    }
+
+    /// Organizations in the registry.
+    async fn registered_tenants(&self) -> Result<Vec<OrgId>, StoreError> {
+        let rows = with_client!(&self.db, |client| {
+            client
+                .query_typed(
+                    "SELECT organization_id FROM public.tenants ORDER BY organization_id",
+                    &[],
+                )
+                .await
+        })?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| OrgId::parse(row.get::<_, &str>(0)).ok())
+            .collect())
+    }
 }
 
 #[async_trait]
@@ -147,7 +278,7 @@ impl MetricStore for PgStore {
     ) -> Result<Stored, StoreError> {
         let id =
             m.id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
-        let status = crate::validation::Choice::as_str(m.status);
+        let status = m.status.as_str();
         self.insert(
             &caller.org,
             |sql| &sql.command_execution,
@@ -165,5 +296,144 @@ impl MetricStore for PgStore {
             ],
         )
         .await
+    }
+
+    async fn insert_agent_interaction(
+        &self,
+        caller: &Caller,
+        m: &AgentInteraction,
+    ) -> Result<Stored, StoreError> {
+        let id =
+            m.id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
+        let kind = m.interaction_type.as_str();
+        self.insert(
+            &caller.org,
+            |sql| &sql.agent_interaction,
+            &[
+                (&id, Type::UUID),
+                (&caller.org.as_str(), Type::TEXT),
+                (&caller.user.as_str(), Type::TEXT),
+                (&m.agent_name, Type::TEXT),
+                (&kind, Type::TEXT),
+                (&m.input_tokens, Type::INT8),
+                (&m.output_tokens, Type::INT8),
+                (&m.processing_time_ms, Type::FLOAT8),
+                (&m.success, Type::BOOL),
+                (&m.metadata, Type::JSONB),
+                (&m.timestamp, Type::TIMESTAMPTZ),
+            ],
+        )
+        .await
+    }
+
+    async fn insert_productivity_metric(
+        &self,
+        caller: &Caller,
+        m: &ProductivityMetric,
+    ) -> Result<Stored, StoreError> {
+        let id =
+            m.id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
+        let kind = m.metric_type.as_str();
+        self.insert(
+            &caller.org,
+            |sql| &sql.productivity_metric,
+            &[
+                (&id, Type::UUID),
+                (&caller.org.as_str(), Type::TEXT),
+                (&caller.user.as_str(), Type::TEXT),
+                (&kind, Type::TEXT),
+                (&m.value, Type::FLOAT8),
+                (&m.unit, Type::TEXT),
+                (&m.period_start, Type::TIMESTAMPTZ),
+                (&m.period_end, Type::TIMESTAMPTZ),
+                (&m.dimensions, Type::JSONB),
+            ],
+        )
+        .await
+    }
+
+    async fn start_session(
+        &self,
+        caller: &Caller,
+        start: &SessionStart,
+    ) -> Result<Stored, StoreError> {
+        let id = start
+            .id
+            .ok_or_else(|| StoreError::Internal("session without id".into()))?;
+        self.insert(
+            &caller.org,
+            |sql| &sql.session_start,
+            &[
+                (&id, Type::UUID),
+                (&caller.org.as_str(), Type::TEXT),
+                (&caller.user.as_str(), Type::TEXT),
+                (&start.session_start, Type::TIMESTAMPTZ),
+                (&start.context, Type::JSONB),
+            ],
+        )
+        .await
+    }
+
+    async fn update_session(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        a: &SessionActivity,
+    ) -> Result<SessionChange, StoreError> {
+        self.change_session(
+            &caller.org,
+            |sql| &sql.session_update,
+            &[
+                (&id, Type::UUID),
+                (&caller.user.as_str(), Type::TEXT),
+                (&a.commands_executed, Type::INT8),
+                (&a.agents_used, Type::TEXT_ARRAY),
+                (&a.context, Type::JSONB),
+            ],
+        )
+        .await
+    }
+
+    async fn end_session(
+        &self,
+        caller: &Caller,
+        end: &SessionEnd,
+    ) -> Result<SessionChange, StoreError> {
+        let a = &end.activity;
+        self.change_session(
+            &caller.org,
+            |sql| &sql.session_end,
+            &[
+                (&end.session_id, Type::UUID),
+                (&caller.user.as_str(), Type::TEXT),
+                (&a.commands_executed, Type::INT8),
+                (&a.agents_used, Type::TEXT_ARRAY),
+                (&a.context, Type::JSONB),
+                (&end.productivity_score, Type::FLOAT8),
+            ],
+        )
+        .await
+    }
+
+    async fn abandon_idle_sessions(&self, idle: Duration) -> Result<u64, StoreError> {
+        let idle_seconds = idle.as_secs_f64();
+        let mut abandoned = 0;
+        for org in self.registered_tenants().await? {
+            let rows = with_client!(&self.db, |client| {
+                match self.tenant(&mut client, &org).await {
+                    Ok(tenant) => {
+                        client
+                            .query_typed(&tenant.abandon_idle, &[(&idle_seconds, Type::FLOAT8)])
+                            .await
+                    }
+                    Err(err) => Err(err),
+                }
+            })?;
+            if !rows.is_empty() {
+                tracing::info!(org = %org, sessions = rows.len(), "marked idle sessions abandoned");
+            }
+            abandoned += rows.len() as u64;
+        }
+        Ok(abandoned)
     }
 }

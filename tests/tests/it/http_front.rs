@@ -10,13 +10,24 @@ async fn post(
     content_type: &str,
     body: &str,
 ) -> (u16, String, Value) {
+    send(addr, "POST", path, bearer, content_type, body).await
+}
+
+async fn send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> (u16, String, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = bearer
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -81,4 +92,59 @@ async fn http_errors_have_their_status_codes() {
     )
     .await;
     assert_eq!((status, body["message"].as_str()), (404, Some("Not Found")));
+}
+
+#[tokio::test]
+async fn path_parameters_and_the_health_route_work_over_http() {
+    let given = TestApp::spawn().await;
+    let addr = given.serve_http().await;
+    let alice = token("acme", "alice");
+    let id = uuid::Uuid::new_v4();
+    let started = post(
+        addr,
+        "/api/v1/metrics/session/start",
+        Some(&alice),
+        "application/json",
+        &format!(r#"{{"id":"{id}"}}"#),
+    )
+    .await;
+    assert_eq!(started.0, 201, "{}", started.2);
+    let updated = send(
+        addr,
+        "PUT",
+        &format!("/api/v1/metrics/session/{id}"),
+        Some(&alice),
+        "application/json",
+        r#"{"commands_executed":3,"agents_used":["coder"]}"#,
+    )
+    .await;
+    assert_eq!(updated.0, 200, "{}", updated.2);
+    assert_eq!(updated.2["data"]["commands_executed"], 3);
+    let ended = post(
+        addr,
+        "/api/v1/metrics/session/end",
+        Some(&alice),
+        "application/json",
+        &format!(r#"{{"session_id":"{id}"}}"#),
+    )
+    .await;
+    assert_eq!(ended.2["data"]["status"], "completed");
+
+    let health = send(addr, "GET", "/api/v1/health", None, "application/json", "").await;
+    assert_eq!(health.0, 200, "{}", health.2);
+    assert_eq!(health.2["data"]["status"], "healthy");
+    // A method the template does not route is not found, as API Gateway answers.
+    assert_eq!(
+        send(
+            addr,
+            "DELETE",
+            "/api/v1/health",
+            None,
+            "application/json",
+            ""
+        )
+        .await
+        .0,
+        404
+    );
 }

@@ -6,3 +6,5 @@ mod database_outage;
 mod http_front;
 mod migrations;
 mod rate_limit;
+mod routes;
+mod sessions;

@@ -1,35 +1,96 @@
 //! The local front: serves `template.yaml`'s HTTP API routes on 127.0.0.1 by calling each
-//! function's handler in process, the way API Gateway and the Lambda runtime would.
+//! function's handler in process, the way API Gateway and the Lambda runtime would, and runs the
+//! template's scheduled functions at their rates.
 
 pub mod gateway;
 pub mod provision;
 pub mod routes;
+pub mod scheduler;
 pub mod token;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use aws_config::SdkConfig;
 use gateway::Handler;
+use scheduler::Job;
+use session_reaper::Reaper;
 use shared::App;
+use shared::config::{ConfigError, Env};
+use shared::health::Health;
 
 /// `template.yaml`, compiled in, so the routes served are the routes deployed.
 pub const TEMPLATE: &str = include_str!("../../../template.yaml");
 
-/// Wraps a function crate's `handle(&App, Request)` as a [`Handler`].
+/// What the functions of the template need, built once, as each Lambda container would.
+pub struct Stack {
+    pub app: Arc<App>,
+    pub health: Arc<Health>,
+    pub reaper: Arc<Reaper>,
+}
+
+impl Stack {
+    pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            app: Arc::new(App::from_env(env, aws)?),
+            health: Arc::new(Health::from_env(env, aws)?),
+            reaper: Arc::new(Reaper::from_env(env)?),
+        })
+    }
+}
+
+/// Wraps a function crate's `handle(&State, Request)` as a [`Handler`].
 macro_rules! handler {
-    ($app:expr, $handle:path) => {{
-        let app = $app.clone();
+    ($state:expr, $handle:path) => {{
+        let state = $state.clone();
         Arc::new(move |req| {
-            let app = app.clone();
-            Box::pin(async move { $handle(&app, req).await }) as lambda_http::BoxFuture<'static, _>
+            let state = state.clone();
+            Box::pin(async move { $handle(&state, req).await })
+                as lambda_http::BoxFuture<'static, _>
         }) as Handler
     }};
 }
 
-/// Every function's handler, by binary name.
-pub fn handlers(app: Arc<App>) -> HashMap<String, Handler> {
+/// Every HTTP function's handler, by binary name.
+pub fn handlers(stack: &Stack) -> HashMap<String, Handler> {
+    HashMap::from([
+        (
+            "command-execution".to_owned(),
+            handler!(stack.app, command_execution::handle),
+        ),
+        (
+            "agent-interaction".to_owned(),
+            handler!(stack.app, agent_interaction::handle),
+        ),
+        (
+            "productivity".to_owned(),
+            handler!(stack.app, productivity::handle),
+        ),
+        (
+            "session-start".to_owned(),
+            handler!(stack.app, session_start::handle),
+        ),
+        (
+            "session-update".to_owned(),
+            handler!(stack.app, session_update::handle),
+        ),
+        (
+            "session-end".to_owned(),
+            handler!(stack.app, session_end::handle),
+        ),
+        ("health".to_owned(), handler!(stack.health, health::handle)),
+    ])
+}
+
+/// Every scheduled function's job, by binary name.
+pub fn jobs(stack: &Stack) -> HashMap<String, Job> {
+    let reaper = stack.reaper.clone();
     HashMap::from([(
-        "command-execution".to_owned(),
-        handler!(app, command_execution::handle),
+        "session-reaper".to_owned(),
+        Arc::new(move || {
+            let reaper = reaper.clone();
+            Box::pin(async move { reaper.handle(scheduler::scheduled_event()).await })
+                as lambda_http::BoxFuture<'static, _>
+        }) as Job,
     )])
 }

@@ -1,13 +1,12 @@
-//! `local-front [serve]` — provision the local stack, then serve the API on 127.0.0.1:$PORT.
-//! `local-front provision` — create the rate-limit table and apply migrations, then exit.
+//! `local-front [serve]` — provision the local stack, then serve the API on 127.0.0.1:$PORT and
+//!   run the scheduled functions.
+//! `local-front provision` — create the table and queues and apply migrations, then exit.
 //! `local-front token [--org ORG] [--user USER] [--hours N]` — print a development token.
 
-use std::sync::Arc;
-
 use local_front::gateway::Gateway;
-use local_front::{TEMPLATE, handlers, provision, token};
-use shared::App;
-use shared::config::{ConfigError, DatabaseConfig, Env, RateLimitConfig};
+use local_front::scheduler::Scheduler;
+use local_front::{Stack, TEMPLATE, handlers, jobs, provision, token};
+use shared::config::{ConfigError, DatabaseConfig, Env, QueueConfig, RateLimitConfig};
 
 #[tokio::main]
 async fn main() {
@@ -30,13 +29,15 @@ async fn provision_stack() -> Result<(), String> {
     let env = Env::process();
     let database = DatabaseConfig::from_env(&env).map_err(config)?;
     let rate = RateLimitConfig::from_env(&env).map_err(config)?;
+    let queue = QueueConfig::from_env(&env).map_err(config)?;
     let aws = shared::app::aws_config().await;
     provision::ensure_rate_limit_table(&aws_sdk_dynamodb::Client::new(&aws), &rate.table_name)
         .await?;
+    let dlq = provision::ensure_batch_queues(&aws_sdk_sqs::Client::new(&aws), &queue.url).await?;
     let (public, tenants) = provision::migrate(&database.url).await?;
     eprintln!(
-        "provisioned: table {}, {public} public migration(s), {tenants} tenant(s) upgraded",
-        rate.table_name
+        "provisioned: table {}, queue {} (dead letters: {dlq}), {public} public migration(s), {tenants} tenant(s) upgraded",
+        rate.table_name, queue.url
     );
     Ok(())
 }
@@ -46,18 +47,20 @@ async fn serve() -> Result<(), String> {
     provision_stack().await?;
     let env = Env::process();
     let aws = shared::app::aws_config().await;
-    let app = Arc::new(App::from_env(&env, &aws).map_err(config)?);
-    let gateway = Arc::new(Gateway::new(TEMPLATE, handlers(app))?);
+    let stack = Stack::from_env(&env, &aws).map_err(config)?;
+    let gateway = std::sync::Arc::new(Gateway::new(TEMPLATE, handlers(&stack))?);
+    let scheduler = Scheduler::new(TEMPLATE, jobs(&stack))?;
     let port: u16 = env.parse_or("PORT", 3000).map_err(config)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
     eprintln!("local front listening on http://127.0.0.1:{port}");
-    for key in gateway.route_keys() {
-        eprintln!("  {key}");
+    for line in gateway.route_keys().into_iter().chain(scheduler.describe()) {
+        eprintln!("  {line}");
     }
     tokio::select! {
         served = gateway.serve(listener) => served.map_err(|e| e.to_string()),
+        _ = scheduler.run() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

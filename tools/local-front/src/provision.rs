@@ -1,5 +1,6 @@
-//! What the local stack creates before it serves: the rate-limit table (as `template.yaml`
-//! declares it) and the public-schema migrations. Idempotent; the tests use it too.
+//! What the local stack creates before it serves: the rate-limit table and the batch queue with
+//! its dead-letter queue (as `template.yaml` declares them), and the public-schema migrations.
+//! Idempotent; the tests use it too.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
@@ -83,4 +84,66 @@ pub async fn migrate(database_url: &str) -> Result<(usize, usize), String> {
     drop(client);
     let _ = driver.await;
     Ok((public, tenants))
+}
+
+/// Deliveries of a batch message before it moves to the dead-letter queue (the template's
+/// `BatchMaxReceiveCount` default).
+pub const MAX_RECEIVE_COUNT: u32 = 5;
+/// Seconds a received message stays invisible before it is delivered again.
+pub const VISIBILITY_TIMEOUT_SECONDS: u32 = 30;
+
+/// Creates the batch queue named by `queue_url` (its last path segment) and its dead-letter
+/// queue `<name>-dlq`, unless they exist; returns the dead-letter queue's URL.
+pub async fn ensure_batch_queues(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> Result<String, String> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let name = queue_url
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| format!("BATCH_QUEUE_URL {queue_url:?} does not end in a queue name"))?;
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .map_err(|e| format!("create {name}-dlq: {}", sqs_error(&e)))?
+        .queue_url
+        .ok_or("create_queue returned no URL")?;
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| format!("read {name}-dlq: {}", sqs_error(&e)))?
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .ok_or("dead-letter queue without ARN")?;
+    let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT.to_string()});
+    let created = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            VISIBILITY_TIMEOUT_SECONDS.to_string(),
+        )
+        .send()
+        .await
+        .map_err(|e| format!("create {name}: {}", sqs_error(&e)))?
+        .queue_url
+        .ok_or("create_queue returned no URL")?;
+    if created != queue_url {
+        return Err(format!(
+            "BATCH_QUEUE_URL is {queue_url} but the emulator named the queue {created}"
+        ));
+    }
+    Ok(dlq_url)
+}
+
+fn sqs_error(err: &impl std::error::Error) -> String {
+    aws_sdk_sqs::error::DisplayErrorContext(err).to_string()
 }

@@ -45,16 +45,8 @@ impl TemplateRoute {
 /// Every `HttpApi` event of every `AWS::Serverless::Function` in the template.
 pub fn template_routes(template: &str) -> Result<Vec<TemplateRoute>, String> {
     let doc: Value = serde_yaml::from_str(template).map_err(|e| format!("template.yaml: {e}"))?;
-    let resources = doc
-        .get("Resources")
-        .and_then(Value::as_mapping)
-        .ok_or("template.yaml: no Resources")?;
     let mut routes = Vec::new();
-    for (name, resource) in resources {
-        if resource.get("Type").and_then(Value::as_str) != Some("AWS::Serverless::Function") {
-            continue;
-        }
-        let name = name.as_str().unwrap_or_default();
+    for (name, resource) in functions(&doc)? {
         let Some(events) = resource
             .get("Properties")
             .and_then(|p| p.get("Events"))
@@ -88,6 +80,72 @@ pub fn template_routes(template: &str) -> Result<Vec<TemplateRoute>, String> {
         }
     }
     Ok(routes)
+}
+
+/// A function run on a schedule (`Schedule` events with `rate(...)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateSchedule {
+    pub binary: String,
+    pub every: std::time::Duration,
+}
+
+/// Every `Schedule` event of every function in the template.
+pub fn template_schedules(template: &str) -> Result<Vec<TemplateSchedule>, String> {
+    let doc: Value = serde_yaml::from_str(template).map_err(|e| format!("template.yaml: {e}"))?;
+    let mut schedules = Vec::new();
+    for (name, resource) in functions(&doc)? {
+        let Some(events) = resource
+            .get("Properties")
+            .and_then(|p| p.get("Events"))
+            .and_then(Value::as_mapping)
+        else {
+            continue;
+        };
+        for event in events.values() {
+            if event.get("Type").and_then(Value::as_str) != Some("Schedule") {
+                continue;
+            }
+            let expression = event
+                .get("Properties")
+                .and_then(|p| p.get("Schedule"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("{name}: Schedule event without Schedule"))?;
+            schedules.push(TemplateSchedule {
+                binary: function_binary(resource)
+                    .ok_or_else(|| format!("{name}: no Metadata.BuildProperties.Binary"))?,
+                every: parse_rate(expression)
+                    .ok_or_else(|| format!("{name}: unsupported schedule {expression:?}"))?,
+            });
+        }
+    }
+    Ok(schedules)
+}
+
+/// `rate(5 minutes)` and the like.
+fn parse_rate(expression: &str) -> Option<std::time::Duration> {
+    let inner = expression.strip_prefix("rate(")?.strip_suffix(')')?;
+    let (count, unit) = inner.trim().split_once(' ')?;
+    let count: u64 = count.parse().ok()?;
+    let seconds = match unit.trim_end_matches('s') {
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(count * seconds))
+}
+
+/// The `AWS::Serverless::Function` resources, by logical name.
+pub fn functions(doc: &Value) -> Result<Vec<(String, &Value)>, String> {
+    let resources = doc
+        .get("Resources")
+        .and_then(Value::as_mapping)
+        .ok_or("template.yaml: no Resources")?;
+    Ok(resources
+        .iter()
+        .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Function"))
+        .map(|(name, r)| (name.as_str().unwrap_or_default().to_owned(), r))
+        .collect())
 }
 
 /// The binary a function resource builds.
@@ -136,6 +194,36 @@ Resources:
             }]
         );
         assert_eq!(routes[0].key(), "PUT /api/v1/metrics/session/{id}");
+    }
+
+    #[test]
+    fn schedules_are_read_from_function_events() {
+        let template = r#"
+Resources:
+  Reaper:
+    Type: AWS::Serverless::Function
+    Metadata:
+      BuildProperties:
+        Binary: session-reaper
+    Properties:
+      Events:
+        Tick:
+          Type: Schedule
+          Properties:
+            Schedule: rate(5 minutes)
+"#;
+        assert_eq!(
+            template_schedules(template).unwrap(),
+            [TemplateSchedule {
+                binary: "session-reaper".into(),
+                every: std::time::Duration::from_secs(300),
+            }]
+        );
+        assert_eq!(
+            parse_rate("rate(1 hour)"),
+            Some(std::time::Duration::from_secs(3600))
+        );
+        assert_eq!(parse_rate("cron(0 * * * ? *)"), None);
     }
 
     #[test]

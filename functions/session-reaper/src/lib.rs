@@ -1,0 +1,93 @@
+//! Scheduled by EventBridge: marks every organization's sessions that have been silent for
+//! `SESSION_IDLE_TIMEOUT_MS` (default one hour) as `abandoned`, with `session_end` at their last
+//! activity. Claude Code does not always send a session's end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lambda_runtime::{Error, LambdaEvent};
+use serde_json::{Value, json};
+use shared::config::{ConfigError, DatabaseConfig, Env, session_idle_timeout};
+use shared::db::{Database, PgStore};
+use shared::store::MetricStore;
+
+pub struct Reaper {
+    pub store: Arc<dyn MetricStore>,
+    pub idle: Duration,
+}
+
+impl Reaper {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let db = Database::connect(&DatabaseConfig::from_env(env)?)?;
+        Ok(Self {
+            store: Arc::new(PgStore::new(db)),
+            idle: session_idle_timeout(env)?,
+        })
+    }
+
+    /// Handles one scheduled event; a database outage fails the invocation so it is retried.
+    pub async fn handle(&self, _event: LambdaEvent<Value>) -> Result<Value, Error> {
+        let abandoned = self.store.abandon_idle_sessions(self.idle).await?;
+        tracing::info!(
+            abandoned,
+            idle_ms = self.idle.as_millis() as u64,
+            "session reaper ran"
+        );
+        Ok(json!({ "abandoned": abandoned }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::ids::OrgId;
+    use shared::sessions::{SessionStart, SessionStatus};
+    use shared::store::InMemoryStore;
+    use shared::testing::a_working_service;
+
+    use super::*;
+
+    const EVENT: &str = include_str!("../../../events/session-reaper.json");
+
+    fn event() -> LambdaEvent<Value> {
+        LambdaEvent::new(
+            serde_json::from_str(EVENT).unwrap(),
+            lambda_runtime::Context::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn silent_sessions_are_abandoned_and_recent_ones_kept() {
+        let given = a_working_service();
+        let caller = shared::ids::Caller {
+            org: OrgId::parse("acme").unwrap(),
+            user: shared::ids::UserId::parse("alice").unwrap(),
+        };
+        let start = SessionStart::from_json(&json!({})).unwrap().with_id();
+        given.store.start_session(&caller, &start).await.unwrap();
+
+        let patient = Reaper {
+            store: given.store.clone(),
+            idle: Duration::from_secs(3600),
+        };
+        assert_eq!(patient.handle(event()).await.unwrap()["abandoned"], 0);
+
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let strict = Reaper {
+            store: given.store.clone(),
+            idle: Duration::from_millis(1),
+        };
+        assert_eq!(strict.handle(event()).await.unwrap()["abandoned"], 1);
+        let session = &given.store.sessions(&caller.org)[0];
+        assert_eq!(session.status, SessionStatus::Abandoned);
+        assert!(session.session_end.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_database_outage_fails_the_invocation() {
+        let reaper = Reaper {
+            store: Arc::new(InMemoryStore::unavailable()),
+            idle: Duration::from_secs(1),
+        };
+        assert!(reaper.handle(event()).await.is_err());
+    }
+}

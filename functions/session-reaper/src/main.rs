@@ -1,0 +1,11 @@
+use lambda_runtime::{Error, service_fn};
+use session_reaper::Reaper;
+use shared::config::Env;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let reaper =
+        Reaper::from_env(&Env::process()).inspect_err(shared::telemetry::startup_failed)?;
+    lambda_runtime::run(service_fn(|event| reaper.handle(event))).await
+}

@@ -1,0 +1,1 @@
+shared::lambda_http_main!(session_update::handle);

@@ -1,0 +1,235 @@
+//! Reachability of the service's dependencies, for `GET /api/v1/health`.
+//! Each probe is the cheapest call the function's IAM policy already allows.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{Map, Value, json};
+
+use crate::config::{ConfigError, DatabaseConfig, Env, QueueConfig, RateLimitConfig};
+use crate::db::Database;
+
+#[async_trait]
+pub trait Probe: Send + Sync {
+    /// `Err` carries detail for the logs only.
+    async fn probe(&self) -> Result<(), String>;
+}
+
+struct Postgres(Database);
+
+#[async_trait]
+impl Probe for Postgres {
+    async fn probe(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+struct DynamoDb {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+#[async_trait]
+impl Probe for DynamoDb {
+    async fn probe(&self) -> Result<(), String> {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S("health#probe".into()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+    }
+}
+
+struct Sqs {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+#[async_trait]
+impl Probe for Sqs {
+    async fn probe(&self) -> Result<(), String> {
+        self.client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+    }
+}
+
+/// The named probes, run concurrently, each within `timeout`.
+pub struct Health {
+    probes: Vec<(&'static str, Arc<dyn Probe>)>,
+    timeout: Duration,
+}
+
+impl Health {
+    pub fn new(probes: Vec<(&'static str, Arc<dyn Probe>)>, timeout: Duration) -> Self {
+        Self { probes, timeout }
+    }
+
+    /// PostgreSQL, DynamoDB (the rate-limit table) and SQS (the batch queue).
+    pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+        let db = Database::connect(&DatabaseConfig::from_env(env)?)?;
+        let table = RateLimitConfig::from_env(env)?.table_name;
+        let queue_url = QueueConfig::from_env(env)?.url;
+        Ok(Self::new(
+            vec![
+                ("postgres", Arc::new(Postgres(db))),
+                (
+                    "dynamodb",
+                    Arc::new(DynamoDb {
+                        client: aws_sdk_dynamodb::Client::new(aws),
+                        table,
+                    }),
+                ),
+                (
+                    "sqs",
+                    Arc::new(Sqs {
+                        client: aws_sdk_sqs::Client::new(aws),
+                        queue_url,
+                    }),
+                ),
+            ],
+            env.millis_or("HEALTH_TIMEOUT_MS", 2000)?,
+        ))
+    }
+
+    pub async fn check(&self) -> HealthReport {
+        let runs: Vec<_> = self
+            .probes
+            .iter()
+            .map(|(name, probe)| {
+                (
+                    *name,
+                    tokio::spawn(run_probe(name, probe.clone(), self.timeout)),
+                )
+            })
+            .collect();
+        let mut checks = Vec::with_capacity(runs.len());
+        for (name, run) in runs {
+            checks.push(run.await.unwrap_or(Check {
+                name,
+                up: false,
+                latency_ms: 0.0,
+            }));
+        }
+        HealthReport { checks }
+    }
+}
+
+async fn run_probe(name: &'static str, probe: Arc<dyn Probe>, timeout: Duration) -> Check {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(timeout, probe.probe())
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
+    if let Err(detail) = &outcome {
+        tracing::error!(dependency = name, error = %detail, "health probe failed");
+    }
+    Check {
+        name,
+        up: outcome.is_ok(),
+        latency_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+    }
+}
+
+pub struct Check {
+    pub name: &'static str,
+    pub up: bool,
+    pub latency_ms: f64,
+}
+
+pub struct HealthReport {
+    pub checks: Vec<Check>,
+}
+
+impl HealthReport {
+    pub fn healthy(&self) -> bool {
+        self.checks.iter().all(|c| c.up)
+    }
+
+    /// `{status, version, checks: {name: {status, latency_ms}}}` — no error detail.
+    pub fn data(&self) -> Value {
+        let checks: Map<String, Value> = self
+            .checks
+            .iter()
+            .map(|c| {
+                let status = if c.up { "up" } else { "down" };
+                (
+                    c.name.to_owned(),
+                    json!({"status": status, "latency_ms": c.latency_ms}),
+                )
+            })
+            .collect();
+        json!({
+            "status": if self.healthy() { "healthy" } else { "unhealthy" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "checks": checks,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(bool);
+
+    #[async_trait]
+    impl Probe for Fixed {
+        async fn probe(&self) -> Result<(), String> {
+            if self.0 {
+                Ok(())
+            } else {
+                Err("secret detail: 10.0.0.5 refused".into())
+            }
+        }
+    }
+
+    struct Hangs;
+
+    #[async_trait]
+    impl Probe for Hangs {
+        async fn probe(&self) -> Result<(), String> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn all_up_is_healthy() {
+        let health = Health::new(
+            vec![("a", Arc::new(Fixed(true))), ("b", Arc::new(Fixed(true)))],
+            Duration::from_secs(1),
+        );
+        let report = health.check().await;
+        assert!(report.healthy());
+        assert_eq!(report.data()["status"], "healthy");
+        assert_eq!(report.data()["checks"]["b"]["status"], "up");
+    }
+
+    #[tokio::test]
+    async fn one_down_or_hanging_is_unhealthy_without_detail() {
+        let health = Health::new(
+            vec![
+                ("a", Arc::new(Fixed(true))),
+                ("b", Arc::new(Fixed(false))),
+                ("c", Arc::new(Hangs)),
+            ],
+            Duration::from_millis(50),
+        );
+        let report = health.check().await;
+        assert!(!report.healthy());
+        let data = report.data();
+        assert_eq!(data["checks"]["b"]["status"], "down");
+        assert_eq!(data["checks"]["c"]["status"], "down");
+        assert!(!data.to_string().contains("10.0.0.5"));
+    }
+}

@@ -1,0 +1,294 @@
+//! The session lifecycle: start, update while active, end once; silent sessions are marked
+//! abandoned by the reaper. A session belongs to its organization (its schema) and its user.
+//!
+//! Updates merge: `commands_executed` is the running total and never goes down, `agents_used`
+//! gains the agents it did not list yet (in first-seen order, at most [`MAX_AGENTS`]), `context`
+//! is merged key by key. An empty update is a heartbeat that only marks activity.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::validation::{FieldError, Fields, Text};
+
+/// Most agents a session lists (per update and in total).
+pub const MAX_AGENTS: usize = 100;
+/// Largest plausible command count of one session.
+pub const MAX_COMMANDS: i64 = 10_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Active,
+    Completed,
+    Abandoned,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Completed => "completed",
+            Self::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// `POST /metrics/session/start`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionStart {
+    pub id: Option<Uuid>,
+    /// When the session began; the server's time when absent.
+    pub session_start: Option<DateTime<Utc>>,
+    pub context: Value,
+}
+
+impl SessionStart {
+    pub const FIELDS: &'static [&'static str] = &["id", "session_start", "context"];
+
+    pub fn from_json(value: &Value) -> Result<Self, Vec<FieldError>> {
+        let mut f = Fields::new(value, "", Self::FIELDS)?;
+        let start = Self {
+            id: f.uuid("id"),
+            session_start: f.timestamp("session_start"),
+            context: f.object("context"),
+        };
+        f.finish()?;
+        Ok(start)
+    }
+
+    pub fn with_id(mut self) -> Self {
+        self.id.get_or_insert_with(Uuid::now_v7);
+        self
+    }
+}
+
+/// What an update or an end may change; every part is optional.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SessionActivity {
+    pub commands_executed: Option<i64>,
+    pub agents_used: Option<Vec<String>>,
+    pub context: Option<Value>,
+}
+
+impl SessionActivity {
+    const FIELDS: &'static [&'static str] = &["commands_executed", "agents_used", "context"];
+
+    fn read(f: &mut Fields<'_>) -> Self {
+        Self {
+            commands_executed: f.integer("commands_executed", 0, MAX_COMMANDS),
+            agents_used: f.text_list(
+                "agents_used",
+                MAX_AGENTS,
+                Text::free(crate::metrics::MAX_AGENT_NAME_CHARS),
+            ),
+            context: f.optional_object("context"),
+        }
+    }
+
+    /// `PUT /metrics/session/{id}`.
+    pub fn from_json(value: &Value) -> Result<Self, Vec<FieldError>> {
+        let mut f = Fields::new(value, "", Self::FIELDS)?;
+        let activity = Self::read(&mut f);
+        f.finish()?;
+        Ok(activity)
+    }
+}
+
+/// `POST /metrics/session/end`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionEnd {
+    pub session_id: Uuid,
+    pub productivity_score: Option<f64>,
+    pub activity: SessionActivity,
+}
+
+impl SessionEnd {
+    pub const FIELDS: &'static [&'static str] = &[
+        "session_id",
+        "productivity_score",
+        "commands_executed",
+        "agents_used",
+        "context",
+    ];
+
+    pub fn from_json(value: &Value) -> Result<Self, Vec<FieldError>> {
+        let mut f = Fields::new(value, "", Self::FIELDS)?;
+        if f.is_absent("session_id") {
+            f.error("session_id", "Required");
+        }
+        let end = Self {
+            session_id: f.uuid("session_id").unwrap_or_default(),
+            productivity_score: f.number("productivity_score", 0.0, 100.0),
+            activity: SessionActivity::read(&mut f),
+        };
+        f.finish()?;
+        Ok(end)
+    }
+}
+
+/// A session as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: Uuid,
+    pub status: SessionStatus,
+    pub session_start: DateTime<Utc>,
+    pub session_end: Option<DateTime<Utc>>,
+    pub total_duration_ms: Option<i64>,
+    pub commands_executed: i64,
+    pub agents_used: Vec<String>,
+    pub productivity_score: Option<f64>,
+    pub context: Value,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The outcome of asking to change a session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionChange {
+    Changed(SessionRecord),
+    /// No such session in the caller's organization.
+    NotFound,
+    /// The session belongs to another user of the organization.
+    OtherUser,
+    /// The session's status does not allow the change.
+    Refused(SessionStatus),
+}
+
+impl SessionChange {
+    /// The response's `data`, or the error the API answers with.
+    pub fn into_data(self, action: SessionAction) -> Result<Value, ApiError> {
+        match self {
+            SessionChange::Changed(record) => {
+                serde_json::to_value(record).map_err(|e| ApiError::Internal(e.to_string()))
+            }
+            SessionChange::NotFound => Err(ApiError::NotFound("session")),
+            SessionChange::OtherUser => {
+                Err(ApiError::Forbidden("the session belongs to another user"))
+            }
+            SessionChange::Refused(status) => Err(ApiError::Conflict(format!(
+                "Session is {}: {}",
+                status.as_str(),
+                match action {
+                    SessionAction::Update => "only active sessions can be updated",
+                    SessionAction::End => "it has already ended",
+                }
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionAction {
+    Update,
+    End,
+}
+
+impl SessionAction {
+    /// Whether a session in `status` may take this action. Ending an abandoned session is
+    /// allowed: a late `end` from the client is better information than the reaper's guess.
+    pub fn allowed_from(self, status: SessionStatus) -> bool {
+        match self {
+            SessionAction::Update => status == SessionStatus::Active,
+            SessionAction::End => status != SessionStatus::Completed,
+        }
+    }
+}
+
+/// The session id of `PUT /metrics/session/{id}`.
+pub fn session_id(raw: Option<&str>) -> Result<Uuid, ApiError> {
+    raw.and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| ApiError::validation("id", "Must be a UUID"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn start_accepts_an_empty_body() {
+        let start = SessionStart::from_json(&json!({})).unwrap();
+        assert_eq!(start.context, json!({}));
+        assert!(start.with_id().id.is_some());
+    }
+
+    #[test]
+    fn start_refuses_unknown_fields_and_bad_times() {
+        let errors = SessionStart::from_json(&json!({"user_id": "x", "session_start": "later"}))
+            .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["user_id", "session_start"]);
+    }
+
+    #[test]
+    fn activity_parts_are_optional_and_checked() {
+        assert_eq!(
+            SessionActivity::from_json(&json!({})).unwrap(),
+            SessionActivity::default()
+        );
+        let a = SessionActivity::from_json(
+            &json!({"commands_executed": 4, "agents_used": ["a", "b"], "context": {"k": 1}}),
+        )
+        .unwrap();
+        assert_eq!(a.commands_executed, Some(4));
+        assert_eq!(a.agents_used.unwrap(), ["a", "b"]);
+        let errors = SessionActivity::from_json(
+            &json!({"commands_executed": -1, "agents_used": "a", "context": 3}),
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 3);
+    }
+
+    #[test]
+    fn end_needs_a_session_id_and_a_score_in_range() {
+        let errors = SessionEnd::from_json(&json!({"productivity_score": 101})).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["session_id", "productivity_score"]);
+        let id = Uuid::new_v4();
+        let end = SessionEnd::from_json(
+            &json!({"session_id": id.to_string(), "productivity_score": 87.5}),
+        )
+        .unwrap();
+        assert_eq!((end.session_id, end.productivity_score), (id, Some(87.5)));
+    }
+
+    #[test]
+    fn outcomes_map_to_status_codes() {
+        assert_eq!(
+            SessionChange::NotFound
+                .into_data(SessionAction::Update)
+                .unwrap_err()
+                .status(),
+            404
+        );
+        assert_eq!(
+            SessionChange::OtherUser
+                .into_data(SessionAction::End)
+                .unwrap_err()
+                .status(),
+            403
+        );
+        let conflict = SessionChange::Refused(SessionStatus::Completed)
+            .into_data(SessionAction::End)
+            .unwrap_err();
+        assert_eq!(conflict.status(), 409);
+        assert!(conflict.public_message().contains("already ended"));
+    }
+
+    #[test]
+    fn which_status_allows_what() {
+        assert!(SessionAction::Update.allowed_from(SessionStatus::Active));
+        assert!(!SessionAction::Update.allowed_from(SessionStatus::Abandoned));
+        assert!(SessionAction::End.allowed_from(SessionStatus::Abandoned));
+        assert!(!SessionAction::End.allowed_from(SessionStatus::Completed));
+    }
+
+    #[test]
+    fn path_ids_must_be_uuids() {
+        assert!(session_id(Some("nope")).is_err());
+        assert!(session_id(None).is_err());
+        assert!(session_id(Some("0192f0e4-7b1a-7cc3-8d2e-1f2a3b4c5d6e")).is_ok());
+    }
+}

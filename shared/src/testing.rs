@@ -1,0 +1,111 @@
+//! Fixtures for unit tests of handlers (feature `testing`): an [`App`] on in-memory fakes,
+//! tokens, and requests built from the `events/` fixtures.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+use jsonwebtoken::{EncodingKey, Header, encode};
+use lambda_http::{Body, Request};
+use serde_json::{Value, json};
+
+use crate::App;
+use crate::api::Api;
+use crate::auth::Authenticator;
+use crate::config::{AuthConfig, JwtKey, LOCAL_DEV_SECRET, OnStoreError};
+use crate::ratelimit::{InMemoryRateLimiter, Limits, RateLimiter};
+use crate::store::InMemoryStore;
+
+pub const MAX_BODY_BYTES: usize = 4096;
+
+/// A day-long window, so no request is refilled while a test runs.
+pub fn limits(max_requests: u64) -> Limits {
+    Limits {
+        max_requests,
+        window_ms: 86_400_000,
+        burst_allowance: 0,
+    }
+}
+
+/// The handler's world: the app and the store behind it.
+pub struct Given {
+    pub app: App,
+    pub store: Arc<InMemoryStore>,
+}
+
+pub fn given(
+    store: InMemoryStore,
+    limiter: impl RateLimiter + 'static,
+    policy: OnStoreError,
+) -> Given {
+    let auth = Authenticator::new(&AuthConfig {
+        key: JwtKey::Hs256 {
+            secret: LOCAL_DEV_SECRET.into(),
+        },
+        issuer: None,
+        audience: vec![],
+        leeway_seconds: 0,
+    })
+    .expect("test key");
+    let store = Arc::new(store);
+    let api = Api::new(auth, Arc::new(limiter), policy, MAX_BODY_BYTES);
+    Given {
+        app: App::new(api, store.clone()),
+        store,
+    }
+}
+
+/// A working service: empty store, 1000 requests a day.
+pub fn a_working_service() -> Given {
+    given(
+        InMemoryStore::new(),
+        InMemoryRateLimiter::new(limits(1000)),
+        OnStoreError::Allow,
+    )
+}
+
+/// A token signed with the local development secret (the one the `events/` fixtures use).
+pub fn token(org: &str, user: &str) -> String {
+    let claims = json!({"sub": user, "org_id": org, "exp": 4102444800u64});
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(LOCAL_DEV_SECRET.as_bytes()),
+    )
+    .expect("token")
+}
+
+/// An `events/` fixture, as the Lambda runtime would hand it to the handler.
+pub fn fixture(event: &str) -> Request {
+    lambda_http::request::from_str(event).expect("fixture")
+}
+
+/// The fixture with another body and a token for `org`/`user`.
+pub fn request(event: &str, org: &str, user: &str, body: &Value) -> Request {
+    let mut req = fixture(event);
+    *req.body_mut() = Body::from(body.to_string());
+    let bearer = HeaderValue::from_str(&format!("Bearer {}", token(org, user))).expect("header");
+    req.headers_mut().insert("authorization", bearer);
+    req
+}
+
+/// Status and JSON body of a response.
+pub fn parts(response: lambda_http::Response<Body>) -> (u16, Value) {
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null),
+    )
+}
+
+/// The `field`s of a 400 body's `errors`.
+pub fn error_fields(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
