@@ -54,6 +54,7 @@ fi
   aws_local_env "http://127.0.0.1:$MOTO_PORT"
   echo "RATE_LIMIT_TABLE_NAME=metrics-rate-limits-local"
   echo "BATCH_QUEUE_URL=http://127.0.0.1:$MOTO_PORT/123456789012/metrics-batch-local"
+  echo "DEAD_LETTER_QUEUE_URL=http://127.0.0.1:$MOTO_PORT/123456789012/metrics-batch-local-dlq"
   echo "PORT=$PORT"
 } >"$LOCAL_DIR/stack.env"
 set -a

@@ -84,6 +84,11 @@ impl Api {
         response
     }
 
+    /// Most metrics `org` may send in one batch: its override, else `default`.
+    pub fn batch_size(&self, org: &crate::ids::OrgId, default: usize) -> usize {
+        self.limiter.batch_size(org).map_or(default, |n| n as usize)
+    }
+
     async fn rate_limit(&self, caller: &Caller) -> Result<RateStatus, ApiError> {
         match self.limiter.check(&caller.org).await {
             Ok(status) if status.admitted() => Ok(status),

@@ -30,6 +30,23 @@ impl App {
     }
 }
 
+/// State a function builds once per container from its environment.
+pub trait FromEnv: Sized {
+    fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError>;
+}
+
+impl FromEnv for App {
+    fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+        App::from_env(env, aws)
+    }
+}
+
+impl FromEnv for crate::health::Health {
+    fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+        crate::health::Health::from_env(env, aws)
+    }
+}
+
 /// The AWS SDK configuration, shared by every client of a container. Endpoints come from the
 /// SDK's own `AWS_ENDPOINT_URL*` variables, so the same binary talks to local emulators.
 /// One retry at most: a request has a latency budget, and the rate limiter a failure policy.

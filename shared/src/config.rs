@@ -278,6 +278,32 @@ impl QueueConfig {
     }
 }
 
+/// The batch endpoint's settings.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// Most metrics in one batch request (`COLLECTION_BATCH_SIZE`; organizations may override).
+    pub batch_size: usize,
+    /// Budget for queueing one batch (`COLLECTION_TIMEOUT_MS`).
+    pub queue_timeout: Duration,
+}
+
+impl BatchConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let batch_size =
+            env.number_or("COLLECTION_BATCH_SIZE", crate::batch::DEFAULT_BATCH_SIZE, 1)?;
+        if batch_size as usize > crate::batch::MAX_ENVELOPE_METRICS {
+            return Err(ConfigError::new(
+                "COLLECTION_BATCH_SIZE",
+                format!("must be at most {}", crate::batch::MAX_ENVELOPE_METRICS),
+            ));
+        }
+        Ok(Self {
+            batch_size: batch_size as usize,
+            queue_timeout: env.millis_or("COLLECTION_TIMEOUT_MS", 5000)?,
+        })
+    }
+}
+
 /// How long a session may stay silent before the reaper marks it abandoned.
 pub fn session_idle_timeout(env: &Env) -> Result<Duration, ConfigError> {
     env.millis_or("SESSION_IDLE_TIMEOUT_MS", 3_600_000)

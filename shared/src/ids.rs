@@ -7,7 +7,8 @@ use std::fmt;
 pub const MAX_ORG_ID_LEN: usize = 48;
 pub const MAX_USER_ID_LEN: usize = 128;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
 pub struct OrgId(String);
 
 impl OrgId {
@@ -41,7 +42,8 @@ impl fmt::Display for OrgId {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
 pub struct UserId(String);
 
 impl UserId {

@@ -7,12 +7,14 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod batch;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod health;
 pub mod ids;
 pub mod metrics;
+pub mod queue;
 pub mod ratelimit;
 pub mod response;
 pub mod sanitize;
@@ -26,19 +28,24 @@ pub mod validation;
 pub use app::App;
 pub use error::ApiError;
 
-/// The `main` of a function that serves one HTTP route with an [`App`]: JSON logs, then the SDK
-/// configuration and the app built once per container (a bad setting stops the start), then the
-/// Lambda runtime calling `$handle(&app, request)` for every event.
+/// The `main` of a function that serves one HTTP route: JSON logs, then the SDK configuration
+/// and the function's state (`$state`, an [`app::FromEnv`]; [`App`] when omitted) built once per
+/// container — a bad setting stops the start — then the Lambda runtime calling
+/// `$handle(&state, request)` for every event.
 #[macro_export]
 macro_rules! lambda_http_main {
     ($handle:path) => {
+        $crate::lambda_http_main!($crate::App, $handle);
+    };
+    ($state:ty, $handle:path) => {
         #[tokio::main]
         async fn main() -> Result<(), lambda_http::Error> {
             $crate::telemetry::init();
             let aws = $crate::app::aws_config().await;
-            let app = $crate::App::from_env(&$crate::config::Env::process(), &aws)
+            let env = $crate::config::Env::process();
+            let state = <$state as $crate::app::FromEnv>::from_env(&env, &aws)
                 .inspect_err($crate::telemetry::startup_failed)?;
-            lambda_http::run(lambda_http::service_fn(|req| $handle(&app, req))).await
+            lambda_http::run(lambda_http::service_fn(|req| $handle(&state, req))).await
         }
     };
 }

@@ -129,6 +129,89 @@ impl SessionEnd {
     }
 }
 
+/// A whole session carried by a batch (historical imports): written as given, with
+/// `total_duration_ms` computed from its start and end.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionImport {
+    pub id: Option<Uuid>,
+    pub session_start: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_end: Option<DateTime<Utc>>,
+    pub commands_executed: i64,
+    pub agents_used: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub productivity_score: Option<f64>,
+    pub context: Value,
+    pub status: SessionStatus,
+}
+
+impl SessionImport {
+    pub const FIELDS: &'static [&'static str] = &[
+        "id",
+        "session_start",
+        "session_end",
+        "commands_executed",
+        "agents_used",
+        "productivity_score",
+        "context",
+        "status",
+    ];
+
+    /// Without `status`, a session with an end is `completed` and one without is `active`; a
+    /// given status must agree with the end (only active sessions have none).
+    pub fn from_json(value: &Value, at: &str) -> Result<Self, Vec<FieldError>> {
+        let mut f = Fields::new(value, at, Self::FIELDS)?;
+        let id = f.uuid("id");
+        let session_start = f.required_timestamp("session_start");
+        let session_end = f.timestamp("session_end");
+        let status = match f.text("status", Text::name(20)) {
+            None => session_end.map_or(SessionStatus::Active, |_| SessionStatus::Completed),
+            Some(raw) => match serde_json::from_value::<SessionStatus>(Value::String(raw)) {
+                Ok(status) => status,
+                Err(_) => {
+                    f.error("status", "Must be one of: active, completed, abandoned");
+                    SessionStatus::Active
+                }
+            },
+        };
+        if f.is_valid("status") && (status == SessionStatus::Active) != session_end.is_none() {
+            f.error(
+                "session_end",
+                "Required exactly when the status is completed or abandoned",
+            );
+        }
+        if let Some(end) = session_end
+            && f.is_valid("session_start")
+            && end < session_start
+        {
+            f.error("session_end", "Must not be before session_start");
+        }
+        let session = Self {
+            id,
+            session_start,
+            session_end,
+            commands_executed: f.integer("commands_executed", 0, MAX_COMMANDS).unwrap_or(0),
+            agents_used: f
+                .text_list(
+                    "agents_used",
+                    MAX_AGENTS,
+                    Text::free(crate::metrics::MAX_AGENT_NAME_CHARS),
+                )
+                .unwrap_or_default(),
+            productivity_score: f.number("productivity_score", 0.0, 100.0),
+            context: f.object("context"),
+            status,
+        };
+        f.finish()?;
+        Ok(session)
+    }
+
+    pub fn with_id(mut self) -> Self {
+        self.id.get_or_insert_with(Uuid::now_v7);
+        self
+    }
+}
+
 /// A session as the API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -206,6 +289,37 @@ pub fn session_id(raw: Option<&str>) -> Result<Uuid, ApiError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn imported_sessions_derive_their_status_from_their_end() {
+        let open = SessionImport::from_json(&json!({"session_start": "2025-09-08T09:00:00Z"}), "")
+            .unwrap();
+        assert_eq!(open.status, SessionStatus::Active);
+        let closed = SessionImport::from_json(
+            &json!({"session_start": "2025-09-08T09:00:00Z", "session_end": "2025-09-08T10:00:00Z", "agents_used": ["a"]}),
+            "",
+        )
+        .unwrap();
+        assert_eq!(closed.status, SessionStatus::Completed);
+        let errors = SessionImport::from_json(
+            &json!({"session_start": "2025-09-08T09:00:00Z", "session_end": "2025-09-08T08:00:00Z"}),
+            "user_sessions[2]",
+        )
+        .unwrap_err();
+        assert_eq!(errors[0].field, "user_sessions[2].session_end");
+        let errors = SessionImport::from_json(
+            &json!({"session_start": "2025-09-08T09:00:00Z", "status": "completed"}),
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(errors[0].field, "session_end");
+        let errors = SessionImport::from_json(
+            &json!({"session_start": "2025-09-08T09:00:00Z", "status": "paused"}),
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(errors[0].field, "status");
+    }
 
     #[test]
     fn start_accepts_an_empty_body() {

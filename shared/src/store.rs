@@ -9,12 +9,13 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::batch::Envelope;
 use crate::error::{ApiError, Dependency};
 use crate::ids::{Caller, OrgId, UserId};
 use crate::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::sessions::{
-    MAX_AGENTS, SessionAction, SessionActivity, SessionChange, SessionEnd, SessionRecord,
-    SessionStart, SessionStatus,
+    MAX_AGENTS, SessionAction, SessionActivity, SessionChange, SessionEnd, SessionImport,
+    SessionRecord, SessionStart, SessionStatus,
 };
 use serde_json::Value;
 
@@ -95,6 +96,10 @@ pub trait MetricStore: Send + Sync {
     /// Marks every organization's sessions without activity for `idle` as abandoned;
     /// returns how many.
     async fn abandon_idle_sessions(&self, idle: Duration) -> Result<u64, StoreError>;
+
+    /// Writes every metric of the envelope (all with ids) in one transaction, skipping ids
+    /// already stored; returns how many rows of each kind were new (in `batch::KINDS` order).
+    async fn write_envelope(&self, envelope: &Envelope) -> Result<[u64; 4], StoreError>;
 }
 
 #[derive(Default)]
@@ -103,6 +108,7 @@ struct Tenant {
     agents: Vec<(AgentInteraction, Stored)>,
     productivity: Vec<(ProductivityMetric, Stored)>,
     sessions: Vec<(UserId, SessionRecord)>,
+    imported_sessions: Vec<(SessionImport, Stored)>,
 }
 
 /// Keeps records in memory, per organization; for unit tests of handlers.
@@ -150,6 +156,12 @@ impl InMemoryStore {
     pub fn productivity_metrics(&self, org: &OrgId) -> Vec<ProductivityMetric> {
         self.read(org, |t| {
             t.productivity.iter().map(|(m, _)| m.clone()).collect()
+        })
+    }
+
+    pub fn imported_sessions(&self, org: &OrgId) -> Vec<SessionImport> {
+        self.read(org, |t| {
+            t.imported_sessions.iter().map(|(m, _)| m.clone()).collect()
         })
     }
 
@@ -218,6 +230,19 @@ fn insert_once<T: Clone>(
     };
     rows.push((metric.clone(), stored.clone()));
     Ok(stored)
+}
+
+/// Inserts each item once; returns how many were new.
+fn insert_all<T: Clone>(
+    rows: &mut Vec<(T, Stored)>,
+    items: &[T],
+    id: fn(&T) -> Option<Uuid>,
+) -> Result<u64, StoreError> {
+    let before = rows.len();
+    for item in items {
+        insert_once(rows, id(item), item)?;
+    }
+    Ok((rows.len() - before) as u64)
 }
 
 #[async_trait]
@@ -320,6 +345,18 @@ impl MetricStore for InMemoryStore {
             &end.activity,
             end.productivity_score,
         )
+    }
+
+    async fn write_envelope(&self, envelope: &Envelope) -> Result<[u64; 4], StoreError> {
+        let mut tenants = self.tenants()?;
+        let tenant = tenants.entry(envelope.organization_id.clone()).or_default();
+        let m = &envelope.metrics;
+        Ok([
+            insert_all(&mut tenant.commands, &m.command_executions, |x| x.id)?,
+            insert_all(&mut tenant.agents, &m.agent_interactions, |x| x.id)?,
+            insert_all(&mut tenant.imported_sessions, &m.user_sessions, |x| x.id)?,
+            insert_all(&mut tenant.productivity, &m.productivity_metrics, |x| x.id)?,
+        ])
     }
 
     async fn abandon_idle_sessions(&self, idle: Duration) -> Result<u64, StoreError> {

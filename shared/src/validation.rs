@@ -134,6 +134,28 @@ impl<'a> Fields<'a> {
         self.errors.push(FieldError::new(field, message));
     }
 
+    /// The property's items when it is an array (no error otherwise; see [`Fields::expect_array`]).
+    pub fn array(&self, name: &str) -> Option<&'a Vec<Value>> {
+        self.value(name)?.as_array()
+    }
+
+    /// Records an error when the property is present but not an array.
+    pub fn expect_array(&mut self, name: &str) {
+        if self.value(name).is_some_and(|v| !v.is_array()) {
+            self.error(name, "Must be an array");
+        }
+    }
+
+    /// Records an error at `field` as given, outside this object's path.
+    pub fn error_at(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(FieldError::new(field, message));
+    }
+
+    /// Records errors found by a nested parser.
+    pub fn absorb(&mut self, errors: Vec<FieldError>) {
+        self.errors.extend(errors);
+    }
+
     /// Whether the property is absent (or `null`).
     pub fn is_absent(&self, name: &str) -> bool {
         self.value(name).is_none()

@@ -115,13 +115,20 @@ pub async fn sqs() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&shared::app::aws_config().await)
 }
 
+/// Test queues redeliver after one second and give up after three deliveries.
+pub const TEST_QUEUE: local_front::provision::QueueSettings =
+    local_front::provision::QueueSettings {
+        visibility_timeout_seconds: 1,
+        max_receive_count: 3,
+    };
+
 /// A new batch queue and its dead-letter queue in moto, shaped as template.yaml declares them;
 /// their URLs.
 pub async fn fresh_queues() -> (String, String) {
     services();
     let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
     let url = format!("{endpoint}/123456789012/batch-{}", Uuid::new_v4().simple());
-    let dlq = local_front::provision::ensure_batch_queues(&sqs().await, &url)
+    let dlq = local_front::provision::ensure_batch_queues(&sqs().await, &url, TEST_QUEUE)
         .await
         .expect("create queues");
     (url, dlq)
@@ -167,6 +174,7 @@ impl TestApp {
             ("JWT_SECRET", SECRET),
             ("RATE_LIMIT_TABLE_NAME", table.as_str()),
             ("BATCH_QUEUE_URL", queue_url.as_str()),
+            ("DEAD_LETTER_QUEUE_URL", dead_letter_url.as_str()),
         ]);
         vars.extend(settings.iter().copied());
         let env = Env::from_pairs(vars);

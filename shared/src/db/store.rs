@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::migrate::{provision_tenant, quote_ident};
 use super::{Database, with_client};
+use crate::batch::Envelope;
 use crate::ids::{Caller, OrgId};
 use crate::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::sessions::{
@@ -27,6 +28,7 @@ struct TenantSql {
     session_update: String,
     session_end: String,
     abandon_idle: String,
+    write_envelope: String,
 }
 
 impl TenantSql {
@@ -63,6 +65,7 @@ impl TenantSql {
                  total_duration_ms = GREATEST(0, floor(extract(epoch FROM now() - session_start) * 1000))::bigint, \
                  productivity_score = coalesce($6, productivity_score)",
             ),
+            write_envelope: write_envelope(&schema),
             abandon_idle: format!(
                 "UPDATE {schema}.user_sessions SET status = 'abandoned', session_end = updated_at, \
                  total_duration_ms = GREATEST(0, floor(extract(epoch FROM updated_at - session_start) * 1000))::bigint, \
@@ -96,6 +99,44 @@ impl InsertSql {
             select_existing,
         }
     }
+}
+
+/// One statement that writes a whole envelope: four multi-row inserts from arrays (one per kind,
+/// each `ON CONFLICT (id) DO NOTHING`), atomic because it is one statement, in one round trip.
+/// Returns how many rows of each kind were new. Parameters: `$1` organization, `$2` user, `$3`
+/// received_at (the default timestamp), then one array per column, kind after kind.
+fn write_envelope(schema: &str) -> String {
+    format!(
+        "WITH \
+         c AS (INSERT INTO {schema}.command_executions (id, organization_id, user_id, command_name, command_args, \
+                   execution_time_ms, status, error_message, context, \"timestamp\") \
+               SELECT r.id, $1, $2, r.name, r.args, r.t, r.status, r.err, r.ctx, coalesce(r.ts, $3) \
+               FROM unnest($4::uuid[], $5::text[], $6::jsonb[], $7::float8[], $8::text[], $9::text[], $10::jsonb[], \
+                           $11::timestamptz[]) AS r(id, name, args, t, status, err, ctx, ts) \
+               ON CONFLICT (id) DO NOTHING RETURNING 1), \
+         a AS (INSERT INTO {schema}.agent_interactions (id, organization_id, user_id, agent_name, interaction_type, \
+                   input_tokens, output_tokens, processing_time_ms, success, metadata, \"timestamp\") \
+               SELECT r.id, $1, $2, r.name, r.kind, r.input, r.output, r.t, r.ok, r.meta, coalesce(r.ts, $3) \
+               FROM unnest($12::uuid[], $13::text[], $14::text[], $15::int8[], $16::int8[], $17::float8[], $18::bool[], \
+                           $19::jsonb[], $20::timestamptz[]) AS r(id, name, kind, input, output, t, ok, meta, ts) \
+               ON CONFLICT (id) DO NOTHING RETURNING 1), \
+         u AS (INSERT INTO {schema}.user_sessions (id, organization_id, user_id, session_start, session_end, \
+                   total_duration_ms, commands_executed, agents_used, productivity_score, context, status) \
+               SELECT r.id, $1, $2, r.start, r.finish, \
+                      CASE WHEN r.finish IS NULL THEN NULL \
+                           ELSE GREATEST(0, floor(extract(epoch FROM r.finish - r.start) * 1000))::bigint END, \
+                      r.cmds::integer, ARRAY(SELECT jsonb_array_elements_text(r.agents)), r.score, r.ctx, r.status \
+               FROM unnest($21::uuid[], $22::timestamptz[], $23::timestamptz[], $24::int8[], $25::jsonb[], \
+                           $26::float8[], $27::jsonb[], $28::text[]) AS r(id, start, finish, cmds, agents, score, ctx, status) \
+               ON CONFLICT (id) DO NOTHING RETURNING 1), \
+         p AS (INSERT INTO {schema}.productivity_metrics (id, organization_id, user_id, metric_type, value, unit, \
+                   period_start, period_end, dimensions) \
+               SELECT r.id, $1, $2, r.kind, r.value, r.unit, r.start, r.finish, r.dims \
+               FROM unnest($29::uuid[], $30::text[], $31::float8[], $32::text[], $33::timestamptz[], \
+                           $34::timestamptz[], $35::jsonb[]) AS r(id, kind, value, unit, start, finish, dims) \
+               ON CONFLICT (id) DO NOTHING RETURNING 1) \
+         SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM a), (SELECT count(*) FROM u), (SELECT count(*) FROM p)"
+    )
 }
 
 const SESSION_COLUMNS: &str = "id, status, session_start, session_end, total_duration_ms, commands_executed, \
@@ -415,6 +456,59 @@ impl MetricStore for PgStore {
         .await
     }
 
+    async fn write_envelope(&self, envelope: &Envelope) -> Result<[u64; 4], StoreError> {
+        let c = EnvelopeColumns::new(envelope);
+        let org = envelope.organization_id.as_str();
+        let user = envelope.user_id.as_str();
+        let params: [(&(dyn ToSql + Sync), Type); 35] = [
+            (&org, Type::TEXT),
+            (&user, Type::TEXT),
+            (&envelope.received_at, Type::TIMESTAMPTZ),
+            (&c.command_ids, Type::UUID_ARRAY),
+            (&c.command_names, Type::TEXT_ARRAY),
+            (&c.command_args, Type::JSONB_ARRAY),
+            (&c.command_times, Type::FLOAT8_ARRAY),
+            (&c.command_statuses, Type::TEXT_ARRAY),
+            (&c.command_errors, Type::TEXT_ARRAY),
+            (&c.command_contexts, Type::JSONB_ARRAY),
+            (&c.command_timestamps, Type::TIMESTAMPTZ_ARRAY),
+            (&c.agent_ids, Type::UUID_ARRAY),
+            (&c.agent_names, Type::TEXT_ARRAY),
+            (&c.agent_kinds, Type::TEXT_ARRAY),
+            (&c.agent_input, Type::INT8_ARRAY),
+            (&c.agent_output, Type::INT8_ARRAY),
+            (&c.agent_times, Type::FLOAT8_ARRAY),
+            (&c.agent_success, Type::BOOL_ARRAY),
+            (&c.agent_metadata, Type::JSONB_ARRAY),
+            (&c.agent_timestamps, Type::TIMESTAMPTZ_ARRAY),
+            (&c.session_ids, Type::UUID_ARRAY),
+            (&c.session_starts, Type::TIMESTAMPTZ_ARRAY),
+            (&c.session_ends, Type::TIMESTAMPTZ_ARRAY),
+            (&c.session_commands, Type::INT8_ARRAY),
+            (&c.session_agents, Type::JSONB_ARRAY),
+            (&c.session_scores, Type::FLOAT8_ARRAY),
+            (&c.session_contexts, Type::JSONB_ARRAY),
+            (&c.session_statuses, Type::TEXT_ARRAY),
+            (&c.productivity_ids, Type::UUID_ARRAY),
+            (&c.productivity_kinds, Type::TEXT_ARRAY),
+            (&c.productivity_values, Type::FLOAT8_ARRAY),
+            (&c.productivity_units, Type::TEXT_ARRAY),
+            (&c.productivity_starts, Type::TIMESTAMPTZ_ARRAY),
+            (&c.productivity_ends, Type::TIMESTAMPTZ_ARRAY),
+            (&c.productivity_dimensions, Type::JSONB_ARRAY),
+        ];
+        let rows = with_client!(&self.db, |client| {
+            match self.tenant(&mut client, &envelope.organization_id).await {
+                Ok(tenant) => client.query_typed(&tenant.write_envelope, &params).await,
+                Err(err) => Err(err),
+            }
+        })?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::Internal("envelope write returned no row".into()))?;
+        Ok([0, 1, 2, 3].map(|i| row.get::<_, i64>(i) as u64))
+    }
+
     async fn abandon_idle_sessions(&self, idle: Duration) -> Result<u64, StoreError> {
         let idle_seconds = idle.as_secs_f64();
         let mut abandoned = 0;
@@ -435,5 +529,125 @@ impl MetricStore for PgStore {
             abandoned += rows.len() as u64;
         }
         Ok(abandoned)
+    }
+}
+
+type Timestamp = chrono::DateTime<chrono::Utc>;
+
+/// An envelope's metrics turned into one array per column, as [`write_envelope`] binds them.
+struct EnvelopeColumns {
+    command_ids: Vec<Uuid>,
+    command_names: Vec<String>,
+    command_args: Vec<serde_json::Value>,
+    command_times: Vec<f64>,
+    command_statuses: Vec<&'static str>,
+    command_errors: Vec<Option<String>>,
+    command_contexts: Vec<serde_json::Value>,
+    command_timestamps: Vec<Option<Timestamp>>,
+    agent_ids: Vec<Uuid>,
+    agent_names: Vec<String>,
+    agent_kinds: Vec<&'static str>,
+    agent_input: Vec<i64>,
+    agent_output: Vec<i64>,
+    agent_times: Vec<f64>,
+    agent_success: Vec<bool>,
+    agent_metadata: Vec<serde_json::Value>,
+    agent_timestamps: Vec<Option<Timestamp>>,
+    session_ids: Vec<Uuid>,
+    session_starts: Vec<Timestamp>,
+    session_ends: Vec<Option<Timestamp>>,
+    session_commands: Vec<i64>,
+    session_agents: Vec<serde_json::Value>,
+    session_scores: Vec<Option<f64>>,
+    session_contexts: Vec<serde_json::Value>,
+    session_statuses: Vec<&'static str>,
+    productivity_ids: Vec<Uuid>,
+    productivity_kinds: Vec<&'static str>,
+    productivity_values: Vec<f64>,
+    productivity_units: Vec<String>,
+    productivity_starts: Vec<Timestamp>,
+    productivity_ends: Vec<Timestamp>,
+    productivity_dimensions: Vec<serde_json::Value>,
+}
+
+impl EnvelopeColumns {
+    /// Metrics without an id are skipped: [`Envelope::parse`] refuses such envelopes.
+    fn new(envelope: &Envelope) -> Self {
+        let m = &envelope.metrics;
+        let commands: Vec<_> = m
+            .command_executions
+            .iter()
+            .filter_map(|x| Some((x.id?, x)))
+            .collect();
+        let agents: Vec<_> = m
+            .agent_interactions
+            .iter()
+            .filter_map(|x| Some((x.id?, x)))
+            .collect();
+        let sessions: Vec<_> = m
+            .user_sessions
+            .iter()
+            .filter_map(|x| Some((x.id?, x)))
+            .collect();
+        let productivity: Vec<_> = m
+            .productivity_metrics
+            .iter()
+            .filter_map(|x| Some((x.id?, x)))
+            .collect();
+        Self {
+            command_ids: commands.iter().map(|(id, _)| *id).collect(),
+            command_names: commands
+                .iter()
+                .map(|(_, x)| x.command_name.clone())
+                .collect(),
+            command_args: commands
+                .iter()
+                .map(|(_, x)| x.command_args.clone())
+                .collect(),
+            command_times: commands.iter().map(|(_, x)| x.execution_time_ms).collect(),
+            command_statuses: commands.iter().map(|(_, x)| x.status.as_str()).collect(),
+            command_errors: commands
+                .iter()
+                .map(|(_, x)| x.error_message.clone())
+                .collect(),
+            command_contexts: commands.iter().map(|(_, x)| x.context.clone()).collect(),
+            command_timestamps: commands.iter().map(|(_, x)| x.timestamp).collect(),
+            agent_ids: agents.iter().map(|(id, _)| *id).collect(),
+            agent_names: agents.iter().map(|(_, x)| x.agent_name.clone()).collect(),
+            agent_kinds: agents
+                .iter()
+                .map(|(_, x)| x.interaction_type.as_str())
+                .collect(),
+            agent_input: agents.iter().map(|(_, x)| x.input_tokens).collect(),
+            agent_output: agents.iter().map(|(_, x)| x.output_tokens).collect(),
+            agent_times: agents.iter().map(|(_, x)| x.processing_time_ms).collect(),
+            agent_success: agents.iter().map(|(_, x)| x.success).collect(),
+            agent_metadata: agents.iter().map(|(_, x)| x.metadata.clone()).collect(),
+            agent_timestamps: agents.iter().map(|(_, x)| x.timestamp).collect(),
+            session_ids: sessions.iter().map(|(id, _)| *id).collect(),
+            session_starts: sessions.iter().map(|(_, x)| x.session_start).collect(),
+            session_ends: sessions.iter().map(|(_, x)| x.session_end).collect(),
+            session_commands: sessions.iter().map(|(_, x)| x.commands_executed).collect(),
+            session_agents: sessions
+                .iter()
+                .map(|(_, x)| serde_json::json!(x.agents_used))
+                .collect(),
+            session_scores: sessions.iter().map(|(_, x)| x.productivity_score).collect(),
+            session_contexts: sessions.iter().map(|(_, x)| x.context.clone()).collect(),
+            session_statuses: sessions.iter().map(|(_, x)| x.status.as_str()).collect(),
+            productivity_ids: productivity.iter().map(|(id, _)| *id).collect(),
+            productivity_kinds: productivity
+                .iter()
+                .map(|(_, x)| x.metric_type.as_str())
+                .collect(),
+            productivity_values: productivity.iter().map(|(_, x)| x.value).collect(),
+            productivity_units: productivity.iter().map(|(_, x)| x.unit.clone()).collect(),
+            productivity_starts: productivity.iter().map(|(_, x)| x.period_start).collect(),
+            productivity_ends: productivity.iter().map(|(_, x)| x.period_end).collect(),
+            productivity_dimensions: productivity
+                .iter()
+                .map(|(_, x)| x.dimensions.clone())
+                .collect(),
+        }
     }
 }

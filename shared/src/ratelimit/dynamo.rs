@@ -12,8 +12,8 @@
 //! try instead.
 //!
 //! Per-organization overrides live in the same table under `pk = limits#<id>` with the numeric
-//! attributes `max_requests`, `window_ms` and `burst_allowance`; each container caches them for
-//! `RATE_LIMIT_OVERRIDE_TTL_MS`.
+//! attributes `max_requests`, `window_ms`, `burst_allowance` and `batch_size`; each container
+//! caches them for `RATE_LIMIT_OVERRIDE_TTL_MS`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,7 +25,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
-use super::{Limits, RateLimiter, RateStatus, StoreUnavailable, gcra, now_us};
+use super::{Limits, OrgSettings, RateLimiter, RateStatus, StoreUnavailable, gcra, now_us};
 use crate::config::RateLimitConfig;
 use crate::ids::OrgId;
 
@@ -40,7 +40,7 @@ pub struct DynamoRateLimiter {
     defaults: Limits,
     override_ttl: Duration,
     timeout: Duration,
-    overrides: Mutex<HashMap<OrgId, (Instant, Limits)>>,
+    overrides: Mutex<HashMap<OrgId, (Instant, OrgSettings)>>,
     last_tat: Mutex<HashMap<OrgId, i64>>,
     round_trips: AtomicU64,
 }
@@ -80,17 +80,22 @@ impl DynamoRateLimiter {
     }
 
     async fn limits_for(&self, org: &OrgId) -> Result<Limits, StoreUnavailable> {
-        if let Some((read_at, limits)) = lock(&self.overrides).get(org)
+        if let Some((read_at, settings)) = lock(&self.overrides).get(org)
             && read_at.elapsed() < self.override_ttl
         {
-            return Ok(*limits);
+            return Ok(settings.limits);
         }
-        let limits = self.read_override(org).await?.unwrap_or(self.defaults);
-        lock(&self.overrides).insert(org.clone(), (Instant::now(), limits));
-        Ok(limits)
+        let settings = self.read_override(org).await?;
+        lock(&self.overrides).insert(org.clone(), (Instant::now(), settings));
+        Ok(settings.limits)
     }
 
-    async fn read_override(&self, org: &OrgId) -> Result<Option<Limits>, StoreUnavailable> {
+    /// The organization's override item, or the defaults when it has none (or a broken one).
+    async fn read_override(&self, org: &OrgId) -> Result<OrgSettings, StoreUnavailable> {
+        let defaults = OrgSettings {
+            limits: self.defaults,
+            batch_size: None,
+        };
         let call = self
             .client
             .get_item()
@@ -100,24 +105,26 @@ impl DynamoRateLimiter {
             .send();
         let output = self.timed(call).await?.map_err(unavailable)?;
         let Some(item) = output.item else {
-            return Ok(None);
+            return Ok(defaults);
         };
-        let field = |name: &str, default: u64| {
+        let number = |name: &str| {
             item.get(name)
                 .and_then(|v| v.as_n().ok())
                 .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(default)
         };
-        let limits = Limits {
-            max_requests: field("max_requests", self.defaults.max_requests),
-            window_ms: field("window_ms", self.defaults.window_ms),
-            burst_allowance: field("burst_allowance", self.defaults.burst_allowance),
+        let settings = OrgSettings {
+            limits: Limits {
+                max_requests: number("max_requests").unwrap_or(self.defaults.max_requests),
+                window_ms: number("window_ms").unwrap_or(self.defaults.window_ms),
+                burst_allowance: number("burst_allowance").unwrap_or(self.defaults.burst_allowance),
+            },
+            batch_size: number("batch_size").filter(|n| *n >= 1),
         };
-        match limits.check() {
-            Ok(()) => Ok(Some(limits)),
+        match settings.limits.check() {
+            Ok(()) => Ok(settings),
             Err(problem) => {
                 tracing::error!(org = %org, problem, "ignoring invalid rate-limit override");
-                Ok(None)
+                Ok(defaults)
             }
         }
     }
@@ -231,6 +238,12 @@ impl RateLimiter for DynamoRateLimiter {
 
     fn default_limits(&self) -> Limits {
         self.defaults
+    }
+
+    fn batch_size(&self, org: &OrgId) -> Option<u64> {
+        lock(&self.overrides)
+            .get(org)
+            .and_then(|(_, s)| s.batch_size)
     }
 }
 

@@ -10,6 +10,7 @@ use crate::ids::OrgId;
 pub struct InMemoryRateLimiter {
     defaults: Limits,
     overrides: HashMap<OrgId, Limits>,
+    batch_sizes: HashMap<OrgId, u64>,
     tats: Mutex<HashMap<OrgId, i64>>,
     unavailable: bool,
 }
@@ -19,6 +20,7 @@ impl InMemoryRateLimiter {
         Self {
             defaults,
             overrides: HashMap::new(),
+            batch_sizes: HashMap::new(),
             tats: Mutex::new(HashMap::new()),
             unavailable: false,
         }
@@ -26,6 +28,11 @@ impl InMemoryRateLimiter {
 
     pub fn with_override(mut self, org: OrgId, limits: Limits) -> Self {
         self.overrides.insert(org, limits);
+        self
+    }
+
+    pub fn with_batch_size(mut self, org: OrgId, batch_size: u64) -> Self {
+        self.batch_sizes.insert(org, batch_size);
         self
     }
 
@@ -61,5 +68,9 @@ impl RateLimiter for InMemoryRateLimiter {
 
     fn default_limits(&self) -> Limits {
         self.defaults
+    }
+
+    fn batch_size(&self, org: &OrgId) -> Option<u64> {
+        self.batch_sizes.get(org).copied()
     }
 }

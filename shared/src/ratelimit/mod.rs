@@ -63,6 +63,14 @@ impl Limits {
     }
 }
 
+/// What an organization's override item may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrgSettings {
+    pub limits: Limits,
+    /// Most metrics in one batch request, instead of `COLLECTION_BATCH_SIZE`.
+    pub batch_size: Option<u64>,
+}
+
 /// What a response reports about the caller's limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateStatus {
@@ -117,6 +125,12 @@ pub trait RateLimiter: Send + Sync {
 
     /// The limits that apply to `org` when nothing else is known (for reporting on failures).
     fn default_limits(&self) -> Limits;
+
+    /// The organization's batch-size override, as read by its last [`RateLimiter::check`]
+    /// (no extra call).
+    fn batch_size(&self, _org: &OrgId) -> Option<u64> {
+        None
+    }
 }
 
 /// Microseconds since the Unix epoch.

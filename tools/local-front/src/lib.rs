@@ -3,6 +3,7 @@
 //! template's scheduled functions at their rates.
 
 pub mod gateway;
+pub mod poller;
 pub mod provision;
 pub mod routes;
 pub mod scheduler;
@@ -12,10 +13,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
+use batch::BatchApp;
+use batch_worker::Worker;
 use gateway::Handler;
 use scheduler::Job;
 use session_reaper::Reaper;
 use shared::App;
+use shared::app::FromEnv;
 use shared::config::{ConfigError, Env};
 use shared::health::Health;
 
@@ -27,6 +31,8 @@ pub struct Stack {
     pub app: Arc<App>,
     pub health: Arc<Health>,
     pub reaper: Arc<Reaper>,
+    pub batch: Arc<BatchApp>,
+    pub worker: Arc<Worker>,
 }
 
 impl Stack {
@@ -35,6 +41,8 @@ impl Stack {
             app: Arc::new(App::from_env(env, aws)?),
             health: Arc::new(Health::from_env(env, aws)?),
             reaper: Arc::new(Reaper::from_env(env)?),
+            batch: Arc::new(BatchApp::from_env(env, aws)?),
+            worker: Arc::new(Worker::from_env(env, aws)?),
         })
     }
 }
@@ -79,6 +87,7 @@ pub fn handlers(stack: &Stack) -> HashMap<String, Handler> {
             handler!(stack.app, session_end::handle),
         ),
         ("health".to_owned(), handler!(stack.health, health::handle)),
+        ("batch".to_owned(), handler!(stack.batch, batch::handle)),
     ])
 }
 

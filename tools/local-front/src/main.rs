@@ -4,6 +4,7 @@
 //! `local-front token [--org ORG] [--user USER] [--hours N]` — print a development token.
 
 use local_front::gateway::Gateway;
+use local_front::poller::Poller;
 use local_front::scheduler::Scheduler;
 use local_front::{Stack, TEMPLATE, handlers, jobs, provision, token};
 use shared::config::{ConfigError, DatabaseConfig, Env, QueueConfig, RateLimitConfig};
@@ -33,7 +34,12 @@ async fn provision_stack() -> Result<(), String> {
     let aws = shared::app::aws_config().await;
     provision::ensure_rate_limit_table(&aws_sdk_dynamodb::Client::new(&aws), &rate.table_name)
         .await?;
-    let dlq = provision::ensure_batch_queues(&aws_sdk_sqs::Client::new(&aws), &queue.url).await?;
+    let dlq = provision::ensure_batch_queues(
+        &aws_sdk_sqs::Client::new(&aws),
+        &queue.url,
+        Default::default(),
+    )
+    .await?;
     let (public, tenants) = provision::migrate(&database.url).await?;
     eprintln!(
         "provisioned: table {}, queue {} (dead letters: {dlq}), {public} public migration(s), {tenants} tenant(s) upgraded",
@@ -50,6 +56,14 @@ async fn serve() -> Result<(), String> {
     let stack = Stack::from_env(&env, &aws).map_err(config)?;
     let gateway = std::sync::Arc::new(Gateway::new(TEMPLATE, handlers(&stack))?);
     let scheduler = Scheduler::new(TEMPLATE, jobs(&stack))?;
+    let queue = QueueConfig::from_env(&env).map_err(config)?;
+    let poller = Poller::new(
+        aws_sdk_sqs::Client::new(&aws),
+        queue.url.clone(),
+        stack.worker.clone(),
+        std::time::Duration::from_secs(1),
+    )
+    .await?;
     let port: u16 = env.parse_or("PORT", 3000).map_err(config)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
@@ -58,9 +72,11 @@ async fn serve() -> Result<(), String> {
     for line in gateway.route_keys().into_iter().chain(scheduler.describe()) {
         eprintln!("  {line}");
     }
+    eprintln!("  batch-worker consuming {}", queue.url);
     tokio::select! {
         served = gateway.serve(listener) => served.map_err(|e| e.to_string()),
-        _ = scheduler.run() => Ok(()),
+                _ = scheduler.run() => Ok(()),
+        _ = poller.run() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

@@ -86,17 +86,32 @@ pub async fn migrate(database_url: &str) -> Result<(usize, usize), String> {
     Ok((public, tenants))
 }
 
-/// Deliveries of a batch message before it moves to the dead-letter queue (the template's
-/// `BatchMaxReceiveCount` default).
-pub const MAX_RECEIVE_COUNT: u32 = 5;
-/// Seconds a received message stays invisible before it is delivered again.
-pub const VISIBILITY_TIMEOUT_SECONDS: u32 = 30;
+/// How the batch queue redelivers.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSettings {
+    /// Seconds a received message stays invisible before it is delivered again.
+    pub visibility_timeout_seconds: u32,
+    /// Deliveries of a message before SQS moves it to the dead-letter queue.
+    pub max_receive_count: u32,
+}
+
+impl Default for QueueSettings {
+    /// The template's `BatchMaxReceiveCount` default; a visibility timeout short enough for a
+    /// developer to watch a retry.
+    fn default() -> Self {
+        Self {
+            visibility_timeout_seconds: 30,
+            max_receive_count: 5,
+        }
+    }
+}
 
 /// Creates the batch queue named by `queue_url` (its last path segment) and its dead-letter
 /// queue `<name>-dlq`, unless they exist; returns the dead-letter queue's URL.
 pub async fn ensure_batch_queues(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
+    settings: QueueSettings,
 ) -> Result<String, String> {
     use aws_sdk_sqs::types::QueueAttributeName;
     let name = queue_url
@@ -122,14 +137,17 @@ pub async fn ensure_batch_queues(
         .attributes
         .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
         .ok_or("dead-letter queue without ARN")?;
-    let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT.to_string()});
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": settings.max_receive_count.to_string(),
+    });
     let created = sqs
         .create_queue()
         .queue_name(name)
         .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
         .attributes(
             QueueAttributeName::VisibilityTimeout,
-            VISIBILITY_TIMEOUT_SECONDS.to_string(),
+            settings.visibility_timeout_seconds.to_string(),
         )
         .send()
         .await

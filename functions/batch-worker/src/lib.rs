@@ -1,0 +1,329 @@
+//! The batch worker: the batch queue's event source mapping hands it SQS messages (with
+//! `ReportBatchItemFailures`). Each message is parsed and validated again (importers write to the
+//! queue directly) and written in one transaction that skips ids already stored, so a
+//! redelivered message writes nothing twice.
+//!
+//! - Written: not reported, SQS deletes it.
+//! - Transient failure (database down): reported, SQS delivers it again after the visibility
+//!   timeout, and after `maxReceiveCount` deliveries moves it to the dead-letter queue.
+//! - Poison (an envelope that can never be written): forwarded at once to the dead-letter queue
+//!   with a `failure_reason` attribute for the operator, then not reported, so it is deleted here.
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use lambda_runtime::{Error, LambdaEvent};
+use shared::batch::Envelope;
+use shared::config::{ConfigError, DatabaseConfig, Env};
+use shared::db::{Database, PgStore};
+use shared::queue::{DeadLetters, SqsDeadLetters};
+use shared::store::MetricStore;
+use tokio::task::JoinSet;
+
+pub struct Worker {
+    pub store: Arc<dyn MetricStore>,
+    pub dead_letters: Arc<dyn DeadLetters>,
+    /// Messages written at the same time (each needs a database connection).
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// New rows per kind (`batch::KINDS` order); ids already stored are not counted.
+    Written([u64; 4]),
+    DeadLettered,
+    Retry,
+}
+
+impl Worker {
+    pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+        let database = DatabaseConfig::from_env(env)?;
+        let dead_letter_url = env.required("DEAD_LETTER_QUEUE_URL")?;
+        Ok(Self {
+            store: Arc::new(PgStore::new(Database::connect(&database)?)),
+            dead_letters: Arc::new(SqsDeadLetters::new(
+                aws_sdk_sqs::Client::new(aws),
+                dead_letter_url,
+                database.timeout,
+            )),
+            concurrency: env.number_or("WORKER_CONCURRENCY", database.max_connections as u64, 1)?
+                as usize,
+        })
+    }
+
+    /// Processes one SQS event; the response names only the messages to deliver again.
+    pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+        let outcomes = self.process_all(event.payload.records).await;
+        let mut response = SqsBatchResponse::default();
+        for (message_id, outcome) in outcomes {
+            if outcome != Outcome::Retry {
+                continue;
+            }
+            match message_id.filter(|id| !id.is_empty()) {
+                Some(id) => {
+                    let mut failure = BatchItemFailure::default();
+                    failure.item_identifier = id;
+                    response.batch_item_failures.push(failure);
+                }
+                // A failure that cannot be named would be deleted as a success: fail the whole
+                // event instead (every write is idempotent, so a full redelivery is safe).
+                None => {
+                    return Err(
+                        "a message without an id could not be written; retrying the whole batch"
+                            .into(),
+                    );
+                }
+            }
+        }
+        Ok(response)
+    }
+
+    /// Each message's outcome, at most `concurrency` at a time, in the order received.
+    pub async fn process_all(&self, records: Vec<SqsMessage>) -> Vec<(Option<String>, Outcome)> {
+        let mut outcomes = vec![Outcome::Retry; records.len()];
+        let ids: Vec<Option<String>> = records.iter().map(|r| r.message_id.clone()).collect();
+        let mut running = JoinSet::new();
+        for (index, record) in records.into_iter().enumerate() {
+            if running.len() >= self.concurrency.max(1)
+                && let Some(Ok((i, outcome))) = running.join_next().await
+            {
+                outcomes[i] = outcome;
+            }
+            let (store, dead_letters) = (self.store.clone(), self.dead_letters.clone());
+            running.spawn(async move {
+                (
+                    index,
+                    process(store.as_ref(), dead_letters.as_ref(), record).await,
+                )
+            });
+        }
+        while let Some(joined) = running.join_next().await {
+            // A panicking task leaves its message at `Retry`.
+            if let Ok((i, outcome)) = joined {
+                outcomes[i] = outcome;
+            }
+        }
+        ids.into_iter().zip(outcomes).collect()
+    }
+}
+
+/// Writes one message, or forwards it to the dead-letter queue if it can never be written.
+pub async fn process(
+    store: &dyn MetricStore,
+    dead_letters: &dyn DeadLetters,
+    record: SqsMessage,
+) -> Outcome {
+    let message_id = record.message_id.as_deref().unwrap_or_default();
+    let body = record.body.as_deref().unwrap_or_default();
+    let envelope = match Envelope::parse(body) {
+        Ok(envelope) => envelope,
+        Err(reason) => {
+            tracing::error!(
+                message_id,
+                reason,
+                "poison message; forwarding it to the dead-letter queue"
+            );
+            return match dead_letters.forward(message_id, body, &reason).await {
+                Ok(()) => Outcome::DeadLettered,
+                Err(err) => {
+                    tracing::error!(message_id, error = %err, "dead-letter queue unavailable; the message will come back");
+                    Outcome::Retry
+                }
+            };
+        }
+    };
+    match store.write_envelope(&envelope).await {
+        Ok(new) => {
+            let total = envelope.metrics.total() as u64;
+            tracing::info!(
+                message_id,
+                batch_id = %envelope.batch_id,
+                org = %envelope.organization_id,
+                source = ?envelope.source,
+                metrics = total,
+                duplicates = total - new.iter().sum::<u64>(),
+                "batch written"
+            );
+            Outcome::Written(new)
+        }
+        Err(err) => {
+            tracing::warn!(message_id, batch_id = %envelope.batch_id, error = %err, "batch not written; it will come back");
+            Outcome::Retry
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use shared::batch::{Metrics, Source};
+    use shared::ids::{Caller, OrgId, UserId};
+    use shared::queue::InMemoryDeadLetters;
+    use shared::store::InMemoryStore;
+
+    use super::*;
+
+    const EVENT: &str = include_str!("../../../events/batch-worker.json");
+
+    fn worker(store: InMemoryStore) -> (Worker, Arc<InMemoryStore>, Arc<InMemoryDeadLetters>) {
+        let store = Arc::new(store);
+        let dead_letters = Arc::new(InMemoryDeadLetters::default());
+        (
+            Worker {
+                store: store.clone(),
+                dead_letters: dead_letters.clone(),
+                concurrency: 2,
+            },
+            store,
+            dead_letters,
+        )
+    }
+
+    fn envelope(org: &str) -> String {
+        let caller = Caller {
+            org: OrgId::parse(org).unwrap(),
+            user: UserId::parse("alice").unwrap(),
+        };
+        let body = json!({"command_executions": [{"command_name": "x", "execution_time_ms": 1, "status": "success"}]});
+        Envelope::new(
+            &caller,
+            Source::Import,
+            Metrics::from_request(&body, 20).unwrap(),
+        )
+        .to_message()
+        .unwrap()
+    }
+
+    fn event(bodies: &[(&str, String)]) -> LambdaEvent<SqsEvent> {
+        let mut event: SqsEvent = serde_json::from_str(EVENT).unwrap();
+        let template = event.records[0].clone();
+        event.records = bodies
+            .iter()
+            .map(|(id, body)| {
+                let mut record = template.clone();
+                record.message_id = Some((*id).to_owned());
+                record.body = Some(body.clone());
+                record
+            })
+            .collect();
+        LambdaEvent::new(event, lambda_runtime::Context::default())
+    }
+
+    fn failed(response: &SqsBatchResponse) -> Vec<&str> {
+        response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_fixture_is_written() {
+        let (worker, store, _) = worker(InMemoryStore::new());
+        let event = LambdaEvent::new(
+            serde_json::from_str(EVENT).unwrap(),
+            lambda_runtime::Context::default(),
+        );
+        let response = worker.handle(event).await.unwrap();
+        assert!(failed(&response).is_empty());
+        assert_eq!(
+            store
+                .command_executions(&OrgId::parse("demo").unwrap())
+                .len(),
+            1
+        );
+        assert_eq!(
+            store
+                .agent_interactions(&OrgId::parse("demo").unwrap())
+                .len(),
+            1
+        );
+        assert_eq!(
+            store
+                .productivity_metrics(&OrgId::parse("demo").unwrap())
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_poison_message_goes_to_the_dead_letters_alone() {
+        let (worker, store, dead_letters) = worker(InMemoryStore::new());
+        let response = worker
+            .handle(event(&[
+                ("m1", envelope("acme")),
+                ("m2", "{\"version\":1}".into()),
+                ("m3", envelope("globex")),
+            ]))
+            .await
+            .unwrap();
+        assert!(
+            failed(&response).is_empty(),
+            "the poison message is handled, not retried"
+        );
+        let letters = dead_letters.letters();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].0, "m2");
+        assert!(letters[0].2.contains("batch_id"), "{}", letters[0].2);
+        assert_eq!(
+            store
+                .command_executions(&OrgId::parse("acme").unwrap())
+                .len(),
+            1
+        );
+        assert_eq!(
+            store
+                .command_executions(&OrgId::parse("globex").unwrap())
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_database_outage_reports_every_message() {
+        let (worker, _, dead_letters) = worker(InMemoryStore::unavailable());
+        let response = worker
+            .handle(event(&[("m1", envelope("acme")), ("m2", envelope("acme"))]))
+            .await
+            .unwrap();
+        assert_eq!(failed(&response), ["m1", "m2"]);
+        assert!(dead_letters.letters().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_message_writes_nothing_twice() {
+        let (worker, store, _) = worker(InMemoryStore::new());
+        let message = envelope("acme");
+        worker
+            .handle(event(&[("m1", message.clone())]))
+            .await
+            .unwrap();
+        let outcomes = worker
+            .process_all(
+                event(&[("m1", message.clone()), ("m1", message)])
+                    .payload
+                    .records,
+            )
+            .await;
+        assert!(
+            outcomes
+                .iter()
+                .all(|(_, o)| *o == Outcome::Written([0, 0, 0, 0]))
+        );
+        assert_eq!(
+            store
+                .command_executions(&OrgId::parse("acme").unwrap())
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_without_a_message_id_fails_the_whole_event() {
+        let (worker, _, _) = worker(InMemoryStore::unavailable());
+        let mut event = event(&[("m1", envelope("acme"))]);
+        event.payload.records[0].message_id = None;
+        assert!(worker.handle(event).await.is_err());
+    }
+}

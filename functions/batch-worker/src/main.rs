@@ -1,0 +1,12 @@
+use batch_worker::Worker;
+use lambda_runtime::{Error, service_fn};
+use shared::config::Env;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let aws = shared::app::aws_config().await;
+    let worker =
+        Worker::from_env(&Env::process(), &aws).inspect_err(shared::telemetry::startup_failed)?;
+    lambda_runtime::run(service_fn(|event| worker.handle(event))).await
+}

@@ -1,0 +1,1 @@
+shared::lambda_http_main!(batch::BatchApp, batch::handle);
