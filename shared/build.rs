@@ -18,12 +18,7 @@ fn main() {
             .filter(|p| p.extension().is_some_and(|e| e == "sql"))
             .collect();
         files.sort();
-        writeln!(
-            out,
-            "pub static {}: &[Migration] = &[",
-            scope.to_uppercase()
-        )
-        .unwrap();
+        writeln!(out, "pub static {}: &[Migration] = &[", scope.to_uppercase()).unwrap();
         for (index, path) in files.iter().enumerate() {
             let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
             let (number, name) = stem

@@ -74,13 +74,7 @@ impl Api {
             Ok(data) => reply.success(success, data),
             Err(err) => reply.error(err),
         };
-        log_request(
-            route,
-            &reply,
-            caller.as_ref(),
-            response.status(),
-            outcome.err(),
-        );
+        log_request(route, &reply, caller.as_ref(), response.status(), outcome.err());
         response
     }
 
@@ -96,10 +90,7 @@ impl Api {
             Err(err) => match self.on_store_error {
                 OnStoreError::Allow => {
                     tracing::warn!(org = %caller.org, error = %err, "rate limiter unavailable; admitting (RATE_LIMIT_ON_STORE_ERROR=allow)");
-                    Ok(RateStatus::unknown(
-                        &self.limiter.default_limits(),
-                        now_us(),
-                    ))
+                    Ok(RateStatus::unknown(&self.limiter.default_limits(), now_us()))
                 }
                 OnStoreError::Deny => Err(ApiError::Unavailable {
                     dependency: Dependency::RateLimiter,
@@ -122,35 +113,23 @@ impl Api {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::validation("body", "Required: a JSON object"));
         }
-        serde_json::from_slice(bytes)
-            .map_err(|e| ApiError::validation("body", &format!("Malformed JSON: {e}")))
+        serde_json::from_slice(bytes).map_err(|e| ApiError::validation("body", &format!("Malformed JSON: {e}")))
     }
 }
 
 /// `application/json`, with or without parameters, or any `application/*+json`.
 pub fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// API Gateway's request id, which clients also see; else the Lambda invocation's.
 pub fn request_id(req: &Request) -> Option<String> {
     match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) if ctx.request_id.is_some() => {
-            ctx.request_id.clone()
-        }
+        Some(RequestContext::ApiGatewayV2(ctx)) if ctx.request_id.is_some() => ctx.request_id.clone(),
         _ => req.lambda_context_ref().map(|ctx| ctx.request_id.clone()),
     }
 }
@@ -172,14 +151,7 @@ fn log_request(
         Some(err) => {
             tracing::info!(route, org, user, status = status.as_u16(), latency_ms, error = %err, "request refused");
         }
-        None => tracing::info!(
-            route,
-            org,
-            user,
-            status = status.as_u16(),
-            latency_ms,
-            "request served"
-        ),
+        None => tracing::info!(route, org, user, status = status.as_u16(), latency_ms, "request served"),
     }
 }
 

@@ -23,10 +23,7 @@ impl App {
     /// The real adapters (PostgreSQL, DynamoDB) configured from `env`.
     pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         let db = Database::connect(&DatabaseConfig::from_env(env)?)?;
-        Ok(Self::new(
-            Api::from_env(env, aws)?,
-            Arc::new(PgStore::new(db)),
-        ))
+        Ok(Self::new(Api::from_env(env, aws)?, Arc::new(PgStore::new(db))))
     }
 }
 

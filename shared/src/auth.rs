@@ -32,10 +32,7 @@ pub enum AuthError {
     #[error("Token audience not accepted")]
     WrongAudience,
     #[error("Token claim {claim} is missing or invalid: {problem}")]
-    BadClaim {
-        claim: &'static str,
-        problem: String,
-    },
+    BadClaim { claim: &'static str, problem: String },
 }
 
 pub struct Authenticator {
@@ -54,21 +51,16 @@ struct Claims {
 impl Authenticator {
     pub fn new(config: &AuthConfig) -> Result<Self, ConfigError> {
         let (algorithm, key) = match &config.key {
-            JwtKey::Hs256 { secret } => (
-                Algorithm::HS256,
-                DecodingKey::from_secret(secret.as_bytes()),
-            ),
+            JwtKey::Hs256 { secret } => (Algorithm::HS256, DecodingKey::from_secret(secret.as_bytes())),
             JwtKey::Rs256 { public_key_pem } => (
                 Algorithm::RS256,
-                DecodingKey::from_rsa_pem(public_key_pem.as_bytes()).map_err(|e| {
-                    ConfigError::new("JWT_PUBLIC_KEY", format!("not an RSA public key: {e}"))
-                })?,
+                DecodingKey::from_rsa_pem(public_key_pem.as_bytes())
+                    .map_err(|e| ConfigError::new("JWT_PUBLIC_KEY", format!("not an RSA public key: {e}")))?,
             ),
             JwtKey::Es256 { public_key_pem } => (
                 Algorithm::ES256,
-                DecodingKey::from_ec_pem(public_key_pem.as_bytes()).map_err(|e| {
-                    ConfigError::new("JWT_PUBLIC_KEY", format!("not an EC public key: {e}"))
-                })?,
+                DecodingKey::from_ec_pem(public_key_pem.as_bytes())
+                    .map_err(|e| ConfigError::new("JWT_PUBLIC_KEY", format!("not an EC public key: {e}")))?,
             ),
         };
         let mut validation = Validation::new(algorithm);
@@ -97,8 +89,8 @@ impl Authenticator {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Invalid);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| map_jwt_error(e.kind()))?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| map_jwt_error(e.kind()))?;
         let org = string_claim("org_id", data.claims.org_id)
             .and_then(|raw| OrgId::parse(&raw).map_err(|problem| bad("org_id", problem)))?;
         let user = string_claim("sub", data.claims.sub)
@@ -143,9 +135,9 @@ fn map_jwt_error(kind: &ErrorKind) -> AuthError {
         ErrorKind::ImmatureSignature => AuthError::NotYetValid,
         ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
         ErrorKind::InvalidAudience => AuthError::WrongAudience,
-        ErrorKind::InvalidAlgorithm
-        | ErrorKind::InvalidAlgorithmName
-        | ErrorKind::UnsupportedAlgorithm => AuthError::WrongAlgorithm,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
+            AuthError::WrongAlgorithm
+        }
         ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => AuthError::BadClaim {
             claim: "exp",
             problem: "is required".into(),
@@ -179,10 +171,7 @@ mod tests {
     }
 
     fn hs256() -> Authenticator {
-        Authenticator::new(&config(JwtKey::Hs256 {
-            secret: SECRET.into(),
-        }))
-        .unwrap()
+        Authenticator::new(&config(JwtKey::Hs256 { secret: SECRET.into() })).unwrap()
     }
 
     fn now() -> i64 {
@@ -220,23 +209,13 @@ mod tests {
     #[test]
     fn the_scheme_is_case_insensitive() {
         let token = sign_hs(&claims(), SECRET);
-        assert!(
-            hs256()
-                .authenticate(&headers(&format!("bearer {token}")))
-                .is_ok()
-        );
+        assert!(hs256().authenticate(&headers(&format!("bearer {token}"))).is_ok());
     }
 
     #[test]
     fn a_missing_header_is_refused() {
-        assert_eq!(
-            hs256().authenticate(&HeaderMap::new()),
-            Err(AuthError::Missing)
-        );
-        assert_eq!(
-            hs256().authenticate(&headers("Bearer ")),
-            Err(AuthError::Missing)
-        );
+        assert_eq!(hs256().authenticate(&HeaderMap::new()), Err(AuthError::Missing));
+        assert_eq!(hs256().authenticate(&headers("Bearer ")), Err(AuthError::Missing));
     }
 
     #[test]
@@ -245,22 +224,13 @@ mod tests {
             hs256().authenticate(&headers("Basic YWxhZGRpbjpvcGVu")),
             Err(AuthError::Malformed)
         );
-        assert_eq!(
-            hs256().authenticate(&headers("Bearer")),
-            Err(AuthError::Missing)
-        );
-        assert_eq!(
-            hs256().authenticate(&headers("Token abc")),
-            Err(AuthError::Malformed)
-        );
+        assert_eq!(hs256().authenticate(&headers("Bearer")), Err(AuthError::Missing));
+        assert_eq!(hs256().authenticate(&headers("Token abc")), Err(AuthError::Malformed));
         assert_eq!(
             hs256().authenticate(&headers("Bearer not.a.jwt")),
             Err(AuthError::Invalid)
         );
-        assert_eq!(
-            hs256().authenticate(&headers("Bearer abc")),
-            Err(AuthError::Invalid)
-        );
+        assert_eq!(hs256().authenticate(&headers("Bearer abc")), Err(AuthError::Invalid));
     }
 
     #[test]
@@ -274,10 +244,7 @@ mod tests {
         use base64_url as b64;
         let header = b64::encode(br#"{"alg":"none","typ":"JWT"}"#);
         let payload = b64::encode(claims().to_string().as_bytes());
-        for token in [
-            format!("{header}.{payload}."),
-            format!("{header}.{payload}"),
-        ] {
+        for token in [format!("{header}.{payload}."), format!("{header}.{payload}")] {
             assert!(hs256().verify(&token).is_err(), "{token}");
         }
     }
@@ -305,10 +272,7 @@ mod tests {
     fn an_expired_token_is_refused() {
         let mut c = claims();
         c["exp"] = json!(now() - 10);
-        assert_eq!(
-            hs256().verify(&sign_hs(&c, SECRET)),
-            Err(AuthError::Expired)
-        );
+        assert_eq!(hs256().verify(&sign_hs(&c, SECRET)), Err(AuthError::Expired));
     }
 
     #[test]
@@ -324,10 +288,7 @@ mod tests {
     fn a_future_nbf_is_refused() {
         let mut c = claims();
         c["nbf"] = json!(now() + 300);
-        assert_eq!(
-            hs256().verify(&sign_hs(&c, SECRET)),
-            Err(AuthError::NotYetValid)
-        );
+        assert_eq!(hs256().verify(&sign_hs(&c, SECRET)), Err(AuthError::NotYetValid));
         c["nbf"] = json!(now() - 5);
         assert!(hs256().verify(&sign_hs(&c, SECRET)).is_ok());
     }
@@ -346,10 +307,7 @@ mod tests {
             assert!(
                 matches!(
                     hs256().verify(&sign_hs(&c, SECRET)),
-                    Err(AuthError::BadClaim {
-                        claim: "org_id",
-                        ..
-                    })
+                    Err(AuthError::BadClaim { claim: "org_id", .. })
                 ),
                 "{org}"
             );
@@ -358,10 +316,7 @@ mod tests {
         c.as_object_mut().unwrap().remove("org_id");
         assert!(matches!(
             hs256().verify(&sign_hs(&c, SECRET)),
-            Err(AuthError::BadClaim {
-                claim: "org_id",
-                ..
-            })
+            Err(AuthError::BadClaim { claim: "org_id", .. })
         ));
     }
 
@@ -377,9 +332,7 @@ mod tests {
 
     #[test]
     fn issuer_and_audience_are_checked_when_configured() {
-        let mut cfg = config(JwtKey::Hs256 {
-            secret: SECRET.into(),
-        });
+        let mut cfg = config(JwtKey::Hs256 { secret: SECRET.into() });
         cfg.issuer = Some("https://issuer.example".into());
         cfg.audience = vec!["metrics".into()];
         let auth = Authenticator::new(&cfg).unwrap();
@@ -390,17 +343,11 @@ mod tests {
         assert!(auth.verify(&sign_hs(&c, SECRET)).is_ok());
 
         c["iss"] = json!("https://evil.example");
-        assert_eq!(
-            auth.verify(&sign_hs(&c, SECRET)),
-            Err(AuthError::WrongIssuer)
-        );
+        assert_eq!(auth.verify(&sign_hs(&c, SECRET)), Err(AuthError::WrongIssuer));
 
         c["iss"] = json!("https://issuer.example");
         c["aud"] = json!("other");
-        assert_eq!(
-            auth.verify(&sign_hs(&c, SECRET)),
-            Err(AuthError::WrongAudience)
-        );
+        assert_eq!(auth.verify(&sign_hs(&c, SECRET)), Err(AuthError::WrongAudience));
     }
 
     fn rs256() -> Authenticator {
@@ -475,8 +422,7 @@ mod tests {
     mod base64_url {
         // Tiny helper so the alg:none test can hand-craft a token without another crate.
         pub fn encode(bytes: &[u8]) -> String {
-            const T: &[u8; 64] =
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
             let mut out = String::new();
             for chunk in bytes.chunks(3) {
                 let n = chunk

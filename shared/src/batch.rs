@@ -67,11 +67,7 @@ impl Metrics {
         for kind in KINDS {
             f.expect_array(kind);
         }
-        let total: usize = KINDS
-            .iter()
-            .filter_map(|kind| f.array(kind))
-            .map(Vec::len)
-            .sum();
+        let total: usize = KINDS.iter().filter_map(|kind| f.array(kind)).map(Vec::len).sum();
         if total > max {
             f.error_at(
                 "body",
@@ -82,10 +78,7 @@ impl Metrics {
         if total == 0 && KINDS.iter().all(|kind| f.is_valid(kind)) {
             f.error_at(
                 "body",
-                format!(
-                    "A batch must hold at least one metric in {}",
-                    KINDS.join(", ")
-                ),
+                format!("A batch must hold at least one metric in {}", KINDS.join(", ")),
             );
         }
         Self {
@@ -110,11 +103,7 @@ impl Metrics {
                 .into_iter()
                 .map(AgentInteraction::with_id)
                 .collect(),
-            user_sessions: self
-                .user_sessions
-                .into_iter()
-                .map(SessionImport::with_id)
-                .collect(),
+            user_sessions: self.user_sessions.into_iter().map(SessionImport::with_id).collect(),
             productivity_metrics: self
                 .productivity_metrics
                 .into_iter()
@@ -135,11 +124,7 @@ impl Metrics {
 }
 
 /// Validates every item of the array `kind`, located as `kind[i]`.
-fn read_all<T>(
-    f: &mut Fields<'_>,
-    kind: &str,
-    parse: fn(&Value, &str) -> Result<T, Vec<FieldError>>,
-) -> Vec<T> {
+fn read_all<T>(f: &mut Fields<'_>, kind: &str, parse: fn(&Value, &str) -> Result<T, Vec<FieldError>>) -> Vec<T> {
     let Some(items) = f.array(kind) else {
         return Vec::new();
     };
@@ -220,8 +205,7 @@ impl Envelope {
 
     /// The SQS message body; a batch that cannot fit one message is refused, never split.
     pub fn to_message(&self) -> Result<String, ApiError> {
-        let message = serde_json::to_string(self)
-            .map_err(|e| ApiError::Internal(format!("envelope: {e}")))?;
+        let message = serde_json::to_string(self).map_err(|e| ApiError::Internal(format!("envelope: {e}")))?;
         if message.len() > MAX_MESSAGE_BYTES {
             return Err(ApiError::PayloadTooLarge {
                 limit: MAX_MESSAGE_BYTES,
@@ -301,11 +285,7 @@ impl Envelope {
         data.insert("batch_id".into(), json!(self.batch_id));
         data.insert("status".into(), json!("queued"));
         let mut ids = Map::new();
-        for ((kind, count), kind_ids) in KINDS
-            .iter()
-            .zip(self.metrics.counts())
-            .zip(self.metrics.ids())
-        {
+        for ((kind, count), kind_ids) in KINDS.iter().zip(self.metrics.counts()).zip(self.metrics.ids()) {
             data.insert((*kind).into(), json!(count));
             ids.insert(
                 (*kind).into(),
@@ -369,31 +349,20 @@ mod tests {
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
-            [
-                "command_executions[0].status",
-                "agent_interactions[3].input_tokens"
-            ]
+            ["command_executions[0].status", "agent_interactions[3].input_tokens"]
         );
     }
 
     #[test]
     fn too_many_or_no_metrics_are_refused() {
-        let many =
-            json!({"command_executions": vec![spec_batch()["command_executions"][0].clone(); 21]});
+        let many = json!({"command_executions": vec![spec_batch()["command_executions"][0].clone(); 21]});
         let errors = Metrics::from_request(&many, 20).unwrap_err();
         assert_eq!(errors[0].field, "body");
         assert!(errors[0].message.contains("at most 20"));
-        assert_eq!(
-            Metrics::from_request(&json!({}), 20).unwrap_err()[0].field,
-            "body"
-        );
+        assert_eq!(Metrics::from_request(&json!({}), 20).unwrap_err()[0].field, "body");
         let errors = Metrics::from_request(&json!({"command_executions": {}}), 20).unwrap_err();
         assert_eq!(errors[0].field, "command_executions");
-        let errors = Metrics::from_request(
-            &json!({"organization_id": "x", "command_executions": []}),
-            20,
-        )
-        .unwrap_err();
+        let errors = Metrics::from_request(&json!({"organization_id": "x", "command_executions": []}), 20).unwrap_err();
         assert_eq!(errors[0].field, "organization_id");
     }
 
@@ -419,20 +388,13 @@ mod tests {
         assert_eq!(data["command_executions"], 1);
         assert_eq!(data["user_sessions"], 0);
         assert_eq!(data["total"], 3);
-        assert_eq!(
-            data["ids"]["agent_interactions"].as_array().unwrap().len(),
-            1
-        );
+        assert_eq!(data["ids"]["agent_interactions"].as_array().unwrap().len(), 1);
         assert_eq!(data["batch_id"], envelope.batch_id.to_string());
     }
 
     #[test]
     fn poison_envelopes_say_why() {
-        assert!(
-            Envelope::parse("not json")
-                .unwrap_err()
-                .starts_with("not JSON")
-        );
+        assert!(Envelope::parse("not json").unwrap_err().starts_with("not JSON"));
         let mut envelope: Value = serde_json::from_str(
             &Envelope::new(
                 &caller(),
@@ -445,10 +407,7 @@ mod tests {
         .unwrap();
         envelope["organization_id"] = json!("acme\"; DROP SCHEMA public; --");
         envelope["version"] = json!(2);
-        envelope["command_executions"][0]
-            .as_object_mut()
-            .unwrap()
-            .remove("id");
+        envelope["command_executions"][0].as_object_mut().unwrap().remove("id");
         let reason = Envelope::parse(&envelope.to_string()).unwrap_err();
         assert!(reason.contains("version"), "{reason}");
         assert!(reason.contains("organization_id"), "{reason}");
@@ -460,9 +419,6 @@ mod tests {
         let mut metrics = Metrics::from_request(&spec_batch(), 20).unwrap();
         metrics.command_executions[0].error_message = Some("x".repeat(MAX_MESSAGE_BYTES));
         let envelope = Envelope::new(&caller(), Source::Api, metrics);
-        assert!(matches!(
-            envelope.to_message(),
-            Err(ApiError::PayloadTooLarge { .. })
-        ));
+        assert!(matches!(envelope.to_message(), Err(ApiError::PayloadTooLarge { .. })));
     }
 }

@@ -40,10 +40,7 @@ impl Env {
 
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         Self {
-            values: pairs
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
+            values: pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
         }
     }
 
@@ -78,17 +75,13 @@ impl Env {
     pub fn number_or(&self, name: &str, default: u64, min: u64) -> Result<u64, ConfigError> {
         let value: u64 = self.parse_or(name, default)?;
         if value < min {
-            return Err(ConfigError::new(
-                name,
-                format!("must be at least {min}, got {value}"),
-            ));
+            return Err(ConfigError::new(name, format!("must be at least {min}, got {value}")));
         }
         Ok(value)
     }
 
     pub fn millis_or(&self, name: &str, default_ms: u64) -> Result<Duration, ConfigError> {
-        self.number_or(name, default_ms, 1)
-            .map(Duration::from_millis)
+        self.number_or(name, default_ms, 1).map(Duration::from_millis)
     }
 }
 
@@ -146,9 +139,7 @@ pub struct AuthConfig {
 
 impl AuthConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let algorithm = env
-            .optional("JWT_ALGORITHM")
-            .unwrap_or_else(|| "HS256".into());
+        let algorithm = env.optional("JWT_ALGORITHM").unwrap_or_else(|| "HS256".into());
         let key = match algorithm.as_str() {
             "HS256" => {
                 let secret = env.required("JWT_SECRET")?;
@@ -196,10 +187,7 @@ fn pem_from_env(env: &Env) -> Result<String, ConfigError> {
     // Environment variables often carry PEM with literal "\n" sequences.
     let pem = env.required("JWT_PUBLIC_KEY")?.replace("\\n", "\n");
     if !pem.contains("-----BEGIN") {
-        return Err(ConfigError::new(
-            "JWT_PUBLIC_KEY",
-            "must be a PEM public key",
-        ));
+        return Err(ConfigError::new("JWT_PUBLIC_KEY", "must be a PEM public key"));
     }
     Ok(pem)
 }
@@ -249,11 +237,7 @@ impl RateLimitConfig {
             defaults,
             table_name: env.required("RATE_LIMIT_TABLE_NAME")?,
             on_store_error: env.parse_or("RATE_LIMIT_ON_STORE_ERROR", OnStoreError::Allow)?,
-            override_ttl: Duration::from_millis(env.number_or(
-                "RATE_LIMIT_OVERRIDE_TTL_MS",
-                60_000,
-                0,
-            )?),
+            override_ttl: Duration::from_millis(env.number_or("RATE_LIMIT_OVERRIDE_TTL_MS", 60_000, 0)?),
             store_timeout: env.millis_or("RATE_LIMIT_TIMEOUT_MS", 1000)?,
         })
     }
@@ -269,10 +253,7 @@ impl QueueConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let url = env.required("BATCH_QUEUE_URL")?;
         if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(ConfigError::new(
-                "BATCH_QUEUE_URL",
-                "must be the queue's URL",
-            ));
+            return Err(ConfigError::new("BATCH_QUEUE_URL", "must be the queue's URL"));
         }
         Ok(Self { url })
     }
@@ -289,8 +270,7 @@ pub struct BatchConfig {
 
 impl BatchConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let batch_size =
-            env.number_or("COLLECTION_BATCH_SIZE", crate::batch::DEFAULT_BATCH_SIZE, 1)?;
+        let batch_size = env.number_or("COLLECTION_BATCH_SIZE", crate::batch::DEFAULT_BATCH_SIZE, 1)?;
         if batch_size as usize > crate::batch::MAX_ENVELOPE_METRICS {
             return Err(ConfigError::new(
                 "COLLECTION_BATCH_SIZE",
@@ -321,8 +301,7 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 impl RequestConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            max_body_bytes: env.number_or("COLLECTION_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1)?
-                as usize,
+            max_body_bytes: env.number_or("COLLECTION_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1)? as usize,
         })
     }
 }
@@ -346,10 +325,7 @@ mod tests {
 
     #[test]
     fn a_bad_number_names_its_variable() {
-        let env = env(&[
-            ("RATE_LIMIT_TABLE_NAME", "t"),
-            ("RATE_LIMIT_MAX_REQUESTS", "lots"),
-        ]);
+        let env = env(&[("RATE_LIMIT_TABLE_NAME", "t"), ("RATE_LIMIT_MAX_REQUESTS", "lots")]);
         let err = RateLimitConfig::from_env(&env).unwrap_err();
         assert_eq!(err.variable, "RATE_LIMIT_MAX_REQUESTS");
         assert!(err.to_string().contains("RATE_LIMIT_MAX_REQUESTS"));
@@ -357,10 +333,7 @@ mod tests {
 
     #[test]
     fn zero_requests_is_refused() {
-        let env = env(&[
-            ("RATE_LIMIT_TABLE_NAME", "t"),
-            ("RATE_LIMIT_MAX_REQUESTS", "0"),
-        ]);
+        let env = env(&[("RATE_LIMIT_TABLE_NAME", "t"), ("RATE_LIMIT_MAX_REQUESTS", "0")]);
         assert_eq!(
             RateLimitConfig::from_env(&env).unwrap_err().variable,
             "RATE_LIMIT_MAX_REQUESTS"
@@ -375,9 +348,7 @@ mod tests {
 
     #[test]
     fn malformed_database_url_is_named() {
-        let err =
-            DatabaseConfig::from_env(&env(&[("DATABASE_URL", "postgres://a:b@h:notaport/x")]))
-                .unwrap_err();
+        let err = DatabaseConfig::from_env(&env(&[("DATABASE_URL", "postgres://a:b@h:notaport/x")])).unwrap_err();
         assert_eq!(err.variable, "DATABASE_URL");
     }
 
@@ -390,15 +361,10 @@ mod tests {
     #[test]
     fn the_public_dev_secret_is_refused_in_staging_and_prod() {
         for stage in ["staging", "prod"] {
-            let err =
-                AuthConfig::from_env(&env(&[("JWT_SECRET", LOCAL_DEV_SECRET), ("STAGE", stage)]))
-                    .unwrap_err();
+            let err = AuthConfig::from_env(&env(&[("JWT_SECRET", LOCAL_DEV_SECRET), ("STAGE", stage)])).unwrap_err();
             assert_eq!(err.variable, "JWT_SECRET");
         }
-        assert!(
-            AuthConfig::from_env(&env(&[("JWT_SECRET", LOCAL_DEV_SECRET), ("STAGE", "dev")]))
-                .is_ok()
-        );
+        assert!(AuthConfig::from_env(&env(&[("JWT_SECRET", LOCAL_DEV_SECRET), ("STAGE", "dev")])).is_ok());
     }
 
     #[test]
@@ -415,10 +381,7 @@ mod tests {
 
     #[test]
     fn unknown_failure_mode_is_refused() {
-        let env = env(&[
-            ("RATE_LIMIT_TABLE_NAME", "t"),
-            ("RATE_LIMIT_ON_STORE_ERROR", "maybe"),
-        ]);
+        let env = env(&[("RATE_LIMIT_TABLE_NAME", "t"), ("RATE_LIMIT_ON_STORE_ERROR", "maybe")]);
         assert_eq!(
             RateLimitConfig::from_env(&env).unwrap_err().variable,
             "RATE_LIMIT_ON_STORE_ERROR"

@@ -47,10 +47,7 @@ pub enum ApiError {
     RateLimited(RateStatus),
     /// `detail` goes to the logs only, never to the client.
     #[error("{dependency:?} unavailable: {detail}")]
-    Unavailable {
-        dependency: Dependency,
-        detail: String,
-    },
+    Unavailable { dependency: Dependency, detail: String },
     /// `0` goes to the logs only, never to the client.
     #[error("internal error: {0}")]
     Internal(String),

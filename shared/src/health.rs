@@ -107,12 +107,7 @@ impl Health {
         let runs: Vec<_> = self
             .probes
             .iter()
-            .map(|(name, probe)| {
-                (
-                    *name,
-                    tokio::spawn(run_probe(name, probe.clone(), self.timeout)),
-                )
-            })
+            .map(|(name, probe)| (*name, tokio::spawn(run_probe(name, probe.clone(), self.timeout))))
             .collect();
         let mut checks = Vec::with_capacity(runs.len());
         for (name, run) in runs {
@@ -163,10 +158,7 @@ impl HealthReport {
             .iter()
             .map(|c| {
                 let status = if c.up { "up" } else { "down" };
-                (
-                    c.name.to_owned(),
-                    json!({"status": status, "latency_ms": c.latency_ms}),
-                )
+                (c.name.to_owned(), json!({"status": status, "latency_ms": c.latency_ms}))
             })
             .collect();
         json!({

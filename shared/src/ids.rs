@@ -17,10 +17,7 @@ impl OrgId {
         if raw.is_empty() || raw.len() > MAX_ORG_ID_LEN {
             return Err(format!("must be 1 to {MAX_ORG_ID_LEN} characters"));
         }
-        if !raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
             return Err("must match ^[A-Za-z0-9_-]+$".into());
         }
         Ok(Self(raw.to_owned()))

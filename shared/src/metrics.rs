@@ -159,11 +159,7 @@ impl AgentInteraction {
             interaction_type: f.required_choice("interaction_type"),
             input_tokens: f.required_integer("input_tokens", 0, MAX_TOKENS),
             output_tokens: f.required_integer("output_tokens", 0, MAX_TOKENS),
-            processing_time_ms: f.required_number(
-                "processing_time_ms",
-                0.0,
-                MAX_PROCESSING_TIME_MS,
-            ),
+            processing_time_ms: f.required_number("processing_time_ms", 0.0, MAX_PROCESSING_TIME_MS),
             success: f.required_boolean("success"),
             metadata: f.object("metadata"),
             timestamp: f.timestamp("timestamp"),
@@ -254,10 +250,7 @@ impl ProductivityMetric {
             period_end: f.required_timestamp("period_end"),
             dimensions: f.object("dimensions"),
         };
-        if metric.period_end <= metric.period_start
-            && f.is_valid("period_start")
-            && f.is_valid("period_end")
-        {
+        if metric.period_end <= metric.period_start && f.is_valid("period_start") && f.is_valid("period_end") {
             f.error("period_end", "Must be after period_start");
         }
         f.finish()?;
@@ -317,10 +310,7 @@ mod tests {
     #[test]
     fn every_missing_required_field_is_reported_at_once() {
         let errors = errors_for(json!({}));
-        assert_eq!(
-            fields_of(&errors),
-            ["command_name", "execution_time_ms", "status"]
-        );
+        assert_eq!(fields_of(&errors), ["command_name", "execution_time_ms", "status"]);
         assert!(errors.iter().all(|e| e.message == "Required"));
     }
 
@@ -376,11 +366,7 @@ mod tests {
         ] {
             let mut body = spec_example();
             body["execution_time_ms"] = value.clone();
-            assert_eq!(
-                CommandExecution::from_json(&body, "").is_ok(),
-                ok,
-                "{value}"
-            );
+            assert_eq!(CommandExecution::from_json(&body, "").is_ok(), ok, "{value}");
         }
     }
 
@@ -389,13 +375,7 @@ mod tests {
         for status in ["success", "error", "timeout", "cancelled"] {
             let mut body = spec_example();
             body["status"] = json!(status);
-            assert_eq!(
-                CommandExecution::from_json(&body, "")
-                    .unwrap()
-                    .status
-                    .as_str(),
-                status
-            );
+            assert_eq!(CommandExecution::from_json(&body, "").unwrap().status.as_str(), status);
         }
     }
 
@@ -412,14 +392,8 @@ mod tests {
         let mut body = spec_example();
         let id = Uuid::new_v4();
         body["id"] = json!(id.to_string());
-        assert_eq!(
-            CommandExecution::from_json(&body, "").unwrap().with_id().id,
-            Some(id)
-        );
-        let assigned = CommandExecution::from_json(&spec_example(), "")
-            .unwrap()
-            .with_id()
-            .id;
+        assert_eq!(CommandExecution::from_json(&body, "").unwrap().with_id().id, Some(id));
+        let assigned = CommandExecution::from_json(&spec_example(), "").unwrap().with_id().id;
         assert!(assigned.is_some());
     }
 
@@ -436,9 +410,7 @@ mod tests {
 
     #[test]
     fn errors_carry_the_location_inside_a_batch() {
-        let errors =
-            CommandExecution::from_json(&json!({"status": "bad"}), "command_executions[3]")
-                .unwrap_err();
+        let errors = CommandExecution::from_json(&json!({"status": "bad"}), "command_executions[3]").unwrap_err();
         assert!(fields_of(&errors).contains(&"command_executions[3].status"));
     }
 }

@@ -1,5 +1,6 @@
 //! The batch queue (SQS) and its dead-letter queue, behind small ports with in-memory fakes.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -32,12 +33,7 @@ pub trait BatchQueue: Send + Sync {
 /// Where a message goes that can never be processed, with the reason for an operator.
 #[async_trait]
 pub trait DeadLetters: Send + Sync {
-    async fn forward(
-        &self,
-        message_id: &str,
-        body: &str,
-        reason: &str,
-    ) -> Result<(), QueueUnavailable>;
+    async fn forward(&self, message_id: &str, body: &str, reason: &str) -> Result<(), QueueUnavailable>;
 }
 
 pub struct SqsQueue {
@@ -48,12 +44,17 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     pub fn new(client: aws_sdk_sqs::Client, url: String, timeout: Duration) -> Self {
-        Self {
-            client,
-            url,
-            timeout,
-        }
+        Self { client, url, timeout }
     }
+}
+
+/// Attributes that let an operator see whose batch a message is without parsing its body.
+pub fn envelope_attributes(envelope: &Envelope) -> HashMap<String, MessageAttributeValue> {
+    HashMap::from([
+        ("batch_id".to_owned(), attribute(envelope.batch_id.to_string())),
+        ("organization_id".to_owned(), attribute(envelope.organization_id.as_str())),
+        ("source".to_owned(), attribute(envelope.source.as_str())),
+    ])
 }
 
 fn attribute(value: impl Into<String>) -> MessageAttributeValue {
@@ -80,18 +81,12 @@ async fn within<T, E: std::error::Error>(
 #[async_trait]
 impl BatchQueue for SqsQueue {
     async fn send(&self, envelope: &Envelope, message: &str) -> Result<(), QueueUnavailable> {
-        // Attributes let an operator see whose batch a message is without parsing its body.
         let call = self
             .client
             .send_message()
             .queue_url(&self.url)
             .message_body(message)
-            .message_attributes("batch_id", attribute(envelope.batch_id.to_string()))
-            .message_attributes(
-                "organization_id",
-                attribute(envelope.organization_id.as_str()),
-            )
-            .message_attributes("source", attribute(envelope.source.as_str()))
+            .set_message_attributes(Some(envelope_attributes(envelope)))
             .send();
         within(self.timeout, call).await.map(|_| ())
     }
@@ -108,22 +103,13 @@ pub struct SqsDeadLetters {
 
 impl SqsDeadLetters {
     pub fn new(client: aws_sdk_sqs::Client, url: String, timeout: Duration) -> Self {
-        Self {
-            client,
-            url,
-            timeout,
-        }
+        Self { client, url, timeout }
     }
 }
 
 #[async_trait]
 impl DeadLetters for SqsDeadLetters {
-    async fn forward(
-        &self,
-        message_id: &str,
-        body: &str,
-        reason: &str,
-    ) -> Result<(), QueueUnavailable> {
+    async fn forward(&self, message_id: &str, body: &str, reason: &str) -> Result<(), QueueUnavailable> {
         let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
         let call = self
             .client
@@ -158,10 +144,7 @@ impl InMemoryQueue {
     }
 
     pub fn messages(&self) -> Vec<String> {
-        self.messages
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.messages.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -169,9 +152,7 @@ impl InMemoryQueue {
 impl BatchQueue for InMemoryQueue {
     async fn send(&self, _envelope: &Envelope, message: &str) -> Result<(), QueueUnavailable> {
         if self.unavailable {
-            return Err(QueueUnavailable(
-                "in-memory queue set to unavailable".into(),
-            ));
+            return Err(QueueUnavailable("in-memory queue set to unavailable".into()));
         }
         self.messages
             .lock()
@@ -189,25 +170,18 @@ pub struct InMemoryDeadLetters {
 
 impl InMemoryDeadLetters {
     pub fn letters(&self) -> Vec<(String, String, String)> {
-        self.letters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.letters.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
 #[async_trait]
 impl DeadLetters for InMemoryDeadLetters {
-    async fn forward(
-        &self,
-        message_id: &str,
-        body: &str,
-        reason: &str,
-    ) -> Result<(), QueueUnavailable> {
-        self.letters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((message_id.to_owned(), body.to_owned(), reason.to_owned()));
+    async fn forward(&self, message_id: &str, body: &str, reason: &str) -> Result<(), QueueUnavailable> {
+        self.letters.lock().unwrap_or_else(|p| p.into_inner()).push((
+            message_id.to_owned(),
+            body.to_owned(),
+            reason.to_owned(),
+        ));
         Ok(())
     }
 }

@@ -47,9 +47,7 @@ impl From<&RateStatus> for RateLimitBody {
         Self {
             limit: status.limit,
             remaining: status.remaining,
-            reset_time: status
-                .reset_time()
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            reset_time: status.reset_time().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             retry_after: status.retry_after_seconds(),
         }
     }
@@ -88,13 +86,7 @@ impl Reply {
     }
 
     /// An envelope that carries `data` whatever the status (e.g. a 503 health report).
-    pub fn report(
-        &self,
-        status: StatusCode,
-        success: bool,
-        message: Option<&str>,
-        data: &Value,
-    ) -> Response<Body> {
+    pub fn report(&self, status: StatusCode, success: bool, message: Option<&str>, data: &Value) -> Response<Body> {
         self.build(
             status,
             Envelope {
@@ -123,8 +115,7 @@ impl Reply {
                 _ => None,
             },
             rate_limit: rate.map(Into::into),
-            retry_after: matches!(error, ApiError::Unavailable { .. })
-                .then_some(RETRY_AFTER_UNAVAILABLE_SECONDS),
+            retry_after: matches!(error, ApiError::Unavailable { .. }).then_some(RETRY_AFTER_UNAVAILABLE_SECONDS),
             performance: self.performance(),
         };
         let mut response = self.build(error.status(), envelope);
@@ -137,10 +128,7 @@ impl Reply {
                 }
             }
             ApiError::Unavailable { .. } => {
-                headers.insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(RETRY_AFTER_UNAVAILABLE_SECONDS),
-                );
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_UNAVAILABLE_SECONDS));
             }
             ApiError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -157,25 +145,14 @@ impl Reply {
     }
 
     fn build(&self, status: StatusCode, envelope: Envelope<'_>) -> Response<Body> {
-        let body =
-            serde_json::to_vec(&envelope).unwrap_or_else(|_| br#"{"success":false}"#.to_vec());
+        let body = serde_json::to_vec(&envelope).unwrap_or_else(|_| br#"{"success":false}"#.to_vec());
         let mut response = Response::new(Body::from(body));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(
-            "x-content-type-options",
-            HeaderValue::from_static("nosniff"),
-        );
-        if let Some(id) = self
-            .request_id
-            .as_deref()
-            .and_then(|id| HeaderValue::from_str(id).ok())
-        {
+        headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+        if let Some(id) = self.request_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
             headers.insert("x-request-id", id);
         }
         if let Some(rate) = &self.rate {
@@ -188,10 +165,7 @@ impl Reply {
 fn set_rate_headers(headers: &mut http::HeaderMap, status: &RateStatus) {
     headers.insert("x-ratelimit-limit", HeaderValue::from(status.limit));
     headers.insert("x-ratelimit-remaining", HeaderValue::from(status.remaining));
-    headers.insert(
-        "x-ratelimit-reset",
-        HeaderValue::from(status.reset_epoch_seconds()),
-    );
+    headers.insert("x-ratelimit-reset", HeaderValue::from(status.reset_epoch_seconds()));
 }
 
 #[cfg(test)]
@@ -281,8 +255,7 @@ mod tests {
 
     #[test]
     fn unauthorized_asks_for_a_bearer_token() {
-        let response =
-            Reply::start(None).error(&ApiError::Unauthorized(crate::auth::AuthError::Missing));
+        let response = Reply::start(None).error(&ApiError::Unauthorized(crate::auth::AuthError::Missing));
         assert_eq!(response.status(), 401);
         assert_eq!(response.headers()["www-authenticate"], "Bearer");
         assert_eq!(body_of(&response)["message"], "Missing bearer token");

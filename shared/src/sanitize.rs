@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 
 /// Elements removed together with their content.
 const REMOVED_WITH_CONTENT: &[&str] = &[
-    "applet", "embed", "frameset", "iframe", "math", "noembed", "noframes", "noscript", "object",
-    "script", "style", "svg", "template", "xmp",
+    "applet", "embed", "frameset", "iframe", "math", "noembed", "noframes", "noscript", "object", "script", "style",
+    "svg", "template", "xmp",
 ];
 
 /// Elements whose tags are removed while their text stays.
@@ -199,9 +199,7 @@ fn markup_at(text: &str) -> Option<usize> {
         if closing {
             return Some(tag_end);
         }
-        return Some(
-            tag_end + closing_tag_end(&text[tag_end..], &name).unwrap_or(text.len() - tag_end),
-        );
+        return Some(tag_end + closing_tag_end(&text[tag_end..], &name).unwrap_or(text.len() - tag_end));
     }
     REMOVED_TAGS.contains(&name.as_str()).then_some(tag_end)
 }
@@ -273,10 +271,7 @@ mod tests {
 
     #[test]
     fn plain_text_is_borrowed_untouched() {
-        assert!(matches!(
-            sanitize_text("cargo build --release"),
-            Cow::Borrowed(_)
-        ));
+        assert!(matches!(sanitize_text("cargo build --release"), Cow::Borrowed(_)));
     }
 
     #[test]
@@ -306,10 +301,7 @@ mod tests {
 
     #[test]
     fn other_tags_are_removed_but_their_text_stays() {
-        assert_eq!(
-            clean("<b>bold</b> and <a href='x'>link</a>"),
-            "bold and link"
-        );
+        assert_eq!(clean("<b>bold</b> and <a href='x'>link</a>"), "bold and link");
         assert_eq!(clean("<img src=x onerror=\"alert('>')\">after"), "after");
         assert_eq!(clean("<div\nclass=a>x</div>"), "x");
         assert_eq!(clean("line<br/>break"), "linebreak");
@@ -340,9 +332,6 @@ mod tests {
             "n": 5
         });
         sanitize_value(&mut v);
-        assert_eq!(
-            v,
-            json!({"a": "ok", "key": [1, "it", {"deep": "y"}], "n": 5})
-        );
+        assert_eq!(v, json!({"a": "ok", "key": [1, "it", {"deep": "y"}], "n": 5}));
     }
 }

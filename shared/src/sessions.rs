@@ -247,9 +247,7 @@ impl SessionChange {
                 serde_json::to_value(record).map_err(|e| ApiError::Internal(e.to_string()))
             }
             SessionChange::NotFound => Err(ApiError::NotFound("session")),
-            SessionChange::OtherUser => {
-                Err(ApiError::Forbidden("the session belongs to another user"))
-            }
+            SessionChange::OtherUser => Err(ApiError::Forbidden("the session belongs to another user")),
             SessionChange::Refused(status) => Err(ApiError::Conflict(format!(
                 "Session is {}: {}",
                 status.as_str(),
@@ -292,8 +290,7 @@ mod tests {
 
     #[test]
     fn imported_sessions_derive_their_status_from_their_end() {
-        let open = SessionImport::from_json(&json!({"session_start": "2025-09-08T09:00:00Z"}), "")
-            .unwrap();
+        let open = SessionImport::from_json(&json!({"session_start": "2025-09-08T09:00:00Z"}), "").unwrap();
         assert_eq!(open.status, SessionStatus::Active);
         let closed = SessionImport::from_json(
             &json!({"session_start": "2025-09-08T09:00:00Z", "session_end": "2025-09-08T10:00:00Z", "agents_used": ["a"]}),
@@ -330,8 +327,7 @@ mod tests {
 
     #[test]
     fn start_refuses_unknown_fields_and_bad_times() {
-        let errors = SessionStart::from_json(&json!({"user_id": "x", "session_start": "later"}))
-            .unwrap_err();
+        let errors = SessionStart::from_json(&json!({"user_id": "x", "session_start": "later"})).unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["user_id", "session_start"]);
     }
@@ -348,10 +344,8 @@ mod tests {
         .unwrap();
         assert_eq!(a.commands_executed, Some(4));
         assert_eq!(a.agents_used.unwrap(), ["a", "b"]);
-        let errors = SessionActivity::from_json(
-            &json!({"commands_executed": -1, "agents_used": "a", "context": 3}),
-        )
-        .unwrap_err();
+        let errors = SessionActivity::from_json(&json!({"commands_executed": -1, "agents_used": "a", "context": 3}))
+            .unwrap_err();
         assert_eq!(errors.len(), 3);
     }
 
@@ -361,10 +355,7 @@ mod tests {
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["session_id", "productivity_score"]);
         let id = Uuid::new_v4();
-        let end = SessionEnd::from_json(
-            &json!({"session_id": id.to_string(), "productivity_score": 87.5}),
-        )
-        .unwrap();
+        let end = SessionEnd::from_json(&json!({"session_id": id.to_string(), "productivity_score": 87.5})).unwrap();
         assert_eq!((end.session_id, end.productivity_score), (id, Some(87.5)));
     }
 

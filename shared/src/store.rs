@@ -14,8 +14,8 @@ use crate::error::{ApiError, Dependency};
 use crate::ids::{Caller, OrgId, UserId};
 use crate::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::sessions::{
-    MAX_AGENTS, SessionAction, SessionActivity, SessionChange, SessionEnd, SessionImport,
-    SessionRecord, SessionStart, SessionStatus,
+    MAX_AGENTS, SessionAction, SessionActivity, SessionChange, SessionEnd, SessionImport, SessionRecord, SessionStart,
+    SessionStatus,
 };
 use serde_json::Value;
 
@@ -53,17 +53,9 @@ pub trait MetricStore: Send + Sync {
     /// Stores one command execution in the caller's organization. `metric.id` must be set; when
     /// a record with that id exists already, nothing is written and the stored one is returned.
     /// The other inserts behave the same way.
-    async fn insert_command_execution(
-        &self,
-        caller: &Caller,
-        metric: &CommandExecution,
-    ) -> Result<Stored, StoreError>;
+    async fn insert_command_execution(&self, caller: &Caller, metric: &CommandExecution) -> Result<Stored, StoreError>;
 
-    async fn insert_agent_interaction(
-        &self,
-        caller: &Caller,
-        metric: &AgentInteraction,
-    ) -> Result<Stored, StoreError>;
+    async fn insert_agent_interaction(&self, caller: &Caller, metric: &AgentInteraction) -> Result<Stored, StoreError>;
 
     async fn insert_productivity_metric(
         &self,
@@ -72,11 +64,7 @@ pub trait MetricStore: Send + Sync {
     ) -> Result<Stored, StoreError>;
 
     /// Starts a session (`start.id` must be set) for the caller.
-    async fn start_session(
-        &self,
-        caller: &Caller,
-        start: &SessionStart,
-    ) -> Result<Stored, StoreError>;
+    async fn start_session(&self, caller: &Caller, start: &SessionStart) -> Result<Stored, StoreError>;
 
     /// Records activity on one of the caller's active sessions.
     async fn update_session(
@@ -87,11 +75,7 @@ pub trait MetricStore: Send + Sync {
     ) -> Result<SessionChange, StoreError>;
 
     /// Completes one of the caller's sessions; the server computes its end and duration.
-    async fn end_session(
-        &self,
-        caller: &Caller,
-        end: &SessionEnd,
-    ) -> Result<SessionChange, StoreError>;
+    async fn end_session(&self, caller: &Caller, end: &SessionEnd) -> Result<SessionChange, StoreError>;
 
     /// Marks every organization's sessions without activity for `idle` as abandoned;
     /// returns how many.
@@ -133,9 +117,7 @@ impl InMemoryStore {
 
     fn tenants(&self) -> Result<std::sync::MutexGuard<'_, HashMap<OrgId, Tenant>>, StoreError> {
         if self.unavailable {
-            return Err(StoreError::Unavailable(
-                "in-memory store set to unavailable".into(),
-            ));
+            return Err(StoreError::Unavailable("in-memory store set to unavailable".into()));
         }
         Ok(self.tenants.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -154,15 +136,11 @@ impl InMemoryStore {
     }
 
     pub fn productivity_metrics(&self, org: &OrgId) -> Vec<ProductivityMetric> {
-        self.read(org, |t| {
-            t.productivity.iter().map(|(m, _)| m.clone()).collect()
-        })
+        self.read(org, |t| t.productivity.iter().map(|(m, _)| m.clone()).collect())
     }
 
     pub fn imported_sessions(&self, org: &OrgId) -> Vec<SessionImport> {
-        self.read(org, |t| {
-            t.imported_sessions.iter().map(|(m, _)| m.clone()).collect()
-        })
+        self.read(org, |t| t.imported_sessions.iter().map(|(m, _)| m.clone()).collect())
     }
 
     pub fn sessions(&self, org: &OrgId) -> Vec<SessionRecord> {
@@ -197,17 +175,14 @@ impl InMemoryStore {
                 session.agents_used.push(agent.clone());
             }
         }
-        if let (Some(Value::Object(new)), Value::Object(old)) =
-            (&activity.context, &mut session.context)
-        {
+        if let (Some(Value::Object(new)), Value::Object(old)) = (&activity.context, &mut session.context) {
             old.extend(new.clone());
         }
         session.updated_at = now;
         if action == SessionAction::End {
             session.status = SessionStatus::Completed;
             session.session_end = Some(now);
-            session.total_duration_ms =
-                Some((now - session.session_start).num_milliseconds().max(0));
+            session.total_duration_ms = Some((now - session.session_start).num_milliseconds().max(0));
             session.productivity_score = score.or(session.productivity_score);
         }
         Ok(SessionChange::Changed(session.clone()))
@@ -215,11 +190,7 @@ impl InMemoryStore {
 }
 
 /// Keeps the first record stored under `id`, as the database's `ON CONFLICT DO NOTHING` does.
-fn insert_once<T: Clone>(
-    rows: &mut Vec<(T, Stored)>,
-    id: Option<Uuid>,
-    metric: &T,
-) -> Result<Stored, StoreError> {
+fn insert_once<T: Clone>(rows: &mut Vec<(T, Stored)>, id: Option<Uuid>, metric: &T) -> Result<Stored, StoreError> {
     let id = id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
     if let Some((_, stored)) = rows.iter().find(|(_, stored)| stored.id == id) {
         return Ok(stored.clone());
@@ -247,11 +218,7 @@ fn insert_all<T: Clone>(
 
 #[async_trait]
 impl MetricStore for InMemoryStore {
-    async fn insert_command_execution(
-        &self,
-        caller: &Caller,
-        metric: &CommandExecution,
-    ) -> Result<Stored, StoreError> {
+    async fn insert_command_execution(&self, caller: &Caller, metric: &CommandExecution) -> Result<Stored, StoreError> {
         let mut tenants = self.tenants()?;
         insert_once(
             &mut tenants.entry(caller.org.clone()).or_default().commands,
@@ -260,11 +227,7 @@ impl MetricStore for InMemoryStore {
         )
     }
 
-    async fn insert_agent_interaction(
-        &self,
-        caller: &Caller,
-        metric: &AgentInteraction,
-    ) -> Result<Stored, StoreError> {
+    async fn insert_agent_interaction(&self, caller: &Caller, metric: &AgentInteraction) -> Result<Stored, StoreError> {
         let mut tenants = self.tenants()?;
         insert_once(
             &mut tenants.entry(caller.org.clone()).or_default().agents,
@@ -286,11 +249,7 @@ impl MetricStore for InMemoryStore {
         )
     }
 
-    async fn start_session(
-        &self,
-        caller: &Caller,
-        start: &SessionStart,
-    ) -> Result<Stored, StoreError> {
+    async fn start_session(&self, caller: &Caller, start: &SessionStart) -> Result<Stored, StoreError> {
         let id = start
             .id
             .ok_or_else(|| StoreError::Internal("session without id".into()))?;
@@ -318,10 +277,7 @@ impl MetricStore for InMemoryStore {
                 updated_at: now,
             },
         ));
-        Ok(Stored {
-            id,
-            created_at: now,
-        })
+        Ok(Stored { id, created_at: now })
     }
 
     async fn update_session(
@@ -333,11 +289,7 @@ impl MetricStore for InMemoryStore {
         self.change(caller, id, SessionAction::Update, activity, None)
     }
 
-    async fn end_session(
-        &self,
-        caller: &Caller,
-        end: &SessionEnd,
-    ) -> Result<SessionChange, StoreError> {
+    async fn end_session(&self, caller: &Caller, end: &SessionEnd) -> Result<SessionChange, StoreError> {
         self.change(
             caller,
             end.session_id,
@@ -368,11 +320,8 @@ impl MetricStore for InMemoryStore {
             if session.status == SessionStatus::Active && session.updated_at < cutoff {
                 session.status = SessionStatus::Abandoned;
                 session.session_end = Some(session.updated_at);
-                session.total_duration_ms = Some(
-                    (session.updated_at - session.session_start)
-                        .num_milliseconds()
-                        .max(0),
-                );
+                session.total_duration_ms =
+                    Some((session.updated_at - session.session_start).num_milliseconds().max(0));
                 session.updated_at = now;
                 abandoned += 1;
             }

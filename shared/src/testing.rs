@@ -32,11 +32,7 @@ pub struct Given {
     pub store: Arc<InMemoryStore>,
 }
 
-pub fn given(
-    store: InMemoryStore,
-    limiter: impl RateLimiter + 'static,
-    policy: OnStoreError,
-) -> Given {
+pub fn given(store: InMemoryStore, limiter: impl RateLimiter + 'static, policy: OnStoreError) -> Given {
     let auth = Authenticator::new(&AuthConfig {
         key: JwtKey::Hs256 {
             secret: LOCAL_DEV_SECRET.into(),

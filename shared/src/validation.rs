@@ -71,10 +71,7 @@ pub trait Choice: Sized + Copy + 'static {
     fn as_str(self) -> &'static str;
 
     fn parse(raw: &str) -> Option<Self> {
-        Self::ALL
-            .iter()
-            .find(|(name, _)| *name == raw)
-            .map(|(_, v)| *v)
+        Self::ALL.iter().find(|(name, _)| *name == raw).map(|(_, v)| *v)
     }
 
     fn expected() -> String {
@@ -103,16 +100,10 @@ impl<'a> Fields<'a> {
             at: at.to_owned(),
             errors: Vec::new(),
         };
-        let unknown: Vec<&String> = object
-            .keys()
-            .filter(|k| !allowed.contains(&k.as_str()))
-            .collect();
+        let unknown: Vec<&String> = object.keys().filter(|k| !allowed.contains(&k.as_str())).collect();
         for key in unknown.iter().take(MAX_UNKNOWN_REPORTED) {
             let shown: String = key.chars().take(64).collect();
-            fields.error(
-                &shown,
-                "Unknown field: additional properties are not allowed",
-            );
+            fields.error(&shown, "Unknown field: additional properties are not allowed");
         }
         if unknown.len() > MAX_UNKNOWN_REPORTED {
             let more = unknown.len() - MAX_UNKNOWN_REPORTED;
@@ -198,24 +189,15 @@ impl<'a> Fields<'a> {
         };
         let chars = raw.chars().count();
         if chars < rule.min_chars {
-            self.error(
-                name,
-                format!("Must be at least {} characters", rule.min_chars),
-            );
+            self.error(name, format!("Must be at least {} characters", rule.min_chars));
             return None;
         }
         if chars > rule.max_chars {
-            self.error(
-                name,
-                format!("Must be at most {} characters", rule.max_chars),
-            );
+            self.error(name, format!("Must be at most {} characters", rule.max_chars));
             return None;
         }
         if rule.name_pattern {
-            if !raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
+            if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
                 self.error(name, "Must match ^[a-zA-Z0-9_-]+$");
                 return None;
             }
@@ -345,10 +327,7 @@ impl<'a> Fields<'a> {
             .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
             .map(|t| t.with_timezone(&Utc));
         let Some(at) = parsed else {
-            self.error(
-                name,
-                "Must be an RFC 3339 date-time, e.g. 2025-09-08T10:30:00Z",
-            );
+            self.error(name, "Must be an RFC 3339 date-time, e.g. 2025-09-08T10:30:00Z");
             return None;
         };
         if at > Utc::now() + chrono::Duration::hours(MAX_FUTURE_SKEW_HOURS) {
@@ -364,8 +343,7 @@ impl<'a> Fields<'a> {
     /// A free-form object: at most 50 properties, bounded depth, strings sanitised.
     /// Absent means `{}`.
     pub fn object(&mut self, name: &str) -> Value {
-        self.optional_object(name)
-            .unwrap_or_else(|| Value::Object(Map::new()))
+        self.optional_object(name).unwrap_or_else(|| Value::Object(Map::new()))
     }
 
     /// Like [`Fields::object`], but `None` when absent (or invalid).
@@ -376,17 +354,11 @@ impl<'a> Fields<'a> {
             return None;
         };
         if map.len() > MAX_OBJECT_PROPERTIES {
-            self.error(
-                name,
-                format!("Must have at most {MAX_OBJECT_PROPERTIES} properties"),
-            );
+            self.error(name, format!("Must have at most {MAX_OBJECT_PROPERTIES} properties"));
             return None;
         }
         if depth(value) > MAX_OBJECT_DEPTH {
-            self.error(
-                name,
-                format!("Must not nest deeper than {MAX_OBJECT_DEPTH} levels"),
-            );
+            self.error(name, format!("Must not nest deeper than {MAX_OBJECT_DEPTH} levels"));
             return None;
         }
         let mut clean = value.clone();
@@ -459,10 +431,7 @@ mod tests {
     #[test]
     fn a_non_object_body_is_refused() {
         let errors = Fields::new(&json!([1]), "", &[]).err().unwrap();
-        assert_eq!(
-            errors,
-            vec![FieldError::new("body", "Must be a JSON object")]
-        );
+        assert_eq!(errors, vec![FieldError::new("body", "Must be a JSON object")]);
         let errors = Fields::new(&json!("x"), "items[2]", &[]).err().unwrap();
         assert_eq!(errors[0].field, "items[2]");
     }
@@ -470,10 +439,7 @@ mod tests {
     #[test]
     fn unknown_fields_are_named_with_their_path() {
         let v = json!({"a": 1, "zzz": 2});
-        let errors = Fields::new(&v, "list[1]", &["a"])
-            .unwrap()
-            .finish()
-            .unwrap_err();
+        let errors = Fields::new(&v, "list[1]", &["a"]).unwrap().finish().unwrap_err();
         assert_eq!(errors[0].field, "list[1].zzz");
     }
 
@@ -577,10 +543,7 @@ mod tests {
         let v = json!({"a": "green"});
         let mut f = fields(&v);
         assert_eq!(f.required_choice::<Color>("a"), Color::Red);
-        assert_eq!(
-            f.finish().unwrap_err()[0].message,
-            "Must be one of: red, blue"
-        );
+        assert_eq!(f.finish().unwrap_err()[0].message, "Must be one of: red, blue");
         let v = json!({"a": "blue"});
         assert_eq!(fields(&v).required_choice::<Color>("a"), Color::Blue);
     }

@@ -87,9 +87,7 @@ pub async fn fresh_database_on(server_url: &str) -> String {
         .await
         .expect("create database");
     let url = with_database(server_url, &name);
-    local_front::provision::migrate(&url)
-        .await
-        .expect("migrate");
+    local_front::provision::migrate(&url).await.expect("migrate");
     url
 }
 
@@ -116,11 +114,10 @@ pub async fn sqs() -> aws_sdk_sqs::Client {
 }
 
 /// Test queues redeliver after one second and give up after three deliveries.
-pub const TEST_QUEUE: local_front::provision::QueueSettings =
-    local_front::provision::QueueSettings {
-        visibility_timeout_seconds: 1,
-        max_receive_count: 3,
-    };
+pub const TEST_QUEUE: local_front::provision::QueueSettings = local_front::provision::QueueSettings {
+    visibility_timeout_seconds: 1,
+    max_receive_count: 3,
+};
 
 /// A new batch queue and its dead-letter queue in moto, shaped as template.yaml declares them;
 /// their URLs.
@@ -160,11 +157,7 @@ impl TestApp {
     }
 
     /// With the given AWS SDK configuration (e.g. an unreachable endpoint).
-    pub async fn spawn_with_aws(
-        database_url: &str,
-        settings: &[(&str, &str)],
-        aws: &aws_config::SdkConfig,
-    ) -> Self {
+    pub async fn spawn_with_aws(database_url: &str, settings: &[(&str, &str)], aws: &aws_config::SdkConfig) -> Self {
         let table = fresh_table().await;
         let (queue_url, dead_letter_url) = fresh_queues().await;
         let mut vars: HashMap<&str, &str> = HashMap::from([
@@ -191,11 +184,8 @@ impl TestApp {
 
     /// Serves the template's routes over HTTP on a free port, as `make dev` does.
     pub async fn serve_http(&self) -> SocketAddr {
-        let gateway = local_front::gateway::Gateway::new(
-            local_front::TEMPLATE,
-            local_front::handlers(&self.stack),
-        )
-        .expect("gateway");
+        let gateway = local_front::gateway::Gateway::new(local_front::TEMPLATE, local_front::handlers(&self.stack))
+            .expect("gateway");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(Arc::new(gateway).serve(listener));
@@ -243,11 +233,7 @@ pub async fn answer(response: lambda_http::Response<Body>) -> Answer {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null);
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    Answer { status, headers, body }
 }
 
 pub fn spec_command_example() -> Value {
@@ -268,13 +254,8 @@ pub struct PgCluster {
 
 impl PgCluster {
     pub fn start() -> Self {
-        let dir = services()
-            .scratch
-            .join(format!("cluster-{}", Uuid::new_v4().simple()));
-        let cluster = Self {
-            dir,
-            port: free_port(),
-        };
+        let dir = services().scratch.join(format!("cluster-{}", Uuid::new_v4().simple()));
+        let cluster = Self { dir, port: free_port() };
         cluster.run(&["start", &cluster.port.to_string()]);
         cluster
     }
@@ -315,11 +296,7 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local/pg.sh");
-        let _ = Command::new("bash")
-            .arg(script)
-            .arg("stop")
-            .arg(&self.dir)
-            .status();
+        let _ = Command::new("bash").arg(script).arg("stop").arg(&self.dir).status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

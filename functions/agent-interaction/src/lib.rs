@@ -35,16 +35,11 @@ mod tests {
         let given = a_working_service();
         let (status, body) = parts(handle(&given.app, fixture(EVENT)).await.unwrap());
         assert_eq!(status, 201, "{body}");
-        let stored = given
-            .store
-            .agent_interactions(&OrgId::parse("demo").unwrap());
+        let stored = given.store.agent_interactions(&OrgId::parse("demo").unwrap());
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].agent_name, "frontend-developer");
         assert_eq!(stored[0].interaction_type, InteractionType::ToolCall);
-        assert_eq!(
-            (stored[0].input_tokens, stored[0].output_tokens),
-            (450, 1200)
-        );
+        assert_eq!((stored[0].input_tokens, stored[0].output_tokens), (450, 1200));
         assert_eq!(body["data"]["id"], stored[0].id.unwrap().to_string());
     }
 
@@ -61,10 +56,7 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(status, 400);
-        assert_eq!(
-            error_fields(&body),
-            ["input_tokens", "output_tokens", "success"]
-        );
+        assert_eq!(error_fields(&body), ["input_tokens", "output_tokens", "success"]);
     }
 
     #[tokio::test]

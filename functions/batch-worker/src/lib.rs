@@ -47,8 +47,7 @@ impl Worker {
                 dead_letter_url,
                 database.timeout,
             )),
-            concurrency: env.number_or("WORKER_CONCURRENCY", database.max_connections as u64, 1)?
-                as usize,
+            concurrency: env.number_or("WORKER_CONCURRENCY", database.max_connections as u64, 1)? as usize,
         })
     }
 
@@ -69,10 +68,7 @@ impl Worker {
                 // A failure that cannot be named would be deleted as a success: fail the whole
                 // event instead (every write is idempotent, so a full redelivery is safe).
                 None => {
-                    return Err(
-                        "a message without an id could not be written; retrying the whole batch"
-                            .into(),
-                    );
+                    return Err("a message without an id could not be written; retrying the whole batch".into());
                 }
             }
         }
@@ -91,12 +87,7 @@ impl Worker {
                 outcomes[i] = outcome;
             }
             let (store, dead_letters) = (self.store.clone(), self.dead_letters.clone());
-            running.spawn(async move {
-                (
-                    index,
-                    process(store.as_ref(), dead_letters.as_ref(), record).await,
-                )
-            });
+            running.spawn(async move { (index, process(store.as_ref(), dead_letters.as_ref(), record).await) });
         }
         while let Some(joined) = running.join_next().await {
             // A panicking task leaves its message at `Retry`.
@@ -109,11 +100,7 @@ impl Worker {
 }
 
 /// Writes one message, or forwards it to the dead-letter queue if it can never be written.
-pub async fn process(
-    store: &dyn MetricStore,
-    dead_letters: &dyn DeadLetters,
-    record: SqsMessage,
-) -> Outcome {
+pub async fn process(store: &dyn MetricStore, dead_letters: &dyn DeadLetters, record: SqsMessage) -> Outcome {
     let message_id = record.message_id.as_deref().unwrap_or_default();
     let body = record.body.as_deref().unwrap_or_default();
     let envelope = match Envelope::parse(body) {
@@ -186,13 +173,9 @@ mod tests {
             user: UserId::parse("alice").unwrap(),
         };
         let body = json!({"command_executions": [{"command_name": "x", "execution_time_ms": 1, "status": "success"}]});
-        Envelope::new(
-            &caller,
-            Source::Import,
-            Metrics::from_request(&body, 20).unwrap(),
-        )
-        .to_message()
-        .unwrap()
+        Envelope::new(&caller, Source::Import, Metrics::from_request(&body, 20).unwrap())
+            .to_message()
+            .unwrap()
     }
 
     fn event(bodies: &[(&str, String)]) -> LambdaEvent<SqsEvent> {
@@ -221,30 +204,12 @@ mod tests {
     #[tokio::test]
     async fn the_fixture_is_written() {
         let (worker, store, _) = worker(InMemoryStore::new());
-        let event = LambdaEvent::new(
-            serde_json::from_str(EVENT).unwrap(),
-            lambda_runtime::Context::default(),
-        );
+        let event = LambdaEvent::new(serde_json::from_str(EVENT).unwrap(), lambda_runtime::Context::default());
         let response = worker.handle(event).await.unwrap();
         assert!(failed(&response).is_empty());
-        assert_eq!(
-            store
-                .command_executions(&OrgId::parse("demo").unwrap())
-                .len(),
-            1
-        );
-        assert_eq!(
-            store
-                .agent_interactions(&OrgId::parse("demo").unwrap())
-                .len(),
-            1
-        );
-        assert_eq!(
-            store
-                .productivity_metrics(&OrgId::parse("demo").unwrap())
-                .len(),
-            1
-        );
+        assert_eq!(store.command_executions(&OrgId::parse("demo").unwrap()).len(), 1);
+        assert_eq!(store.agent_interactions(&OrgId::parse("demo").unwrap()).len(), 1);
+        assert_eq!(store.productivity_metrics(&OrgId::parse("demo").unwrap()).len(), 1);
     }
 
     #[tokio::test]
@@ -266,18 +231,8 @@ mod tests {
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].0, "m2");
         assert!(letters[0].2.contains("batch_id"), "{}", letters[0].2);
-        assert_eq!(
-            store
-                .command_executions(&OrgId::parse("acme").unwrap())
-                .len(),
-            1
-        );
-        assert_eq!(
-            store
-                .command_executions(&OrgId::parse("globex").unwrap())
-                .len(),
-            1
-        );
+        assert_eq!(store.command_executions(&OrgId::parse("acme").unwrap()).len(), 1);
+        assert_eq!(store.command_executions(&OrgId::parse("globex").unwrap()).len(), 1);
     }
 
     #[tokio::test]
@@ -295,28 +250,12 @@ mod tests {
     async fn a_redelivered_message_writes_nothing_twice() {
         let (worker, store, _) = worker(InMemoryStore::new());
         let message = envelope("acme");
-        worker
-            .handle(event(&[("m1", message.clone())]))
-            .await
-            .unwrap();
+        worker.handle(event(&[("m1", message.clone())])).await.unwrap();
         let outcomes = worker
-            .process_all(
-                event(&[("m1", message.clone()), ("m1", message)])
-                    .payload
-                    .records,
-            )
+            .process_all(event(&[("m1", message.clone()), ("m1", message)]).payload.records)
             .await;
-        assert!(
-            outcomes
-                .iter()
-                .all(|(_, o)| *o == Outcome::Written([0, 0, 0, 0]))
-        );
-        assert_eq!(
-            store
-                .command_executions(&OrgId::parse("acme").unwrap())
-                .len(),
-            1
-        );
+        assert!(outcomes.iter().all(|(_, o)| *o == Outcome::Written([0, 0, 0, 0])));
+        assert_eq!(store.command_executions(&OrgId::parse("acme").unwrap()).len(), 1);
     }
 
     #[tokio::test]

@@ -68,9 +68,7 @@ mod tests {
 
     fn app(queue: InMemoryQueue, limiter: InMemoryRateLimiter) -> (BatchApp, Arc<InMemoryQueue>) {
         let queue = Arc::new(queue);
-        let api = given(InMemoryStore::new(), limiter, OnStoreError::Allow)
-            .app
-            .api;
+        let api = given(InMemoryStore::new(), limiter, OnStoreError::Allow).app.api;
         (
             BatchApp {
                 api,
@@ -101,19 +99,12 @@ mod tests {
         let messages = queue.messages();
         assert_eq!(messages.len(), 1);
         let envelope = Envelope::parse(&messages[0]).unwrap();
-        assert_eq!(
-            envelope.organization_id.as_str(),
-            "demo",
-            "organization from the token"
-        );
+        assert_eq!(envelope.organization_id.as_str(), "demo", "organization from the token");
         assert_eq!(envelope.user_id.as_str(), "dev-user");
         assert_eq!(body["data"]["batch_id"], envelope.batch_id.to_string());
         assert_eq!(
             body["data"]["ids"]["command_executions"][0],
-            envelope.metrics.command_executions[0]
-                .id
-                .unwrap()
-                .to_string()
+            envelope.metrics.command_executions[0].id.unwrap().to_string()
         );
     }
 
@@ -123,11 +114,7 @@ mod tests {
         let mut bad = command();
         bad["status"] = json!("exploded");
         let body = json!({"command_executions": [command(), command(), command(), bad]});
-        let (status, body) = parts(
-            handle(&app, request(EVENT, "acme", "alice", &body))
-                .await
-                .unwrap(),
-        );
+        let (status, body) = parts(handle(&app, request(EVENT, "acme", "alice", &body)).await.unwrap());
         assert_eq!(status, 400);
         assert_eq!(error_fields(&body), ["command_executions[3].status"]);
         assert!(queue.messages().is_empty());
@@ -135,37 +122,20 @@ mod tests {
 
     #[tokio::test]
     async fn the_batch_size_is_enforced_with_an_organizations_override() {
-        let limiter = InMemoryRateLimiter::new(limits(1000))
-            .with_batch_size(OrgId::parse("big").unwrap(), 30);
+        let limiter = InMemoryRateLimiter::new(limits(1000)).with_batch_size(OrgId::parse("big").unwrap(), 30);
         let (app, queue) = app(InMemoryQueue::new(), limiter);
         let body = json!({"command_executions": vec![command(); 25]});
-        let (status, refused) = parts(
-            handle(&app, request(EVENT, "acme", "alice", &body))
-                .await
-                .unwrap(),
-        );
+        let (status, refused) = parts(handle(&app, request(EVENT, "acme", "alice", &body)).await.unwrap());
         assert_eq!(status, 400);
-        assert!(
-            refused["errors"][0]["message"]
-                .as_str()
-                .unwrap()
-                .contains("at most 20")
-        );
-        let (status, _) = parts(
-            handle(&app, request(EVENT, "big", "alice", &body))
-                .await
-                .unwrap(),
-        );
+        assert!(refused["errors"][0]["message"].as_str().unwrap().contains("at most 20"));
+        let (status, _) = parts(handle(&app, request(EVENT, "big", "alice", &body)).await.unwrap());
         assert_eq!(status, 202);
         assert_eq!(queue.messages().len(), 1);
     }
 
     #[tokio::test]
     async fn a_queue_outage_is_503_and_nothing_is_acknowledged() {
-        let (app, _) = app(
-            InMemoryQueue::unavailable(),
-            InMemoryRateLimiter::new(limits(10)),
-        );
+        let (app, _) = app(InMemoryQueue::unavailable(), InMemoryRateLimiter::new(limits(10)));
         let (status, body) = parts(handle(&app, fixture(EVENT)).await.unwrap());
         assert_eq!(status, 503);
         assert_eq!(body["message"], "Queue temporarily unavailable");
@@ -178,18 +148,11 @@ mod tests {
         let mut metric = command();
         metric["id"] = json!("0192f0e4-7b1a-7cc3-8d2e-1f2a3b4c5d6e");
         let body = json!({"command_executions": [metric]});
-        let (status, _) = parts(
-            handle(&app, request(EVENT, "acme", "alice", &body))
-                .await
-                .unwrap(),
-        );
+        let (status, _) = parts(handle(&app, request(EVENT, "acme", "alice", &body)).await.unwrap());
         assert_eq!(status, 202);
         let envelope = Envelope::parse(&queue.messages()[0]).unwrap();
         assert_eq!(
-            envelope.metrics.command_executions[0]
-                .id
-                .unwrap()
-                .to_string(),
+            envelope.metrics.command_executions[0].id.unwrap().to_string(),
             "0192f0e4-7b1a-7cc3-8d2e-1f2a3b4c5d6e"
         );
     }

@@ -63,33 +63,18 @@ mod tests {
         assert_eq!(body["data"]["id"], stored[0].id.unwrap().to_string());
         assert_eq!(body["rate_limit"]["limit"], 1000);
         assert_eq!(body["rate_limit"]["remaining"], 999);
-        assert!(
-            body["performance"]["processing_latency_ms"]
-                .as_f64()
-                .unwrap()
-                >= 0.0
-        );
+        assert!(body["performance"]["processing_latency_ms"].as_f64().unwrap() >= 0.0);
     }
 
     #[tokio::test]
     async fn every_invalid_field_is_reported_and_nothing_stored() {
         let given = a_working_service();
-        let (status, body) = call(
-            &given,
-            request(r#"{"command_name": "bad name!", "status": "nope"}"#),
-        )
-        .await;
+        let (status, body) = call(&given, request(r#"{"command_name": "bad name!", "status": "nope"}"#)).await;
         assert_eq!(status, 400);
         assert_eq!(body["message"], "Validation failed");
-        assert_eq!(
-            error_fields(&body),
-            ["command_name", "execution_time_ms", "status"]
-        );
+        assert_eq!(error_fields(&body), ["command_name", "execution_time_ms", "status"]);
         assert!(given.store.command_executions(&org("acme")).is_empty());
-        assert!(
-            body["rate_limit"].is_object(),
-            "admitted requests report their limit"
-        );
+        assert!(body["rate_limit"].is_object(), "admitted requests report their limit");
     }
 
     #[tokio::test]
@@ -156,11 +141,7 @@ mod tests {
         let response = handle(&given.app, fixture()).await.unwrap();
         assert_eq!(response.status(), 429);
         assert_eq!(response.headers()["x-ratelimit-remaining"], "0");
-        let retry: u64 = response.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let retry: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
         assert!(retry >= 1, "{retry}");
         assert_eq!(given.store.command_executions(&org("demo")).len(), 2);
     }

@@ -64,10 +64,7 @@ mod tests {
             .await
             .unwrap();
         let status = response.status().as_u16();
-        (
-            status,
-            serde_json::from_slice(response.body().as_ref()).unwrap(),
-        )
+        (status, serde_json::from_slice(response.body().as_ref()).unwrap())
     }
 
     #[tokio::test]

@@ -13,10 +13,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
         .api
         .handle_json(&req, ROUTE, StatusCode::CREATED, async |caller, body| {
             let metric = ProductivityMetric::from_json(&body, "")?.with_id();
-            let stored = app
-                .store
-                .insert_productivity_metric(&caller, &metric)
-                .await?;
+            let stored = app.store.insert_productivity_metric(&caller, &metric).await?;
             Ok(stored.data())
         })
         .await)
@@ -37,14 +34,9 @@ mod tests {
         let given = a_working_service();
         let (status, body) = parts(handle(&given.app, fixture(EVENT)).await.unwrap());
         assert_eq!(status, 201, "{body}");
-        let stored = given
-            .store
-            .productivity_metrics(&OrgId::parse("demo").unwrap());
+        let stored = given.store.productivity_metrics(&OrgId::parse("demo").unwrap());
         assert_eq!(stored.len(), 1);
-        assert_eq!(
-            (stored[0].value, stored[0].unit.as_str()),
-            (8.5, "tasks_per_hour")
-        );
+        assert_eq!((stored[0].value, stored[0].unit.as_str()), (8.5, "tasks_per_hour"));
     }
 
     #[tokio::test]

@@ -32,22 +32,15 @@ mod tests {
 
     async fn end(given: &Given, user: &str) -> (u16, serde_json::Value) {
         let body = json!({"session_id": SESSION, "productivity_score": 82.5});
-        parts(
-            handle(&given.app, request(EVENT, "acme", user, &body))
-                .await
-                .unwrap(),
-        )
+        parts(handle(&given.app, request(EVENT, "acme", user, &body)).await.unwrap())
     }
 
     #[tokio::test]
     async fn ending_completes_the_session_once() {
         let given = a_working_service();
-        session_start::handle(
-            &given.app,
-            request(START, "acme", "alice", &json!({"id": SESSION})),
-        )
-        .await
-        .unwrap();
+        session_start::handle(&given.app, request(START, "acme", "alice", &json!({"id": SESSION})))
+            .await
+            .unwrap();
         let (status, body) = end(&given, "alice").await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["data"]["id"], SESSION);
@@ -63,12 +56,9 @@ mod tests {
     #[tokio::test]
     async fn only_the_owner_ends_a_session() {
         let given = a_working_service();
-        session_start::handle(
-            &given.app,
-            request(START, "acme", "alice", &json!({"id": SESSION})),
-        )
-        .await
-        .unwrap();
+        session_start::handle(&given.app, request(START, "acme", "alice", &json!({"id": SESSION})))
+            .await
+            .unwrap();
         assert_eq!(end(&given, "bob").await.0, 403);
         assert_eq!(end(&given, "alice").await.0, 200);
     }

@@ -28,11 +28,7 @@ impl Reaper {
     /// Handles one scheduled event; a database outage fails the invocation so it is retried.
     pub async fn handle(&self, _event: LambdaEvent<Value>) -> Result<Value, Error> {
         let abandoned = self.store.abandon_idle_sessions(self.idle).await?;
-        tracing::info!(
-            abandoned,
-            idle_ms = self.idle.as_millis() as u64,
-            "session reaper ran"
-        );
+        tracing::info!(abandoned, idle_ms = self.idle.as_millis() as u64, "session reaper ran");
         Ok(json!({ "abandoned": abandoned }))
     }
 }
@@ -49,10 +45,7 @@ mod tests {
     const EVENT: &str = include_str!("../../../events/session-reaper.json");
 
     fn event() -> LambdaEvent<Value> {
-        LambdaEvent::new(
-            serde_json::from_str(EVENT).unwrap(),
-            lambda_runtime::Context::default(),
-        )
+        LambdaEvent::new(serde_json::from_str(EVENT).unwrap(), lambda_runtime::Context::default())
     }
 
     #[tokio::test]

@@ -5,7 +5,6 @@ use shared::config::Env;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let reaper =
-        Reaper::from_env(&Env::process()).inspect_err(shared::telemetry::startup_failed)?;
+    let reaper = Reaper::from_env(&Env::process()).inspect_err(shared::telemetry::startup_failed)?;
     lambda_runtime::run(service_fn(|event| reaper.handle(event))).await
 }

@@ -49,10 +49,7 @@ mod tests {
         let (status, second) = parts(handle(&given.app, fixture(EVENT)).await.unwrap());
         assert_eq!(status, 201);
         assert_eq!(first["data"]["id"], second["data"]["id"]);
-        assert_eq!(
-            given.store.sessions(&OrgId::parse("demo").unwrap()).len(),
-            1
-        );
+        assert_eq!(given.store.sessions(&OrgId::parse("demo").unwrap()).len(), 1);
     }
 
     #[tokio::test]

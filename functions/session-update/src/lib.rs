@@ -43,16 +43,8 @@ mod tests {
         session_start::handle(&given.app, start).await.unwrap();
     }
 
-    async fn update(
-        given: &Given,
-        user: &str,
-        body: serde_json::Value,
-    ) -> (u16, serde_json::Value) {
-        parts(
-            handle(&given.app, request(EVENT, "acme", user, &body))
-                .await
-                .unwrap(),
-        )
+    async fn update(given: &Given, user: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        parts(handle(&given.app, request(EVENT, "acme", user, &body)).await.unwrap())
     }
 
     #[tokio::test]

@@ -37,11 +37,8 @@ pub fn quote_ident(name: &str) -> String {
 /// Applies pending public migrations; returns how many were applied.
 pub async fn migrate_public(client: &mut Client) -> Result<usize, tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, $2)",
-        &[&LOCK_NAMESPACE, &PUBLIC_LOCK],
-    )
-    .await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&LOCK_NAMESPACE, &PUBLIC_LOCK])
+        .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS public.schema_migrations (
             version    integer PRIMARY KEY,
@@ -51,10 +48,7 @@ pub async fn migrate_public(client: &mut Client) -> Result<usize, tokio_postgres
     )
     .await?;
     let current: i32 = tx
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM public.schema_migrations",
-            &[],
-        )
+        .query_one("SELECT coalesce(max(version), 0) FROM public.schema_migrations", &[])
         .await?
         .get(0);
     let mut applied = 0;
@@ -73,10 +67,7 @@ pub async fn migrate_public(client: &mut Client) -> Result<usize, tokio_postgres
 
 /// The tenant's schema version, or `None` when the organization is not registered yet.
 /// One round trip, no prepared statement.
-pub async fn tenant_version(
-    client: &Client,
-    org: &OrgId,
-) -> Result<Option<i32>, tokio_postgres::Error> {
+pub async fn tenant_version(client: &Client, org: &OrgId) -> Result<Option<i32>, tokio_postgres::Error> {
     let rows = client
         .query_typed(
             "SELECT schema_version FROM public.tenants WHERE organization_id = $1",
@@ -89,10 +80,7 @@ pub async fn tenant_version(
 /// Registers the organization and brings its schema to the latest tenant migration.
 /// Safe under concurrency: the first caller does the work, the others wait for it and find
 /// nothing left to do. Returns whether anything was applied.
-pub async fn provision_tenant(
-    client: &mut Client,
-    org: &OrgId,
-) -> Result<bool, tokio_postgres::Error> {
+pub async fn provision_tenant(client: &mut Client, org: &OrgId) -> Result<bool, tokio_postgres::Error> {
     let latest = latest_tenant_version();
     if tenant_version(client, org).await? >= Some(latest) {
         return Ok(false);
@@ -128,8 +116,7 @@ pub async fn provision_tenant(
         return Ok(false);
     }
     for migration in TENANT.iter().filter(|m| m.version > current) {
-        tx.batch_execute(&migration.sql.replace("{schema}", &schema))
-            .await?;
+        tx.batch_execute(&migration.sql.replace("{schema}", &schema)).await?;
     }
     tx.execute(
         "UPDATE public.tenants SET schema_version = $2, updated_at = now() WHERE organization_id = $1",

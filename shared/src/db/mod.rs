@@ -37,10 +37,7 @@ impl Database {
         }
         // The server gives up on a statement within the same budget as the client.
         let mut options = pg.get_options().unwrap_or_default().to_owned();
-        options.push_str(&format!(
-            " -c statement_timeout={}",
-            config.timeout.as_millis()
-        ));
+        options.push_str(&format!(" -c statement_timeout={}", config.timeout.as_millis()));
         pg.options(options.trim());
         let pool = Pool::builder(Manager::new(pg, NoTls))
             .max_size(config.max_connections)
@@ -66,18 +63,10 @@ impl Database {
     }
 
     /// Bounds `work` by the configured time budget; past it the database counts as unavailable.
-    pub async fn within_budget<T>(
-        &self,
-        work: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+    pub async fn within_budget<T>(&self, work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
         tokio::time::timeout(self.timeout, work)
             .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!(
-                    "no answer within {:?}",
-                    self.timeout
-                )))
-            })
+            .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("no answer within {:?}", self.timeout))))
     }
 
     /// Whether the database answers a trivial query (for health checks).
@@ -127,9 +116,7 @@ pub fn classify(err: tokio_postgres::Error) -> StoreError {
         return StoreError::Unavailable(detail);
     };
     let code = code.code();
-    let transient = ["08", "53", "57", "58"]
-        .iter()
-        .any(|class| code.starts_with(class))
+    let transient = ["08", "53", "57", "58"].iter().any(|class| code.starts_with(class))
         || matches!(code, "40001" | "40P01" | "55P03");
     if transient {
         StoreError::Unavailable(format!("{code}: {detail}"))

@@ -13,8 +13,7 @@ use crate::batch::Envelope;
 use crate::ids::{Caller, OrgId};
 use crate::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::sessions::{
-    MAX_AGENTS, SessionAction, SessionActivity, SessionChange, SessionEnd, SessionRecord,
-    SessionStart, SessionStatus,
+    MAX_AGENTS, SessionAction, SessionActivity, SessionChange, SessionEnd, SessionRecord, SessionStart, SessionStatus,
 };
 use crate::store::{MetricStore, StoreError, Stored};
 use crate::validation::Choice;
@@ -198,11 +197,7 @@ impl PgStore {
     }
 
     /// The tenant's statements, provisioning its schema first if this container has not seen it.
-    async fn tenant(
-        &self,
-        client: &mut Object,
-        org: &OrgId,
-    ) -> Result<Arc<TenantSql>, tokio_postgres::Error> {
+    async fn tenant(&self, client: &mut Object, org: &OrgId) -> Result<Arc<TenantSql>, tokio_postgres::Error> {
         if let Some(sql) = self.cached(org) {
             return Ok(sql);
         }
@@ -218,11 +213,7 @@ impl PgStore {
     }
 
     fn cached(&self, org: &OrgId) -> Option<Arc<TenantSql>> {
-        self.tenants
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(org)
-            .cloned()
+        self.tenants.read().unwrap_or_else(|p| p.into_inner()).get(org).cloned()
     }
 
     /// Runs one of the tenant's idempotent inserts; `params[0]` must be the id.
@@ -312,13 +303,8 @@ impl PgStore {
 
 #[async_trait]
 impl MetricStore for PgStore {
-    async fn insert_command_execution(
-        &self,
-        caller: &Caller,
-        m: &CommandExecution,
-    ) -> Result<Stored, StoreError> {
-        let id =
-            m.id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
+    async fn insert_command_execution(&self, caller: &Caller, m: &CommandExecution) -> Result<Stored, StoreError> {
+        let id = m.id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
         let status = m.status.as_str();
         self.insert(
             &caller.org,
@@ -339,13 +325,8 @@ impl MetricStore for PgStore {
         .await
     }
 
-    async fn insert_agent_interaction(
-        &self,
-        caller: &Caller,
-        m: &AgentInteraction,
-    ) -> Result<Stored, StoreError> {
-        let id =
-            m.id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
+    async fn insert_agent_interaction(&self, caller: &Caller, m: &AgentInteraction) -> Result<Stored, StoreError> {
+        let id = m.id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
         let kind = m.interaction_type.as_str();
         self.insert(
             &caller.org,
@@ -367,13 +348,8 @@ impl MetricStore for PgStore {
         .await
     }
 
-    async fn insert_productivity_metric(
-        &self,
-        caller: &Caller,
-        m: &ProductivityMetric,
-    ) -> Result<Stored, StoreError> {
-        let id =
-            m.id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
+    async fn insert_productivity_metric(&self, caller: &Caller, m: &ProductivityMetric) -> Result<Stored, StoreError> {
+        let id = m.id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
         let kind = m.metric_type.as_str();
         self.insert(
             &caller.org,
@@ -393,11 +369,7 @@ impl MetricStore for PgStore {
         .await
     }
 
-    async fn start_session(
-        &self,
-        caller: &Caller,
-        start: &SessionStart,
-    ) -> Result<Stored, StoreError> {
+    async fn start_session(&self, caller: &Caller, start: &SessionStart) -> Result<Stored, StoreError> {
         let id = start
             .id
             .ok_or_else(|| StoreError::Internal("session without id".into()))?;
@@ -435,11 +407,7 @@ impl MetricStore for PgStore {
         .await
     }
 
-    async fn end_session(
-        &self,
-        caller: &Caller,
-        end: &SessionEnd,
-    ) -> Result<SessionChange, StoreError> {
+    async fn end_session(&self, caller: &Caller, end: &SessionEnd) -> Result<SessionChange, StoreError> {
         let a = &end.activity;
         self.change_session(
             &caller.org,
@@ -574,50 +542,22 @@ impl EnvelopeColumns {
     /// Metrics without an id are skipped: [`Envelope::parse`] refuses such envelopes.
     fn new(envelope: &Envelope) -> Self {
         let m = &envelope.metrics;
-        let commands: Vec<_> = m
-            .command_executions
-            .iter()
-            .filter_map(|x| Some((x.id?, x)))
-            .collect();
-        let agents: Vec<_> = m
-            .agent_interactions
-            .iter()
-            .filter_map(|x| Some((x.id?, x)))
-            .collect();
-        let sessions: Vec<_> = m
-            .user_sessions
-            .iter()
-            .filter_map(|x| Some((x.id?, x)))
-            .collect();
-        let productivity: Vec<_> = m
-            .productivity_metrics
-            .iter()
-            .filter_map(|x| Some((x.id?, x)))
-            .collect();
+        let commands: Vec<_> = m.command_executions.iter().filter_map(|x| Some((x.id?, x))).collect();
+        let agents: Vec<_> = m.agent_interactions.iter().filter_map(|x| Some((x.id?, x))).collect();
+        let sessions: Vec<_> = m.user_sessions.iter().filter_map(|x| Some((x.id?, x))).collect();
+        let productivity: Vec<_> = m.productivity_metrics.iter().filter_map(|x| Some((x.id?, x))).collect();
         Self {
             command_ids: commands.iter().map(|(id, _)| *id).collect(),
-            command_names: commands
-                .iter()
-                .map(|(_, x)| x.command_name.clone())
-                .collect(),
-            command_args: commands
-                .iter()
-                .map(|(_, x)| x.command_args.clone())
-                .collect(),
+            command_names: commands.iter().map(|(_, x)| x.command_name.clone()).collect(),
+            command_args: commands.iter().map(|(_, x)| x.command_args.clone()).collect(),
             command_times: commands.iter().map(|(_, x)| x.execution_time_ms).collect(),
             command_statuses: commands.iter().map(|(_, x)| x.status.as_str()).collect(),
-            command_errors: commands
-                .iter()
-                .map(|(_, x)| x.error_message.clone())
-                .collect(),
+            command_errors: commands.iter().map(|(_, x)| x.error_message.clone()).collect(),
             command_contexts: commands.iter().map(|(_, x)| x.context.clone()).collect(),
             command_timestamps: commands.iter().map(|(_, x)| x.timestamp).collect(),
             agent_ids: agents.iter().map(|(id, _)| *id).collect(),
             agent_names: agents.iter().map(|(_, x)| x.agent_name.clone()).collect(),
-            agent_kinds: agents
-                .iter()
-                .map(|(_, x)| x.interaction_type.as_str())
-                .collect(),
+            agent_kinds: agents.iter().map(|(_, x)| x.interaction_type.as_str()).collect(),
             agent_input: agents.iter().map(|(_, x)| x.input_tokens).collect(),
             agent_output: agents.iter().map(|(_, x)| x.output_tokens).collect(),
             agent_times: agents.iter().map(|(_, x)| x.processing_time_ms).collect(),
@@ -628,26 +568,17 @@ impl EnvelopeColumns {
             session_starts: sessions.iter().map(|(_, x)| x.session_start).collect(),
             session_ends: sessions.iter().map(|(_, x)| x.session_end).collect(),
             session_commands: sessions.iter().map(|(_, x)| x.commands_executed).collect(),
-            session_agents: sessions
-                .iter()
-                .map(|(_, x)| serde_json::json!(x.agents_used))
-                .collect(),
+            session_agents: sessions.iter().map(|(_, x)| serde_json::json!(x.agents_used)).collect(),
             session_scores: sessions.iter().map(|(_, x)| x.productivity_score).collect(),
             session_contexts: sessions.iter().map(|(_, x)| x.context.clone()).collect(),
             session_statuses: sessions.iter().map(|(_, x)| x.status.as_str()).collect(),
             productivity_ids: productivity.iter().map(|(id, _)| *id).collect(),
-            productivity_kinds: productivity
-                .iter()
-                .map(|(_, x)| x.metric_type.as_str())
-                .collect(),
+            productivity_kinds: productivity.iter().map(|(_, x)| x.metric_type.as_str()).collect(),
             productivity_values: productivity.iter().map(|(_, x)| x.value).collect(),
             productivity_units: productivity.iter().map(|(_, x)| x.unit.clone()).collect(),
             productivity_starts: productivity.iter().map(|(_, x)| x.period_start).collect(),
             productivity_ends: productivity.iter().map(|(_, x)| x.period_end).collect(),
-            productivity_dimensions: productivity
-                .iter()
-                .map(|(_, x)| x.dimensions.clone())
-                .collect(),
+            productivity_dimensions: productivity.iter().map(|(_, x)| x.dimensions.clone()).collect(),
         }
     }
 }

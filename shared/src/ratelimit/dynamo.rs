@@ -137,12 +137,7 @@ impl DynamoRateLimiter {
     }
 
     /// Active bucket: advance `tat` by one interval if that stays within the tolerance.
-    async fn advance(
-        &self,
-        org: &OrgId,
-        limits: &Limits,
-        now: i64,
-    ) -> Result<Attempt, StoreUnavailable> {
+    async fn advance(&self, org: &OrgId, limits: &Limits, now: i64) -> Result<Attempt, StoreUnavailable> {
         let call = self
             .client
             .update_item()
@@ -168,12 +163,7 @@ impl DynamoRateLimiter {
     }
 
     /// Idle (or new) bucket: restart `tat` from now.
-    async fn restart(
-        &self,
-        org: &OrgId,
-        limits: &Limits,
-        now: i64,
-    ) -> Result<Attempt, StoreUnavailable> {
+    async fn restart(&self, org: &OrgId, limits: &Limits, now: i64) -> Result<Attempt, StoreUnavailable> {
         let new_tat = now + limits.interval_us();
         let call = self
             .client
@@ -229,11 +219,7 @@ impl RateLimiter for DynamoRateLimiter {
         }
         // Other instances kept changing the item under us: refuse rather than risk over-admitting.
         tracing::warn!(org = %org, "rate limit contention; refusing this request");
-        Ok(gcra::denied_status(
-            &limits,
-            now + limits.tolerance_us(),
-            now,
-        ))
+        Ok(gcra::denied_status(&limits, now + limits.tolerance_us(), now))
     }
 
     fn default_limits(&self) -> Limits {
@@ -241,9 +227,7 @@ impl RateLimiter for DynamoRateLimiter {
     }
 
     fn batch_size(&self, org: &OrgId) -> Option<u64> {
-        lock(&self.overrides)
-            .get(org)
-            .and_then(|(_, s)| s.batch_size)
+        lock(&self.overrides).get(org).and_then(|(_, s)| s.batch_size)
     }
 }
 
@@ -254,9 +238,7 @@ where
     R: std::fmt::Debug,
 {
     match err.as_service_error() {
-        Some(UpdateItemError::ConditionalCheckFailedException(e)) => {
-            Ok(Attempt::Conflict(e.item().and_then(tat_of)))
-        }
+        Some(UpdateItemError::ConditionalCheckFailedException(e)) => Ok(Attempt::Conflict(e.item().and_then(tat_of))),
         _ => Err(unavailable(err)),
     }
 }
@@ -279,7 +261,5 @@ fn expiry(limits: &Limits, now: i64) -> i64 {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

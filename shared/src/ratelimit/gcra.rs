@@ -142,9 +142,7 @@ mod tests {
         let mut admitted_times = vec![];
         let mut tat = None;
         for _ in 0..5000 {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             now += ((seed >> 33) % 40_000) as i64;
             let (new_tat, _) = apply(&l, tat, now);
             if new_tat.is_some() {
@@ -157,11 +155,7 @@ mod tests {
             for (j, &end) in admitted_times.iter().enumerate().skip(i) {
                 let in_window = (j - i + 1) as i64;
                 let allowed = l.capacity() as i64 + (end - start) / interval;
-                assert!(
-                    in_window <= allowed,
-                    "{in_window} admitted in {}us",
-                    end - start
-                );
+                assert!(in_window <= allowed, "{in_window} admitted in {}us", end - start);
                 if end - start > 3 * SECOND {
                     break;
                 }

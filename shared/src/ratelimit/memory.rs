@@ -49,16 +49,11 @@ impl InMemoryRateLimiter {
 impl RateLimiter for InMemoryRateLimiter {
     async fn check(&self, org: &OrgId) -> Result<RateStatus, StoreUnavailable> {
         if self.unavailable {
-            return Err(StoreUnavailable(
-                "in-memory limiter set to unavailable".into(),
-            ));
+            return Err(StoreUnavailable("in-memory limiter set to unavailable".into()));
         }
         let limits = self.overrides.get(org).unwrap_or(&self.defaults);
         let now = now_us();
-        let mut tats = self
-            .tats
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tats = self.tats.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (new_tat, status) = gcra::apply(limits, tats.get(org).copied(), now);
         if let Some(tat) = new_tat {
             tats.insert(org.clone(), tat);

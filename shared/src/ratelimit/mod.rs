@@ -103,14 +103,12 @@ impl RateStatus {
 
     /// Seconds until the bucket is full, rounded up, as an epoch time for `X-RateLimit-Reset`.
     pub fn reset_epoch_seconds(&self) -> i64 {
-        self.reset_at_us.div_euclid(1_000_000)
-            + i64::from(self.reset_at_us.rem_euclid(1_000_000) > 0)
+        self.reset_at_us.div_euclid(1_000_000) + i64::from(self.reset_at_us.rem_euclid(1_000_000) > 0)
     }
 
     /// Whole seconds to wait, rounded up (never 0 for a refused request).
     pub fn retry_after_seconds(&self) -> Option<u64> {
-        self.retry_after_us
-            .map(|us| (us.max(1) as u64).div_ceil(1_000_000))
+        self.retry_after_us.map(|us| (us.max(1) as u64).div_ceil(1_000_000))
     }
 }
 

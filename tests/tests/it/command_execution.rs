@@ -45,12 +45,9 @@ async fn two_organizations_never_see_each_others_rows() {
     let given = TestApp::spawn().await;
     for org in ["acme", "globex", "acme"] {
         let a = answer(
-            command_execution::handle(
-                &given.app,
-                command_execution_request(org, &spec_command_example()),
-            )
-            .await
-            .unwrap(),
+            command_execution::handle(&given.app, command_execution_request(org, &spec_command_example()))
+                .await
+                .unwrap(),
         )
         .await;
         assert_eq!(a.status, 201);
@@ -78,12 +75,9 @@ async fn a_new_organizations_first_requests_race_and_create_one_schema() {
         let app = given.app.clone();
         tokio::spawn(async move {
             answer(
-                command_execution::handle(
-                    &app,
-                    command_execution_request("newcorp", &spec_command_example()),
-                )
-                .await
-                .unwrap(),
+                command_execution::handle(&app, command_execution_request("newcorp", &spec_command_example()))
+                    .await
+                    .unwrap(),
             )
             .await
             .status
@@ -94,10 +88,7 @@ async fn a_new_organizations_first_requests_race_and_create_one_schema() {
     }
     let db = given.db().await;
     let schemas: i64 = db
-        .query_one(
-            "SELECT count(*) FROM pg_namespace WHERE nspname = 'org_newcorp'",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM pg_namespace WHERE nspname = 'org_newcorp'", &[])
         .await
         .unwrap()
         .get(0);
@@ -161,10 +152,7 @@ async fn sanitised_text_is_what_gets_stored() {
     let stored: String = given
         .db()
         .await
-        .query_one(
-            "SELECT error_message FROM \"org_acme\".command_executions",
-            &[],
-        )
+        .query_one("SELECT error_message FROM \"org_acme\".command_executions", &[])
         .await
         .unwrap()
         .get(0);
@@ -177,7 +165,10 @@ async fn invalid_bodies_store_nothing_and_name_every_field() {
     let a = answer(
         command_execution::handle(
             &given.app,
-            command_execution_request("acme", &json!({"command_name": "", "execution_time_ms": -1, "status": "ok", "user_id": "x"})),
+            command_execution_request(
+                "acme",
+                &json!({"command_name": "", "execution_time_ms": -1, "status": "ok", "user_id": "x"}),
+            ),
         )
         .await
         .unwrap(),
@@ -190,10 +181,7 @@ async fn invalid_bodies_store_nothing_and_name_every_field() {
         .iter()
         .map(|e| e["field"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        fields,
-        ["user_id", "command_name", "execution_time_ms", "status"]
-    );
+    assert_eq!(fields, ["user_id", "command_name", "execution_time_ms", "status"]);
     let schemas: i64 = given
         .db()
         .await

@@ -13,12 +13,9 @@ async fn a_stopped_database_answers_503_and_loses_nothing_acknowledged() {
         let app = given.app.clone();
         async move {
             answer(
-                command_execution::handle(
-                    &app,
-                    command_execution_request(org, &spec_command_example()),
-                )
-                .await
-                .unwrap(),
+                command_execution::handle(&app, command_execution_request(org, &spec_command_example()))
+                    .await
+                    .unwrap(),
             )
             .await
         }
@@ -63,12 +60,9 @@ async fn a_crash_during_use_leaves_no_partial_tenant() {
         let app = given.app.clone();
         async move {
             answer(
-                command_execution::handle(
-                    &app,
-                    command_execution_request(org, &spec_command_example()),
-                )
-                .await
-                .unwrap(),
+                command_execution::handle(&app, command_execution_request(org, &spec_command_example()))
+                    .await
+                    .unwrap(),
             )
             .await
             .status

@@ -73,24 +73,9 @@ async fn http_errors_have_their_status_codes() {
     assert_eq!(status, 401);
     assert!(head.contains("www-authenticate: bearer"));
     let good = token("acme", "alice");
-    assert_eq!(
-        post(addr, path, Some(&good), "text/plain", &body).await.0,
-        415
-    );
-    assert_eq!(
-        post(addr, path, Some(&good), "application/json", "{")
-            .await
-            .0,
-        400
-    );
-    let (status, _, body) = post(
-        addr,
-        "/api/v1/metrics/nope",
-        Some(&good),
-        "application/json",
-        "{}",
-    )
-    .await;
+    assert_eq!(post(addr, path, Some(&good), "text/plain", &body).await.0, 415);
+    assert_eq!(post(addr, path, Some(&good), "application/json", "{").await.0, 400);
+    let (status, _, body) = post(addr, "/api/v1/metrics/nope", Some(&good), "application/json", "{}").await;
     assert_eq!((status, body["message"].as_str()), (404, Some("Not Found")));
 }
 
@@ -135,16 +120,9 @@ async fn path_parameters_and_the_health_route_work_over_http() {
     assert_eq!(health.2["data"]["status"], "healthy");
     // A method the template does not route is not found, as API Gateway answers.
     assert_eq!(
-        send(
-            addr,
-            "DELETE",
-            "/api/v1/health",
-            None,
-            "application/json",
-            ""
-        )
-        .await
-        .0,
+        send(addr, "DELETE", "/api/v1/health", None, "application/json", "")
+            .await
+            .0,
         404
     );
 }

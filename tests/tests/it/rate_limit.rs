@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use integration_tests::{
-    TestApp, answer, command_execution_request, dynamo, fresh_database, fresh_table,
-    spec_command_example,
+    TestApp, answer, command_execution_request, dynamo, fresh_database, fresh_table, spec_command_example,
 };
 use shared::config::{OnStoreError, RateLimitConfig};
 use shared::ids::OrgId;
@@ -110,11 +109,7 @@ async fn a_new_instance_joins_an_active_bucket() {
     assert_eq!(first.check(&org("acme")).await.unwrap().remaining, 2);
     // `second` guesses "idle", the condition fails with the stored tat, and it advances instead.
     assert_eq!(second.check(&org("acme")).await.unwrap().remaining, 1);
-    assert_eq!(
-        second.round_trips(),
-        3,
-        "override read, failed restart, advance"
-    );
+    assert_eq!(second.round_trips(), 3, "override read, failed restart, advance");
     assert_eq!(first.check(&org("acme")).await.unwrap().remaining, 0);
     assert!(!second.check(&org("acme")).await.unwrap().admitted());
 }
@@ -126,10 +121,7 @@ async fn overrides_are_read_from_the_same_table() {
         .await
         .put_item()
         .table_name(&table)
-        .item(
-            "pk",
-            AttributeValue::S(DynamoRateLimiter::override_key(&org("vip"))),
-        )
+        .item("pk", AttributeValue::S(DynamoRateLimiter::override_key(&org("vip"))))
         .item("max_requests", AttributeValue::N("2".into()))
         .item("burst_allowance", AttributeValue::N("1".into()))
         .send()
@@ -156,22 +148,15 @@ async fn overrides_are_read_from_the_same_table() {
 
 #[tokio::test]
 async fn the_handler_admits_exactly_the_limit_and_refuses_the_rest_with_retry_after() {
-    let given = TestApp::spawn_with(&[
-        ("RATE_LIMIT_MAX_REQUESTS", "3"),
-        ("RATE_LIMIT_WINDOW_MS", "86400000"),
-    ])
-    .await;
+    let given = TestApp::spawn_with(&[("RATE_LIMIT_MAX_REQUESTS", "3"), ("RATE_LIMIT_WINDOW_MS", "86400000")]).await;
     let sends: Vec<_> = (0..12)
         .map(|_| {
             let app = given.app.clone();
             tokio::spawn(async move {
                 answer(
-                    command_execution::handle(
-                        &app,
-                        command_execution_request("acme", &spec_command_example()),
-                    )
-                    .await
-                    .unwrap(),
+                    command_execution::handle(&app, command_execution_request("acme", &spec_command_example()))
+                        .await
+                        .unwrap(),
                 )
                 .await
             })
@@ -200,30 +185,21 @@ async fn the_handler_admits_exactly_the_limit_and_refuses_the_rest_with_retry_af
 #[tokio::test]
 async fn unreachable_dynamodb_follows_the_configured_policy() {
     let dead = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(format!(
-            "http://127.0.0.1:{}",
-            integration_tests::free_port()
-        ))
+        .endpoint_url(format!("http://127.0.0.1:{}", integration_tests::free_port()))
         .load()
         .await;
     let database_url = fresh_database().await;
     for (policy, expected) in [("allow", 201), ("deny", 503)] {
         let given = TestApp::spawn_with_aws(
             &database_url,
-            &[
-                ("RATE_LIMIT_ON_STORE_ERROR", policy),
-                ("RATE_LIMIT_TIMEOUT_MS", "500"),
-            ],
+            &[("RATE_LIMIT_ON_STORE_ERROR", policy), ("RATE_LIMIT_TIMEOUT_MS", "500")],
             &dead,
         )
         .await;
         let a = answer(
-            command_execution::handle(
-                &given.app,
-                command_execution_request("acme", &spec_command_example()),
-            )
-            .await
-            .unwrap(),
+            command_execution::handle(&given.app, command_execution_request("acme", &spec_command_example()))
+                .await
+                .unwrap(),
         )
         .await;
         assert_eq!(a.status, expected, "{policy}: {}", a.body);

@@ -89,11 +89,9 @@ async fn call(given: &TestApp, binary: &str, req: Request) -> Answer {
 fn route_request(binary: &str, body: &Value) -> Request {
     let req = request(binary, "acme", "alice", body);
     if binary == "session-update" {
-        return req.with_path_parameters(
-            lambda_http::aws_lambda_events::query_map::QueryMap::from(
-                std::collections::HashMap::from([("id".to_owned(), SESSION.to_owned())]),
-            ),
-        );
+        return req.with_path_parameters(lambda_http::aws_lambda_events::query_map::QueryMap::from(
+            std::collections::HashMap::from([("id".to_owned(), SESSION.to_owned())]),
+        ));
     }
     req
 }
@@ -117,29 +115,15 @@ async fn every_route_succeeds_and_refuses_bad_input_by_name() {
         let given = TestApp::spawn().await;
         prepare(&given, route.binary).await;
         let id = Uuid::new_v4();
-        let ok = call(
-            &given,
-            route.binary,
-            route_request(route.binary, &(route.valid)(id)),
-        )
-        .await;
+        let ok = call(&given, route.binary, route_request(route.binary, &(route.valid)(id))).await;
         assert_eq!(ok.status, route.created, "{}: {}", route.binary, ok.body);
         assert_eq!(ok.body["success"], true);
         assert!(ok.body["rate_limit"]["remaining"].is_number());
         assert!(ok.body["performance"]["processing_latency_ms"].is_number());
 
-        let bad = call(
-            &given,
-            route.binary,
-            route_request(route.binary, &route.invalid),
-        )
-        .await;
+        let bad = call(&given, route.binary, route_request(route.binary, &route.invalid)).await;
         assert_eq!(bad.status, 400, "{}: {}", route.binary, bad.body);
-        assert_eq!(
-            bad.body["errors"][0]["field"], route.invalid_field,
-            "{}",
-            route.binary
-        );
+        assert_eq!(bad.body["errors"][0]["field"], route.invalid_field, "{}", route.binary);
     }
 }
 
@@ -179,34 +163,20 @@ async fn every_route_refuses_missing_tokens_wrong_types_and_oversize_bodies() {
         );
 
         let mut form = route_request(route.binary, &body);
-        form.headers_mut()
-            .insert("content-type", "text/plain".parse().unwrap());
-        assert_eq!(
-            call(&given, route.binary, form).await.status,
-            415,
-            "{}",
-            route.binary
-        );
+        form.headers_mut().insert("content-type", "text/plain".parse().unwrap());
+        assert_eq!(call(&given, route.binary, form).await.status, 415, "{}", route.binary);
 
         let mut huge = route_request(route.binary, &body);
         *huge.body_mut() = Body::from(format!("{{\"pad\":\"{}\"}}", "x".repeat(4096)));
-        assert_eq!(
-            call(&given, route.binary, huge).await.status,
-            413,
-            "{}",
-            route.binary
-        );
+        assert_eq!(call(&given, route.binary, huge).await.status, 413, "{}", route.binary);
     }
 }
 
 #[tokio::test]
 async fn every_route_is_rate_limited() {
     for route in routes() {
-        let given = TestApp::spawn_with(&[
-            ("RATE_LIMIT_MAX_REQUESTS", "1"),
-            ("RATE_LIMIT_WINDOW_MS", "86400000"),
-        ])
-        .await;
+        let given =
+            TestApp::spawn_with(&[("RATE_LIMIT_MAX_REQUESTS", "1"), ("RATE_LIMIT_WINDOW_MS", "86400000")]).await;
         let first = call(
             &given,
             route.binary,
@@ -249,10 +219,7 @@ async fn health_reports_each_dependency() {
     let a = answer(health::handle(&given.stack.health, req).await.unwrap()).await;
     assert_eq!(a.status, 200, "{}", a.body);
     for dependency in ["postgres", "dynamodb", "sqs"] {
-        assert_eq!(
-            a.body["data"]["checks"][dependency]["status"], "up",
-            "{dependency}"
-        );
+        assert_eq!(a.body["data"]["checks"][dependency]["status"], "up", "{dependency}");
     }
 
     let unreachable = format!("postgres://postgres@127.0.0.1:{}/metrics", free_port());
@@ -262,10 +229,7 @@ async fn health_reports_each_dependency() {
     assert_eq!(a.status, 503);
     assert_eq!(a.body["data"]["checks"]["postgres"]["status"], "down");
     assert_eq!(a.body["data"]["checks"]["sqs"]["status"], "up");
-    assert!(
-        !a.body.to_string().contains("127.0.0.1"),
-        "no detail in a 5xx body"
-    );
+    assert!(!a.body.to_string().contains("127.0.0.1"), "no detail in a 5xx body");
 }
 
 #[tokio::test]

@@ -16,13 +16,7 @@ async fn start(given: &TestApp, org: &str, user: &str, body: Value) -> integrati
     .await
 }
 
-async fn update(
-    given: &TestApp,
-    org: &str,
-    user: &str,
-    id: Uuid,
-    body: Value,
-) -> integration_tests::Answer {
+async fn update(given: &TestApp, org: &str, user: &str, id: Uuid, body: Value) -> integration_tests::Answer {
     let req = request("session-update", org, user, &body).with_path_parameters(QueryMap::from(
         std::collections::HashMap::from([("id".to_owned(), id.to_string())]),
     ));
@@ -56,21 +50,18 @@ async fn row(given: &TestApp, org: &str, id: Uuid) -> tokio_postgres::Row {
 #[tokio::test]
 async fn a_session_lives_from_start_to_end() {
     let given = TestApp::spawn().await;
-    let started = start(
+    let started = start(&given, "acme", "alice", json!({"context": {"editor": "claude-code"}})).await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let id: Uuid = started.body["data"]["id"].as_str().unwrap().parse().unwrap();
+
+    let a = update(
         &given,
         "acme",
         "alice",
-        json!({"context": {"editor": "claude-code"}}),
+        id,
+        json!({"commands_executed": 4, "agents_used": ["planner", "coder"], "context": {"branch": "main"}}),
     )
     .await;
-    assert_eq!(started.status, 201, "{}", started.body);
-    let id: Uuid = started.body["data"]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-
-    let a = update(&given, "acme", "alice", id, json!({"commands_executed": 4, "agents_used": ["planner", "coder"], "context": {"branch": "main"}})).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let a = update(
         &given,
@@ -84,10 +75,7 @@ async fn a_session_lives_from_start_to_end() {
         a.body["data"]["commands_executed"], 4,
         "the running total never goes down"
     );
-    assert_eq!(
-        a.body["data"]["agents_used"],
-        json!(["planner", "coder", "reviewer"])
-    );
+    assert_eq!(a.body["data"]["agents_used"], json!(["planner", "coder", "reviewer"]));
 
     let ended = end(
         &given,
@@ -104,10 +92,7 @@ async fn a_session_lives_from_start_to_end() {
     assert_eq!(r.get::<_, String>(1), "completed");
     assert_eq!(r.get::<_, i32>(2), 9);
     assert_eq!(r.get::<_, Vec<String>>(3), ["planner", "coder", "reviewer"]);
-    assert_eq!(
-        r.get::<_, Value>(4),
-        json!({"editor": "claude-code", "branch": "main"})
-    );
+    assert_eq!(r.get::<_, Value>(4), json!({"editor": "claude-code", "branch": "main"}));
     let session_end: chrono::DateTime<chrono::Utc> = r.get(5);
     let session_start: chrono::DateTime<chrono::Utc> = r.get(8);
     let duration: i64 = r.get(6);
@@ -124,40 +109,17 @@ async fn a_session_lives_from_start_to_end() {
 async fn an_ended_session_cannot_be_ended_again_or_updated() {
     let given = TestApp::spawn().await;
     let id = Uuid::new_v4();
+    assert_eq!(start(&given, "acme", "alice", json!({"id": id})).await.status, 201);
     assert_eq!(
-        start(&given, "acme", "alice", json!({"id": id}))
-            .await
-            .status,
-        201
-    );
-    assert_eq!(
-        end(&given, "acme", "alice", json!({"session_id": id}))
-            .await
-            .status,
+        end(&given, "acme", "alice", json!({"session_id": id})).await.status,
         200
     );
     let again = end(&given, "acme", "alice", json!({"session_id": id})).await;
     assert_eq!(again.status, 409);
-    assert!(
-        again.body["message"]
-            .as_str()
-            .unwrap()
-            .contains("already ended")
-    );
-    let late = update(
-        &given,
-        "acme",
-        "alice",
-        id,
-        json!({"commands_executed": 50}),
-    )
-    .await;
+    assert!(again.body["message"].as_str().unwrap().contains("already ended"));
+    let late = update(&given, "acme", "alice", id, json!({"commands_executed": 50})).await;
     assert_eq!(late.status, 409);
-    assert_eq!(
-        row(&given, "acme", id).await.get::<_, i32>(2),
-        0,
-        "nothing changed"
-    );
+    assert_eq!(row(&given, "acme", id).await.get::<_, i32>(2), 0, "nothing changed");
 }
 
 #[tokio::test]
@@ -171,17 +133,9 @@ async fn another_user_of_the_organization_cannot_touch_a_session() {
             .status,
         403
     );
-    assert_eq!(
-        end(&given, "acme", "bob", json!({"session_id": id}))
-            .await
-            .status,
-        403
-    );
+    assert_eq!(end(&given, "acme", "bob", json!({"session_id": id})).await.status, 403);
     let r = row(&given, "acme", id).await;
-    assert_eq!(
-        (r.get::<_, String>(1), r.get::<_, i32>(2)),
-        ("active".to_owned(), 0)
-    );
+    assert_eq!((r.get::<_, String>(1), r.get::<_, i32>(2)), ("active".to_owned(), 0));
 }
 
 #[tokio::test]
@@ -191,48 +145,30 @@ async fn another_organization_cannot_see_a_session() {
     start(&given, "acme", "alice", json!({"id": id})).await;
     // Same user name, same session id, other organization: a different schema, so no such session.
     assert_eq!(
-        update(
-            &given,
-            "globex",
-            "alice",
-            id,
-            json!({"commands_executed": 7})
-        )
-        .await
-        .status,
-        404
-    );
-    assert_eq!(
-        end(&given, "globex", "alice", json!({"session_id": id}))
+        update(&given, "globex", "alice", id, json!({"commands_executed": 7}))
             .await
             .status,
         404
     );
-    let r = row(&given, "acme", id).await;
     assert_eq!(
-        (r.get::<_, String>(1), r.get::<_, i32>(2)),
-        ("active".to_owned(), 0)
+        end(&given, "globex", "alice", json!({"session_id": id})).await.status,
+        404
     );
+    let r = row(&given, "acme", id).await;
+    assert_eq!((r.get::<_, String>(1), r.get::<_, i32>(2)), ("active".to_owned(), 0));
 }
 
 #[tokio::test]
 async fn unknown_sessions_are_not_found() {
     let given = TestApp::spawn().await;
     assert_eq!(
-        update(&given, "acme", "alice", Uuid::new_v4(), json!({}))
-            .await
-            .status,
+        update(&given, "acme", "alice", Uuid::new_v4(), json!({})).await.status,
         404
     );
     assert_eq!(
-        end(
-            &given,
-            "acme",
-            "alice",
-            json!({"session_id": Uuid::new_v4()})
-        )
-        .await
-        .status,
+        end(&given, "acme", "alice", json!({"session_id": Uuid::new_v4()}))
+            .await
+            .status,
         404
     );
 }
@@ -276,18 +212,9 @@ async fn the_reaper_abandons_silent_sessions_in_every_organization() {
         .unwrap();
 
     assert_eq!(result["abandoned"], 2);
-    assert_eq!(
-        row(&given, "acme", silent).await.get::<_, String>(1),
-        "abandoned"
-    );
-    assert_eq!(
-        row(&given, "acme", lively).await.get::<_, String>(1),
-        "active"
-    );
-    assert_eq!(
-        row(&given, "globex", other_org).await.get::<_, String>(1),
-        "abandoned"
-    );
+    assert_eq!(row(&given, "acme", silent).await.get::<_, String>(1), "abandoned");
+    assert_eq!(row(&given, "acme", lively).await.get::<_, String>(1), "active");
+    assert_eq!(row(&given, "globex", other_org).await.get::<_, String>(1), "abandoned");
     let r = row(&given, "acme", silent).await;
     let session_end: chrono::DateTime<chrono::Utc> = r.get(5);
     assert!(
@@ -296,12 +223,7 @@ async fn the_reaper_abandons_silent_sessions_in_every_organization() {
     );
 
     // A silent session takes no more updates, but a late end still completes it.
-    assert_eq!(
-        update(&given, "acme", "alice", silent, json!({}))
-            .await
-            .status,
-        409
-    );
+    assert_eq!(update(&given, "acme", "alice", silent, json!({})).await.status, 409);
     let ended = end(&given, "acme", "alice", json!({"session_id": silent})).await;
     assert_eq!(ended.status, 200);
     assert_eq!(ended.body["data"]["status"], "completed");

@@ -22,12 +22,8 @@ use crate::routes::{TemplateRoute, template_routes};
 
 /// A function's handler, as the Lambda runtime would call it.
 pub type Handler = Arc<
-    dyn Fn(
-            Request,
-        ) -> BoxFuture<
-            'static,
-            Result<lambda_http::Response<lambda_http::Body>, lambda_http::Error>,
-        > + Send
+    dyn Fn(Request) -> BoxFuture<'static, Result<lambda_http::Response<lambda_http::Body>, lambda_http::Error>>
+        + Send
         + Sync,
 >;
 
@@ -49,13 +45,10 @@ impl Gateway {
         let mut routes = Vec::new();
         let mut used = Vec::new();
         for route in template_routes(template)? {
-            let handler = handlers.get(&route.binary).cloned().ok_or_else(|| {
-                format!(
-                    "{}: no local handler for binary {:?}",
-                    route.key(),
-                    route.binary
-                )
-            })?;
+            let handler = handlers
+                .get(&route.binary)
+                .cloned()
+                .ok_or_else(|| format!("{}: no local handler for binary {:?}", route.key(), route.binary))?;
             used.push(route.binary.clone());
             routes.push((route, handler));
         }
@@ -80,8 +73,8 @@ impl Gateway {
                     let gateway = gateway.clone();
                     async move { Ok::<_, Infallible>(gateway.respond(req, peer).await) }
                 });
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service);
+                let connection =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                 if let Err(err) = connection.await {
                     tracing::debug!(error = %err, "connection closed");
                 }
@@ -89,11 +82,7 @@ impl Gateway {
         }
     }
 
-    async fn respond(
-        &self,
-        req: hyper::Request<Incoming>,
-        peer: SocketAddr,
-    ) -> hyper::Response<Full<Bytes>> {
+    async fn respond(&self, req: hyper::Request<Incoming>, peer: SocketAddr) -> hyper::Response<Full<Bytes>> {
         let request_id = uuid::Uuid::new_v4().simple().to_string();
         let (parts, body) = req.into_parts();
         let Some((route, params, handler)) = self.find(&parts.method, parts.uri.path()) else {
@@ -105,29 +94,17 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > MAX_PAYLOAD_BYTES) {
-            return plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request Entity Too Large",
-                &request_id,
-            );
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large", &request_id);
         }
         let Ok(body) = Limited::new(body, MAX_PAYLOAD_BYTES).collect().await else {
-            return plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request Entity Too Large",
-                &request_id,
-            );
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large", &request_id);
         };
         let event = api_gateway_event(&parts, route, &params, &body.to_bytes(), peer, &request_id);
         let request: Request = match serde_json::from_value::<LambdaRequest>(event) {
             Ok(lambda_request) => lambda_request.into(),
             Err(err) => {
                 tracing::error!(error = %err, "could not build the Lambda event");
-                return plain(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Internal Server Error",
-                    &request_id,
-                );
+                return plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", &request_id);
             }
         };
         let invocation = tokio::spawn(tokio::time::timeout(INTEGRATION_TIMEOUT, handler(request)));
@@ -135,24 +112,12 @@ impl Gateway {
             Ok(Ok(Ok(response))) => to_hyper(response, &request_id),
             Ok(Ok(Err(err))) => {
                 tracing::error!(error = %err, route = %route.key(), "handler returned an error");
-                plain(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Internal Server Error",
-                    &request_id,
-                )
+                plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", &request_id)
             }
-            Ok(Err(_elapsed)) => plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Service Unavailable",
-                &request_id,
-            ),
+            Ok(Err(_elapsed)) => plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", &request_id),
             Err(join_error) => {
                 tracing::error!(error = %join_error, route = %route.key(), "handler panicked");
-                plain(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Internal Server Error",
-                    &request_id,
-                )
+                plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", &request_id)
             }
         }
     }
@@ -283,10 +248,7 @@ fn percent_decode(raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn to_hyper(
-    response: lambda_http::Response<lambda_http::Body>,
-    request_id: &str,
-) -> hyper::Response<Full<Bytes>> {
+fn to_hyper(response: lambda_http::Response<lambda_http::Body>, request_id: &str) -> hyper::Response<Full<Bytes>> {
     let (mut parts, body) = response.into_parts();
     if let Ok(id) = request_id.parse() {
         parts.headers.insert("apigw-requestid", id);

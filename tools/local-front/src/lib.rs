@@ -53,8 +53,7 @@ macro_rules! handler {
         let state = $state.clone();
         Arc::new(move |req| {
             let state = state.clone();
-            Box::pin(async move { $handle(&state, req).await })
-                as lambda_http::BoxFuture<'static, _>
+            Box::pin(async move { $handle(&state, req).await }) as lambda_http::BoxFuture<'static, _>
         }) as Handler
     }};
 }
@@ -70,22 +69,10 @@ pub fn handlers(stack: &Stack) -> HashMap<String, Handler> {
             "agent-interaction".to_owned(),
             handler!(stack.app, agent_interaction::handle),
         ),
-        (
-            "productivity".to_owned(),
-            handler!(stack.app, productivity::handle),
-        ),
-        (
-            "session-start".to_owned(),
-            handler!(stack.app, session_start::handle),
-        ),
-        (
-            "session-update".to_owned(),
-            handler!(stack.app, session_update::handle),
-        ),
-        (
-            "session-end".to_owned(),
-            handler!(stack.app, session_end::handle),
-        ),
+        ("productivity".to_owned(), handler!(stack.app, productivity::handle)),
+        ("session-start".to_owned(), handler!(stack.app, session_start::handle)),
+        ("session-update".to_owned(), handler!(stack.app, session_update::handle)),
+        ("session-end".to_owned(), handler!(stack.app, session_end::handle)),
         ("health".to_owned(), handler!(stack.health, health::handle)),
         ("batch".to_owned(), handler!(stack.batch, batch::handle)),
     ])

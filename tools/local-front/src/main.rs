@@ -16,9 +16,7 @@ async fn main() {
         None | Some("serve") => serve().await,
         Some("provision") => provision_stack().await,
         Some("token") => print_token(&args[1..]),
-        Some(other) => Err(format!(
-            "unknown command {other:?}; expected serve, provision or token"
-        )),
+        Some(other) => Err(format!("unknown command {other:?}; expected serve, provision or token")),
     };
     if let Err(message) = result {
         eprintln!("local-front: {message}");
@@ -32,14 +30,8 @@ async fn provision_stack() -> Result<(), String> {
     let rate = RateLimitConfig::from_env(&env).map_err(config)?;
     let queue = QueueConfig::from_env(&env).map_err(config)?;
     let aws = shared::app::aws_config().await;
-    provision::ensure_rate_limit_table(&aws_sdk_dynamodb::Client::new(&aws), &rate.table_name)
-        .await?;
-    let dlq = provision::ensure_batch_queues(
-        &aws_sdk_sqs::Client::new(&aws),
-        &queue.url,
-        Default::default(),
-    )
-    .await?;
+    provision::ensure_rate_limit_table(&aws_sdk_dynamodb::Client::new(&aws), &rate.table_name).await?;
+    let dlq = provision::ensure_batch_queues(&aws_sdk_sqs::Client::new(&aws), &queue.url, Default::default()).await?;
     let (public, tenants) = provision::migrate(&database.url).await?;
     eprintln!(
         "provisioned: table {}, queue {} (dead letters: {dlq}), {public} public migration(s), {tenants} tenant(s) upgraded",

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use aws_lambda_events::sqs::SqsEvent;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
-};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
 use batch_worker::Worker;
 use lambda_runtime::LambdaEvent;
 use serde_json::{Map, Value, json};
@@ -28,24 +26,14 @@ pub struct Poller {
 }
 
 impl Poller {
-    pub async fn new(
-        sqs: Client,
-        queue_url: String,
-        worker: Arc<Worker>,
-        wait: Duration,
-    ) -> Result<Self, String> {
+    pub async fn new(sqs: Client, queue_url: String, worker: Arc<Worker>, wait: Duration) -> Result<Self, String> {
         let queue_arn = sqs
             .get_queue_attributes()
             .queue_url(&queue_url)
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "read {queue_url}: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                )
-            })?
+            .map_err(|e| format!("read {queue_url}: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))?
             .attributes
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .ok_or("queue without ARN")?;
@@ -87,8 +75,7 @@ impl Poller {
             return Ok((0, 0));
         }
         let records: Vec<Value> = messages.iter().map(|m| self.record(m)).collect();
-        let event: SqsEvent =
-            serde_json::from_value(json!({ "Records": records })).map_err(|e| e.to_string())?;
+        let event: SqsEvent = serde_json::from_value(json!({ "Records": records })).map_err(|e| e.to_string())?;
         let failed: HashSet<String> = match self
             .worker
             .handle(LambdaEvent::new(event, lambda_runtime::Context::default()))
@@ -102,10 +89,7 @@ impl Poller {
             // The whole invocation failed: every message comes back, as with Lambda.
             Err(err) => {
                 tracing::error!(error = %err, "worker invocation failed");
-                messages
-                    .iter()
-                    .filter_map(|m| m.message_id.clone())
-                    .collect()
+                messages.iter().filter_map(|m| m.message_id.clone()).collect()
             }
         };
         let done: Vec<DeleteMessageBatchRequestEntry> = messages

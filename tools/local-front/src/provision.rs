@@ -4,8 +4,7 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use shared::db::migrate::{migrate_all_tenants, migrate_public};
 
@@ -34,11 +33,7 @@ pub async fn ensure_rate_limit_table(dynamo: &Client, table: &str) -> Result<(),
         .await;
     match created {
         Ok(_) => {}
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_in_use_exception()) =>
-        {
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {
             return Ok(());
         }
         Err(err) => {

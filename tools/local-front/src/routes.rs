@@ -54,8 +54,7 @@ pub fn template_routes(template: &str) -> Result<Vec<TemplateRoute>, String> {
         else {
             continue;
         };
-        let binary = function_binary(resource)
-            .ok_or_else(|| format!("{name}: no Metadata.BuildProperties.Binary"))?;
+        let binary = function_binary(resource).ok_or_else(|| format!("{name}: no Metadata.BuildProperties.Binary"))?;
         for event in events.values() {
             if event.get("Type").and_then(Value::as_str) != Some("HttpApi") {
                 continue;
@@ -113,8 +112,7 @@ pub fn template_schedules(template: &str) -> Result<Vec<TemplateSchedule>, Strin
             schedules.push(TemplateSchedule {
                 binary: function_binary(resource)
                     .ok_or_else(|| format!("{name}: no Metadata.BuildProperties.Binary"))?,
-                every: parse_rate(expression)
-                    .ok_or_else(|| format!("{name}: unsupported schedule {expression:?}"))?,
+                every: parse_rate(expression).ok_or_else(|| format!("{name}: unsupported schedule {expression:?}"))?,
             });
         }
     }
@@ -219,10 +217,7 @@ Resources:
                 every: std::time::Duration::from_secs(300),
             }]
         );
-        assert_eq!(
-            parse_rate("rate(1 hour)"),
-            Some(std::time::Duration::from_secs(3600))
-        );
+        assert_eq!(parse_rate("rate(1 hour)"), Some(std::time::Duration::from_secs(3600)));
         assert_eq!(parse_rate("cron(0 * * * ? *)"), None);
     }
 
@@ -233,17 +228,8 @@ Resources:
             route.matches(&Method::PUT, "/api/v1/metrics/session/abc"),
             Some(vec![("id".into(), "abc".into())])
         );
-        assert_eq!(
-            route.matches(&Method::POST, "/api/v1/metrics/session/abc"),
-            None
-        );
-        assert_eq!(
-            route.matches(&Method::PUT, "/api/v1/metrics/session/"),
-            None
-        );
-        assert_eq!(
-            route.matches(&Method::PUT, "/api/v1/metrics/session/a/b"),
-            None
-        );
+        assert_eq!(route.matches(&Method::POST, "/api/v1/metrics/session/abc"), None);
+        assert_eq!(route.matches(&Method::PUT, "/api/v1/metrics/session/"), None);
+        assert_eq!(route.matches(&Method::PUT, "/api/v1/metrics/session/a/b"), None);
     }
 }

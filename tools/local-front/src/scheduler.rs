@@ -11,8 +11,7 @@ use serde_json::{Value, json};
 use crate::routes::template_schedules;
 
 /// One invocation of a scheduled function.
-pub type Job =
-    Arc<dyn Fn() -> BoxFuture<'static, Result<Value, lambda_runtime::Error>> + Send + Sync>;
+pub type Job = Arc<dyn Fn() -> BoxFuture<'static, Result<Value, lambda_runtime::Error>> + Send + Sync>;
 
 pub struct Scheduler {
     jobs: Vec<(String, Duration, Job)>,
