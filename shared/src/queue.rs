@@ -52,7 +52,10 @@ impl SqsQueue {
 pub fn envelope_attributes(envelope: &Envelope) -> HashMap<String, MessageAttributeValue> {
     HashMap::from([
         ("batch_id".to_owned(), attribute(envelope.batch_id.to_string())),
-        ("organization_id".to_owned(), attribute(envelope.organization_id.as_str())),
+        (
+            "organization_id".to_owned(),
+            attribute(envelope.organization_id.as_str()),
+        ),
         ("source".to_owned(), attribute(envelope.source.as_str())),
     ])
 }

@@ -29,6 +29,7 @@ pub fn event(binary: &str) -> &'static str {
         "session-update" => include_str!("../../events/session-update.json"),
         "session-end" => include_str!("../../events/session-end.json"),
         "health" => include_str!("../../events/health.json"),
+        "batch" => include_str!("../../events/batch.json"),
         other => panic!("no fixture for {other}"),
     }
 }
@@ -192,6 +193,37 @@ impl TestApp {
         addr
     }
 
+    /// The queue's event source, as the local front runs it (no long polling).
+    pub async fn poller(&self) -> local_front::poller::Poller {
+        local_front::poller::Poller::new(
+            sqs().await,
+            self.queue_url.clone(),
+            self.stack.worker.clone(),
+            std::time::Duration::ZERO,
+        )
+        .await
+        .expect("poller")
+    }
+
+    /// Feeds the queue to the worker until it is empty (waiting out visibility timeouts of
+    /// messages the worker reported failed); returns how many deliveries were made.
+    pub async fn drain(&self) -> usize {
+        let poller = self.poller().await;
+        let mut deliveries = 0;
+        let mut idle_rounds = 0;
+        while idle_rounds < 3 {
+            let (received, _) = poller.poll_once().await.expect("poll");
+            deliveries += received;
+            if received == 0 {
+                idle_rounds += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+            } else {
+                idle_rounds = 0;
+            }
+        }
+        deliveries
+    }
+
     pub async fn db(&self) -> Client {
         connect(&self.database_url).await
     }
@@ -204,6 +236,29 @@ impl TestApp {
             .await
             .unwrap()
             .get(0)
+    }
+}
+
+/// Messages waiting in a queue, received (and so hidden for the visibility timeout), with their
+/// message attributes.
+pub async fn receive_all(queue_url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut all = Vec::new();
+    loop {
+        let batch = sqs()
+            .await
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default();
+        if batch.is_empty() {
+            return all;
+        }
+        all.extend(batch);
     }
 }
 
@@ -299,6 +354,37 @@ impl Drop for PgCluster {
         let _ = Command::new("bash").arg(script).arg("stop").arg(&self.dir).status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// One HTTP/1.1 request to the local front; status, lower-cased head, JSON body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> (u16, String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        head.to_lowercase(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
 }
 
 pub fn free_port() -> u16 {

@@ -1,6 +1,6 @@
 //! The local front serves template.yaml's routes over HTTP with the same handlers.
 
-use integration_tests::{TestApp, spec_command_example, token};
+use integration_tests::{TestApp, http, spec_command_example, token};
 use serde_json::Value;
 
 async fn post(
@@ -10,36 +10,7 @@ async fn post(
     content_type: &str,
     body: &str,
 ) -> (u16, String, Value) {
-    send(addr, "POST", path, bearer, content_type, body).await
-}
-
-async fn send(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    bearer: Option<&str>,
-    content_type: &str,
-    body: &str,
-) -> (u16, String, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (
-        status,
-        head.to_lowercase(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    http(addr, "POST", path, bearer, content_type, body).await
 }
 
 #[tokio::test]
@@ -94,7 +65,7 @@ async fn path_parameters_and_the_health_route_work_over_http() {
     )
     .await;
     assert_eq!(started.0, 201, "{}", started.2);
-    let updated = send(
+    let updated = http(
         addr,
         "PUT",
         &format!("/api/v1/metrics/session/{id}"),
@@ -115,12 +86,12 @@ async fn path_parameters_and_the_health_route_work_over_http() {
     .await;
     assert_eq!(ended.2["data"]["status"], "completed");
 
-    let health = send(addr, "GET", "/api/v1/health", None, "application/json", "").await;
+    let health = http(addr, "GET", "/api/v1/health", None, "application/json", "").await;
     assert_eq!(health.0, 200, "{}", health.2);
     assert_eq!(health.2["data"]["status"], "healthy");
     // A method the template does not route is not found, as API Gateway answers.
     assert_eq!(
-        send(addr, "DELETE", "/api/v1/health", None, "application/json", "")
+        http(addr, "DELETE", "/api/v1/health", None, "application/json", "")
             .await
             .0,
         404

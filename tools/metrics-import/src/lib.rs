@@ -1,0 +1,400 @@
+//! Batch imports for operators: NDJSON in (one metric per line, with its `kind`), checked here
+//! with the service's own rules, grouped into batch envelopes (`source: "import"`), and sent
+//! straight to the batch queue with `SendMessageBatch`.
+//!
+//! A line is `{"kind": "command_execution" | "agent_interaction" | "user_session" |
+//! "productivity_metric", "user_id"?: "...", ...the metric's fields}`. `user_id` defaults to the
+//! importer's `--user`. Historical `timestamp`s are kept. A line without an `id` gets one derived
+//! from the organization, the user and the line itself (UUID v5), so importing a file twice
+//! writes nothing twice.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use serde_json::Value;
+use shared::batch::{Envelope, MAX_ENVELOPE_METRICS, MAX_MESSAGE_BYTES, Metrics, Source};
+use shared::ids::{Caller, OrgId, UserId};
+use shared::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
+use shared::sessions::SessionImport;
+use shared::validation::FieldError;
+use uuid::Uuid;
+
+/// Namespace of the ids derived from import lines.
+pub const ID_NAMESPACE: Uuid = uuid::uuid!("5b0c2f4e-8f43-4c8e-9a55-6d2f3c1e7a90");
+/// Default metrics per envelope.
+pub const DEFAULT_PER_ENVELOPE: usize = 500;
+/// SQS limits of one `SendMessageBatch` call.
+const MAX_BATCH_ENTRIES: usize = 10;
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// Room left in a message for the envelope's own fields.
+const ENVELOPE_OVERHEAD: usize = 4096;
+const SEND_ATTEMPTS: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    pub line: usize,
+    pub errors: Vec<FieldError>,
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reasons: Vec<String> = self
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
+        write!(f, "line {}: {}", self.line, reasons.join("; "))
+    }
+}
+
+/// What a file turns into: envelopes to send and the lines that were refused.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub envelopes: Vec<Envelope>,
+    pub invalid: Vec<LineError>,
+    pub lines: usize,
+    /// Valid metrics per kind (`shared::batch::KINDS` order).
+    pub counts: [usize; 4],
+}
+
+impl Plan {
+    pub fn metrics(&self) -> usize {
+        self.counts.iter().sum()
+    }
+}
+
+/// Reads NDJSON and plans envelopes of at most `per_envelope` metrics (and one SQS message) each.
+pub fn plan(input: impl BufRead, org: &OrgId, default_user: &UserId, per_envelope: usize) -> std::io::Result<Plan> {
+    let per_envelope = per_envelope.clamp(1, MAX_ENVELOPE_METRICS);
+    let mut plan = Plan::default();
+    // Each user's envelopes so far, with the serialized size of their metrics.
+    let mut by_user: BTreeMap<String, Vec<(Metrics, usize)>> = BTreeMap::new();
+    for (index, line) in input.lines().enumerate() {
+        let line = line?;
+        let number = index + 1;
+        plan.lines = number;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (user, metric) = match read_line(&line, org, default_user) {
+            Ok(parsed) => parsed,
+            Err(errors) => {
+                plan.invalid.push(LineError { line: number, errors });
+                continue;
+            }
+        };
+        let size = metric.size();
+        let chunks = by_user.entry(user.as_str().to_owned()).or_default();
+        if chunks
+            .last()
+            .is_none_or(|(m, bytes)| m.total() >= per_envelope || bytes + size > MESSAGE_BUDGET)
+        {
+            chunks.push((Metrics::default(), 0));
+        }
+        if let Some((current, bytes)) = chunks.last_mut() {
+            *bytes += size;
+            metric.add_to(current, &mut plan.counts);
+        }
+    }
+    for (user, chunks) in by_user {
+        let caller = Caller {
+            org: org.clone(),
+            user: UserId::parse(&user).map_err(std::io::Error::other)?,
+        };
+        plan.envelopes.extend(
+            chunks
+                .into_iter()
+                .map(|(metrics, _)| Envelope::new(&caller, Source::Import, metrics)),
+        );
+    }
+    Ok(plan)
+}
+
+/// Bytes of metrics one envelope may carry, leaving room for the envelope's own fields.
+const MESSAGE_BUDGET: usize = MAX_MESSAGE_BYTES - ENVELOPE_OVERHEAD;
+
+/// One valid line.
+enum LineMetric {
+    Command(CommandExecution),
+    Agent(AgentInteraction),
+    Session(SessionImport),
+    Productivity(ProductivityMetric),
+}
+
+impl LineMetric {
+    /// Bytes it adds to an envelope (a separator included).
+    fn size(&self) -> usize {
+        let serialized = match self {
+            LineMetric::Command(m) => serde_json::to_vec(m),
+            LineMetric::Agent(m) => serde_json::to_vec(m),
+            LineMetric::Session(m) => serde_json::to_vec(m),
+            LineMetric::Productivity(m) => serde_json::to_vec(m),
+        };
+        serialized.map_or(MESSAGE_BUDGET, |v| v.len() + 1)
+    }
+
+    fn add_to(self, metrics: &mut Metrics, counts: &mut [usize; 4]) {
+        match self {
+            LineMetric::Command(m) => {
+                metrics.command_executions.push(m);
+                counts[0] += 1;
+            }
+            LineMetric::Agent(m) => {
+                metrics.agent_interactions.push(m);
+                counts[1] += 1;
+            }
+            LineMetric::Session(m) => {
+                metrics.user_sessions.push(m);
+                counts[2] += 1;
+            }
+            LineMetric::Productivity(m) => {
+                metrics.productivity_metrics.push(m);
+                counts[3] += 1;
+            }
+        }
+    }
+}
+
+fn read_line(line: &str, org: &OrgId, default_user: &UserId) -> Result<(UserId, LineMetric), Vec<FieldError>> {
+    let mut value: Value =
+        serde_json::from_str(line).map_err(|e| vec![FieldError::new("line", format!("Malformed JSON: {e}"))])?;
+    let Some(object) = value.as_object_mut() else {
+        return Err(vec![FieldError::new("line", "Must be a JSON object")]);
+    };
+    let kind = object.remove("kind");
+    let user = match object.remove("user_id") {
+        None | Some(Value::Null) => Ok(default_user.clone()),
+        Some(Value::String(raw)) => UserId::parse(&raw).map_err(|problem| FieldError::new("user_id", problem)),
+        Some(_) => Err(FieldError::new("user_id", "Must be a string")),
+    };
+    let kind = kind.as_ref().and_then(Value::as_str).unwrap_or_default().to_owned();
+    let user = user.map_err(|e| vec![e])?;
+    let derived = Uuid::new_v5(
+        &ID_NAMESPACE,
+        format!("{org}\n{user}\n{kind}\n{}", line.trim()).as_bytes(),
+    );
+    let metric = match kind.as_str() {
+        "command_execution" => LineMetric::Command(with_id(
+            CommandExecution::from_json(&value, "")?,
+            |m| &mut m.id,
+            derived,
+        )),
+        "agent_interaction" => LineMetric::Agent(with_id(
+            AgentInteraction::from_json(&value, "")?,
+            |m| &mut m.id,
+            derived,
+        )),
+        "user_session" => LineMetric::Session(with_id(SessionImport::from_json(&value, "")?, |m| &mut m.id, derived)),
+        "productivity_metric" => LineMetric::Productivity(with_id(
+            ProductivityMetric::from_json(&value, "")?,
+            |m| &mut m.id,
+            derived,
+        )),
+        _ => {
+            return Err(vec![FieldError::new(
+                "kind",
+                "Must be one of: command_execution, agent_interaction, user_session, productivity_metric",
+            )]);
+        }
+    };
+    Ok((user, metric))
+}
+
+fn with_id<T>(mut metric: T, id: fn(&mut T) -> &mut Option<Uuid>, derived: Uuid) -> T {
+    id(&mut metric).get_or_insert(derived);
+    metric
+}
+
+/// How a send went.
+#[derive(Debug, Default)]
+pub struct SendReport {
+    pub sent_envelopes: usize,
+    pub sent_metrics: usize,
+    /// (batch id, reason) of envelopes that could not be queued.
+    pub failed: Vec<(Uuid, String)>,
+}
+
+/// Sends the envelopes with `SendMessageBatch` (at most 10 messages and 1 MiB per call),
+/// retrying failed entries; `progress(sent_metrics)` is called after each call.
+pub async fn send(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    envelopes: &[Envelope],
+    mut progress: impl FnMut(usize),
+) -> SendReport {
+    let mut report = SendReport::default();
+    let mut messages = Vec::with_capacity(envelopes.len());
+    for envelope in envelopes {
+        match envelope.to_message() {
+            Ok(message) => messages.push((envelope, message)),
+            Err(_) => report
+                .failed
+                .push((envelope.batch_id, "larger than one SQS message".into())),
+        }
+    }
+    for group in groups(&messages) {
+        let mut pending: Vec<usize> = group;
+        for attempt in 1..=SEND_ATTEMPTS {
+            let failures = send_group(sqs, queue_url, &messages, &pending).await;
+            for index in pending.iter().filter(|i| !failures.iter().any(|(f, _)| f == *i)) {
+                report.sent_envelopes += 1;
+                report.sent_metrics += messages[*index].0.metrics.total();
+            }
+            if failures.is_empty() {
+                break;
+            }
+            if attempt == SEND_ATTEMPTS {
+                report
+                    .failed
+                    .extend(failures.into_iter().map(|(i, reason)| (messages[i].0.batch_id, reason)));
+                break;
+            }
+            pending = failures.into_iter().map(|(i, _)| i).collect();
+            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt as u64)).await;
+        }
+        progress(report.sent_metrics);
+    }
+    report
+}
+
+/// Indexes of messages, grouped within SQS's per-call limits.
+fn groups(messages: &[(&Envelope, String)]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut bytes = 0;
+    for (index, (_, message)) in messages.iter().enumerate() {
+        let size = message.len() + 256;
+        match groups.last_mut() {
+            Some(group) if group.len() < MAX_BATCH_ENTRIES && bytes + size <= MAX_BATCH_BYTES => {
+                group.push(index);
+                bytes += size;
+            }
+            _ => {
+                groups.push(vec![index]);
+                bytes = size;
+            }
+        }
+    }
+    groups
+}
+
+/// Sends some messages in one call; returns the ones that failed, with why.
+async fn send_group(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    messages: &[(&Envelope, String)],
+    indexes: &[usize],
+) -> Vec<(usize, String)> {
+    let entries: Vec<SendMessageBatchRequestEntry> = indexes
+        .iter()
+        .filter_map(|&i| {
+            let (envelope, message) = &messages[i];
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(message)
+                .set_message_attributes(Some(shared::queue::envelope_attributes(envelope)))
+                .build()
+                .ok()
+        })
+        .collect();
+    match sqs
+        .send_message_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+    {
+        Ok(output) => output
+            .failed
+            .iter()
+            .filter_map(|f| Some((f.id.parse().ok()?, f.message.clone().unwrap_or_else(|| f.code.clone()))))
+            .collect(),
+        Err(err) => {
+            let reason = aws_sdk_sqs::error::DisplayErrorContext(err).to_string();
+            indexes.iter().map(|&i| (i, reason.clone())).collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn org() -> OrgId {
+        OrgId::parse("acme").unwrap()
+    }
+
+    fn importer() -> UserId {
+        UserId::parse("importer").unwrap()
+    }
+
+    const FILE: &str = r#"{"kind":"command_execution","user_id":"alice","command_name":"build","execution_time_ms":1200,"status":"success","timestamp":"2024-01-02T03:04:05Z"}
+{"kind":"agent_interaction","agent_name":"coder","interaction_type":"response","input_tokens":10,"output_tokens":20,"processing_time_ms":30,"success":true}
+
+{"kind":"user_session","user_id":"alice","session_start":"2024-01-02T03:00:00Z","session_end":"2024-01-02T04:00:00Z"}
+{"kind":"productivity_metric","metric_type":"error_rate","value":3.5,"unit":"percent","period_start":"2024-01-01T00:00:00Z","period_end":"2024-01-02T00:00:00Z"}
+{"kind":"nonsense"}
+{"kind":"command_execution","command_name":"bad name","execution_time_ms":-1,"status":"success"}
+not json
+"#;
+
+    #[test]
+    fn lines_become_envelopes_per_user_and_invalid_lines_are_named() {
+        let plan = plan(FILE.as_bytes(), &org(), &importer(), 100).unwrap();
+        assert_eq!(plan.lines, 8);
+        assert_eq!(plan.counts, [1, 1, 1, 1]);
+        assert_eq!(plan.envelopes.len(), 2, "one envelope for alice, one for the importer");
+        assert!(plan.envelopes.iter().all(|e| e.source == Source::Import));
+        let lines: Vec<usize> = plan.invalid.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [6, 7, 8]);
+        assert!(plan.invalid[1].to_string().contains("command_name"));
+        let alice = plan.envelopes.iter().find(|e| e.user_id.as_str() == "alice").unwrap();
+        assert_eq!(
+            alice.metrics.command_executions[0].timestamp.unwrap().to_rfc3339(),
+            "2024-01-02T03:04:05+00:00",
+            "historical timestamps are kept"
+        );
+    }
+
+    #[test]
+    fn ids_are_derived_from_the_line_so_a_second_import_writes_nothing_new() {
+        let first = plan(FILE.as_bytes(), &org(), &importer(), 100).unwrap();
+        let second = plan(FILE.as_bytes(), &org(), &importer(), 100).unwrap();
+        let ids = |p: &Plan| {
+            p.envelopes
+                .iter()
+                .flat_map(|e| e.metrics.ids().concat())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&first), ids(&second));
+        assert!(ids(&first).iter().all(Option::is_some));
+        let other_org = plan(FILE.as_bytes(), &OrgId::parse("globex").unwrap(), &importer(), 100).unwrap();
+        assert_ne!(ids(&first), ids(&other_org));
+    }
+
+    #[test]
+    fn envelopes_hold_at_most_the_chosen_number_of_metrics() {
+        let line = r#"{"kind":"command_execution","command_name":"x","execution_time_ms":1,"status":"success","context":{"n":"#;
+        let file: String = (0..25).map(|i| format!("{line}{i}}}}}\n")).collect();
+        let plan = plan(file.as_bytes(), &org(), &importer(), 10).unwrap();
+        let sizes: Vec<usize> = plan.envelopes.iter().map(|e| e.metrics.total()).collect();
+        assert_eq!(sizes, [10, 10, 5]);
+        assert!(plan.invalid.is_empty());
+    }
+
+    #[test]
+    fn large_metrics_are_split_to_fit_one_message() {
+        let big = "x".repeat(9_000);
+        let file: String = (0..300)
+            .map(|i| {
+                format!(
+                    r#"{{"kind":"command_execution","command_name":"x","execution_time_ms":{i},"status":"error","error_message":"{big}"}}"#
+                ) + "\n"
+            })
+            .collect();
+        let plan = plan(file.as_bytes(), &org(), &importer(), 1000).unwrap();
+        assert!(plan.envelopes.len() >= 3);
+        assert!(plan.envelopes.iter().all(|e| e.to_message().is_ok()));
+        assert_eq!(plan.envelopes.iter().map(|e| e.metrics.total()).sum::<usize>(), 300);
+    }
+}

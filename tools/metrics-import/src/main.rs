@@ -1,0 +1,160 @@
+//! `metrics-import --org ORG [--user USER] [--queue-url URL] [--per-envelope N] [--skip-invalid]
+//! [--dry-run] [FILE]` — see the README's "Batch imports". Reads FILE (or standard input).
+//! Exit status: 0 all sent; 1 bad usage or configuration; 2 invalid lines (nothing sent unless
+//! `--skip-invalid`); 3 some envelopes could not be queued.
+
+use std::io::{BufReader, IsTerminal, Write};
+
+use metrics_import::{DEFAULT_PER_ENVELOPE, plan, send};
+use shared::batch::KINDS;
+use shared::ids::{OrgId, UserId};
+
+struct Options {
+    org: OrgId,
+    user: UserId,
+    queue_url: Option<String>,
+    per_envelope: usize,
+    skip_invalid: bool,
+    dry_run: bool,
+    file: Option<String>,
+}
+
+fn options(args: &[String]) -> Result<Options, String> {
+    let mut org = None;
+    let mut user = "importer".to_owned();
+    let mut queue_url = std::env::var("BATCH_QUEUE_URL").ok();
+    let mut per_envelope = DEFAULT_PER_ENVELOPE;
+    let (mut skip_invalid, mut dry_run, mut file) = (false, false, None);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().cloned().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--org" => org = Some(value()?),
+            "--user" => user = value()?,
+            "--queue-url" => queue_url = Some(value()?),
+            "--per-envelope" => {
+                per_envelope = value()?
+                    .parse()
+                    .map_err(|_| "--per-envelope needs a number".to_owned())?;
+            }
+            "--skip-invalid" => skip_invalid = true,
+            "--dry-run" => dry_run = true,
+            "-h" | "--help" => return Err(USAGE.into()),
+            other if other.starts_with('-') && other != "-" => return Err(format!("unknown option {other}\n{USAGE}")),
+            other => file = Some(other.to_owned()),
+        }
+    }
+    let org = org.ok_or_else(|| format!("--org is required\n{USAGE}"))?;
+    Ok(Options {
+        org: OrgId::parse(&org).map_err(|e| format!("--org {org:?}: {e}"))?,
+        user: UserId::parse(&user).map_err(|e| format!("--user {user:?}: {e}"))?,
+        queue_url,
+        per_envelope,
+        skip_invalid,
+        dry_run,
+        file: file.filter(|f| f != "-"),
+    })
+}
+
+const USAGE: &str = "usage: metrics-import --org ORG [--user USER] [--queue-url URL] [--per-envelope N] \
+                     [--skip-invalid] [--dry-run] [FILE]";
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match options(&args) {
+        Ok(options) => run(options).await,
+        Err(message) => {
+            eprintln!("{message}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run(options: Options) -> i32 {
+    let input: Box<dyn std::io::BufRead> = match &options.file {
+        Some(path) => match std::fs::File::open(path) {
+            Ok(file) => Box::new(BufReader::new(file)),
+            Err(e) => {
+                eprintln!("cannot open {path}: {e}");
+                return 1;
+            }
+        },
+        None => Box::new(BufReader::new(std::io::stdin())),
+    };
+    let plan = match plan(input, &options.org, &options.user, options.per_envelope) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("cannot read the input: {e}");
+            return 1;
+        }
+    };
+    let counts: Vec<String> = KINDS
+        .iter()
+        .zip(plan.counts)
+        .map(|(k, n)| format!("{k}: {n}"))
+        .collect();
+    eprintln!(
+        "read {} lines: {} valid metrics ({}), {} invalid lines, {} envelopes",
+        plan.lines,
+        plan.metrics(),
+        counts.join(", "),
+        plan.invalid.len(),
+        plan.envelopes.len()
+    );
+    for error in plan.invalid.iter().take(20) {
+        eprintln!("  {error}");
+    }
+    if plan.invalid.len() > 20 {
+        eprintln!("  ... and {} more invalid lines", plan.invalid.len() - 20);
+    }
+    if !plan.invalid.is_empty() && !options.skip_invalid {
+        eprintln!("nothing sent: fix the invalid lines, or pass --skip-invalid to send the valid ones");
+        return 2;
+    }
+    if options.dry_run {
+        eprintln!("dry run: nothing sent");
+        return 0;
+    }
+    let Some(queue_url) = options.queue_url else {
+        eprintln!("no queue: pass --queue-url or set BATCH_QUEUE_URL");
+        return 1;
+    };
+    let aws = shared::app::aws_config().await;
+    let total = plan.metrics();
+    let show = std::io::stderr().is_terminal();
+    let report = send(&aws_sdk_sqs::Client::new(&aws), &queue_url, &plan.envelopes, |sent| {
+        if show {
+            progress_bar(sent, total);
+        }
+    })
+    .await;
+    if show {
+        eprintln!();
+    }
+    eprintln!(
+        "sent {} envelopes ({} metrics) to {queue_url}; {} failed",
+        report.sent_envelopes,
+        report.sent_metrics,
+        report.failed.len()
+    );
+    for (batch_id, reason) in &report.failed {
+        eprintln!("  batch {batch_id}: {reason}");
+    }
+    if report.failed.is_empty() { 0 } else { 3 }
+}
+
+fn progress_bar(done: usize, total: usize) {
+    const WIDTH: usize = 40;
+    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
+    let percent = (done * 100).checked_div(total).unwrap_or(100);
+    let mut err = std::io::stderr();
+    let _ = write!(
+        err,
+        "\r[{}{}] {percent:>3}% {done}/{total} metrics",
+        "#".repeat(filled),
+        ".".repeat(WIDTH - filled)
+    );
+    let _ = err.flush();
+}
