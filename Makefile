@@ -1,5 +1,5 @@
 # The two commands of the README come first; everything else after them.
-.PHONY: dev test lint fmt
+.PHONY: dev test lint fmt release
 
 ## Run the whole local stack and serve the API on http://127.0.0.1:3000 (PORT overrides).
 dev:
@@ -15,3 +15,7 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+## Every function's arm64 release zip, with sizes (cargo-lambda + zig, no Docker).
+release:
+	@bash local/release.sh

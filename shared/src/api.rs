@@ -141,17 +141,20 @@ fn log_request(
     status: StatusCode,
     error: Option<ApiError>,
 ) {
+    let request_id = reply.request_id();
     let org = caller.map(|c| c.org.as_str());
     let user = caller.map(|c| c.user.as_str());
+    let status = status.as_u16();
     let latency_ms = reply.elapsed_ms();
+    crate::telemetry::request_metrics(route, status, latency_ms);
     match error {
-        Some(err) if status.is_server_error() => {
-            tracing::error!(route, org, user, status = status.as_u16(), latency_ms, error = %err, "request failed");
+        Some(err) if status >= 500 => {
+            tracing::error!(request_id, route, org, user, status, latency_ms, error = %err, "request failed");
         }
         Some(err) => {
-            tracing::info!(route, org, user, status = status.as_u16(), latency_ms, error = %err, "request refused");
+            tracing::info!(request_id, route, org, user, status, latency_ms, error = %err, "request refused");
         }
-        None => tracing::info!(route, org, user, status = status.as_u16(), latency_ms, "request served"),
+        None => tracing::info!(request_id, route, org, user, status, latency_ms, "request served"),
     }
 }
 

@@ -36,7 +36,8 @@ pub enum AuthError {
 }
 
 pub struct Authenticator {
-    key: DecodingKey,
+    /// The current key first, then the one being rotated out.
+    keys: Vec<DecodingKey>,
     validation: Validation,
 }
 
@@ -50,19 +51,18 @@ struct Claims {
 
 impl Authenticator {
     pub fn new(config: &AuthConfig) -> Result<Self, ConfigError> {
-        let (algorithm, key) = match &config.key {
-            JwtKey::Hs256 { secret } => (Algorithm::HS256, DecodingKey::from_secret(secret.as_bytes())),
-            JwtKey::Rs256 { public_key_pem } => (
-                Algorithm::RS256,
-                DecodingKey::from_rsa_pem(public_key_pem.as_bytes())
-                    .map_err(|e| ConfigError::new("JWT_PUBLIC_KEY", format!("not an RSA public key: {e}")))?,
-            ),
-            JwtKey::Es256 { public_key_pem } => (
-                Algorithm::ES256,
-                DecodingKey::from_ec_pem(public_key_pem.as_bytes())
-                    .map_err(|e| ConfigError::new("JWT_PUBLIC_KEY", format!("not an EC public key: {e}")))?,
-            ),
-        };
+        let (algorithm, key) = decoding_key(&config.key, "JWT_PUBLIC_KEY")?;
+        let mut keys = vec![key];
+        if let Some(previous) = &config.previous {
+            let (previous_algorithm, key) = decoding_key(previous, "JWT_PREVIOUS_PUBLIC_KEY")?;
+            if previous_algorithm != algorithm {
+                return Err(ConfigError::new(
+                    "JWT_PREVIOUS_PUBLIC_KEY",
+                    "must use the same algorithm as the current key",
+                ));
+            }
+            keys.push(key);
+        }
         let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_exp = true;
@@ -76,7 +76,7 @@ impl Authenticator {
         } else {
             validation.set_audience(&config.audience);
         }
-        Ok(Self { key, validation })
+        Ok(Self { keys, validation })
     }
 
     /// Verifies the `Authorization` header and returns who is calling.
@@ -89,14 +89,43 @@ impl Authenticator {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Invalid);
         }
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| map_jwt_error(e.kind()))?;
+        let data = self.decode(token)?;
         let org = string_claim("org_id", data.claims.org_id)
             .and_then(|raw| OrgId::parse(&raw).map_err(|problem| bad("org_id", problem)))?;
         let user = string_claim("sub", data.claims.sub)
             .and_then(|raw| UserId::parse(&raw).map_err(|problem| bad("sub", problem)))?;
         Ok(Caller { org, user })
     }
+}
+
+impl Authenticator {
+    /// Tries the current key, then the previous one; only a bad signature moves on to the next.
+    fn decode(&self, token: &str) -> Result<jsonwebtoken::TokenData<Claims>, AuthError> {
+        for key in &self.keys {
+            match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
+                Ok(data) => return Ok(data),
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
+                Err(e) => return Err(map_jwt_error(e.kind())),
+            }
+        }
+        Err(AuthError::Invalid)
+    }
+}
+
+fn decoding_key(key: &JwtKey, variable: &str) -> Result<(Algorithm, DecodingKey), ConfigError> {
+    Ok(match key {
+        JwtKey::Hs256 { secret } => (Algorithm::HS256, DecodingKey::from_secret(secret.as_bytes())),
+        JwtKey::Rs256 { public_key_pem } => (
+            Algorithm::RS256,
+            DecodingKey::from_rsa_pem(public_key_pem.as_bytes())
+                .map_err(|e| ConfigError::new(variable, format!("not an RSA public key: {e}")))?,
+        ),
+        JwtKey::Es256 { public_key_pem } => (
+            Algorithm::ES256,
+            DecodingKey::from_ec_pem(public_key_pem.as_bytes())
+                .map_err(|e| ConfigError::new(variable, format!("not an EC public key: {e}")))?,
+        ),
+    })
 }
 
 fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
@@ -164,6 +193,7 @@ mod tests {
     fn config(key: JwtKey) -> AuthConfig {
         AuthConfig {
             key,
+            previous: None,
             issuer: None,
             audience: vec![],
             leeway_seconds: 0,
@@ -407,6 +437,27 @@ mod tests {
             auth.verify(&sign_hs(&claims(), EC_PUBLIC)),
             Err(AuthError::WrongAlgorithm)
         );
+    }
+
+    #[test]
+    fn during_a_rotation_the_previous_key_is_still_accepted() {
+        let mut cfg = config(JwtKey::Hs256 {
+            secret: "the-new-secret-0123456789".into(),
+        });
+        cfg.previous = Some(JwtKey::Hs256 { secret: SECRET.into() });
+        let auth = Authenticator::new(&cfg).unwrap();
+        assert!(auth.verify(&sign_hs(&claims(), "the-new-secret-0123456789")).is_ok());
+        assert!(
+            auth.verify(&sign_hs(&claims(), SECRET)).is_ok(),
+            "old tokens keep working"
+        );
+        assert_eq!(
+            auth.verify(&sign_hs(&claims(), "a-third-secret-0123456789")),
+            Err(AuthError::Invalid)
+        );
+        let mut expired = claims();
+        expired["exp"] = json!(now() - 10);
+        assert_eq!(auth.verify(&sign_hs(&expired, SECRET)), Err(AuthError::Expired));
     }
 
     #[test]

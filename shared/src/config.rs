@@ -85,24 +85,76 @@ impl Env {
     }
 }
 
+/// Where the database is and how to reach it.
+///
+/// Either `DATABASE_URL`, or the parts of an RDS-managed secret: `DATABASE_HOST`, `DATABASE_PORT`
+/// (5432), `DATABASE_NAME`, `DATABASE_USER`, `DATABASE_PASSWORD` (no URL encoding needed).
+/// `DATABASE_SSL_MODE` (`disable`, `prefer`, `require`) overrides the URL's `sslmode`; with parts
+/// it defaults to `require`. Server certificates are checked against the public roots plus
+/// `DATABASE_CA_CERT` (PEM, e.g. the RDS CA bundle).
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
-    pub url: String,
+    pub connection: tokio_postgres::Config,
     pub max_connections: usize,
     /// Budget for getting a connection and for each statement.
     pub timeout: Duration,
+    /// Extra trusted CA certificates, PEM.
+    pub ca_certificates: Option<String>,
 }
 
 impl DatabaseConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let url = env.required("DATABASE_URL")?;
-        url.parse::<tokio_postgres::Config>()
-            .map_err(|e| ConfigError::new("DATABASE_URL", format!("not a PostgreSQL URL: {e}")))?;
+        let mut connection = match env.optional("DATABASE_URL") {
+            Some(url) => url
+                .parse::<tokio_postgres::Config>()
+                .map_err(|e| ConfigError::new("DATABASE_URL", format!("not a PostgreSQL URL: {e}")))?,
+            None => Self::from_parts(env)?,
+        };
+        if let Some(mode) = env.optional("DATABASE_SSL_MODE") {
+            connection.ssl_mode(match mode.as_str() {
+                "disable" => tokio_postgres::config::SslMode::Disable,
+                "prefer" => tokio_postgres::config::SslMode::Prefer,
+                "require" => tokio_postgres::config::SslMode::Require,
+                other => {
+                    return Err(ConfigError::new(
+                        "DATABASE_SSL_MODE",
+                        format!("must be disable, prefer or require, got {other:?}"),
+                    ));
+                }
+            });
+        }
+        let ca_certificates = env.optional("DATABASE_CA_CERT").map(|pem| pem.replace("\\n", "\n"));
+        if ca_certificates
+            .as_ref()
+            .is_some_and(|pem| !pem.contains("-----BEGIN CERTIFICATE-----"))
+        {
+            return Err(ConfigError::new("DATABASE_CA_CERT", "must be PEM certificates"));
+        }
         Ok(Self {
-            url,
+            connection,
             max_connections: env.number_or("DATABASE_MAX_CONNECTIONS", 20, 1)? as usize,
             timeout: env.millis_or("DATABASE_TIMEOUT_MS", 5000)?,
+            ca_certificates,
         })
+    }
+
+    fn from_parts(env: &Env) -> Result<tokio_postgres::Config, ConfigError> {
+        let host = env.optional("DATABASE_HOST").ok_or_else(|| {
+            ConfigError::new(
+                "DATABASE_URL",
+                "is required (or DATABASE_HOST, DATABASE_NAME, DATABASE_USER, DATABASE_PASSWORD)",
+            )
+        })?;
+        let port: u16 = env.parse_or("DATABASE_PORT", 5432)?;
+        let mut connection = tokio_postgres::Config::new();
+        connection
+            .host(&host)
+            .port(port)
+            .dbname(&env.required("DATABASE_NAME")?)
+            .user(&env.required("DATABASE_USER")?)
+            .password(env.required("DATABASE_PASSWORD")?)
+            .ssl_mode(tokio_postgres::config::SslMode::Require);
+        Ok(connection)
     }
 }
 
@@ -132,6 +184,9 @@ pub const LOCAL_DEV_SECRET: &str = "local-dev-secret";
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     pub key: JwtKey,
+    /// The key being rotated out, still accepted (same algorithm): `JWT_PREVIOUS_SECRET` or
+    /// `JWT_PREVIOUS_PUBLIC_KEY`.
+    pub previous: Option<JwtKey>,
     pub issuer: Option<String>,
     pub audience: Vec<String>,
     pub leeway_seconds: u64,
@@ -140,39 +195,23 @@ pub struct AuthConfig {
 impl AuthConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let algorithm = env.optional("JWT_ALGORITHM").unwrap_or_else(|| "HS256".into());
-        let key = match algorithm.as_str() {
-            "HS256" => {
-                let secret = env.required("JWT_SECRET")?;
-                if secret.len() < MIN_JWT_SECRET_BYTES {
-                    return Err(ConfigError::new(
-                        "JWT_SECRET",
-                        format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
-                    ));
-                }
-                let stage = env.optional("STAGE").unwrap_or_default();
-                if secret == LOCAL_DEV_SECRET && matches!(stage.as_str(), "staging" | "prod") {
-                    return Err(ConfigError::new(
-                        "JWT_SECRET",
-                        format!("the public local development secret must not be used in {stage}"),
-                    ));
-                }
-                JwtKey::Hs256 { secret }
-            }
-            "RS256" => JwtKey::Rs256 {
-                public_key_pem: pem_from_env(env)?,
-            },
-            "ES256" => JwtKey::Es256 {
-                public_key_pem: pem_from_env(env)?,
-            },
-            other => {
-                return Err(ConfigError::new(
-                    "JWT_ALGORITHM",
-                    format!("must be HS256, RS256 or ES256, got {other:?}"),
-                ));
-            }
-        };
+        if !matches!(algorithm.as_str(), "HS256" | "RS256" | "ES256") {
+            return Err(ConfigError::new(
+                "JWT_ALGORITHM",
+                format!("must be HS256, RS256 or ES256, got {algorithm:?}"),
+            ));
+        }
+        let key = key_from_env(env, &algorithm, "JWT_SECRET", "JWT_PUBLIC_KEY")?.ok_or_else(|| {
+            let variable = if algorithm == "HS256" {
+                "JWT_SECRET"
+            } else {
+                "JWT_PUBLIC_KEY"
+            };
+            ConfigError::new(variable, "is required but not set")
+        })?;
         Ok(Self {
             key,
+            previous: key_from_env(env, &algorithm, "JWT_PREVIOUS_SECRET", "JWT_PREVIOUS_PUBLIC_KEY")?,
             issuer: env.optional("JWT_ISSUER"),
             audience: env
                 .optional("JWT_AUDIENCE")
@@ -183,13 +222,40 @@ impl AuthConfig {
     }
 }
 
-fn pem_from_env(env: &Env) -> Result<String, ConfigError> {
-    // Environment variables often carry PEM with literal "\n" sequences.
-    let pem = env.required("JWT_PUBLIC_KEY")?.replace("\\n", "\n");
-    if !pem.contains("-----BEGIN") {
-        return Err(ConfigError::new("JWT_PUBLIC_KEY", "must be a PEM public key"));
+/// The key of `algorithm` from `secret_var` (HS256) or `pem_var` (RS256/ES256), if set.
+fn key_from_env(env: &Env, algorithm: &str, secret_var: &str, pem_var: &str) -> Result<Option<JwtKey>, ConfigError> {
+    if algorithm == "HS256" {
+        let Some(secret) = env.optional(secret_var) else {
+            return Ok(None);
+        };
+        if secret.len() < MIN_JWT_SECRET_BYTES {
+            return Err(ConfigError::new(
+                secret_var,
+                format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+            ));
+        }
+        let stage = env.optional("STAGE").unwrap_or_default();
+        if secret == LOCAL_DEV_SECRET && matches!(stage.as_str(), "staging" | "prod") {
+            return Err(ConfigError::new(
+                secret_var,
+                format!("the public local development secret must not be used in {stage}"),
+            ));
+        }
+        return Ok(Some(JwtKey::Hs256 { secret }));
     }
-    Ok(pem)
+    let Some(raw) = env.optional(pem_var) else {
+        return Ok(None);
+    };
+    // Environment variables often carry PEM with literal "\n" sequences.
+    let public_key_pem = raw.replace("\\n", "\n");
+    if !public_key_pem.contains("-----BEGIN") {
+        return Err(ConfigError::new(pem_var, "must be a PEM public key"));
+    }
+    Ok(Some(if algorithm == "RS256" {
+        JwtKey::Rs256 { public_key_pem }
+    } else {
+        JwtKey::Es256 { public_key_pem }
+    }))
 }
 
 /// What the service does when the rate-limit store (DynamoDB) cannot be reached.
@@ -347,6 +413,54 @@ mod tests {
     }
 
     #[test]
+    fn database_parts_build_a_connection_requiring_tls() {
+        let config = DatabaseConfig::from_env(&env(&[
+            ("DATABASE_HOST", "db.example.internal"),
+            ("DATABASE_NAME", "metrics"),
+            ("DATABASE_USER", "svc"),
+            ("DATABASE_PASSWORD", "p@ss/word:with#chars"),
+        ]))
+        .unwrap();
+        assert_eq!(config.connection.get_dbname(), Some("metrics"));
+        assert_eq!(
+            config.connection.get_password(),
+            Some("p@ss/word:with#chars".as_bytes())
+        );
+        assert_eq!(
+            config.connection.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        assert!(!format!("{config:?}").contains("p@ss"), "the password is not printed");
+        let err = DatabaseConfig::from_env(&env(&[("DATABASE_HOST", "h"), ("DATABASE_NAME", "m")])).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_USER");
+    }
+
+    #[test]
+    fn ssl_mode_and_ca_certificates_are_checked() {
+        let base = [("DATABASE_URL", "postgres://u@h/db")];
+        let with = |extra: (&'static str, &'static str)| {
+            let mut pairs = base.to_vec();
+            pairs.push(extra);
+            DatabaseConfig::from_env(&env(&pairs))
+        };
+        assert_eq!(
+            with(("DATABASE_SSL_MODE", "verify-maybe")).unwrap_err().variable,
+            "DATABASE_SSL_MODE"
+        );
+        assert_eq!(
+            with(("DATABASE_CA_CERT", "not pem")).unwrap_err().variable,
+            "DATABASE_CA_CERT"
+        );
+        assert_eq!(
+            with(("DATABASE_SSL_MODE", "disable"))
+                .unwrap()
+                .connection
+                .get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
+        );
+    }
+
+    #[test]
     fn malformed_database_url_is_named() {
         let err = DatabaseConfig::from_env(&env(&[("DATABASE_URL", "postgres://a:b@h:notaport/x")])).unwrap_err();
         assert_eq!(err.variable, "DATABASE_URL");
@@ -365,6 +479,22 @@ mod tests {
             assert_eq!(err.variable, "JWT_SECRET");
         }
         assert!(AuthConfig::from_env(&env(&[("JWT_SECRET", LOCAL_DEV_SECRET), ("STAGE", "dev")])).is_ok());
+    }
+
+    #[test]
+    fn a_previous_key_is_read_for_rotations() {
+        let config = AuthConfig::from_env(&env(&[
+            ("JWT_SECRET", "new-secret-0123456789"),
+            ("JWT_PREVIOUS_SECRET", "old-secret-0123456789"),
+        ]))
+        .unwrap();
+        assert!(matches!(config.previous, Some(JwtKey::Hs256 { .. })));
+        let err = AuthConfig::from_env(&env(&[
+            ("JWT_SECRET", "new-secret-0123456789"),
+            ("JWT_PREVIOUS_SECRET", "short"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.variable, "JWT_PREVIOUS_SECRET");
     }
 
     #[test]

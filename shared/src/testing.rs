@@ -37,6 +37,7 @@ pub fn given(store: InMemoryStore, limiter: impl RateLimiter + 'static, policy: 
         key: JwtKey::Hs256 {
             secret: LOCAL_DEV_SECRET.into(),
         },
+        previous: None,
         issuer: None,
         audience: vec![],
         leeway_seconds: 0,

@@ -88,7 +88,9 @@ pub async fn fresh_database_on(server_url: &str) -> String {
         .await
         .expect("create database");
     let url = with_database(server_url, &name);
-    local_front::provision::migrate(&url).await.expect("migrate");
+    let database = shared::config::DatabaseConfig::from_env(&Env::from_pairs([("DATABASE_URL", url.as_str())]))
+        .expect("database URL");
+    migrate::Migrator { database }.run().await.expect("migrate");
     url
 }
 

@@ -30,8 +30,11 @@ pub struct Worker {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// New rows per kind (`batch::KINDS` order); ids already stored are not counted.
-    Written([u64; 4]),
+    /// Metrics newly stored, and those whose id was stored already.
+    Written {
+        new: u64,
+        duplicates: u64,
+    },
     DeadLettered,
     Retry,
 }
@@ -53,7 +56,9 @@ impl Worker {
 
     /// Processes one SQS event; the response names only the messages to deliver again.
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+        let started = std::time::Instant::now();
         let outcomes = self.process_all(event.payload.records).await;
+        publish_metrics(&outcomes, started.elapsed());
         let mut response = SqsBatchResponse::default();
         for (message_id, outcome) in outcomes {
             if outcome != Outcome::Retry {
@@ -99,6 +104,22 @@ impl Worker {
     }
 }
 
+/// The invocation's outcome as CloudWatch metrics (EMF).
+fn publish_metrics(outcomes: &[(Option<String>, Outcome)], elapsed: std::time::Duration) {
+    let (mut written, mut duplicates, mut poison, mut failed) = (0, 0, 0, 0);
+    for (_, outcome) in outcomes {
+        match outcome {
+            Outcome::Written { new, duplicates: d } => {
+                written += new;
+                duplicates += d;
+            }
+            Outcome::DeadLettered => poison += 1,
+            Outcome::Retry => failed += 1,
+        }
+    }
+    shared::telemetry::worker_metrics(written, duplicates, poison, failed, elapsed.as_secs_f64() * 1e3);
+}
+
 /// Writes one message, or forwards it to the dead-letter queue if it can never be written.
 pub async fn process(store: &dyn MetricStore, dead_letters: &dyn DeadLetters, record: SqsMessage) -> Outcome {
     let message_id = record.message_id.as_deref().unwrap_or_default();
@@ -123,16 +144,20 @@ pub async fn process(store: &dyn MetricStore, dead_letters: &dyn DeadLetters, re
     match store.write_envelope(&envelope).await {
         Ok(new) => {
             let total = envelope.metrics.total() as u64;
+            let new = new.iter().sum::<u64>();
             tracing::info!(
                 message_id,
                 batch_id = %envelope.batch_id,
                 org = %envelope.organization_id,
                 source = ?envelope.source,
                 metrics = total,
-                duplicates = total - new.iter().sum::<u64>(),
+                duplicates = total - new,
                 "batch written"
             );
-            Outcome::Written(new)
+            Outcome::Written {
+                new,
+                duplicates: total - new,
+            }
         }
         Err(err) => {
             tracing::warn!(message_id, batch_id = %envelope.batch_id, error = %err, "batch not written; it will come back");
@@ -254,7 +279,11 @@ mod tests {
         let outcomes = worker
             .process_all(event(&[("m1", message.clone()), ("m1", message)]).payload.records)
             .await;
-        assert!(outcomes.iter().all(|(_, o)| *o == Outcome::Written([0, 0, 0, 0])));
+        assert!(
+            outcomes
+                .iter()
+                .all(|(_, o)| *o == Outcome::Written { new: 0, duplicates: 1 })
+        );
         assert_eq!(store.command_executions(&OrgId::parse("acme").unwrap()).len(), 1);
     }
 

@@ -81,7 +81,16 @@ pub async fn tenant_version(client: &Client, org: &OrgId) -> Result<Option<i32>,
 /// Safe under concurrency: the first caller does the work, the others wait for it and find
 /// nothing left to do. Returns whether anything was applied.
 pub async fn provision_tenant(client: &mut Client, org: &OrgId) -> Result<bool, tokio_postgres::Error> {
-    let latest = latest_tenant_version();
+    provision_tenant_with(client, org, TENANT).await
+}
+
+/// [`provision_tenant`] with a given list of tenant migrations (tests add one).
+pub async fn provision_tenant_with(
+    client: &mut Client,
+    org: &OrgId,
+    migrations: &[Migration],
+) -> Result<bool, tokio_postgres::Error> {
+    let latest = migrations.last().map_or(0, |m| m.version);
     if tenant_version(client, org).await? >= Some(latest) {
         return Ok(false);
     }
@@ -115,7 +124,7 @@ pub async fn provision_tenant(client: &mut Client, org: &OrgId) -> Result<bool, 
     if current >= latest {
         return Ok(false);
     }
-    for migration in TENANT.iter().filter(|m| m.version > current) {
+    for migration in migrations.iter().filter(|m| m.version > current) {
         tx.batch_execute(&migration.sql.replace("{schema}", &schema)).await?;
     }
     tx.execute(
@@ -127,12 +136,39 @@ pub async fn provision_tenant(client: &mut Client, org: &OrgId) -> Result<bool, 
     Ok(true)
 }
 
+/// What a migration run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MigrationReport {
+    pub public_migrations_applied: usize,
+    pub tenants_upgraded: usize,
+    pub tenant_schema_version: i32,
+}
+
+/// The whole migration: the public schema, then every existing tenant. What the `migrate`
+/// function runs after a deploy, and what the local stack and the tests run.
+pub async fn migrate_database(client: &mut Client) -> Result<MigrationReport, tokio_postgres::Error> {
+    Ok(MigrationReport {
+        public_migrations_applied: migrate_public(client).await?,
+        tenants_upgraded: migrate_all_tenants(client).await?,
+        tenant_schema_version: latest_tenant_version(),
+    })
+}
+
 /// Brings every registered tenant to the latest tenant migration; returns how many changed.
 pub async fn migrate_all_tenants(client: &mut Client) -> Result<usize, tokio_postgres::Error> {
+    migrate_all_tenants_with(client, TENANT).await
+}
+
+/// [`migrate_all_tenants`] with a given list of tenant migrations (tests add one).
+pub async fn migrate_all_tenants_with(
+    client: &mut Client,
+    migrations: &[Migration],
+) -> Result<usize, tokio_postgres::Error> {
+    let latest = migrations.last().map_or(0, |m| m.version);
     let rows = client
         .query(
             "SELECT organization_id FROM public.tenants WHERE schema_version < $1 ORDER BY organization_id",
-            &[&latest_tenant_version()],
+            &[&latest],
         )
         .await?;
     let mut changed = 0;
@@ -143,7 +179,7 @@ pub async fn migrate_all_tenants(client: &mut Client) -> Result<usize, tokio_pos
             tracing::error!(organization_id = raw, "skipping tenant with an invalid id");
             continue;
         };
-        if provision_tenant(client, &org).await? {
+        if provision_tenant_with(client, &org, migrations).await? {
             changed += 1;
         }
     }

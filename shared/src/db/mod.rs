@@ -10,7 +10,9 @@ mod store;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, Object, Pool, PoolError, Runtime};
-use tokio_postgres::NoTls;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use store::PgStore;
 
@@ -27,10 +29,7 @@ impl Database {
     /// Builds the pool; connections are opened on first use, so a cold start does not fail
     /// (or wait) when the database is briefly unreachable.
     pub fn connect(config: &DatabaseConfig) -> Result<Self, ConfigError> {
-        let mut pg: tokio_postgres::Config = config
-            .url
-            .parse()
-            .map_err(|e| ConfigError::new("DATABASE_URL", format!("not a PostgreSQL URL: {e}")))?;
+        let mut pg = config.connection.clone();
         pg.connect_timeout(config.timeout);
         if pg.get_application_name().is_none() {
             pg.application_name("metrics-collection");
@@ -39,7 +38,7 @@ impl Database {
         let mut options = pg.get_options().unwrap_or_default().to_owned();
         options.push_str(&format!(" -c statement_timeout={}", config.timeout.as_millis()));
         pg.options(options.trim());
-        let pool = Pool::builder(Manager::new(pg, NoTls))
+        let pool = Pool::builder(Manager::new(pg, tls(config)?))
             .max_size(config.max_connections)
             .wait_timeout(Some(config.timeout))
             .create_timeout(Some(config.timeout))
@@ -102,6 +101,45 @@ macro_rules! with_client {
     }};
 }
 pub(crate) use with_client;
+
+/// TLS for PostgreSQL: the public roots (enough for RDS Proxy and most managed services) plus
+/// the configured CA certificates (e.g. the RDS bundle). Whether TLS is used follows `sslmode`.
+pub fn tls(config: &DatabaseConfig) -> Result<MakeRustlsConnect, ConfigError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = &config.ca_certificates {
+        for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let certificate = certificate
+                .map_err(|e| ConfigError::new("DATABASE_CA_CERT", format!("unreadable certificate: {e}")))?;
+            roots
+                .add(certificate)
+                .map_err(|e| ConfigError::new("DATABASE_CA_CERT", format!("unusable certificate: {e}")))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::new("DATABASE_URL", format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(tls))
+}
+
+/// One connection outside the pool (for migrations); its driver runs in the background.
+pub async fn connect_one(config: &DatabaseConfig) -> Result<tokio_postgres::Client, String> {
+    let tls = tls(config).map_err(|e| e.to_string())?;
+    let (client, connection) = config
+        .connection
+        .connect(tls)
+        .await
+        .map_err(|e| format!("connect to PostgreSQL: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::warn!(error = %err, "migration connection closed");
+        }
+    });
+    Ok(client)
+}
 
 /// An error of the connection rather than of the statement.
 pub(crate) fn is_connection_error(err: &tokio_postgres::Error) -> bool {

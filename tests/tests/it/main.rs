@@ -9,3 +9,4 @@ mod migrations;
 mod rate_limit;
 mod routes;
 mod sessions;
+mod template;

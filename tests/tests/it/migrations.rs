@@ -88,3 +88,81 @@ async fn a_tenant_schema_has_the_specifications_tables_and_indexes() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_new_tenant_migration_upgrades_every_existing_tenant() {
+    use shared::db::migrate::{Migration, TENANT, migrate_all_tenants_with, provision_tenant_with};
+    let url = fresh_database().await;
+    let mut client = connect(&url).await;
+    for org in ["acme", "globex"] {
+        provision_tenant(&mut client, &OrgId::parse(org).unwrap())
+            .await
+            .unwrap();
+    }
+    let next = TENANT.last().unwrap().version + 1;
+    let mut upgraded: Vec<Migration> = TENANT
+        .iter()
+        .map(|m| Migration {
+            version: m.version,
+            name: m.name,
+            sql: m.sql,
+        })
+        .collect();
+    upgraded.push(Migration {
+        version: next,
+        name: "marker",
+        sql: "CREATE TABLE IF NOT EXISTS {schema}.marker (x integer)",
+    });
+
+    assert_eq!(migrate_all_tenants_with(&mut client, &upgraded).await.unwrap(), 2);
+    assert_eq!(
+        migrate_all_tenants_with(&mut client, &upgraded).await.unwrap(),
+        0,
+        "idempotent"
+    );
+    assert!(
+        provision_tenant_with(&mut client, &OrgId::parse("newcomer").unwrap(), &upgraded)
+            .await
+            .unwrap()
+    );
+
+    for org in ["acme", "globex", "newcomer"] {
+        let version: i32 = client
+            .query_one(
+                "SELECT schema_version FROM public.tenants WHERE organization_id = $1",
+                &[&org],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(version, next, "{org}");
+        client
+            .batch_execute(&format!("SELECT x FROM \"org_{org}\".marker"))
+            .await
+            .unwrap_or_else(|e| panic!("{org}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn the_migrate_function_reports_what_it_did() {
+    let url = fresh_database().await;
+    let database =
+        shared::config::DatabaseConfig::from_env(&shared::config::Env::from_pairs([("DATABASE_URL", url.as_str())]))
+            .unwrap();
+    let mut client = connect(&url).await;
+    provision_tenant(&mut client, &OrgId::parse("acme").unwrap())
+        .await
+        .unwrap();
+    let migrator = migrate::Migrator { database };
+    let event = lambda_runtime::LambdaEvent::new(
+        serde_json::from_str(include_str!("../../../events/migrate.json")).unwrap(),
+        lambda_runtime::Context::default(),
+    );
+    let report = migrator.handle(event).await.unwrap();
+    assert_eq!(report.public_migrations_applied, 0, "already applied");
+    assert_eq!(report.tenants_upgraded, 0, "already current");
+    assert_eq!(
+        report.tenant_schema_version,
+        shared::db::migrate::latest_tenant_version()
+    );
+}

@@ -32,10 +32,10 @@ async fn provision_stack() -> Result<(), String> {
     let aws = shared::app::aws_config().await;
     provision::ensure_rate_limit_table(&aws_sdk_dynamodb::Client::new(&aws), &rate.table_name).await?;
     let dlq = provision::ensure_batch_queues(&aws_sdk_sqs::Client::new(&aws), &queue.url, Default::default()).await?;
-    let (public, tenants) = provision::migrate(&database.url).await?;
+    let report = migrate::Migrator { database }.run().await?;
     eprintln!(
-        "provisioned: table {}, queue {} (dead letters: {dlq}), {public} public migration(s), {tenants} tenant(s) upgraded",
-        rate.table_name, queue.url
+        "provisioned: table {}, queue {} (dead letters: {dlq}), {} public migration(s), {} tenant(s) upgraded",
+        rate.table_name, queue.url, report.public_migrations_applied, report.tenants_upgraded
     );
     Ok(())
 }

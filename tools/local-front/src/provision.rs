@@ -1,12 +1,11 @@
 //! What the local stack creates before it serves: the rate-limit table and the batch queue with
-//! its dead-letter queue (as `template.yaml` declares them), and the public-schema migrations.
-//! Idempotent; the tests use it too.
+//! its dead-letter queue, as `template.yaml` declares them. Idempotent; the tests use it too.
+//! (Migrations run through the `migrate` function's own code.)
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
 };
-use shared::db::migrate::{migrate_all_tenants, migrate_public};
 
 /// Creates the rate-limit table unless it exists: `pk` (string) hash key, on-demand, TTL on
 /// `expires_at`.
@@ -62,23 +61,6 @@ pub async fn ensure_rate_limit_table(dynamo: &Client, table: &str) -> Result<(),
             )
         })?;
     Ok(())
-}
-
-/// Applies the public migrations and upgrades existing tenants; returns (public, tenants) counts.
-pub async fn migrate(database_url: &str) -> Result<(usize, usize), String> {
-    let (mut client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| format!("connect to PostgreSQL: {e}"))?;
-    let driver = tokio::spawn(connection);
-    let public = migrate_public(&mut client)
-        .await
-        .map_err(|e| format!("public migrations: {e}"))?;
-    let tenants = migrate_all_tenants(&mut client)
-        .await
-        .map_err(|e| format!("tenant migrations: {e}"))?;
-    drop(client);
-    let _ = driver.await;
-    Ok((public, tenants))
 }
 
 /// How the batch queue redelivers.

@@ -1,0 +1,10 @@
+use lambda_runtime::{Error, service_fn};
+use migrate::Migrator;
+use shared::config::Env;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let migrator = Migrator::from_env(&Env::process()).inspect_err(shared::telemetry::startup_failed)?;
+    lambda_runtime::run(service_fn(|event| migrator.handle(event))).await
+}

@@ -1,0 +1,114 @@
+//! template.yaml, the function crates and the local front agree: every route points at a
+//! function crate that exists, every function crate is deployed with a route or an event source
+//! (or is explicitly operator-invoked), and the local front serves exactly the template's routes
+//! and schedules.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use integration_tests::TestApp;
+use local_front::TEMPLATE;
+use local_front::routes::{function_binary, functions, template_routes, template_schedules};
+use serde_yaml::Value;
+
+/// Functions without an event source, run by operators (`sam remote invoke`).
+const OPERATOR_INVOKED: &[&str] = &["migrate"];
+
+fn template() -> Value {
+    serde_yaml::from_str(TEMPLATE).unwrap()
+}
+
+fn crate_names() -> BTreeSet<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.join("Cargo.toml").exists())
+        .map(|path| {
+            let manifest = std::fs::read_to_string(path.join("Cargo.toml")).unwrap();
+            let name = manifest
+                .lines()
+                .find_map(|line| line.strip_prefix("name = "))
+                .unwrap_or_else(|| panic!("{} has no package name", path.display()));
+            name.trim_matches('"').to_owned()
+        })
+        .collect()
+}
+
+fn event_types(resource: &Value) -> Vec<String> {
+    resource
+        .get("Properties")
+        .and_then(|p| p.get("Events"))
+        .and_then(Value::as_mapping)
+        .map(|events| {
+            events
+                .values()
+                .filter_map(|e| e.get("Type").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_template_function_is_a_crate_and_every_crate_is_deployed() {
+    let doc = template();
+    let mut deployed = BTreeSet::new();
+    for (name, resource) in functions(&doc).unwrap() {
+        let binary = function_binary(resource).unwrap_or_else(|| panic!("{name}: no BuildProperties.Binary"));
+        assert_eq!(
+            resource
+                .get("Metadata")
+                .and_then(|m| m.get("BuildMethod"))
+                .and_then(Value::as_str),
+            Some("rust-cargolambda"),
+            "{name}"
+        );
+        let events = event_types(resource);
+        if OPERATOR_INVOKED.contains(&binary.as_str()) {
+            assert!(events.is_empty(), "{name} is operator-invoked and must not be routed");
+        } else {
+            assert!(!events.is_empty(), "{name} ({binary}) has no route or event source");
+            for kind in &events {
+                assert!(
+                    ["HttpApi", "Schedule", "SQS"].contains(&kind.as_str()),
+                    "{name}: unexpected event {kind}"
+                );
+            }
+        }
+        assert!(deployed.insert(binary.clone()), "{binary} deployed twice");
+    }
+    assert_eq!(
+        deployed,
+        crate_names(),
+        "template functions and functions/ crates differ"
+    );
+}
+
+#[test]
+fn every_route_is_unique() {
+    let routes = template_routes(TEMPLATE).unwrap();
+    let keys: BTreeSet<String> = routes.iter().map(|r| r.key()).collect();
+    assert_eq!(keys.len(), routes.len(), "a route is declared twice");
+    assert!(routes.iter().all(|r| r.path.starts_with("/api/v1/")));
+}
+
+#[tokio::test]
+async fn the_local_front_serves_exactly_the_templates_routes_and_schedules() {
+    let given = TestApp::spawn().await;
+    let gateway = local_front::gateway::Gateway::new(TEMPLATE, local_front::handlers(&given.stack)).unwrap();
+    let served: BTreeSet<String> = gateway.route_keys().into_iter().collect();
+    let declared: BTreeSet<String> = template_routes(TEMPLATE).unwrap().iter().map(|r| r.key()).collect();
+    assert_eq!(served, declared);
+
+    let scheduler = local_front::scheduler::Scheduler::new(TEMPLATE, local_front::jobs(&given.stack)).unwrap();
+    assert_eq!(scheduler.describe().len(), template_schedules(TEMPLATE).unwrap().len());
+
+    // The one queue consumer of the template is the worker the local poller feeds.
+    let consumers: Vec<String> = functions(&template())
+        .unwrap()
+        .into_iter()
+        .filter(|(_, r)| event_types(r).contains(&"SQS".to_owned()))
+        .filter_map(|(_, r)| function_binary(r))
+        .collect();
+    assert_eq!(consumers, ["batch-worker"]);
+}
