@@ -1,5 +1,5 @@
 # The two commands of the README come first; everything else after them.
-.PHONY: dev test lint fmt release
+.PHONY: dev test lint fmt release bench
 
 ## Run the whole local stack and serve the API on http://127.0.0.1:3000 (PORT overrides).
 dev:
@@ -19,3 +19,7 @@ fmt:
 ## Every function's arm64 release zip, with sizes (cargo-lambda + zig, no Docker).
 release:
 	@bash local/release.sh
+
+## Latency, CPU, throughput, memory, start-up and size against a throwaway local stack.
+bench:
+	@bash local/bench.sh

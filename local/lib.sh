@@ -99,3 +99,35 @@ AWS_ACCESS_KEY_ID=local
 AWS_SECRET_ACCESS_KEY=local
 ENV
 }
+
+# Starts a throwaway PostgreSQL and a moto server on free ports under a new run folder, and
+# stops and removes them when the calling script exits. Exports the AWS variables for moto,
+# STACK_DATABASE_URL (the server's `postgres` database) and STACK_RUN_DIR.
+start_throwaway_stack() {
+  local name=$1
+  STACK_RUN_DIR=$(pg_data_dir "$name-$$")
+  STACK_PG_DIR="$STACK_RUN_DIR/pg"
+  local pg_port moto_port
+  pg_port=$(free_port)
+  moto_port=$(free_port)
+  STACK_MOTO_PID=""
+  trap stop_throwaway_stack INT TERM EXIT
+  mkdir -p "$STACK_RUN_DIR"
+  log "starting PostgreSQL on 127.0.0.1:$pg_port and moto on 127.0.0.1:$moto_port"
+  PG_EXTRA_OPTIONS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
+    "$ROOT/local/pg.sh" start "$STACK_PG_DIR" "$pg_port"
+  STACK_MOTO_PID=$(start_moto "$moto_port" "$STACK_RUN_DIR/moto.log")
+  set -a
+  eval "$(aws_local_env "http://127.0.0.1:$moto_port")"
+  set +a
+  export STACK_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+  export STACK_RUN_DIR
+}
+
+stop_throwaway_stack() {
+  trap - INT TERM EXIT
+  set +e
+  [ -n "${STACK_MOTO_PID:-}" ] && kill "$STACK_MOTO_PID" 2>/dev/null
+  "$ROOT/local/pg.sh" stop "$STACK_PG_DIR" 2>/dev/null
+  rm -rf "$STACK_RUN_DIR"
+}

@@ -27,7 +27,9 @@ struct TenantSql {
     session_update: String,
     session_end: String,
     abandon_idle: String,
-    write_envelope: String,
+    schema: String,
+    /// The envelope statements, by the set of kinds present, built on first use.
+    envelopes: [std::sync::OnceLock<String>; 16],
 }
 
 impl TenantSql {
@@ -64,14 +66,20 @@ impl TenantSql {
                  total_duration_ms = GREATEST(0, floor(extract(epoch FROM now() - session_start) * 1000))::bigint, \
                  productivity_score = coalesce($6, productivity_score)",
             ),
-            write_envelope: write_envelope(&schema),
+            envelopes: Default::default(),
             abandon_idle: format!(
                 "UPDATE {schema}.user_sessions SET status = 'abandoned', session_end = updated_at, \
                  total_duration_ms = GREATEST(0, floor(extract(epoch FROM updated_at - session_start) * 1000))::bigint, \
                  updated_at = now() \
                  WHERE status = 'active' AND updated_at < now() - make_interval(secs => $1) RETURNING id"
             ),
+            schema,
         }
+    }
+
+    /// The statement writing the kinds in `present` (see [`envelope_statement`]).
+    fn envelope(&self, present: usize) -> &str {
+        self.envelopes[present].get_or_init(|| envelope_statement(&self.schema, present))
     }
 }
 
@@ -82,60 +90,136 @@ struct InsertSql {
 }
 
 impl InsertSql {
-    /// The insert ignores an existing id and returns the stored row's id and creation time
-    /// either way, in one statement; `$1` must be the id.
+    /// A plain insert that skips an existing id (cheap to plan on every call); when it returns
+    /// no row, `select_existing` reads the stored one. `$1` must be the id.
     fn new(table: &str, columns: &str, values: &str) -> Self {
-        let select_existing = format!("SELECT id, created_at FROM {table} WHERE id = $1");
         Self {
             insert: format!(
-                "WITH inserted AS ( \
-                    INSERT INTO {table} ({columns}) VALUES ({values}) \
-                    ON CONFLICT (id) DO NOTHING RETURNING id, created_at) \
-                 SELECT id, created_at FROM inserted \
-                 UNION ALL \
-                 {select_existing} AND NOT EXISTS (SELECT 1 FROM inserted)"
+                "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING RETURNING id, created_at"
             ),
-            select_existing,
+            select_existing: format!("SELECT id, created_at FROM {table} WHERE id = $1"),
         }
     }
 }
 
-/// One statement that writes a whole envelope: four multi-row inserts from arrays (one per kind,
-/// each `ON CONFLICT (id) DO NOTHING`), atomic because it is one statement, in one round trip.
-/// Returns how many rows of each kind were new. Parameters: `$1` organization, `$2` user, `$3`
-/// received_at (the default timestamp), then one array per column, kind after kind.
-fn write_envelope(schema: &str) -> String {
-    format!(
-        "WITH \
-         c AS (INSERT INTO {schema}.command_executions (id, organization_id, user_id, command_name, command_args, \
-                   execution_time_ms, status, error_message, context, \"timestamp\") \
-               SELECT r.id, $1, $2, r.name, r.args, r.t, r.status, r.err, r.ctx, coalesce(r.ts, $3) \
-               FROM unnest($4::uuid[], $5::text[], $6::jsonb[], $7::float8[], $8::text[], $9::text[], $10::jsonb[], \
-                           $11::timestamptz[]) AS r(id, name, args, t, status, err, ctx, ts) \
-               ON CONFLICT (id) DO NOTHING RETURNING 1), \
-         a AS (INSERT INTO {schema}.agent_interactions (id, organization_id, user_id, agent_name, interaction_type, \
-                   input_tokens, output_tokens, processing_time_ms, success, metadata, \"timestamp\") \
-               SELECT r.id, $1, $2, r.name, r.kind, r.input, r.output, r.t, r.ok, r.meta, coalesce(r.ts, $3) \
-               FROM unnest($12::uuid[], $13::text[], $14::text[], $15::int8[], $16::int8[], $17::float8[], $18::bool[], \
-                           $19::jsonb[], $20::timestamptz[]) AS r(id, name, kind, input, output, t, ok, meta, ts) \
-               ON CONFLICT (id) DO NOTHING RETURNING 1), \
-         u AS (INSERT INTO {schema}.user_sessions (id, organization_id, user_id, session_start, session_end, \
-                   total_duration_ms, commands_executed, agents_used, productivity_score, context, status) \
-               SELECT r.id, $1, $2, r.start, r.finish, \
-                      CASE WHEN r.finish IS NULL THEN NULL \
-                           ELSE GREATEST(0, floor(extract(epoch FROM r.finish - r.start) * 1000))::bigint END, \
-                      r.cmds::integer, ARRAY(SELECT jsonb_array_elements_text(r.agents)), r.score, r.ctx, r.status \
-               FROM unnest($21::uuid[], $22::timestamptz[], $23::timestamptz[], $24::int8[], $25::jsonb[], \
-                           $26::float8[], $27::jsonb[], $28::text[]) AS r(id, start, finish, cmds, agents, score, ctx, status) \
-               ON CONFLICT (id) DO NOTHING RETURNING 1), \
-         p AS (INSERT INTO {schema}.productivity_metrics (id, organization_id, user_id, metric_type, value, unit, \
-                   period_start, period_end, dimensions) \
-               SELECT r.id, $1, $2, r.kind, r.value, r.unit, r.start, r.finish, r.dims \
-               FROM unnest($29::uuid[], $30::text[], $31::float8[], $32::text[], $33::timestamptz[], \
-                           $34::timestamptz[], $35::jsonb[]) AS r(id, kind, value, unit, start, finish, dims) \
-               ON CONFLICT (id) DO NOTHING RETURNING 1) \
-         SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM a), (SELECT count(*) FROM u), (SELECT count(*) FROM p)"
-    )
+/// How each kind of metric is inserted from arrays (one array per column): its table and
+/// columns, the `SELECT` over `unnest` (columns `id`, `a1`, `a2`, ...) and the array types, in
+/// `batch::KINDS` order. `$1` is the organization, `$2` the user, `$3` the envelope's
+/// `received_at` (the default timestamp).
+struct KindInsert {
+    table: &'static str,
+    columns: &'static str,
+    select: &'static str,
+    arrays: &'static [&'static str],
+}
+
+const KIND_INSERTS: [KindInsert; 4] = [
+    KindInsert {
+        table: "command_executions",
+        columns: "id, organization_id, user_id, command_name, command_args, execution_time_ms, status, error_message, \
+                  context, \"timestamp\"",
+        select: "r.id, $1, $2, r.a1, r.a2, r.a3, r.a4, r.a5, r.a6, coalesce(r.a7, $3)",
+        arrays: &[
+            "uuid",
+            "text",
+            "jsonb",
+            "float8",
+            "text",
+            "text",
+            "jsonb",
+            "timestamptz",
+        ],
+    },
+    KindInsert {
+        table: "agent_interactions",
+        columns: "id, organization_id, user_id, agent_name, interaction_type, input_tokens, output_tokens, \
+                  processing_time_ms, success, metadata, \"timestamp\"",
+        select: "r.id, $1, $2, r.a1, r.a2, r.a3, r.a4, r.a5, r.a6, r.a7, coalesce(r.a8, $3)",
+        arrays: &[
+            "uuid",
+            "text",
+            "text",
+            "int8",
+            "int8",
+            "float8",
+            "bool",
+            "jsonb",
+            "timestamptz",
+        ],
+    },
+    KindInsert {
+        table: "user_sessions",
+        columns: "id, organization_id, user_id, session_start, session_end, total_duration_ms, commands_executed, \
+                  agents_used, productivity_score, context, status",
+        select: "r.id, $1, $2, r.a1, r.a2, \
+                 CASE WHEN r.a2 IS NULL THEN NULL \
+                      ELSE GREATEST(0, floor(extract(epoch FROM r.a2 - r.a1) * 1000))::bigint END, \
+                 r.a3::integer, ARRAY(SELECT jsonb_array_elements_text(r.a4)), r.a5, r.a6, r.a7",
+        arrays: &[
+            "uuid",
+            "timestamptz",
+            "timestamptz",
+            "int8",
+            "jsonb",
+            "float8",
+            "jsonb",
+            "text",
+        ],
+    },
+    KindInsert {
+        table: "productivity_metrics",
+        columns: "id, organization_id, user_id, metric_type, value, unit, period_start, period_end, dimensions",
+        select: "r.id, $1, $2, r.a1, r.a2, r.a3, r.a4, r.a5, r.a6",
+        arrays: &["uuid", "text", "float8", "text", "timestamptz", "timestamptz", "jsonb"],
+    },
+];
+
+/// The statement that writes the kinds in `present` (bit `i` = `batch::KINDS[i]`), each
+/// `ON CONFLICT (id) DO NOTHING`. One kind is a plain insert (its row count is the answer); several
+/// are data-modifying CTEs of one statement, atomic together, answering one count per kind.
+fn envelope_statement(schema: &str, present: usize) -> String {
+    let mut next_param = 4;
+    let mut inserts = Vec::new();
+    for (kind, spec) in KIND_INSERTS.iter().enumerate().filter(|(k, _)| present & (1 << k) != 0) {
+        let arrays: Vec<String> = spec
+            .arrays
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| format!("${}::{ty}[]", next_param + i))
+            .collect();
+        let names: Vec<String> = std::iter::once("id".to_owned())
+            .chain((1..spec.arrays.len()).map(|i| format!("a{i}")))
+            .collect();
+        next_param += spec.arrays.len();
+        inserts.push((
+            kind,
+            format!(
+                "INSERT INTO {schema}.{} ({}) SELECT {} FROM unnest({}) AS r({}) ON CONFLICT (id) DO NOTHING",
+                spec.table,
+                spec.columns,
+                spec.select,
+                arrays.join(", "),
+                names.join(", ")
+            ),
+        ));
+    }
+    if let [(_, single)] = inserts.as_slice() {
+        return single.clone();
+    }
+    let ctes: Vec<String> = inserts
+        .iter()
+        .map(|(k, sql)| format!("k{k} AS ({sql} RETURNING 1)"))
+        .collect();
+    let counts: Vec<String> = (0..4)
+        .map(|k| {
+            if present & (1 << k) != 0 {
+                format!("(SELECT count(*) FROM k{k})")
+            } else {
+                "0::bigint".to_owned()
+            }
+        })
+        .collect();
+    format!("WITH {} SELECT {}", ctes.join(", "), counts.join(", "))
 }
 
 const SESSION_COLUMNS: &str = "id, status, session_start, session_end, total_duration_ms, commands_executed, \
@@ -425,56 +509,47 @@ impl MetricStore for PgStore {
     }
 
     async fn write_envelope(&self, envelope: &Envelope) -> Result<[u64; 4], StoreError> {
-        let c = EnvelopeColumns::new(envelope);
+        let columns = EnvelopeColumns::new(envelope);
+        let present = columns.present();
+        if present == 0 {
+            return Ok([0; 4]);
+        }
         let org = envelope.organization_id.as_str();
         let user = envelope.user_id.as_str();
-        let params: [(&(dyn ToSql + Sync), Type); 35] = [
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
             (&org, Type::TEXT),
             (&user, Type::TEXT),
             (&envelope.received_at, Type::TIMESTAMPTZ),
-            (&c.command_ids, Type::UUID_ARRAY),
-            (&c.command_names, Type::TEXT_ARRAY),
-            (&c.command_args, Type::JSONB_ARRAY),
-            (&c.command_times, Type::FLOAT8_ARRAY),
-            (&c.command_statuses, Type::TEXT_ARRAY),
-            (&c.command_errors, Type::TEXT_ARRAY),
-            (&c.command_contexts, Type::JSONB_ARRAY),
-            (&c.command_timestamps, Type::TIMESTAMPTZ_ARRAY),
-            (&c.agent_ids, Type::UUID_ARRAY),
-            (&c.agent_names, Type::TEXT_ARRAY),
-            (&c.agent_kinds, Type::TEXT_ARRAY),
-            (&c.agent_input, Type::INT8_ARRAY),
-            (&c.agent_output, Type::INT8_ARRAY),
-            (&c.agent_times, Type::FLOAT8_ARRAY),
-            (&c.agent_success, Type::BOOL_ARRAY),
-            (&c.agent_metadata, Type::JSONB_ARRAY),
-            (&c.agent_timestamps, Type::TIMESTAMPTZ_ARRAY),
-            (&c.session_ids, Type::UUID_ARRAY),
-            (&c.session_starts, Type::TIMESTAMPTZ_ARRAY),
-            (&c.session_ends, Type::TIMESTAMPTZ_ARRAY),
-            (&c.session_commands, Type::INT8_ARRAY),
-            (&c.session_agents, Type::JSONB_ARRAY),
-            (&c.session_scores, Type::FLOAT8_ARRAY),
-            (&c.session_contexts, Type::JSONB_ARRAY),
-            (&c.session_statuses, Type::TEXT_ARRAY),
-            (&c.productivity_ids, Type::UUID_ARRAY),
-            (&c.productivity_kinds, Type::TEXT_ARRAY),
-            (&c.productivity_values, Type::FLOAT8_ARRAY),
-            (&c.productivity_units, Type::TEXT_ARRAY),
-            (&c.productivity_starts, Type::TIMESTAMPTZ_ARRAY),
-            (&c.productivity_ends, Type::TIMESTAMPTZ_ARRAY),
-            (&c.productivity_dimensions, Type::JSONB_ARRAY),
         ];
-        let rows = with_client!(&self.db, |client| {
+        for kind in 0..4 {
+            if present & (1 << kind) != 0 {
+                params.extend(columns.params(kind));
+            }
+        }
+        let single_kind = present.count_ones() == 1;
+        let counts = with_client!(&self.db, |client| {
             match self.tenant(&mut client, &envelope.organization_id).await {
-                Ok(tenant) => client.query_typed(&tenant.write_envelope, &params).await,
+                Ok(tenant) if single_kind => {
+                    let kind = present.trailing_zeros() as usize;
+                    client.execute_typed(tenant.envelope(present), &params).await.map(|n| {
+                        let mut counts = [0u64; 4];
+                        counts[kind] = n;
+                        counts
+                    })
+                }
+                Ok(tenant) => client.query_typed(tenant.envelope(present), &params).await.map(|rows| {
+                    let mut counts = [0u64; 4];
+                    if let Some(row) = rows.first() {
+                        for (k, count) in counts.iter_mut().enumerate() {
+                            *count = row.get::<_, i64>(k) as u64;
+                        }
+                    }
+                    counts
+                }),
                 Err(err) => Err(err),
             }
         })?;
-        let row = rows
-            .first()
-            .ok_or_else(|| StoreError::Internal("envelope write returned no row".into()))?;
-        Ok([0, 1, 2, 3].map(|i| row.get::<_, i64>(i) as u64))
+        Ok(counts)
     }
 
     async fn abandon_idle_sessions(&self, idle: Duration) -> Result<u64, StoreError> {
@@ -502,7 +577,7 @@ impl MetricStore for PgStore {
 
 type Timestamp = chrono::DateTime<chrono::Utc>;
 
-/// An envelope's metrics turned into one array per column, as [`write_envelope`] binds them.
+/// An envelope's metrics turned into one array per column, as [`envelope_statement`] binds them.
 struct EnvelopeColumns {
     command_ids: Vec<Uuid>,
     command_names: Vec<String>,
@@ -539,6 +614,67 @@ struct EnvelopeColumns {
 }
 
 impl EnvelopeColumns {
+    /// The kinds with at least one metric (bit `i` = `batch::KINDS[i]`).
+    fn present(&self) -> usize {
+        [
+            self.command_ids.len(),
+            self.agent_ids.len(),
+            self.session_ids.len(),
+            self.productivity_ids.len(),
+        ]
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, _)| 1 << k)
+        .sum()
+    }
+
+    /// The arrays of one kind, in the order of its [`KindInsert`].
+    fn params(&self, kind: usize) -> Vec<(&(dyn ToSql + Sync), Type)> {
+        match kind {
+            0 => vec![
+                (&self.command_ids, Type::UUID_ARRAY),
+                (&self.command_names, Type::TEXT_ARRAY),
+                (&self.command_args, Type::JSONB_ARRAY),
+                (&self.command_times, Type::FLOAT8_ARRAY),
+                (&self.command_statuses, Type::TEXT_ARRAY),
+                (&self.command_errors, Type::TEXT_ARRAY),
+                (&self.command_contexts, Type::JSONB_ARRAY),
+                (&self.command_timestamps, Type::TIMESTAMPTZ_ARRAY),
+            ],
+            1 => vec![
+                (&self.agent_ids, Type::UUID_ARRAY),
+                (&self.agent_names, Type::TEXT_ARRAY),
+                (&self.agent_kinds, Type::TEXT_ARRAY),
+                (&self.agent_input, Type::INT8_ARRAY),
+                (&self.agent_output, Type::INT8_ARRAY),
+                (&self.agent_times, Type::FLOAT8_ARRAY),
+                (&self.agent_success, Type::BOOL_ARRAY),
+                (&self.agent_metadata, Type::JSONB_ARRAY),
+                (&self.agent_timestamps, Type::TIMESTAMPTZ_ARRAY),
+            ],
+            2 => vec![
+                (&self.session_ids, Type::UUID_ARRAY),
+                (&self.session_starts, Type::TIMESTAMPTZ_ARRAY),
+                (&self.session_ends, Type::TIMESTAMPTZ_ARRAY),
+                (&self.session_commands, Type::INT8_ARRAY),
+                (&self.session_agents, Type::JSONB_ARRAY),
+                (&self.session_scores, Type::FLOAT8_ARRAY),
+                (&self.session_contexts, Type::JSONB_ARRAY),
+                (&self.session_statuses, Type::TEXT_ARRAY),
+            ],
+            _ => vec![
+                (&self.productivity_ids, Type::UUID_ARRAY),
+                (&self.productivity_kinds, Type::TEXT_ARRAY),
+                (&self.productivity_values, Type::FLOAT8_ARRAY),
+                (&self.productivity_units, Type::TEXT_ARRAY),
+                (&self.productivity_starts, Type::TIMESTAMPTZ_ARRAY),
+                (&self.productivity_ends, Type::TIMESTAMPTZ_ARRAY),
+                (&self.productivity_dimensions, Type::JSONB_ARRAY),
+            ],
+        }
+    }
+
     /// Metrics without an id are skipped: [`Envelope::parse`] refuses such envelopes.
     fn new(envelope: &Envelope) -> Self {
         let m = &envelope.metrics;

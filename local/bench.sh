@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `make bench`: release builds, a throwaway PostgreSQL and moto, then every measurement of
+# tools/bench in one run. The table goes to the terminal, the figures to .local/bench/results.json.
+# BENCH_SCALE=0.2 makes a quick run; BENCH_SKIP_ZIPS=1 skips the arm64 zips (sizes then missing).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+ensure_postgres
+ensure_venv
+if [ -z "${BENCH_SKIP_ZIPS:-}" ]; then
+  bash "$ROOT/local/release.sh"
+fi
+
+packages=(--package metrics-bench)
+for manifest in functions/*/Cargo.toml; do
+  packages+=(--package "$(basename "$(dirname "$manifest")")")
+done
+log "building the benchmark and the functions (release, this machine's architecture)"
+cargo build --release --quiet "${packages[@]}"
+
+start_throwaway_stack bench
+export BENCH_DATABASE_URL="$STACK_DATABASE_URL"
+export BENCH_RELEASE_DIR="$ROOT/target/release"
+export BENCH_ZIP_DIR="$ROOT/target/lambda"
+export BENCH_OUTPUT="${BENCH_OUTPUT:-$ROOT/.local/bench/results.json}"
+export RUST_LOG=warn
+# stdout carries the service's own log and metric lines; the report is on stderr.
+"$ROOT/target/release/metrics-bench" >/dev/null

@@ -1,0 +1,693 @@
+//! `make bench`: measures the service against the local stack (PostgreSQL and moto started by
+//! `local/bench.sh`) in one run, prints a table and writes a JSON file. Latencies are compared to
+//! baselines measured in the same run on the same machine, never to fixed numbers.
+
+mod runtime_api;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lambda_http::Request;
+use serde_json::{Value, json};
+use shared::App;
+use shared::api::Api;
+use shared::auth::Authenticator;
+use shared::batch::{Envelope, Metrics, Source};
+use shared::config::{AuthConfig, DatabaseConfig, Env, OnStoreError, RateLimitConfig};
+use shared::db::{Database, PgStore};
+use shared::ids::{Caller, OrgId, UserId};
+use shared::ratelimit::DynamoRateLimiter;
+use tokio_postgres::types::{ToSql, Type};
+use uuid::Uuid;
+
+const COMMAND_EVENT: &str = include_str!("../../../events/command-execution.json");
+
+/// Sample sizes; `BENCH_SCALE` multiplies them.
+struct Sizes {
+    single: usize,
+    raw: usize,
+    http: usize,
+    batch: usize,
+    ingest_messages: usize,
+    ingest_per_message: usize,
+}
+
+fn sizes() -> Sizes {
+    let scale: f64 = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let n = |base: f64| ((base * scale) as usize).max(20);
+    Sizes {
+        single: n(3000.0),
+        raw: n(3000.0),
+        http: n(2000.0),
+        batch: n(500.0),
+        ingest_messages: n(400.0),
+        ingest_per_message: 500,
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Stats {
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    mean: f64,
+}
+
+fn stats(samples: &[f64]) -> Stats {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
+    Stats {
+        p50: at(0.50),
+        p95: at(0.95),
+        p99: at(0.99),
+        mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
+    }
+}
+
+fn stats_json(s: Stats, n: usize) -> Value {
+    json!({"n": n, "p50_ms": round3(s.p50), "p95_ms": round3(s.p95), "p99_ms": round3(s.p99), "mean_ms": round3(s.mean)})
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// CPU time this thread has used (excludes time blocked waiting for I/O).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+struct Stack {
+    database_url: String,
+    table: String,
+    queue_url: String,
+    dead_letter_url: String,
+}
+
+fn env_for(stack: &Stack, extra: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut vars = vec![
+        ("DATABASE_URL".to_owned(), stack.database_url.clone()),
+        ("DATABASE_MAX_CONNECTIONS".to_owned(), "8".to_owned()),
+        ("JWT_SECRET".to_owned(), shared::config::LOCAL_DEV_SECRET.to_owned()),
+        ("RATE_LIMIT_TABLE_NAME".to_owned(), stack.table.clone()),
+        // High enough that nothing is refused: the benchmark measures admitted requests.
+        ("RATE_LIMIT_MAX_REQUESTS".to_owned(), "50000000".to_owned()),
+        ("RATE_LIMIT_WINDOW_MS".to_owned(), "60000".to_owned()),
+        ("BATCH_QUEUE_URL".to_owned(), stack.queue_url.clone()),
+        ("DEAD_LETTER_QUEUE_URL".to_owned(), stack.dead_letter_url.clone()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    vars
+}
+
+fn env(pairs: &[(String, String)]) -> Env {
+    Env::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+async fn setup() -> Stack {
+    let admin = std::env::var("BENCH_DATABASE_URL").expect("BENCH_DATABASE_URL (run make bench)");
+    let name = format!("bench_{}", Uuid::new_v4().simple());
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let database_url = format!("{}/{name}", admin.rsplit_once('/').expect("url").0);
+    let database = DatabaseConfig::from_env(&Env::from_pairs([("DATABASE_URL", database_url.as_str())])).expect("url");
+    migrate::Migrator { database }.run().await.expect("migrate");
+    let aws = shared::app::aws_config().await;
+    let table = format!("bench-{}", Uuid::new_v4().simple());
+    local_front::provision::ensure_rate_limit_table(&aws_sdk_dynamodb::Client::new(&aws), &table)
+        .await
+        .expect("table");
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
+    let queue_url = format!("{endpoint}/123456789012/bench-{}", Uuid::new_v4().simple());
+    let dead_letter_url =
+        local_front::provision::ensure_batch_queues(&aws_sdk_sqs::Client::new(&aws), &queue_url, Default::default())
+            .await
+            .expect("queues");
+    Stack {
+        database_url,
+        table,
+        queue_url,
+        dead_letter_url,
+    }
+}
+
+fn command_request(token: &str) -> Request {
+    let mut req = lambda_http::request::from_str(COMMAND_EVENT).expect("fixture");
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    req
+}
+
+fn spec_command() -> Value {
+    json!({"command_name": "claude_code_generate", "command_args": {"language": "typescript", "framework": "express"},
+           "execution_time_ms": 1250, "status": "success", "context": {"project_type": "web_service", "complexity": "medium"}})
+}
+
+/// Baselines and in-process figures, all on one current-thread runtime so that the thread's CPU
+/// clock sees all of our own work (the database and SDK clients run their tasks on it too).
+fn in_process(stack: &Stack, n: &Sizes, results: &mut serde_json::Map<String, Value>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let vars = env_for(stack, &[]);
+        let aws = shared::app::aws_config().await;
+
+        // Raw PostgreSQL: the same row into a same-shaped table, prepared, one round trip each.
+        let (mut raw, connection) = tokio_postgres::connect(&stack.database_url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        shared::db::migrate::provision_tenant(&mut raw, &OrgId::parse("raw").expect("org")).await.expect("tenant");
+        let insert = raw
+            .prepare_typed(
+                "INSERT INTO \"org_raw\".command_executions (id, organization_id, user_id, command_name, command_args, \
+                 execution_time_ms, status, error_message, context, \"timestamp\") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())",
+                &[Type::UUID, Type::TEXT, Type::TEXT, Type::TEXT, Type::JSONB, Type::FLOAT8, Type::TEXT, Type::TEXT, Type::JSONB],
+            )
+            .await
+            .expect("prepare");
+        let body = spec_command();
+        let mut pg = Vec::with_capacity(n.raw);
+        let mut pg_cpu = Vec::with_capacity(n.raw);
+        for i in 0..n.raw + 200 {
+            let (started, cpu_started) = (Instant::now(), thread_cpu());
+            let params: [&(dyn ToSql + Sync); 9] = [
+                &Uuid::now_v7(),
+                &"raw",
+                &"bench",
+                &"claude_code_generate",
+                &body["command_args"],
+                &1250.0f64,
+                &"success",
+                &None::<String>,
+                &body["context"],
+            ];
+            raw.execute(&insert, &params).await.expect("raw insert");
+            if i >= 200 {
+                pg.push(ms(started.elapsed()));
+                pg_cpu.push(ms(thread_cpu() - cpu_started));
+            }
+        }
+
+        // Raw DynamoDB: one conditional update round trip each.
+        let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+        let mut ddb = Vec::with_capacity(n.raw);
+        let mut ddb_cpu = Vec::with_capacity(n.raw);
+        for i in 0..n.raw + 200 {
+            let (started, cpu_started) = (Instant::now(), thread_cpu());
+            dynamo
+                .update_item()
+                .table_name(&stack.table)
+                .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("bench#raw".into()))
+                .update_expression("SET n = if_not_exists(n, :zero) + :one")
+                .condition_expression("attribute_not_exists(locked)")
+                .expression_attribute_values(":zero", aws_sdk_dynamodb::types::AttributeValue::N("0".into()))
+                .expression_attribute_values(":one", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
+                .send()
+                .await
+                .expect("raw update");
+            if i >= 200 {
+                ddb.push(ms(started.elapsed()));
+                ddb_cpu.push(ms(thread_cpu() - cpu_started));
+            }
+        }
+
+        // Raw 20-row insert: one multi-row statement.
+        let insert20 = raw
+            .prepare_typed(
+                "INSERT INTO \"org_raw\".command_executions (id, organization_id, user_id, command_name, command_args, \
+                 execution_time_ms, status, context) SELECT id, 'raw', 'bench', 'claude_code_generate', args, 1250, 'success', ctx \
+                 FROM unnest($1::uuid[], $2::jsonb[], $3::jsonb[]) AS r(id, args, ctx)",
+                &[Type::UUID_ARRAY, Type::JSONB_ARRAY, Type::JSONB_ARRAY],
+            )
+            .await
+            .expect("prepare 20");
+        let mut pg20 = Vec::with_capacity(n.batch);
+        for i in 0..n.batch + 50 {
+            let ids: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+            let args = vec![body["command_args"].clone(); 20];
+            let ctx = vec![body["context"].clone(); 20];
+            let started = Instant::now();
+            raw.execute(&insert20, &[&ids, &args, &ctx]).await.expect("raw 20");
+            if i >= 50 {
+                pg20.push(ms(started.elapsed()));
+            }
+        }
+
+        // The command-execution handler, called directly, on the real adapters.
+        let env = env(&vars);
+        let rate = RateLimitConfig::from_env(&env).expect("rate config");
+        let limiter = Arc::new(DynamoRateLimiter::new(aws_sdk_dynamodb::Client::new(&aws), &rate));
+        let auth = Authenticator::new(&AuthConfig::from_env(&env).expect("auth")).expect("auth");
+        let db = Database::connect(&DatabaseConfig::from_env(&env).expect("db")).expect("pool");
+        let app = App::new(
+            Api::new(auth, limiter.clone(), OnStoreError::Deny, 1 << 20),
+            Arc::new(PgStore::new(db.clone())),
+        );
+        let token = local_front::token::mint(shared::config::LOCAL_DEV_SECRET, "bench", "bench-user", 2).expect("token");
+        let mut wall = Vec::with_capacity(n.single);
+        let mut cpu = Vec::with_capacity(n.single);
+        let mut admitted = 0usize;
+        let mut trips_before = 0;
+        for i in 0..n.single + 200 {
+            if i == 200 {
+                trips_before = limiter.round_trips();
+            }
+            let req = command_request(&token);
+            let (started, cpu_started) = (Instant::now(), thread_cpu());
+            let response = command_execution::handle(&app, req).await.expect("handler");
+            let (elapsed, cpu_used) = (started.elapsed(), thread_cpu() - cpu_started);
+            assert_eq!(response.status(), 201, "benchmark requests must be admitted and stored");
+            if i >= 200 {
+                wall.push(ms(elapsed));
+                cpu.push(ms(cpu_used));
+                admitted += 1;
+            }
+        }
+        let trips = (limiter.round_trips() - trips_before) as f64 / admitted as f64;
+
+        // The worker fed one SQS event of one 20-metric envelope, directly.
+        let worker = batch_worker::Worker::from_env(&env, &aws).expect("worker");
+        let caller = Caller {
+            org: OrgId::parse("bench").expect("org"),
+            user: UserId::parse("bench-user").expect("user"),
+        };
+        let mut batch = Vec::with_capacity(n.batch);
+        let mut batch_cpu = Vec::with_capacity(n.batch);
+        for i in 0..n.batch + 50 {
+            let metrics = Metrics::from_request(&json!({"command_executions": vec![spec_command(); 20]}), 20).expect("batch");
+            let message = Envelope::new(&caller, Source::Api, metrics).to_message().expect("message");
+            let event = sqs_event(vec![message]);
+            let (started, cpu_started) = (Instant::now(), thread_cpu());
+            let response = worker.handle(event).await.expect("worker");
+            let (elapsed, cpu_used) = (started.elapsed(), thread_cpu() - cpu_started);
+            assert!(response.batch_item_failures.is_empty());
+            if i >= 50 {
+                batch.push(ms(elapsed));
+                batch_cpu.push(ms(cpu_used));
+            }
+        }
+
+        let (pg, ddb, pg20) = (stats(&pg), stats(&ddb), stats(&pg20));
+        let (wall_s, cpu_s, batch_s, batch_cpu_s) = (stats(&wall), stats(&cpu), stats(&batch), stats(&batch_cpu));
+        results.insert("raw_postgres_insert".into(), stats_json(pg, n.raw));
+        results.insert("raw_postgres_insert_cpu".into(), stats_json(stats(&pg_cpu), n.raw));
+        results.insert("raw_dynamodb_update_cpu".into(), stats_json(stats(&ddb_cpu), n.raw));
+        results.insert("raw_dynamodb_conditional_update".into(), stats_json(ddb, n.raw));
+        results.insert("raw_postgres_20_row_insert".into(), stats_json(pg20, n.batch));
+        results.insert("handler_in_process".into(), stats_json(wall_s, n.single));
+        results.insert("handler_cpu".into(), stats_json(cpu_s, n.single));
+        results.insert("worker_batch_of_20".into(), stats_json(batch_s, n.batch));
+        results.insert("worker_batch_of_20_cpu".into(), stats_json(batch_cpu_s, n.batch));
+        results.insert("dynamodb_round_trips_per_admitted_request".into(), json!(round3(trips)));
+        results.insert(
+            "ratios".into(),
+            json!({
+                "handler_p95_over_raw_p95_sum": round3(wall_s.p95 / (pg.p95 + ddb.p95)),
+                "handler_p95_over_raw_p50_sum": round3(wall_s.p95 / (pg.p50 + ddb.p50)),
+                "handler_p50_over_raw_p50_sum": round3(wall_s.p50 / (pg.p50 + ddb.p50)),
+                "batch20_p50_over_raw20_p50": round3(batch_s.p50 / pg20.p50),
+                "batch20_p95_over_raw20_p95": round3(batch_s.p95 / pg20.p95),
+            }),
+        );
+    });
+}
+
+fn sqs_event(bodies: Vec<String>) -> lambda_runtime::LambdaEvent<aws_lambda_events::sqs::SqsEvent> {
+    let records: Vec<Value> = bodies
+        .into_iter()
+        .map(|body| json!({"messageId": Uuid::new_v4().to_string(), "body": body, "eventSource": "aws:sqs"}))
+        .collect();
+    let event = serde_json::from_value(json!({ "Records": records })).expect("event");
+    lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default())
+}
+
+/// The same handler behind the local front, over HTTP/1.1 with keep-alive.
+async fn over_http(stack: &Stack, n: &Sizes, results: &mut serde_json::Map<String, Value>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let vars = env_for(stack, &[]);
+    let aws = shared::app::aws_config().await;
+    let front = local_front::Stack::from_env(&env(&vars), &aws).expect("stack");
+    let gateway =
+        local_front::gateway::Gateway::new(local_front::TEMPLATE, local_front::handlers(&front)).expect("gateway");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(Arc::new(gateway).serve(listener));
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    let token =
+        local_front::token::mint(shared::config::LOCAL_DEV_SECRET, "bench-http", "bench-user", 2).expect("token");
+    let body = spec_command().to_string();
+    let mut samples = Vec::with_capacity(n.http);
+    for i in 0..n.http + 200 {
+        let req = hyper::Request::post("/api/v1/metrics/command-execution")
+            .header("host", addr.to_string())
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.clone())))
+            .expect("request");
+        sender.ready().await.expect("connection ready");
+        let started = Instant::now();
+        let response = sender.send_request(req).await.expect("send");
+        let status = response.status();
+        let _ = response.into_body().collect().await;
+        let elapsed = started.elapsed();
+        assert_eq!(status, 201);
+        if i >= 200 {
+            samples.push(ms(elapsed));
+        }
+    }
+    results.insert("handler_over_http".into(), stats_json(stats(&samples), n.http));
+}
+
+/// Many envelopes fed to the worker as SQS events, several events at a time.
+async fn sustained_ingest(stack: &Stack, n: &Sizes, results: &mut serde_json::Map<String, Value>) {
+    let vars = env_for(
+        stack,
+        &[
+            ("WORKER_CONCURRENCY", "4".into()),
+            ("DATABASE_MAX_CONNECTIONS", "8".into()),
+        ],
+    );
+    let aws = shared::app::aws_config().await;
+    let worker = Arc::new(batch_worker::Worker::from_env(&env(&vars), &aws).expect("worker"));
+    let orgs = ["ingest_a", "ingest_b", "ingest_c", "ingest_d"];
+    let mut events = Vec::new();
+    for chunk in 0..n.ingest_messages.div_ceil(10) {
+        let bodies: Vec<String> = (0..10)
+            .map(|i| {
+                let caller = Caller {
+                    org: OrgId::parse(orgs[(chunk * 10 + i) % orgs.len()]).expect("org"),
+                    user: UserId::parse("importer").expect("user"),
+                };
+                let items: Vec<Value> = (0..n.ingest_per_message)
+                    .map(|k| json!({"command_name": "lint", "execution_time_ms": k, "status": "success", "context": {"k": k}}))
+                    .collect();
+                let metrics = Metrics::from_request(&json!({ "command_executions": items }), 1000).expect("metrics");
+                Envelope::new(&caller, Source::Import, metrics).to_message().expect("message")
+            })
+            .collect();
+        events.push(bodies);
+    }
+    // Warm up: provision the organizations' schemas.
+    worker
+        .handle(sqs_event(vec![events[0][0].clone()]))
+        .await
+        .expect("warm-up");
+    let total_metrics = events.len() * 10 * n.ingest_per_message;
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(2));
+    let started = Instant::now();
+    let mut running = tokio::task::JoinSet::new();
+    for bodies in events {
+        let permit = semaphore.clone().acquire_owned().await.expect("semaphore");
+        let worker = worker.clone();
+        running.spawn(async move {
+            let response = worker.handle(sqs_event(bodies)).await.expect("worker");
+            drop(permit);
+            response.batch_item_failures.len()
+        });
+    }
+    let mut failures = 0;
+    while let Some(joined) = running.join_next().await {
+        failures += joined.expect("task");
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(failures, 0);
+    results.insert(
+        "worker_sustained_ingest".into(),
+        json!({
+            "metrics": total_metrics,
+            "metrics_per_message": n.ingest_per_message,
+            "seconds": round3(elapsed.as_secs_f64()),
+            "metrics_per_second": (total_metrics as f64 / elapsed.as_secs_f64()).round(),
+        }),
+    );
+}
+
+/// Each function's release binary under a Lambda Runtime API: time until it asks for its first
+/// event, and its peak resident memory after a stream of events.
+async fn functions(stack: &Stack, results: &mut serde_json::Map<String, Value>) {
+    let release_dir = std::env::var("BENCH_RELEASE_DIR").unwrap_or_else(|_| "target/release".into());
+    let events_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events");
+    let zip_dir = std::env::var("BENCH_ZIP_DIR").unwrap_or_else(|_| "target/lambda".into());
+    let mut out = serde_json::Map::new();
+    let manifests =
+        std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../functions")).expect("functions");
+    let mut names: Vec<String> = manifests
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in names {
+        let binary = std::path::Path::new(&release_dir).join(&name);
+        if !binary.exists() {
+            eprintln!("  {name}: no release binary at {}", binary.display());
+            continue;
+        }
+        let event = std::fs::read_to_string(events_dir.join(format!("{name}.json"))).expect("event fixture");
+        let invocations = match name.as_str() {
+            "migrate" | "session-reaper" => 5,
+            "batch-worker" => 200,
+            _ => 1000,
+        };
+        let api = runtime_api::RuntimeApi::default();
+        let addr = api.start().await;
+        let mut command = tokio::process::Command::new(&binary);
+        command
+            .env_clear()
+            .envs(env_for(stack, &[("SESSION_IDLE_TIMEOUT_MS", "3600000".into())]))
+            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", &name)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "local")
+            .env("AWS_SECRET_ACCESS_KEY", "local")
+            .env("AWS_ENDPOINT_URL", std::env::var("AWS_ENDPOINT_URL").expect("endpoint"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let spawned = Instant::now();
+        let mut child = command.spawn().expect("spawn");
+        while api.first_poll().is_none() {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let startup = api.first_poll().expect("polled") - spawned;
+        for _ in 0..invocations {
+            api.push(event.clone());
+        }
+        api.wait_for(invocations).await;
+        let peak_kb = child.id().and_then(peak_rss_kb).unwrap_or(0);
+        let _ = child.kill().await;
+        let zip = std::path::Path::new(&zip_dir).join(&name).join("bootstrap.zip");
+        let zip_bytes = std::fs::metadata(&zip).map(|m| m.len()).ok();
+        eprintln!(
+            "  {name:<18} start-up {:>6.1} ms  peak RSS {:>6.1} MB  {} invocations ({} errors)",
+            ms(startup),
+            peak_kb as f64 / 1024.0,
+            api.responses(),
+            api.errors().len()
+        );
+        out.insert(
+            name,
+            json!({
+                "startup_ms": round3(ms(startup)),
+                "peak_rss_mb": round3(peak_kb as f64 / 1024.0),
+                "invocations": invocations,
+                "errors": api.errors().len(),
+                "arm64_zip_bytes": zip_bytes,
+            }),
+        );
+    }
+    results.insert("functions".into(), Value::Object(out));
+}
+
+fn peak_rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu,
+        "date": chrono::Utc::now().to_rfc3339(),
+    })
+}
+
+/// The targets of the benchmark, as (name, measured, limit, lower-is-better).
+fn targets(results: &serde_json::Map<String, Value>) -> Vec<(String, f64, f64, bool)> {
+    let get = |path: &[&str]| {
+        let mut v = &Value::Object(results.clone());
+        for key in path {
+            v = &v[*key];
+        }
+        v.as_f64().unwrap_or(f64::NAN)
+    };
+    let mut list = vec![
+        (
+            "single-metric p95 / (raw PG p95 + raw DynamoDB p95)".to_owned(),
+            get(&["ratios", "handler_p95_over_raw_p95_sum"]),
+            1.25,
+            true,
+        ),
+        (
+            "own CPU per request p95 (ms)".to_owned(),
+            get(&["handler_cpu", "p95_ms"]),
+            0.2,
+            true,
+        ),
+        (
+            "batch of 20 p50 / raw 20-row insert p50".to_owned(),
+            get(&["ratios", "batch20_p50_over_raw20_p50"]),
+            2.0,
+            true,
+        ),
+        (
+            "sustained worker ingest (metrics/s)".to_owned(),
+            get(&["worker_sustained_ingest", "metrics_per_second"]),
+            50_000.0,
+            false,
+        ),
+        (
+            "DynamoDB round trips per admitted request".to_owned(),
+            get(&["dynamodb_round_trips_per_admitted_request"]),
+            1.05,
+            true,
+        ),
+    ];
+    if let Some(Value::Object(functions)) = results.get("functions") {
+        for (name, f) in functions {
+            list.push((
+                format!("{name}: peak RSS (MB)"),
+                f["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
+                20.0,
+                true,
+            ));
+            list.push((
+                format!("{name}: start-up (ms)"),
+                f["startup_ms"].as_f64().unwrap_or(f64::NAN),
+                20.0,
+                true,
+            ));
+            if let Some(bytes) = f["arm64_zip_bytes"].as_f64() {
+                list.push((format!("{name}: arm64 zip (MB)"), bytes / 1e6, 6.0, true));
+            }
+        }
+    }
+    list
+}
+
+fn main() {
+    shared::telemetry::init();
+    let n = sizes();
+    let setup_runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let stack = setup_runtime.block_on(setup());
+    let mut results = serde_json::Map::new();
+
+    // BENCH_SECTIONS=in_process,http,ingest,functions selects parts (all by default).
+    let sections = std::env::var("BENCH_SECTIONS").unwrap_or_else(|_| "in_process,http,ingest,functions".into());
+    let wanted = |name: &str| sections.split(',').any(|s| s.trim() == name);
+    if wanted("in_process") {
+        eprintln!("measuring baselines, the handler in process and the worker (current-thread runtime)...");
+        in_process(&stack, &n, &mut results);
+    }
+    if wanted("http") {
+        eprintln!("measuring the handler over HTTP through the local front...");
+        setup_runtime.block_on(over_http(&stack, &n, &mut results));
+    }
+    if wanted("ingest") {
+        eprintln!("measuring sustained worker ingest...");
+        setup_runtime.block_on(sustained_ingest(&stack, &n, &mut results));
+    }
+    if wanted("functions") {
+        eprintln!("measuring each function's release binary (start-up, peak RSS)...");
+        setup_runtime.block_on(functions(&stack, &mut results));
+    }
+
+    let targets = targets(&results);
+    eprintln!("\n{:<58} {:>12} {:>10}  result", "measure", "value", "target");
+    for (name, value, limit, lower) in &targets {
+        let met = if *lower { value <= limit } else { value >= limit };
+        let op = if *lower { "<=" } else { ">=" };
+        eprintln!(
+            "{name:<58} {value:>12.3} {op}{limit:>8}  {}",
+            if met { "met" } else { "MISSED" }
+        );
+    }
+    eprintln!(
+        "\n{:<36} {:>9} {:>9} {:>9} {:>9}",
+        "latency (ms)", "p50", "p95", "p99", "mean"
+    );
+    for key in [
+        "raw_postgres_insert",
+        "raw_dynamodb_conditional_update",
+        "handler_in_process",
+        "handler_over_http",
+        "handler_cpu",
+        "raw_postgres_insert_cpu",
+        "raw_dynamodb_update_cpu",
+        "raw_postgres_20_row_insert",
+        "worker_batch_of_20",
+        "worker_batch_of_20_cpu",
+    ] {
+        let Some(s) = results.get(key) else { continue };
+        eprintln!(
+            "{key:<36} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            s["p50_ms"].as_f64().unwrap_or(0.0),
+            s["p95_ms"].as_f64().unwrap_or(0.0),
+            s["p99_ms"].as_f64().unwrap_or(0.0),
+            s["mean_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let output = json!({
+        "machine": machine(),
+        "results": results,
+        "targets": targets.iter().map(|(name, value, limit, lower)| json!({
+            "measure": name, "value": round3(*value), "target": limit,
+            "comparison": if *lower { "<=" } else { ">=" },
+            "met": if *lower { value <= limit } else { value >= limit },
+        })).collect::<Vec<_>>(),
+    });
+    let path = std::env::var("BENCH_OUTPUT").unwrap_or_else(|_| ".local/bench/results.json".into());
+    if let Some(dir) = std::path::Path::new(&path).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&output).expect("json")).expect("write results");
+    eprintln!("\nresults written to {path}");
+}
