@@ -83,7 +83,7 @@ wait_for_port() {
 # prints its pid.
 start_moto() {
   local port=$1 logfile=$2
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 &
+  "$VENV/bin/python" "$ROOT/local/moto_server.py" 127.0.0.1 "$port" >"$logfile" 2>&1 &
   local pid=$!
   wait_for_port "$port" "moto"
   echo "$pid"

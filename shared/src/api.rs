@@ -42,7 +42,7 @@ impl Api {
     pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         let auth = Authenticator::new(&AuthConfig::from_env(env)?)?;
         let rate = RateLimitConfig::from_env(env)?;
-        let limiter = DynamoRateLimiter::new(aws_sdk_dynamodb::Client::new(aws), &rate);
+        let limiter = DynamoRateLimiter::new(aws, &rate)?;
         Ok(Self::new(
             auth,
             Arc::new(limiter),
@@ -141,21 +141,15 @@ fn log_request(
     status: StatusCode,
     error: Option<ApiError>,
 ) {
-    let request_id = reply.request_id();
-    let org = caller.map(|c| c.org.as_str());
-    let user = caller.map(|c| c.user.as_str());
-    let status = status.as_u16();
-    let latency_ms = reply.elapsed_ms();
-    crate::telemetry::request_metrics(route, status, latency_ms);
-    match error {
-        Some(err) if status >= 500 => {
-            tracing::error!(request_id, route, org, user, status, latency_ms, error = %err, "request failed");
-        }
-        Some(err) => {
-            tracing::info!(request_id, route, org, user, status, latency_ms, error = %err, "request refused");
-        }
-        None => tracing::info!(request_id, route, org, user, status, latency_ms, "request served"),
-    }
+    crate::telemetry::log_request(crate::telemetry::RequestOutcome {
+        request_id: reply.request_id(),
+        route,
+        org: caller.map(|c| c.org.as_str()),
+        user: caller.map(|c| c.user.as_str()),
+        status: status.as_u16(),
+        latency_ms: reply.elapsed_ms(),
+        error: error.map(|e| e.to_string()),
+    });
 }
 
 #[cfg(test)]

@@ -50,6 +50,9 @@ impl FromEnv for crate::health::Health {
 pub async fn aws_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(2))
+        // Calls are small and bounded by our own timeouts; the per-body stall watchdog only
+        // costs CPU on every request.
+        .stalled_stream_protection(aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled())
         .load()
         .await
 }

@@ -66,24 +66,108 @@ fn publish(document: &serde_json::Value) {
     let _ = writeln!(out, "{document}");
 }
 
-/// The EMF document of one API request: latency and outcome, per route and for the whole API.
-pub fn request_metrics_document(route: &str, status: u16, latency_ms: f64) -> serde_json::Value {
-    let flag = |yes: bool| if yes { 1.0 } else { 0.0 };
-    emf(
-        &[&["Stage", "Route"], &["Stage"]],
-        &[
-            ("Latency", "Milliseconds", latency_ms),
-            ("Requests", "Count", 1.0),
-            ("ClientErrors", "Count", flag((400..500).contains(&status))),
-            ("ServerErrors", "Count", flag(status >= 500)),
-            ("RateLimited", "Count", flag(status == 429)),
-        ],
-        serde_json::json!({ "Route": route, "status": status }),
-    )
+/// The metrics directive of a request record: `Latency`, `Requests`, `ClientErrors`,
+/// `ServerErrors`, `RateLimited`, by `Stage` and `Route` and by `Stage` alone.
+const REQUEST_METRICS: &str = r#"[{"Namespace":"MetricsCollection","Dimensions":[["Stage","Route"],["Stage"]],"Metrics":[{"Name":"Latency","Unit":"Milliseconds"},{"Name":"Requests","Unit":"Count"},{"Name":"ClientErrors","Unit":"Count"},{"Name":"ServerErrors","Unit":"Count"},{"Name":"RateLimited","Unit":"Count"}]}]"#;
+
+#[derive(serde::Serialize)]
+struct EmfHeader {
+    #[serde(rename = "Timestamp")]
+    timestamp: i64,
+    #[serde(rename = "CloudWatchMetrics")]
+    metrics: &'static serde_json::value::RawValue,
 }
 
-pub fn request_metrics(route: &str, status: u16, latency_ms: f64) {
-    publish(&request_metrics_document(route, status, latency_ms));
+/// One API request, written as ONE line that is both its structured log record and, through the
+/// embedded metric format, its CloudWatch metrics (one serialization, one write, no API call).
+#[derive(serde::Serialize)]
+pub struct RequestRecord<'a> {
+    #[serde(rename = "_aws")]
+    aws: EmfHeader,
+    timestamp: String,
+    level: &'static str,
+    message: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+    #[serde(rename = "Stage")]
+    stage: &'static str,
+    #[serde(rename = "Route")]
+    route: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    org: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    status: u16,
+    #[serde(rename = "Latency")]
+    latency_ms: f64,
+    #[serde(rename = "Requests")]
+    requests: u8,
+    #[serde(rename = "ClientErrors")]
+    client_errors: u8,
+    #[serde(rename = "ServerErrors")]
+    server_errors: u8,
+    #[serde(rename = "RateLimited")]
+    rate_limited: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// What one request did, for [`request_record`].
+pub struct RequestOutcome<'a> {
+    pub request_id: Option<&'a str>,
+    pub route: &'a str,
+    pub org: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub status: u16,
+    pub latency_ms: f64,
+    /// Log detail (internal for 5xx: it goes to the logs, never to the client).
+    pub error: Option<String>,
+}
+
+pub fn request_record<'a>(outcome: RequestOutcome<'a>) -> RequestRecord<'a> {
+    static DIRECTIVE: std::sync::OnceLock<Box<serde_json::value::RawValue>> = std::sync::OnceLock::new();
+    let metrics = DIRECTIVE
+        .get_or_init(|| serde_json::value::RawValue::from_string(REQUEST_METRICS.to_owned()).expect("constant JSON"));
+    let now = chrono::Utc::now();
+    let status = outcome.status;
+    RequestRecord {
+        aws: EmfHeader {
+            timestamp: now.timestamp_millis(),
+            metrics,
+        },
+        timestamp: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        level: match status {
+            500.. => "ERROR",
+            _ => "INFO",
+        },
+        message: match status {
+            500.. => "request failed",
+            400.. => "request refused",
+            _ => "request served",
+        },
+        request_id: outcome.request_id,
+        stage: stage(),
+        route: outcome.route,
+        org: outcome.org,
+        user: outcome.user,
+        status,
+        latency_ms: outcome.latency_ms,
+        requests: 1,
+        client_errors: u8::from((400..500).contains(&status)),
+        server_errors: u8::from(status >= 500),
+        rate_limited: u8::from(status == 429),
+        error: outcome.error,
+    }
+}
+
+/// Writes the request's one line on stdout (where Lambda sends it to CloudWatch Logs).
+pub fn log_request(outcome: RequestOutcome<'_>) {
+    use std::io::Write;
+    let mut line = Vec::with_capacity(512);
+    if serde_json::to_writer(&mut line, &request_record(outcome)).is_ok() {
+        line.push(b'\n');
+        let _ = std::io::stdout().lock().write_all(&line);
+    }
 }
 
 /// The EMF document of one batch-worker invocation.
@@ -118,8 +202,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_documents_follow_the_embedded_metric_format() {
-        let doc = request_metrics_document("POST /api/v1/metrics/batch", 503, 12.5);
+    fn a_request_record_is_a_log_line_with_its_metrics_embedded() {
+        let record = request_record(RequestOutcome {
+            request_id: Some("req-1"),
+            route: "POST /api/v1/metrics/batch",
+            org: Some("acme"),
+            user: None,
+            status: 503,
+            latency_ms: 12.5,
+            error: Some("database unavailable: connection refused".into()),
+        });
+        let doc = serde_json::to_value(&record).unwrap();
         let directive = &doc["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], METRICS_NAMESPACE);
         assert_eq!(directive["Dimensions"][0], serde_json::json!(["Stage", "Route"]));
@@ -127,13 +220,17 @@ mod tests {
             let name = metric["Name"].as_str().unwrap();
             assert!(doc[name].is_number(), "{name} has a value");
         }
+        for dimension in ["Stage", "Route"] {
+            assert!(doc[dimension].is_string(), "{dimension} is set");
+        }
         assert!(doc["_aws"]["Timestamp"].is_i64());
-        assert_eq!(doc["Route"], "POST /api/v1/metrics/batch");
         assert_eq!(
-            (doc["ServerErrors"].as_f64(), doc["ClientErrors"].as_f64()),
-            (Some(1.0), Some(0.0))
+            (doc["ServerErrors"].as_u64(), doc["ClientErrors"].as_u64()),
+            (Some(1), Some(0))
         );
-        assert!(doc["Stage"].is_string());
+        assert_eq!(doc["level"], "ERROR");
+        assert_eq!(doc["request_id"], "req-1");
+        assert!(doc.get("user").is_none());
     }
 
     #[test]

@@ -2,7 +2,9 @@ use batch_worker::Worker;
 use lambda_runtime::{Error, service_fn};
 use shared::config::Env;
 
-#[tokio::main]
+shared::fast_allocator!();
+
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let aws = shared::app::aws_config().await;

@@ -2,7 +2,9 @@ use lambda_runtime::{Error, service_fn};
 use migrate::Migrator;
 use shared::config::Env;
 
-#[tokio::main]
+shared::fast_allocator!();
+
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let migrator = Migrator::from_env(&Env::process()).inspect_err(shared::telemetry::startup_failed)?;

@@ -2,7 +2,9 @@ use lambda_runtime::{Error, service_fn};
 use session_reaper::Reaper;
 use shared::config::Env;
 
-#[tokio::main]
+shared::fast_allocator!();
+
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let reaper = Reaper::from_env(&Env::process()).inspect_err(shared::telemetry::startup_failed)?;

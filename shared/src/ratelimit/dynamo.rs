@@ -21,12 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use serde_json::{Value, json};
 
+use super::dynamo_http::{DynamoError, DynamoHttp};
 use super::{Limits, OrgSettings, RateLimiter, RateStatus, StoreUnavailable, gcra, now_us};
-use crate::config::RateLimitConfig;
+use crate::config::{ConfigError, RateLimitConfig};
 use crate::ids::OrgId;
 
 /// Conditional updates tried before giving up under contention (then: refused, never admitted).
@@ -35,7 +34,7 @@ const MAX_ATTEMPTS: usize = 4;
 const EXPIRY_MARGIN_SECONDS: i64 = 3600;
 
 pub struct DynamoRateLimiter {
-    client: Client,
+    client: DynamoHttp,
     table: String,
     defaults: Limits,
     override_ttl: Duration,
@@ -53,9 +52,10 @@ enum Attempt {
 }
 
 impl DynamoRateLimiter {
-    pub fn new(client: Client, config: &RateLimitConfig) -> Self {
-        Self {
-            client,
+    /// Talks to the DynamoDB endpoint of `aws` (region, endpoint and credentials as the SDK finds them).
+    pub fn new(aws: &aws_config::SdkConfig, config: &RateLimitConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            client: DynamoHttp::new(aws)?,
             table: config.table_name.clone(),
             defaults: config.defaults,
             override_ttl: config.override_ttl,
@@ -63,7 +63,7 @@ impl DynamoRateLimiter {
             overrides: Mutex::new(HashMap::new()),
             last_tat: Mutex::new(HashMap::new()),
             round_trips: AtomicU64::new(0),
-        }
+        })
     }
 
     /// DynamoDB calls made so far (for the benchmark's round trips per request).
@@ -96,22 +96,19 @@ impl DynamoRateLimiter {
             limits: self.defaults,
             batch_size: None,
         };
-        let call = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(Self::override_key(org)))
-            .consistent_read(true)
-            .send();
-        let output = self.timed(call).await?.map_err(unavailable)?;
-        let Some(item) = output.item else {
+        let request = json!({
+            "TableName": self.table,
+            "Key": {"pk": {"S": Self::override_key(org)}},
+            "ConsistentRead": true,
+        });
+        let output = match self.timed(self.client.call("GetItem", &request)).await? {
+            Ok(output) => output,
+            Err(err) => return Err(unavailable(err)),
+        };
+        let Some(item) = output.get("Item") else {
             return Ok(defaults);
         };
-        let number = |name: &str| {
-            item.get(name)
-                .and_then(|v| v.as_n().ok())
-                .and_then(|n| n.parse::<u64>().ok())
-        };
+        let number = |name: &str| number_of(item, name).and_then(|n| u64::try_from(n).ok());
         let settings = OrgSettings {
             limits: Limits {
                 max_requests: number("max_requests").unwrap_or(self.defaults.max_requests),
@@ -138,26 +135,26 @@ impl DynamoRateLimiter {
 
     /// Active bucket: advance `tat` by one interval if that stays within the tolerance.
     async fn advance(&self, org: &OrgId, limits: &Limits, now: i64) -> Result<Attempt, StoreUnavailable> {
-        let call = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(Self::state_key(org)))
-            .update_expression("SET tat = tat + :inc, expires_at = :exp")
-            .condition_expression("tat BETWEEN :now AND :max_tat")
-            .expression_attribute_values(":inc", number(limits.interval_us()))
-            .expression_attribute_values(":now", number(now))
-            .expression_attribute_values(":max_tat", number(gcra::max_tat(limits, now)))
-            .expression_attribute_values(":exp", number(expiry(limits, now)))
-            .return_values(ReturnValue::UpdatedNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send();
-        match self.timed(call).await? {
-            Ok(output) => {
-                let tat = output.attributes.as_ref().and_then(tat_of);
-                tat.map(Attempt::Admitted)
-                    .ok_or_else(|| StoreUnavailable("update returned no tat".into()))
-            }
+        let request = json!({
+            "TableName": self.table,
+            "Key": {"pk": {"S": Self::state_key(org)}},
+            "UpdateExpression": "SET tat = tat + :inc, expires_at = :exp",
+            "ConditionExpression": "tat BETWEEN :now AND :max_tat",
+            "ExpressionAttributeValues": {
+                ":inc": number(limits.interval_us()),
+                ":now": number(now),
+                ":max_tat": number(gcra::max_tat(limits, now)),
+                ":exp": number(expiry(limits, now)),
+            },
+            "ReturnValues": "UPDATED_NEW",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        });
+        match self.timed(self.client.call("UpdateItem", &request)).await? {
+            Ok(output) => output
+                .get("Attributes")
+                .and_then(|attributes| number_of(attributes, "tat"))
+                .map(Attempt::Admitted)
+                .ok_or_else(|| StoreUnavailable("update returned no tat".into())),
             Err(err) => conflict_or_unavailable(err),
         }
     }
@@ -165,19 +162,19 @@ impl DynamoRateLimiter {
     /// Idle (or new) bucket: restart `tat` from now.
     async fn restart(&self, org: &OrgId, limits: &Limits, now: i64) -> Result<Attempt, StoreUnavailable> {
         let new_tat = now + limits.interval_us();
-        let call = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(Self::state_key(org)))
-            .update_expression("SET tat = :new_tat, expires_at = :exp")
-            .condition_expression("attribute_not_exists(tat) OR tat < :now")
-            .expression_attribute_values(":new_tat", number(new_tat))
-            .expression_attribute_values(":now", number(now))
-            .expression_attribute_values(":exp", number(expiry(limits, now)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send();
-        match self.timed(call).await? {
+        let request = json!({
+            "TableName": self.table,
+            "Key": {"pk": {"S": Self::state_key(org)}},
+            "UpdateExpression": "SET tat = :new_tat, expires_at = :exp",
+            "ConditionExpression": "attribute_not_exists(tat) OR tat < :now",
+            "ExpressionAttributeValues": {
+                ":new_tat": number(new_tat),
+                ":now": number(now),
+                ":exp": number(expiry(limits, now)),
+            },
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        });
+        match self.timed(self.client.call("UpdateItem", &request)).await? {
             Ok(_) => Ok(Attempt::Admitted(new_tat)),
             Err(err) => conflict_or_unavailable(err),
         }
@@ -231,28 +228,27 @@ impl RateLimiter for DynamoRateLimiter {
     }
 }
 
-fn conflict_or_unavailable<R>(
-    err: aws_sdk_dynamodb::error::SdkError<UpdateItemError, R>,
-) -> Result<Attempt, StoreUnavailable>
-where
-    R: std::fmt::Debug,
-{
-    match err.as_service_error() {
-        Some(UpdateItemError::ConditionalCheckFailedException(e)) => Ok(Attempt::Conflict(e.item().and_then(tat_of))),
-        _ => Err(unavailable(err)),
+fn conflict_or_unavailable(err: DynamoError) -> Result<Attempt, StoreUnavailable> {
+    match err {
+        DynamoError::ConditionFailed { item } => Ok(Attempt::Conflict(item.as_ref().and_then(|i| number_of(i, "tat")))),
+        other => Err(unavailable(other)),
     }
 }
 
-fn unavailable(err: impl std::error::Error) -> StoreUnavailable {
-    StoreUnavailable(aws_sdk_dynamodb::error::DisplayErrorContext(err).to_string())
+fn unavailable(err: DynamoError) -> StoreUnavailable {
+    StoreUnavailable(match err {
+        DynamoError::ConditionFailed { .. } => "unexpected condition failure".into(),
+        DynamoError::Failed(detail) => detail,
+    })
 }
 
-fn tat_of(item: &HashMap<String, AttributeValue>) -> Option<i64> {
-    item.get("tat")?.as_n().ok()?.parse().ok()
+/// A numeric attribute (`{"N": "123"}`) of an item.
+fn number_of(item: &Value, name: &str) -> Option<i64> {
+    item.get(name)?.get("N")?.as_str()?.parse().ok()
 }
 
-fn number(n: i64) -> AttributeValue {
-    AttributeValue::N(n.to_string())
+fn number(n: i64) -> Value {
+    json!({ "N": n.to_string() })
 }
 
 /// Epoch seconds after which the item may be deleted: the bucket is full again long before.

@@ -9,6 +9,7 @@
 //! updates, exact across any number of Lambda instances; [`InMemoryRateLimiter`] is for tests.
 
 mod dynamo;
+pub mod dynamo_http;
 pub mod gcra;
 mod memory;
 

@@ -4,6 +4,7 @@
 mod batch;
 mod command_execution;
 mod database_outage;
+mod dynamo_signing;
 mod http_front;
 mod migrations;
 mod rate_limit;

@@ -31,7 +31,7 @@ fn config(table: &str, max_requests: u64) -> RateLimitConfig {
 }
 
 async fn limiter(table: &str, max_requests: u64) -> DynamoRateLimiter {
-    DynamoRateLimiter::new(dynamo().await, &config(table, max_requests))
+    DynamoRateLimiter::new(&shared::app::aws_config().await, &config(table, max_requests)).unwrap()
 }
 
 fn org(id: &str) -> OrgId {
