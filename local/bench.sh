@@ -19,6 +19,10 @@ done
 log "building the benchmark and the functions (release, this machine's architecture)"
 cargo build --release --quiet "${packages[@]}"
 
+# PostgreSQL and moto on the last CPU, the benchmark on the first, so that the emulators' work
+# does not land on the measured thread (on a one-CPU machine nothing is pinned).
+cpus=$(nproc)
+if [ "$cpus" -ge 2 ]; then export STACK_CPUS=$((cpus - 1)); pin=(taskset -c 0); else pin=(); fi
 start_throwaway_stack bench
 export BENCH_DATABASE_URL="$STACK_DATABASE_URL"
 export BENCH_RELEASE_DIR="$ROOT/target/release"
@@ -26,4 +30,4 @@ export BENCH_ZIP_DIR="$ROOT/target/lambda"
 export BENCH_OUTPUT="${BENCH_OUTPUT:-$ROOT/.local/bench/results.json}"
 export RUST_LOG=warn
 # stdout carries the service's own log and metric lines; the report is on stderr.
-"$ROOT/target/release/metrics-bench" >/dev/null
+"${pin[@]}" "$ROOT/target/release/metrics-bench" >/dev/null

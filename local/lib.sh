@@ -114,9 +114,12 @@ start_throwaway_stack() {
   trap stop_throwaway_stack INT TERM EXIT
   mkdir -p "$STACK_RUN_DIR"
   log "starting PostgreSQL on 127.0.0.1:$pg_port and moto on 127.0.0.1:$moto_port"
+  # STACK_CPUS (e.g. "1") pins PostgreSQL and moto to those CPUs, away from a benchmark.
+  local pin=()
+  [ -n "${STACK_CPUS:-}" ] && pin=(taskset -c "$STACK_CPUS")
   PG_EXTRA_OPTIONS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
-    "$ROOT/local/pg.sh" start "$STACK_PG_DIR" "$pg_port"
-  STACK_MOTO_PID=$(start_moto "$moto_port" "$STACK_RUN_DIR/moto.log")
+    "${pin[@]}" "$ROOT/local/pg.sh" start "$STACK_PG_DIR" "$pg_port"
+  STACK_MOTO_PID=$("${pin[@]}" bash -c "$(declare -f log die wait_for_port port_open start_moto); VENV='$VENV' ROOT='$ROOT' start_moto $moto_port '$STACK_RUN_DIR/moto.log'")
   set -a
   eval "$(aws_local_env "http://127.0.0.1:$moto_port")"
   set +a

@@ -10,8 +10,6 @@ mod store;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, Object, Pool, PoolError, Runtime};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use store::PgStore;
@@ -105,23 +103,7 @@ pub(crate) use with_client;
 /// TLS for PostgreSQL: the public roots (enough for RDS Proxy and most managed services) plus
 /// the configured CA certificates (e.g. the RDS bundle). Whether TLS is used follows `sslmode`.
 pub fn tls(config: &DatabaseConfig) -> Result<MakeRustlsConnect, ConfigError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(pem) = &config.ca_certificates {
-        for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            let certificate = certificate
-                .map_err(|e| ConfigError::new("DATABASE_CA_CERT", format!("unreadable certificate: {e}")))?;
-            roots
-                .add(certificate)
-                .map_err(|e| ConfigError::new("DATABASE_CA_CERT", format!("unusable certificate: {e}")))?;
-        }
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError::new("DATABASE_URL", format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = crate::tls::client_config(config.ca_certificates.as_deref(), "DATABASE_CA_CERT")?;
     Ok(MakeRustlsConnect::new(tls))
 }
 

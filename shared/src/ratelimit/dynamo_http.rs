@@ -66,8 +66,7 @@ impl DynamoHttp {
             .credentials_provider()
             .ok_or_else(|| ConfigError::new("AWS_ACCESS_KEY_ID", "no AWS credentials are configured"))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
-            .map_err(|e| ConfigError::new("AWS_ENDPOINT_URL", format!("TLS roots: {e}")))?
+            .with_tls_config(crate::tls::client_config(None, "AWS_ENDPOINT_URL")?)
             .https_or_http()
             .enable_http1()
             .build();

@@ -27,7 +27,6 @@ const COMMAND_EVENT: &str = include_str!("../../../events/command-execution.json
 /// Sample sizes; `BENCH_SCALE` multiplies them.
 struct Sizes {
     single: usize,
-    raw: usize,
     http: usize,
     batch: usize,
     ingest_messages: usize,
@@ -42,7 +41,6 @@ fn sizes() -> Sizes {
     let n = |base: f64| ((base * scale) as usize).max(20);
     Sizes {
         single: n(3000.0),
-        raw: n(3000.0),
         http: n(2000.0),
         batch: n(500.0),
         ingest_messages: n(400.0),
@@ -162,8 +160,30 @@ fn spec_command() -> Value {
            "execution_time_ms": 1250, "status": "success", "context": {"project_type": "web_service", "complexity": "medium"}})
 }
 
+/// Wall-clock and own-CPU samples of one measured operation.
+#[derive(Default)]
+struct Samples {
+    wall: Vec<f64>,
+    cpu: Vec<f64>,
+}
+
+impl Samples {
+    /// Times `work`; keeps the sample unless `warm_up`.
+    async fn time<T>(&mut self, warm_up: bool, work: impl Future<Output = T>) -> T {
+        let (started, cpu_started) = (Instant::now(), thread_cpu());
+        let out = work.await;
+        if !warm_up {
+            self.wall.push(ms(started.elapsed()));
+            self.cpu.push(ms(thread_cpu() - cpu_started));
+        }
+        out
+    }
+}
+
 /// Baselines and in-process figures, all on one current-thread runtime so that the thread's CPU
-/// clock sees all of our own work (the database and SDK clients run their tasks on it too).
+/// clock sees all of our own work (the database and HTTP clients run their tasks on it too).
+/// Baselines and the code under test are interleaved, one of each per round, so that they share
+/// the same moments of a noisy machine.
 fn in_process(stack: &Stack, n: &Sizes, results: &mut serde_json::Map<String, Value>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -171,9 +191,11 @@ fn in_process(stack: &Stack, n: &Sizes, results: &mut serde_json::Map<String, Va
         .expect("runtime");
     runtime.block_on(async {
         let vars = env_for(stack, &[]);
+        let env = env(&vars);
         let aws = shared::app::aws_config().await;
+        let body = spec_command();
 
-        // Raw PostgreSQL: the same row into a same-shaped table, prepared, one round trip each.
+        // Raw PostgreSQL: the same row into a same-shaped table, prepared, one round trip.
         let (mut raw, connection) = tokio_postgres::connect(&stack.database_url, tokio_postgres::NoTls).await.expect("connect");
         tokio::spawn(connection);
         shared::db::migrate::provision_tenant(&mut raw, &OrgId::parse("raw").expect("org")).await.expect("tenant");
@@ -185,72 +207,6 @@ fn in_process(stack: &Stack, n: &Sizes, results: &mut serde_json::Map<String, Va
             )
             .await
             .expect("prepare");
-        let body = spec_command();
-        let mut pg = Vec::with_capacity(n.raw);
-        let mut pg_cpu = Vec::with_capacity(n.raw);
-        for i in 0..n.raw + 200 {
-            let (started, cpu_started) = (Instant::now(), thread_cpu());
-            let params: [&(dyn ToSql + Sync); 9] = [
-                &Uuid::now_v7(),
-                &"raw",
-                &"bench",
-                &"claude_code_generate",
-                &body["command_args"],
-                &1250.0f64,
-                &"success",
-                &None::<String>,
-                &body["context"],
-            ];
-            raw.execute(&insert, &params).await.expect("raw insert");
-            if i >= 200 {
-                pg.push(ms(started.elapsed()));
-                pg_cpu.push(ms(thread_cpu() - cpu_started));
-            }
-        }
-
-        // Raw DynamoDB: one conditional update round trip each.
-        let dynamo = aws_sdk_dynamodb::Client::new(&aws);
-        let mut ddb = Vec::with_capacity(n.raw);
-        let mut ddb_cpu = Vec::with_capacity(n.raw);
-        for i in 0..n.raw + 200 {
-            let (started, cpu_started) = (Instant::now(), thread_cpu());
-            dynamo
-                .update_item()
-                .table_name(&stack.table)
-                .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("bench#raw".into()))
-                .update_expression("SET n = if_not_exists(n, :zero) + :one")
-                .condition_expression("attribute_not_exists(locked)")
-                .expression_attribute_values(":zero", aws_sdk_dynamodb::types::AttributeValue::N("0".into()))
-                .expression_attribute_values(":one", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
-                .send()
-                .await
-                .expect("raw update");
-            if i >= 200 {
-                ddb.push(ms(started.elapsed()));
-                ddb_cpu.push(ms(thread_cpu() - cpu_started));
-            }
-        }
-
-        // The same conditional update through the direct client the rate limiter uses.
-        let direct = shared::ratelimit::dynamo_http::DynamoHttp::new(&aws).expect("client");
-        let request = json!({
-            "TableName": stack.table,
-            "Key": {"pk": {"S": "bench#direct"}},
-            "UpdateExpression": "SET n = if_not_exists(n, :zero) + :one",
-            "ConditionExpression": "attribute_not_exists(locked)",
-            "ExpressionAttributeValues": {":zero": {"N": "0"}, ":one": {"N": "1"}},
-        });
-        let mut direct_ddb = Vec::with_capacity(n.raw);
-        let mut direct_ddb_cpu = Vec::with_capacity(n.raw);
-        for i in 0..n.raw + 200 {
-            let (started, cpu_started) = (Instant::now(), thread_cpu());
-            direct.call("UpdateItem", &request).await.expect("direct update");
-            if i >= 200 {
-                direct_ddb.push(ms(started.elapsed()));
-                direct_ddb_cpu.push(ms(thread_cpu() - cpu_started));
-            }
-        }
-
         // Raw 20-row insert: the same rows, every column from an array, prepared, one statement.
         let insert20 = raw
             .prepare_typed(
@@ -272,27 +228,27 @@ fn in_process(stack: &Stack, n: &Sizes, results: &mut serde_json::Map<String, Va
             )
             .await
             .expect("prepare 20");
-        let mut pg20 = Vec::with_capacity(n.batch);
-        for i in 0..n.batch + 50 {
-            let ids: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
-            let names = vec!["claude_code_generate"; 20];
-            let args = vec![body["command_args"].clone(); 20];
-            let times = vec![1250.0f64; 20];
-            let statuses = vec!["success"; 20];
-            let errors = vec![None::<String>; 20];
-            let ctx = vec![body["context"].clone(); 20];
-            let stamps = vec![None::<chrono::DateTime<chrono::Utc>>; 20];
-            let started = Instant::now();
-            raw.execute(&insert20, &[&ids, &names, &args, &times, &statuses, &errors, &ctx, &stamps])
-                .await
-                .expect("raw 20");
-            if i >= 50 {
-                pg20.push(ms(started.elapsed()));
-            }
-        }
+        // Raw DynamoDB: the conditional update the limiter makes in the common case (restart the
+        // bucket's `tat` if it lies in the past), through the SDK and through the direct client.
+        let sdk = aws_sdk_dynamodb::Client::new(&aws);
+        let direct = shared::ratelimit::dynamo_http::DynamoHttp::new(&aws).expect("client");
+        let now_us = || shared::ratelimit::now_us();
+        let direct_request = |now: i64| {
+            json!({
+                "TableName": stack.table,
+                "Key": {"pk": {"S": "bench#direct"}},
+                "UpdateExpression": "SET tat = :new_tat, expires_at = :exp",
+                "ConditionExpression": "attribute_not_exists(tat) OR tat < :now",
+                "ExpressionAttributeValues": {
+                    ":new_tat": {"N": (now + 1).to_string()},
+                    ":now": {"N": now.to_string()},
+                    ":exp": {"N": (now / 1_000_000 + 3600).to_string()},
+                },
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            })
+        };
 
         // The command-execution handler, called directly, on the real adapters.
-        let env = env(&vars);
         let rate = RateLimitConfig::from_env(&env).expect("rate config");
         let limiter = Arc::new(DynamoRateLimiter::new(&aws, &rate).expect("limiter"));
         let auth = Authenticator::new(&AuthConfig::from_env(&env).expect("auth")).expect("auth");
@@ -302,74 +258,105 @@ fn in_process(stack: &Stack, n: &Sizes, results: &mut serde_json::Map<String, Va
             Arc::new(PgStore::new(db.clone())),
         );
         let token = local_front::token::mint(shared::config::LOCAL_DEV_SECRET, "bench", "bench-user", 2).expect("token");
-        let mut wall = Vec::with_capacity(n.single);
-        let mut cpu = Vec::with_capacity(n.single);
-        let mut admitted = 0usize;
+
+        let (mut pg, mut sdk_ddb, mut direct_ddb, mut handler) =
+            (Samples::default(), Samples::default(), Samples::default(), Samples::default());
+        let warm_up = 200;
         let mut trips_before = 0;
-        for i in 0..n.single + 200 {
-            if i == 200 {
+        for i in 0..n.single + warm_up {
+            let warming = i < warm_up;
+            if i == warm_up {
                 trips_before = limiter.round_trips();
             }
+            let params: [&(dyn ToSql + Sync); 9] = [
+                &Uuid::now_v7(),
+                &"raw",
+                &"bench",
+                &"claude_code_generate",
+                &body["command_args"],
+                &1250.0f64,
+                &"success",
+                &None::<String>,
+                &body["context"],
+            ];
+            pg.time(warming, raw.execute(&insert, &params)).await.expect("raw insert");
+            let number = |n: i64| aws_sdk_dynamodb::types::AttributeValue::N(n.to_string());
+            let now = now_us();
+            sdk_ddb
+                .time(
+                    warming,
+                    sdk.update_item()
+                        .table_name(&stack.table)
+                        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("bench#raw".into()))
+                        .update_expression("SET tat = :new_tat, expires_at = :exp")
+                        .condition_expression("attribute_not_exists(tat) OR tat < :now")
+                        .expression_attribute_values(":new_tat", number(now + 1))
+                        .expression_attribute_values(":now", number(now))
+                        .expression_attribute_values(":exp", number(now / 1_000_000 + 3600))
+                        .return_values_on_condition_check_failure(
+                            aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+                        )
+                        .send(),
+                )
+                .await
+                .expect("raw update");
+            let request = direct_request(now_us());
+            direct_ddb.time(warming, direct.call("UpdateItem", &request)).await.expect("direct update");
             let req = command_request(&token);
-            let (started, cpu_started) = (Instant::now(), thread_cpu());
-            let response = command_execution::handle(&app, req).await.expect("handler");
-            let (elapsed, cpu_used) = (started.elapsed(), thread_cpu() - cpu_started);
+            let response = handler.time(warming, command_execution::handle(&app, req)).await.expect("handler");
             assert_eq!(response.status(), 201, "benchmark requests must be admitted and stored");
-            if i >= 200 {
-                wall.push(ms(elapsed));
-                cpu.push(ms(cpu_used));
-                admitted += 1;
-            }
         }
-        let trips = (limiter.round_trips() - trips_before) as f64 / admitted as f64;
+        let trips = (limiter.round_trips() - trips_before) as f64 / n.single as f64;
 
-        // The worker fed one SQS event of one 20-metric envelope, directly.
+        // The worker fed one SQS event of one 20-metric envelope, against the raw 20-row insert.
         let worker = batch_worker::Worker::from_env(&env, &aws).expect("worker");
         let caller = Caller {
             org: OrgId::parse("bench").expect("org"),
             user: UserId::parse("bench-user").expect("user"),
         };
-        let mut batch = Vec::with_capacity(n.batch);
-        let mut batch_cpu = Vec::with_capacity(n.batch);
+        let (mut pg20, mut batch) = (Samples::default(), Samples::default());
         for i in 0..n.batch + 50 {
+            let warming = i < 50;
+            let ids: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+            let names = vec!["claude_code_generate"; 20];
+            let args = vec![body["command_args"].clone(); 20];
+            let times = vec![1250.0f64; 20];
+            let statuses = vec!["success"; 20];
+            let errors = vec![None::<String>; 20];
+            let ctx = vec![body["context"].clone(); 20];
+            let stamps = vec![None::<chrono::DateTime<chrono::Utc>>; 20];
+            pg20.time(warming, raw.execute(&insert20, &[&ids, &names, &args, &times, &statuses, &errors, &ctx, &stamps]))
+                .await
+                .expect("raw 20");
             let metrics = Metrics::from_request(&json!({"command_executions": vec![spec_command(); 20]}), 20).expect("batch");
             let message = Envelope::new(&caller, Source::Api, metrics).to_message().expect("message");
-            let event = sqs_event(vec![message]);
-            let (started, cpu_started) = (Instant::now(), thread_cpu());
-            let response = worker.handle(event).await.expect("worker");
-            let (elapsed, cpu_used) = (started.elapsed(), thread_cpu() - cpu_started);
+            let response = batch.time(warming, worker.handle(sqs_event(vec![message]))).await.expect("worker");
             assert!(response.batch_item_failures.is_empty());
-            if i >= 50 {
-                batch.push(ms(elapsed));
-                batch_cpu.push(ms(cpu_used));
-            }
         }
 
-        let (pg, sdk_ddb, pg20) = (stats(&pg), stats(&ddb), stats(&pg20));
-        // The baseline is the cheaper of the two ways to make the same conditional update.
-        let ddb = if stats(&direct_ddb).p95 < sdk_ddb.p95 { stats(&direct_ddb) } else { sdk_ddb };
-        results.insert("raw_dynamodb_update_direct".into(), stats_json(stats(&direct_ddb), n.raw));
-        results.insert("raw_dynamodb_update_direct_cpu".into(), stats_json(stats(&direct_ddb_cpu), n.raw));
-        let (wall_s, cpu_s, batch_s, batch_cpu_s) = (stats(&wall), stats(&cpu), stats(&batch), stats(&batch_cpu));
-        results.insert("raw_postgres_insert".into(), stats_json(pg, n.raw));
-        results.insert("raw_postgres_insert_cpu".into(), stats_json(stats(&pg_cpu), n.raw));
-        results.insert("raw_dynamodb_update_cpu".into(), stats_json(stats(&ddb_cpu), n.raw));
-        results.insert("raw_dynamodb_conditional_update".into(), stats_json(sdk_ddb, n.raw));
-        results.insert("raw_dynamodb_baseline".into(), stats_json(ddb, n.raw));
-        results.insert("raw_postgres_20_row_insert".into(), stats_json(pg20, n.batch));
+        let baseline_ddb = if stats(&direct_ddb.wall).p95 < stats(&sdk_ddb.wall).p95 { &direct_ddb } else { &sdk_ddb };
+        let (pg_s, ddb_s, pg20_s) = (stats(&pg.wall), stats(&baseline_ddb.wall), stats(&pg20.wall));
+        let (wall_s, batch_s) = (stats(&handler.wall), stats(&batch.wall));
+        results.insert("raw_postgres_insert".into(), stats_json(pg_s, n.single));
+        results.insert("raw_postgres_insert_cpu".into(), stats_json(stats(&pg.cpu), n.single));
+        results.insert("raw_dynamodb_conditional_update".into(), stats_json(stats(&sdk_ddb.wall), n.single));
+        results.insert("raw_dynamodb_update_cpu".into(), stats_json(stats(&sdk_ddb.cpu), n.single));
+        results.insert("raw_dynamodb_update_direct".into(), stats_json(stats(&direct_ddb.wall), n.single));
+        results.insert("raw_dynamodb_update_direct_cpu".into(), stats_json(stats(&direct_ddb.cpu), n.single));
+        results.insert("raw_dynamodb_baseline".into(), stats_json(ddb_s, n.single));
+        results.insert("raw_postgres_20_row_insert".into(), stats_json(pg20_s, n.batch));
         results.insert("handler_in_process".into(), stats_json(wall_s, n.single));
-        results.insert("handler_cpu".into(), stats_json(cpu_s, n.single));
+        results.insert("handler_cpu".into(), stats_json(stats(&handler.cpu), n.single));
         results.insert("worker_batch_of_20".into(), stats_json(batch_s, n.batch));
-        results.insert("worker_batch_of_20_cpu".into(), stats_json(batch_cpu_s, n.batch));
+        results.insert("worker_batch_of_20_cpu".into(), stats_json(stats(&batch.cpu), n.batch));
         results.insert("dynamodb_round_trips_per_admitted_request".into(), json!(round3(trips)));
         results.insert(
             "ratios".into(),
             json!({
-                "handler_p95_over_raw_p95_sum": round3(wall_s.p95 / (pg.p95 + ddb.p95)),
-                "handler_p95_over_raw_p50_sum": round3(wall_s.p95 / (pg.p50 + ddb.p50)),
-                "handler_p50_over_raw_p50_sum": round3(wall_s.p50 / (pg.p50 + ddb.p50)),
-                "batch20_p50_over_raw20_p50": round3(batch_s.p50 / pg20.p50),
-                "batch20_p95_over_raw20_p95": round3(batch_s.p95 / pg20.p95),
+                "handler_p95_over_raw_p95_sum": round3(wall_s.p95 / (pg_s.p95 + ddb_s.p95)),
+                "handler_p50_over_raw_p50_sum": round3(wall_s.p50 / (pg_s.p50 + ddb_s.p50)),
+                "batch20_p50_over_raw20_p50": round3(batch_s.p50 / pg20_s.p50),
+                "batch20_p95_over_raw20_p95": round3(batch_s.p95 / pg20_s.p95),
             }),
         );
     });
@@ -516,31 +503,24 @@ async fn functions(stack: &Stack, results: &mut serde_json::Map<String, Value>) 
             "batch-worker" => 200,
             _ => 1000,
         };
+        // Start-up: the median of several cold starts, each until the first request for work.
+        let mut startups = Vec::new();
+        for _ in 0..STARTS {
+            let api = runtime_api::RuntimeApi::default();
+            let addr = api.start().await;
+            let spawned = Instant::now();
+            let mut child = launch(&binary, &name, addr, stack).spawn().expect("spawn");
+            while api.first_poll().is_none() {
+                tokio::time::sleep(Duration::from_micros(100)).await;
+            }
+            startups.push(ms(api.first_poll().expect("polled") - spawned));
+            let _ = child.kill().await;
+        }
+        let startup = stats(&startups).p50;
+        // Peak resident memory after a stream of events.
         let api = runtime_api::RuntimeApi::default();
         let addr = api.start().await;
-        let mut command = tokio::process::Command::new(&binary);
-        command
-            .env_clear()
-            .envs(env_for(stack, &[("SESSION_IDLE_TIMEOUT_MS", "3600000".into())]))
-            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", &name)
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "local")
-            .env("AWS_SECRET_ACCESS_KEY", "local")
-            .env("AWS_ENDPOINT_URL", std::env::var("AWS_ENDPOINT_URL").expect("endpoint"))
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let spawned = Instant::now();
-        let mut child = command.spawn().expect("spawn");
-        while api.first_poll().is_none() {
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-        let startup = api.first_poll().expect("polled") - spawned;
+        let mut child = launch(&binary, &name, addr, stack).spawn().expect("spawn");
         for _ in 0..invocations {
             api.push(event.clone());
         }
@@ -550,8 +530,7 @@ async fn functions(stack: &Stack, results: &mut serde_json::Map<String, Value>) 
         let zip = std::path::Path::new(&zip_dir).join(&name).join("bootstrap.zip");
         let zip_bytes = std::fs::metadata(&zip).map(|m| m.len()).ok();
         eprintln!(
-            "  {name:<18} start-up {:>6.1} ms  peak RSS {:>6.1} MB  {} invocations ({} errors)",
-            ms(startup),
+            "  {name:<18} start-up {startup:>6.1} ms (median of {STARTS})  peak RSS {:>6.1} MB  {} invocations ({} errors)",
             peak_kb as f64 / 1024.0,
             api.responses(),
             api.errors().len()
@@ -559,7 +538,8 @@ async fn functions(stack: &Stack, results: &mut serde_json::Map<String, Value>) 
         out.insert(
             name,
             json!({
-                "startup_ms": round3(ms(startup)),
+                "startup_ms": round3(startup),
+                "startup_runs_ms": startups.iter().map(|s| round3(*s)).collect::<Vec<_>>(),
                 "peak_rss_mb": round3(peak_kb as f64 / 1024.0),
                 "invocations": invocations,
                 "errors": api.errors().len(),
@@ -568,6 +548,32 @@ async fn functions(stack: &Stack, results: &mut serde_json::Map<String, Value>) 
         );
     }
     results.insert("functions".into(), Value::Object(out));
+}
+
+/// Cold starts measured per function.
+const STARTS: usize = 7;
+
+/// The command that runs a function's binary as Lambda would, against the Runtime API at `addr`.
+fn launch(binary: &std::path::Path, name: &str, addr: std::net::SocketAddr, stack: &Stack) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .env_clear()
+        .envs(env_for(stack, &[("SESSION_IDLE_TIMEOUT_MS", "3600000".into())]))
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", name)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_ENDPOINT_URL", std::env::var("AWS_ENDPOINT_URL").expect("endpoint"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
 }
 
 fn peak_rss_kb(pid: u32) -> Option<u64> {
@@ -589,7 +595,9 @@ fn machine() -> Value {
         })
         .unwrap_or_default();
     json!({
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        // Counted from /proc/cpuinfo: the benchmark itself runs pinned to one CPU.
+        "cpus": std::fs::read_to_string("/proc/cpuinfo").map(|c| c.lines().filter(|l| l.starts_with("processor")).count()).unwrap_or(0),
+        "pinning": "benchmark on CPU 0; PostgreSQL and moto on the last CPU",
         "cpu_model": cpu,
         "date": chrono::Utc::now().to_rfc3339(),
     })
@@ -676,13 +684,13 @@ fn main() {
         eprintln!("measuring the handler over HTTP through the local front...");
         setup_runtime.block_on(over_http(&stack, &n, &mut results));
     }
-    if wanted("ingest") {
-        eprintln!("measuring sustained worker ingest...");
-        setup_runtime.block_on(sustained_ingest(&stack, &n, &mut results));
-    }
     if wanted("functions") {
         eprintln!("measuring each function's release binary (start-up, peak RSS)...");
         setup_runtime.block_on(functions(&stack, &mut results));
+    }
+    if wanted("ingest") {
+        eprintln!("measuring sustained worker ingest...");
+        setup_runtime.block_on(sustained_ingest(&stack, &n, &mut results));
     }
 
     let targets = targets(&results);
