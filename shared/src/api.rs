@@ -63,7 +63,7 @@ impl Api {
         let mut reply = Reply::start(request_id(req));
         let mut caller = None;
         let outcome = async {
-            let who = self.auth.authenticate(req.headers())?;
+            let who = self.auth.authenticate(req.headers()).await?;
             caller = Some(who.clone());
             reply.set_rate(self.rate_limit(&who).await?);
             let body = self.json_body(req)?;

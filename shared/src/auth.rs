@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::config::{AuthConfig, ConfigError, JwtKey};
 use crate::ids::{Caller, OrgId, UserId};
+use crate::jwks::{Jwks, JwksError};
 
 /// Longest token we try to decode; anything larger is refused unread.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -33,11 +34,19 @@ pub enum AuthError {
     WrongAudience,
     #[error("Token claim {claim} is missing or invalid: {problem}")]
     BadClaim { claim: &'static str, problem: String },
+    #[error("Token header has no key id (kid)")]
+    MissingKeyId,
+    #[error("Token signing key is not known")]
+    UnknownKey,
+    /// The issuer's key server cannot be read: not the client's fault (503).
+    #[error("token keys unavailable: {0}")]
+    KeysUnavailable(String),
 }
 
 pub struct Authenticator {
-    /// The current key first, then the one being rotated out.
+    /// The current key first, then the one being rotated out (none with a JWKS).
     keys: Vec<DecodingKey>,
+    jwks: Option<Jwks>,
     validation: Validation,
 }
 
@@ -51,6 +60,20 @@ struct Claims {
 
 impl Authenticator {
     pub fn new(config: &AuthConfig) -> Result<Self, ConfigError> {
+        if let JwtKey::Jwks {
+            url,
+            es256,
+            min_refresh,
+            timeout,
+        } = &config.key
+        {
+            let algorithm = if *es256 { Algorithm::ES256 } else { Algorithm::RS256 };
+            return Ok(Self {
+                keys: Vec::new(),
+                jwks: Some(Jwks::new(url, algorithm, *min_refresh, *timeout)?),
+                validation: validation(algorithm, config),
+            });
+        }
         let (algorithm, key) = decoding_key(&config.key, "JWT_PUBLIC_KEY")?;
         let mut keys = vec![key];
         if let Some(previous) = &config.previous {
@@ -63,39 +86,77 @@ impl Authenticator {
             }
             keys.push(key);
         }
-        let mut validation = Validation::new(algorithm);
-        validation.set_required_spec_claims(&["exp"]);
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.leeway = config.leeway_seconds;
-        if let Some(issuer) = &config.issuer {
-            validation.set_issuer(&[issuer]);
-        }
-        if config.audience.is_empty() {
-            validation.validate_aud = false;
-        } else {
-            validation.set_audience(&config.audience);
-        }
-        Ok(Self { keys, validation })
+        Ok(Self {
+            keys,
+            jwks: None,
+            validation: validation(algorithm, config),
+        })
+    }
+
+    /// The JWKS key source, when the deployment uses one.
+    pub fn jwks(&self) -> Option<&Jwks> {
+        self.jwks.as_ref()
     }
 
     /// Verifies the `Authorization` header and returns who is calling.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
         let token = bearer_token(headers)?;
-        self.verify(token)
+        match &self.jwks {
+            None => self.verify(token),
+            Some(jwks) => self.verify_with_jwks(jwks, token).await,
+        }
     }
 
+    /// Verifies a token against the configured static keys.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Invalid);
         }
-        let data = self.decode(token)?;
-        let org = string_claim("org_id", data.claims.org_id)
-            .and_then(|raw| OrgId::parse(&raw).map_err(|problem| bad("org_id", problem)))?;
-        let user = string_claim("sub", data.claims.sub)
-            .and_then(|raw| UserId::parse(&raw).map_err(|problem| bad("sub", problem)))?;
-        Ok(Caller { org, user })
+        caller(self.decode(token)?)
     }
+
+    async fn verify_with_jwks(&self, jwks: &Jwks, token: &str) -> Result<Caller, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Invalid);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| map_jwt_error(e.kind()))?;
+        if !self.validation.algorithms.contains(&header.alg) {
+            return Err(AuthError::WrongAlgorithm);
+        }
+        let kid = header.kid.ok_or(AuthError::MissingKeyId)?;
+        let key = match jwks.key(&kid).await {
+            Ok(Some(key)) => key,
+            Ok(None) => return Err(AuthError::UnknownKey),
+            Err(JwksError::Unavailable(detail)) => return Err(AuthError::KeysUnavailable(detail)),
+        };
+        caller(jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| map_jwt_error(e.kind()))?)
+    }
+}
+
+fn validation(algorithm: Algorithm, config: &AuthConfig) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.set_required_spec_claims(&["exp"]);
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.leeway = config.leeway_seconds;
+    if let Some(issuer) = &config.issuer {
+        validation.set_issuer(&[issuer]);
+    }
+    if config.audience.is_empty() {
+        validation.validate_aud = false;
+    } else {
+        validation.set_audience(&config.audience);
+    }
+    validation
+}
+
+/// The caller named by verified claims; both ids are checked before anything else sees them.
+fn caller(data: jsonwebtoken::TokenData<Claims>) -> Result<Caller, AuthError> {
+    let org = string_claim("org_id", data.claims.org_id)
+        .and_then(|raw| OrgId::parse(&raw).map_err(|problem| bad("org_id", problem)))?;
+    let user = string_claim("sub", data.claims.sub)
+        .and_then(|raw| UserId::parse(&raw).map_err(|problem| bad("sub", problem)))?;
+    Ok(Caller { org, user })
 }
 
 impl Authenticator {
@@ -114,6 +175,9 @@ impl Authenticator {
 
 fn decoding_key(key: &JwtKey, variable: &str) -> Result<(Algorithm, DecodingKey), ConfigError> {
     Ok(match key {
+        JwtKey::Jwks { .. } => {
+            return Err(ConfigError::new(variable, "a JWKS URL cannot be a previous key"));
+        }
         JwtKey::Hs256 { secret } => (Algorithm::HS256, DecodingKey::from_secret(secret.as_bytes())),
         JwtKey::Rs256 { public_key_pem } => (
             Algorithm::RS256,
@@ -221,6 +285,11 @@ mod tests {
         .unwrap()
     }
 
+    /// `authenticate` for static keys, without a runtime.
+    fn authenticate(auth: &Authenticator, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        bearer_token(headers).and_then(|token| auth.verify(token))
+    }
+
     fn headers(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(http::header::AUTHORIZATION, value.parse().unwrap());
@@ -229,9 +298,7 @@ mod tests {
 
     #[test]
     fn a_valid_token_yields_the_caller() {
-        let caller = hs256()
-            .authenticate(&headers(&format!("Bearer {}", sign_hs(&claims(), SECRET))))
-            .unwrap();
+        let caller = authenticate(&hs256(), &headers(&format!("Bearer {}", sign_hs(&claims(), SECRET)))).unwrap();
         assert_eq!(caller.org.as_str(), "acme");
         assert_eq!(caller.user.as_str(), "alice");
     }
@@ -239,28 +306,28 @@ mod tests {
     #[test]
     fn the_scheme_is_case_insensitive() {
         let token = sign_hs(&claims(), SECRET);
-        assert!(hs256().authenticate(&headers(&format!("bearer {token}"))).is_ok());
+        assert!(authenticate(&hs256(), &headers(&format!("bearer {token}"))).is_ok());
     }
 
     #[test]
     fn a_missing_header_is_refused() {
-        assert_eq!(hs256().authenticate(&HeaderMap::new()), Err(AuthError::Missing));
-        assert_eq!(hs256().authenticate(&headers("Bearer ")), Err(AuthError::Missing));
+        assert_eq!(authenticate(&hs256(), &HeaderMap::new()), Err(AuthError::Missing));
+        assert_eq!(authenticate(&hs256(), &headers("Bearer ")), Err(AuthError::Missing));
     }
 
     #[test]
     fn other_schemes_and_garbage_are_refused() {
         assert_eq!(
-            hs256().authenticate(&headers("Basic YWxhZGRpbjpvcGVu")),
+            authenticate(&hs256(), &headers("Basic YWxhZGRpbjpvcGVu")),
             Err(AuthError::Malformed)
         );
-        assert_eq!(hs256().authenticate(&headers("Bearer")), Err(AuthError::Missing));
-        assert_eq!(hs256().authenticate(&headers("Token abc")), Err(AuthError::Malformed));
+        assert_eq!(authenticate(&hs256(), &headers("Bearer")), Err(AuthError::Missing));
+        assert_eq!(authenticate(&hs256(), &headers("Token abc")), Err(AuthError::Malformed));
         assert_eq!(
-            hs256().authenticate(&headers("Bearer not.a.jwt")),
+            authenticate(&hs256(), &headers("Bearer not.a.jwt")),
             Err(AuthError::Invalid)
         );
-        assert_eq!(hs256().authenticate(&headers("Bearer abc")), Err(AuthError::Invalid));
+        assert_eq!(authenticate(&hs256(), &headers("Bearer abc")), Err(AuthError::Invalid));
     }
 
     #[test]

@@ -161,9 +161,23 @@ impl DatabaseConfig {
 /// The one signing algorithm a deployment accepts, with its verification key.
 #[derive(Clone)]
 pub enum JwtKey {
-    Hs256 { secret: String },
-    Rs256 { public_key_pem: String },
-    Es256 { public_key_pem: String },
+    Hs256 {
+        secret: String,
+    },
+    Rs256 {
+        public_key_pem: String,
+    },
+    Es256 {
+        public_key_pem: String,
+    },
+    /// RS256 or ES256 keys published by the issuer (`JWT_JWKS_URL`), chosen by the token's `kid`.
+    Jwks {
+        url: String,
+        es256: bool,
+        /// Least time between two fetches caused by unknown `kid`s (`JWT_JWKS_MIN_REFRESH_MS`).
+        min_refresh: Duration,
+        timeout: Duration,
+    },
 }
 
 impl std::fmt::Debug for JwtKey {
@@ -173,6 +187,7 @@ impl std::fmt::Debug for JwtKey {
             JwtKey::Hs256 { .. } => f.write_str("Hs256(<secret>)"),
             JwtKey::Rs256 { .. } => f.write_str("Rs256(<public key>)"),
             JwtKey::Es256 { .. } => f.write_str("Es256(<public key>)"),
+            JwtKey::Jwks { url, es256, .. } => write!(f, "Jwks({url}, {})", if *es256 { "ES256" } else { "RS256" }),
         }
     }
 }
@@ -201,14 +216,25 @@ impl AuthConfig {
                 format!("must be HS256, RS256 or ES256, got {algorithm:?}"),
             ));
         }
-        let key = key_from_env(env, &algorithm, "JWT_SECRET", "JWT_PUBLIC_KEY")?.ok_or_else(|| {
-            let variable = if algorithm == "HS256" {
-                "JWT_SECRET"
-            } else {
-                "JWT_PUBLIC_KEY"
-            };
-            ConfigError::new(variable, "is required but not set")
-        })?;
+        let key = match env.optional("JWT_JWKS_URL") {
+            Some(_) if algorithm == "HS256" => {
+                return Err(ConfigError::new("JWT_JWKS_URL", "needs JWT_ALGORITHM RS256 or ES256"));
+            }
+            Some(url) => JwtKey::Jwks {
+                url,
+                es256: algorithm == "ES256",
+                min_refresh: Duration::from_millis(env.number_or("JWT_JWKS_MIN_REFRESH_MS", 60_000, 0)?),
+                timeout: env.millis_or("JWT_JWKS_TIMEOUT_MS", 2000)?,
+            },
+            None => key_from_env(env, &algorithm, "JWT_SECRET", "JWT_PUBLIC_KEY")?.ok_or_else(|| {
+                let variable = if algorithm == "HS256" {
+                    "JWT_SECRET"
+                } else {
+                    "JWT_PUBLIC_KEY"
+                };
+                ConfigError::new(variable, "is required but not set")
+            })?,
+        };
         Ok(Self {
             key,
             previous: key_from_env(env, &algorithm, "JWT_PREVIOUS_SECRET", "JWT_PREVIOUS_PUBLIC_KEY")?,

@@ -12,6 +12,8 @@ pub enum Dependency {
     Database,
     Queue,
     RateLimiter,
+    /// The token issuer's key server (JWKS).
+    KeyServer,
 }
 
 impl Dependency {
@@ -20,6 +22,7 @@ impl Dependency {
             Dependency::Database => "Database temporarily unavailable",
             Dependency::Queue => "Queue temporarily unavailable",
             Dependency::RateLimiter => "Rate limiter temporarily unavailable",
+            Dependency::KeyServer => "Token keys temporarily unavailable",
         }
     }
 }
@@ -32,7 +35,7 @@ pub enum ApiError {
     #[error("validation failed")]
     Validation(Vec<FieldError>),
     #[error("unauthorized: {0}")]
-    Unauthorized(#[from] AuthError),
+    Unauthorized(AuthError),
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
     #[error("not found: {0}")]
@@ -89,6 +92,19 @@ impl ApiError {
 
     pub fn validation(field: &str, message: &str) -> Self {
         ApiError::Validation(vec![FieldError::new(field, message)])
+    }
+}
+
+impl From<AuthError> for ApiError {
+    /// An unreadable key server is an outage (503), every other refusal a 401.
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::KeysUnavailable(detail) => ApiError::Unavailable {
+                dependency: Dependency::KeyServer,
+                detail,
+            },
+            other => ApiError::Unauthorized(other),
+        }
     }
 }
 

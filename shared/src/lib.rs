@@ -13,6 +13,7 @@ pub mod db;
 pub mod error;
 pub mod health;
 pub mod ids;
+pub mod jwks;
 pub mod metrics;
 pub mod queue;
 pub mod ratelimit;

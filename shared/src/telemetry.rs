@@ -1,7 +1,40 @@
 //! Structured JSON logs, one object per line, as CloudWatch Logs expects them.
 //! Nothing here ever logs a request's headers or body, so tokens never reach the logs.
 
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use tracing_subscriber::EnvFilter;
+
+/// Where log lines go: stdout (Lambda's log pipeline), or a buffer a test installed.
+static CAPTURE: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+/// Sends every log line of this process (request records, metrics, tracing events) to `buffer`
+/// instead of stdout; for tests that read the logs. The first call wins.
+pub fn capture_into(buffer: Arc<Mutex<Vec<u8>>>) {
+    let _ = CAPTURE.set(buffer);
+}
+
+/// Writes whole lines to the log destination.
+#[derive(Clone, Copy)]
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        match CAPTURE.get() {
+            Some(buffer) => buffer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(bytes),
+            None => std::io::stdout().lock().write_all(bytes)?,
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().flush()
+    }
+}
 
 /// Installs the JSON log subscriber; `RUST_LOG` sets the level (default `info`).
 /// Calling it twice is harmless.
@@ -15,6 +48,7 @@ pub fn init() {
         .with_target(false)
         .with_ansi(false)
         .with_env_filter(filter)
+        .with_writer(|| LogWriter)
         .try_init();
 }
 
@@ -61,9 +95,7 @@ fn emf(dimension_sets: &[&[&str]], metrics: &[(&str, &str, f64)], properties: se
 
 /// Writes one EMF line on stdout (where Lambda sends it to CloudWatch Logs).
 fn publish(document: &serde_json::Value) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{document}");
+    let _ = LogWriter.write_all(format!("{document}\n").as_bytes());
 }
 
 /// The metrics directive of a request record: `Latency`, `Requests`, `ClientErrors`,
@@ -162,11 +194,10 @@ pub fn request_record<'a>(outcome: RequestOutcome<'a>) -> RequestRecord<'a> {
 
 /// Writes the request's one line on stdout (where Lambda sends it to CloudWatch Logs).
 pub fn log_request(outcome: RequestOutcome<'_>) {
-    use std::io::Write;
     let mut line = Vec::with_capacity(512);
     if serde_json::to_writer(&mut line, &request_record(outcome)).is_ok() {
         line.push(b'\n');
-        let _ = std::io::stdout().lock().write_all(&line);
+        let _ = LogWriter.write_all(&line);
     }
 }
 

@@ -26,6 +26,11 @@ pub fn limits(max_requests: u64) -> Limits {
     }
 }
 
+/// Keeps the handlers' log lines out of the test output.
+pub fn quiet_logs() {
+    crate::telemetry::capture_into(Default::default());
+}
+
 /// The handler's world: the app and the store behind it.
 pub struct Given {
     pub app: App,
@@ -33,6 +38,7 @@ pub struct Given {
 }
 
 pub fn given(store: InMemoryStore, limiter: impl RateLimiter + 'static, policy: OnStoreError) -> Given {
+    quiet_logs();
     let auth = Authenticator::new(&AuthConfig {
         key: JwtKey::Hs256 {
             secret: LOCAL_DEV_SECRET.into(),

@@ -32,3 +32,22 @@ pub fn client_config(extra: Option<&str>, variable: &str) -> Result<rustls::Clie
             .with_no_client_auth(),
     )
 }
+
+/// An HTTP/1.1 client for `http://` and `https://` (the TLS above), pooling kept-alive connections.
+pub type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<hyper::body::Bytes>,
+>;
+
+pub fn http_client(variable: &str) -> Result<HttpClient, ConfigError> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(client_config(None, variable)?)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build(connector),
+    )
+}

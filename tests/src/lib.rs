@@ -50,8 +50,22 @@ pub struct Services {
     pub scratch: PathBuf,
 }
 
+/// Everything the service logs during the tests (request records, metrics, tracing events):
+/// kept out of the test output, and readable by tests about logging.
+pub fn logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+        shared::telemetry::capture_into(buffer.clone());
+        shared::telemetry::init();
+        buffer
+    })
+    .clone()
+}
+
 pub fn services() -> &'static Services {
     static SERVICES: OnceLock<Services> = OnceLock::new();
+    logs();
     SERVICES.get_or_init(|| {
         let admin_url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
             panic!("TEST_DATABASE_URL is not set: run the tests with `make test`, which starts PostgreSQL and moto")

@@ -14,13 +14,10 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use crate::config::ConfigError;
+use crate::tls::HttpClient;
 
 /// Credentials are refreshed this long before they expire.
 const CREDENTIAL_MARGIN: Duration = Duration::from_secs(300);
@@ -34,7 +31,7 @@ pub enum DynamoError {
 }
 
 pub struct DynamoHttp {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
     endpoint: http::Uri,
     host: String,
     region: String,
@@ -65,16 +62,8 @@ impl DynamoHttp {
         let credentials = sdk
             .credentials_provider()
             .ok_or_else(|| ConfigError::new("AWS_ACCESS_KEY_ID", "no AWS credentials are configured"))?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(crate::tls::client_config(None, "AWS_ENDPOINT_URL")?)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
         Ok(Self {
-            client,
+            client: crate::tls::http_client("AWS_ENDPOINT_URL")?,
             endpoint,
             host,
             region,
