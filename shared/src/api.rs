@@ -104,6 +104,9 @@ impl Api {
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
+        if !is_identity_encoded(req.headers()) {
+            return Err(ApiError::UnsupportedEncoding);
+        }
         let bytes = req.body().as_ref();
         if bytes.len() > self.max_body_bytes {
             return Err(ApiError::PayloadTooLarge {
@@ -124,6 +127,17 @@ pub fn is_json(headers: &HeaderMap) -> bool {
     };
     let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// No `Content-Encoding`, or only `identity`.
+pub fn is_identity_encoded(headers: &HeaderMap) -> bool {
+    headers.get_all(http::header::CONTENT_ENCODING).iter().all(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .all(|coding| coding.is_empty() || coding.eq_ignore_ascii_case("identity"))
+        })
+    })
 }
 
 /// API Gateway's request id, which clients also see; else the Lambda invocation's.
@@ -170,5 +184,20 @@ mod tests {
         assert!(!is_json(&headers("text/plain")));
         assert!(!is_json(&headers("application/x-www-form-urlencoded")));
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn only_identity_encoding_is_accepted() {
+        let encoded = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::CONTENT_ENCODING, value.parse().unwrap());
+            is_identity_encoded(&h)
+        };
+        assert!(is_identity_encoded(&HeaderMap::new()));
+        assert!(encoded("identity"));
+        assert!(encoded("Identity"));
+        assert!(!encoded("gzip"));
+        assert!(!encoded("identity, br"));
+        assert!(!encoded("deflate"));
     }
 }

@@ -46,6 +46,10 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    /// A `Content-Encoding` other than identity: compressed bodies are not accepted, so no
+    /// decompression bomb can reach the parser.
+    #[error("unsupported content encoding")]
+    UnsupportedEncoding,
     #[error("rate limited")]
     RateLimited(RateStatus),
     /// `detail` goes to the logs only, never to the client.
@@ -65,7 +69,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -84,6 +88,9 @@ impl ApiError {
                 format!("Payload too large: the limit is {limit} bytes")
             }
             ApiError::UnsupportedMediaType => "Content-Type must be application/json".into(),
+            ApiError::UnsupportedEncoding => {
+                "Content-Encoding must be identity: compressed bodies are not accepted".into()
+            }
             ApiError::RateLimited(_) => "Rate limit exceeded".into(),
             ApiError::Unavailable { dependency, .. } => dependency.public_message().into(),
             ApiError::Internal(_) => "Internal server error".into(),

@@ -169,7 +169,38 @@ async fn every_route_refuses_missing_tokens_wrong_types_and_oversize_bodies() {
         let mut huge = route_request(route.binary, &body);
         *huge.body_mut() = Body::from(format!("{{\"pad\":\"{}\"}}", "x".repeat(4096)));
         assert_eq!(call(&given, route.binary, huge).await.status, 413, "{}", route.binary);
+
+        // Refused on size alone: a parser would have answered 400 for this body.
+        let mut huge_garbage = route_request(route.binary, &body);
+        *huge_garbage.body_mut() = Body::from("[".repeat(4096));
+        let answer = call(&given, route.binary, huge_garbage).await;
+        assert_eq!(answer.status, 413, "{}: {}", route.binary, answer.body);
+
+        let mut bomb = route_request(route.binary, &body);
+        bomb.headers_mut().insert("content-encoding", "gzip".parse().unwrap());
+        *bomb.body_mut() = Body::from(gzip_bomb());
+        let answer = call(&given, route.binary, bomb).await;
+        assert_eq!(answer.status, 415, "{}: {}", route.binary, answer.body);
+        assert!(answer.body["message"].as_str().unwrap().contains("Content-Encoding"));
     }
+}
+
+/// Ten megabytes of zeros gzipped to about ten kilobytes, made by the system's `gzip`.
+fn gzip_bomb() -> Vec<u8> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut gzip = Command::new("gzip")
+        .arg("-9c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gzip is installed");
+    let mut stdin = gzip.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&vec![0u8; 10 << 20]).unwrap());
+    let output = gzip.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(output.status.success() && output.stdout.len() < 64 << 10);
+    output.stdout
 }
 
 #[tokio::test]
