@@ -66,7 +66,7 @@ impl Api {
             let who = self.auth.authenticate(req.headers()).await?;
             caller = Some(who.clone());
             reply.set_rate(self.rate_limit(&who).await?);
-            let body = self.json_body(req)?;
+            let body = json_body(req.headers(), req.body().as_ref(), self.max_body_bytes)?;
             work(who, body).await
         }
         .await;
@@ -99,25 +99,24 @@ impl Api {
             },
         }
     }
+}
 
-    fn json_body(&self, req: &Request) -> Result<Value, ApiError> {
-        if !is_json(req.headers()) {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        if !is_identity_encoded(req.headers()) {
-            return Err(ApiError::UnsupportedEncoding);
-        }
-        let bytes = req.body().as_ref();
-        if bytes.len() > self.max_body_bytes {
-            return Err(ApiError::PayloadTooLarge {
-                limit: self.max_body_bytes,
-            });
-        }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::validation("body", "Required: a JSON object"));
-        }
-        serde_json::from_slice(bytes).map_err(|e| ApiError::validation("body", &format!("Malformed JSON: {e}")))
+/// The request body as JSON: the media type and encoding first, then the size (before any
+/// parsing), then the syntax.
+pub fn json_body(headers: &HeaderMap, bytes: &[u8], max_body_bytes: usize) -> Result<Value, ApiError> {
+    if !is_json(headers) {
+        return Err(ApiError::UnsupportedMediaType);
     }
+    if !is_identity_encoded(headers) {
+        return Err(ApiError::UnsupportedEncoding);
+    }
+    if bytes.len() > max_body_bytes {
+        return Err(ApiError::PayloadTooLarge { limit: max_body_bytes });
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::validation("body", "Required: a JSON object"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::validation("body", &format!("Malformed JSON: {e}")))
 }
 
 /// `application/json`, with or without parameters, or any `application/*+json`.

@@ -146,10 +146,24 @@ const REMOVED_TAGS: &[&str] = &[
 ];
 
 /// Returns the text with HTML/script content removed; borrows when there was nothing to remove.
+/// Passes repeat until nothing changes: removing `<b>` from `<scr<b>ipt>` would otherwise leave
+/// a `<script>` behind.
 pub fn sanitize_text(input: &str) -> Cow<'_, str> {
     if !input.contains(['<', '\0']) {
         return Cow::Borrowed(input);
     }
+    let mut text = sanitize_once(input);
+    loop {
+        // Every pass only removes text, so this ends.
+        let next = sanitize_once(&text);
+        if next.len() == text.len() {
+            return Cow::Owned(text);
+        }
+        text = next;
+    }
+}
+
+fn sanitize_once(input: &str) -> String {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find(['<', '\0']) {
@@ -168,7 +182,7 @@ pub fn sanitize_text(input: &str) -> Cow<'_, str> {
         };
     }
     out.push_str(rest);
-    Cow::Owned(out)
+    out
 }
 
 /// If `text` (which starts with '<') opens markup to remove, how many bytes to skip.
@@ -317,6 +331,13 @@ mod tests {
     #[test]
     fn closing_script_without_opening_is_removed() {
         assert_eq!(clean("a</script>b"), "ab");
+    }
+
+    #[test]
+    fn markup_assembled_by_a_removal_is_removed_too() {
+        assert_eq!(sanitize_text("<scr<b>ipt>alert(1)</script>ok"), "");
+        assert_eq!(sanitize_text("<scr<!-- x -->ipt>alert(1)"), "");
+        assert_eq!(sanitize_text("<<i>i>x"), "x");
     }
 
     #[test]

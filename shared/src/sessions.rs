@@ -279,7 +279,7 @@ impl SessionAction {
 
 /// The session id of `PUT /metrics/session/{id}`.
 pub fn session_id(raw: Option<&str>) -> Result<Uuid, ApiError> {
-    raw.and_then(|id| Uuid::parse_str(id).ok())
+    raw.and_then(crate::validation::parse_uuid)
         .ok_or_else(|| ApiError::validation("id", "Must be a UUID"))
 }
 

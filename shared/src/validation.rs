@@ -102,7 +102,10 @@ impl<'a> Fields<'a> {
         };
         let unknown: Vec<&String> = object.keys().filter(|k| !allowed.contains(&k.as_str())).collect();
         for key in unknown.iter().take(MAX_UNKNOWN_REPORTED) {
-            let shown: String = key.chars().take(64).collect();
+            let shown: String = match key.as_str() {
+                "" => "\"\"".into(),
+                named => named.chars().take(64).collect(),
+            };
             fields.error(&shown, "Unknown field: additional properties are not allowed");
         }
         if unknown.len() > MAX_UNKNOWN_REPORTED {
@@ -303,7 +306,7 @@ impl<'a> Fields<'a> {
 
     pub fn uuid(&mut self, name: &str) -> Option<Uuid> {
         let value = self.value(name)?;
-        let parsed = value.as_str().and_then(|s| Uuid::parse_str(s).ok());
+        let parsed = value.as_str().and_then(parse_uuid);
         if parsed.is_none() {
             self.error(name, "Must be a UUID");
         }
@@ -395,6 +398,12 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// A UUID in its hyphenated form only (the form the OpenAPI document's `format: uuid` states),
+/// not the braced, URN or bare-hex forms `Uuid::parse_str` would also take.
+pub fn parse_uuid(raw: &str) -> Option<Uuid> {
+    (raw.len() == 36).then(|| Uuid::try_parse(raw).ok()).flatten()
+}
+
 fn depth(value: &Value) -> usize {
     match value {
         Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
@@ -441,6 +450,13 @@ mod tests {
         let v = json!({"a": 1, "zzz": 2});
         let errors = Fields::new(&v, "list[1]", &["a"]).unwrap().finish().unwrap_err();
         assert_eq!(errors[0].field, "list[1].zzz");
+    }
+
+    #[test]
+    fn an_empty_unknown_key_is_shown_quoted_so_the_field_is_never_blank() {
+        let v = json!({"": 1});
+        let errors = Fields::new(&v, "", &["a"]).unwrap().finish().unwrap_err();
+        assert_eq!(errors[0].field, "\"\"");
     }
 
     #[test]
@@ -615,5 +631,15 @@ mod tests {
         assert_eq!(f.uuid("a"), None);
         assert!(f.uuid("b").is_some());
         assert_eq!(f.finish().unwrap_err()[0].message, "Must be a UUID");
+    }
+
+    #[test]
+    fn only_the_hyphenated_uuid_form_is_accepted() {
+        assert!(parse_uuid("6f1c3a52-1d2e-4b7a-9c1f-2a3b4c5d6e7f").is_some());
+        assert!(parse_uuid("6F1C3A52-1D2E-4B7A-9C1F-2A3B4C5D6E7F").is_some());
+        assert_eq!(parse_uuid("6f1c3a521d2e4b7a9c1f2a3b4c5d6e7f"), None);
+        assert_eq!(parse_uuid("{6f1c3a52-1d2e-4b7a-9c1f-2a3b4c5d6e7f}"), None);
+        assert_eq!(parse_uuid("urn:uuid:6f1c3a52-1d2e-4b7a-9c1f-2a3b4c5d6e7f"), None);
+        assert_eq!(parse_uuid("6f1c3a52-1d2e-4b7a-9c1f-2a3b4c5d6e7g"), None);
     }
 }
