@@ -55,7 +55,7 @@ ensure_venv() {
   local stamp="$VENV/.requirements" wanted
   wanted=$(cat "$ROOT/local/requirements.txt")
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then return 0; fi
-  log "installing moto and cargo-lambda into .local/venv (once)"
+  log "installing moto, cargo-lambda and schemathesis into .local/venv (once)"
   command -v python3 >/dev/null || die "python3 is required"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/local/requirements.txt"

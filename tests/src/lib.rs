@@ -381,6 +381,32 @@ pub async fn http(
     content_type: &str,
     body: &str,
 ) -> (u16, String, Value) {
+    let (status, head, body) = http_raw(addr, method, path, bearer, content_type, body).await;
+    (
+        status,
+        head.to_lowercase(),
+        serde_json::from_str(&body).unwrap_or(Value::Null),
+    )
+}
+
+/// The headers of a response head, names lower-cased, values as sent.
+pub fn header_map(head: &str) -> std::collections::BTreeMap<String, String> {
+    head.lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_owned()))
+        .collect()
+}
+
+/// One HTTP/1.1 request to the local front; status, head and body as sent.
+pub async fn http_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = bearer
@@ -396,11 +422,7 @@ pub async fn http(
     stream.read_to_string(&mut raw).await.unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (
-        status,
-        head.to_lowercase(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    (status, head.to_owned(), body.to_owned())
 }
 
 pub fn free_port() -> u16 {
@@ -408,4 +430,23 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate sits in the workspace")
+        .to_path_buf()
+}
+
+/// The Python of the local virtualenv (moto, jsonschema, schemathesis), installed by `make test`.
+pub fn venv_python() -> std::path::PathBuf {
+    let python = repo_root().join(".local/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run the tests with `make test`",
+        python.display()
+    );
+    python
 }

@@ -345,13 +345,8 @@ async fn envelopes_match_their_published_json_schema() {
 /// Validates each document against `schemas/batch-envelope.schema.json` with the Python
 /// `jsonschema` package of the local virtualenv (installed by `make test`).
 fn validate_with_schema(documents: &[String]) -> Vec<bool> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = root.join(".local/venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run the tests with `make test`",
-        python.display()
-    );
+    let root = integration_tests::repo_root();
+    let python = integration_tests::venv_python();
     let script = "import json, sys, jsonschema\n\
                   schema = json.load(open(sys.argv[1]))\n\
                   validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())\n\

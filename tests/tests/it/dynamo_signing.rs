@@ -42,12 +42,7 @@ fn signatures_match_botocore() {
     let authorization = request.headers()["authorization"].to_str().unwrap();
     let ours = authorization.rsplit("Signature=").next().unwrap();
 
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/venv/bin/python");
-    assert!(
-        python.exists(),
-        "run the tests with `make test` (it installs botocore with moto)"
-    );
-    let output = std::process::Command::new(python)
+    let output = std::process::Command::new(integration_tests::venv_python())
         .args([
             "-c",
             BOTOCORE,

@@ -8,6 +8,7 @@ mod database_outage;
 mod dynamo_signing;
 mod http_front;
 mod migrations;
+mod openapi;
 mod rate_limit;
 mod routes;
 mod sessions;
