@@ -13,3 +13,4 @@ mod rate_limit;
 mod routes;
 mod sessions;
 mod template;
+mod tenancy;
