@@ -187,15 +187,16 @@ impl TestApp {
             ("DEAD_LETTER_QUEUE_URL", dead_letter_url.as_str()),
         ]);
         vars.extend(settings.iter().copied());
-        let env = Env::from_pairs(vars);
+        let env = Env::from_pairs(vars.clone());
         let stack = Stack::from_env(&env, aws).expect("test configuration");
+        // Settings may name a table or queues of the test's own making.
         Self {
             app: stack.app.clone(),
             stack,
             database_url: database_url.to_owned(),
-            table,
-            queue_url,
-            dead_letter_url,
+            table: vars["RATE_LIMIT_TABLE_NAME"].to_owned(),
+            queue_url: vars["BATCH_QUEUE_URL"].to_owned(),
+            dead_letter_url: vars["DEAD_LETTER_QUEUE_URL"].to_owned(),
         }
     }
 
