@@ -1,5 +1,5 @@
 # The two commands of the README come first; everything else after them.
-.PHONY: dev test lint fmt release bench
+.PHONY: dev test lint fmt release bench fuzz
 
 ## Run the whole local stack and serve the API on http://127.0.0.1:3000 (PORT overrides).
 dev:
@@ -23,3 +23,9 @@ release:
 ## Latency, CPU, throughput, memory, start-up and size against a throwaway local stack.
 bench:
 	@bash local/bench.sh
+
+## Soak: the property tests with FUZZ_CASES per property (default 1,000,000) and schemathesis
+## with FUZZ_EXAMPLES per operation (default 2,000) against a throwaway stack.
+fuzz:
+	@FUZZ_CASES=$${FUZZ_CASES:-1000000} bash local/test.sh -p shared --test properties
+	@FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} bash local/test.sh -p integration-tests -- openapi::schemathesis
