@@ -60,21 +60,49 @@ impl Api {
         success: StatusCode,
         work: impl AsyncFnOnce(Caller, Value) -> Result<Value, ApiError>,
     ) -> Response<Body> {
+        self.serve(req, route, self.max_body_bytes, work, |reply, data| {
+            reply.success(success, &data)
+        })
+        .await
+    }
+
+    /// Like [`Api::handle_json`], but success is a `204` with no body at all, and bodies up to
+    /// `max_body_bytes` are accepted: a Claude Code hook injects any text it receives into the
+    /// model's context, and tool outputs can be large.
+    pub async fn handle_json_quietly(
+        &self,
+        req: &Request,
+        route: &'static str,
+        max_body_bytes: usize,
+        work: impl AsyncFnOnce(Caller, Value) -> Result<(), ApiError>,
+    ) -> Response<Body> {
+        self.serve(req, route, max_body_bytes, work, |reply, ()| reply.no_content())
+            .await
+    }
+
+    async fn serve<T>(
+        &self,
+        req: &Request,
+        route: &'static str,
+        max_body_bytes: usize,
+        work: impl AsyncFnOnce(Caller, Value) -> Result<T, ApiError>,
+        respond: impl FnOnce(&Reply, T) -> Response<Body>,
+    ) -> Response<Body> {
         let mut reply = Reply::start(request_id(req));
         let mut caller = None;
         let outcome = async {
             let who = self.auth.authenticate(req.headers()).await?;
             caller = Some(who.clone());
             reply.set_rate(self.rate_limit(&who).await?);
-            let body = json_body(req.headers(), req.body().as_ref(), self.max_body_bytes)?;
+            let body = json_body(req.headers(), req.body().as_ref(), max_body_bytes)?;
             work(who, body).await
         }
         .await;
-        let response = match &outcome {
-            Ok(data) => reply.success(success, data),
-            Err(err) => reply.error(err),
+        let (response, error) = match outcome {
+            Ok(done) => (respond(&reply, done), None),
+            Err(err) => (reply.error(&err), Some(err)),
         };
-        log_request(route, &reply, caller.as_ref(), response.status(), outcome.err());
+        log_request(route, &reply, caller.as_ref(), response.status(), error);
         response
     }
 

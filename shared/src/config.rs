@@ -385,7 +385,13 @@ pub fn session_idle_timeout(env: &Env) -> Result<Duration, ConfigError> {
 #[derive(Debug, Clone)]
 pub struct RequestConfig {
     pub max_body_bytes: usize,
+    /// Claude Code hook bodies carry tool outputs (whole files); they are truncated before storage.
+    pub max_hook_body_bytes: usize,
 }
+
+/// The largest hook body accepted by default: under Lambda's 6 MB invocation payload once
+/// API Gateway has wrapped it.
+pub const DEFAULT_MAX_HOOK_BODY_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The largest body accepted by default: one SQS message, which also bounds a batch.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
@@ -394,6 +400,7 @@ impl RequestConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             max_body_bytes: env.number_or("COLLECTION_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1)? as usize,
+            max_hook_body_bytes: env.number_or("HOOK_MAX_BODY_BYTES", DEFAULT_MAX_HOOK_BODY_BYTES, 1)? as usize,
         })
     }
 }

@@ -144,12 +144,25 @@ impl Reply {
         }
     }
 
+    /// `204 No Content`: the usual headers, no body.
+    pub fn no_content(&self) -> Response<Body> {
+        let mut response = Response::new(Body::Empty);
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        self.common_headers(response.headers_mut());
+        response
+    }
+
     fn build(&self, status: StatusCode, envelope: Envelope<'_>) -> Response<Body> {
         let body = serde_json::to_vec(&envelope).unwrap_or_else(|_| br#"{"success":false}"#.to_vec());
         let mut response = Response::new(Body::from(body));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        self.common_headers(headers);
+        response
+    }
+
+    fn common_headers(&self, headers: &mut http::HeaderMap) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
         if let Some(id) = self.request_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
@@ -158,7 +171,6 @@ impl Reply {
         if let Some(rate) = &self.rate {
             set_rate_headers(headers, rate);
         }
-        response
     }
 }
 

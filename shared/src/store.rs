@@ -26,6 +26,33 @@ pub struct Stored {
     pub created_at: DateTime<Utc>,
 }
 
+/// A Claude Code hook event to keep: its deterministic id, where it belongs, and its payload
+/// (already redacted and truncated). `partner` is the id of the event that opened it (the
+/// `PreToolUse` of a `PostToolUse`, the `SubagentStart` of a `SubagentStop`).
+#[derive(Debug, Clone)]
+pub struct KeptHookEvent<'a> {
+    pub id: Uuid,
+    pub session_id: &'a str,
+    pub event_name: &'a str,
+    pub correlation_id: Option<&'a str>,
+    pub payload: &'a Value,
+    pub partner: Option<Uuid>,
+}
+
+/// What the store knows once a hook event is kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HookReceipt {
+    /// When the event was first received (a repeat keeps the first time).
+    pub received_at: DateTime<Utc>,
+    /// When its partner was received, if it was.
+    pub partner_received_at: Option<DateTime<Utc>>,
+    /// Tool uses (`PostToolUse` and `PostToolUseFailure`) kept for the session, this one included.
+    pub tool_uses: i64,
+}
+
+/// Hook events whose arrival counts as one tool use of the session.
+pub const TOOL_USE_EVENTS: [&str; 2] = ["PostToolUse", "PostToolUseFailure"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or did not answer in time: worth retrying.
@@ -84,6 +111,9 @@ pub trait MetricStore: Send + Sync {
     /// Writes every metric of the envelope (all with ids) in one transaction, skipping ids
     /// already stored; returns how many rows of each kind were new (in `batch::KINDS` order).
     async fn write_envelope(&self, envelope: &Envelope) -> Result<[u64; 4], StoreError>;
+
+    /// Keeps a hook event once per id (a repeat writes nothing) in one round trip.
+    async fn keep_hook_event(&self, caller: &Caller, event: &KeptHookEvent<'_>) -> Result<HookReceipt, StoreError>;
 }
 
 #[derive(Default)]
@@ -93,6 +123,17 @@ struct Tenant {
     productivity: Vec<(ProductivityMetric, Stored)>,
     sessions: Vec<(UserId, SessionRecord)>,
     imported_sessions: Vec<(SessionImport, Stored)>,
+    hook_events: Vec<KeptHook>,
+}
+
+/// A hook event as the in-memory store keeps it.
+#[derive(Debug, Clone)]
+pub struct KeptHook {
+    pub id: Uuid,
+    pub session_id: String,
+    pub event_name: String,
+    pub payload: Value,
+    pub received_at: DateTime<Utc>,
 }
 
 /// Keeps records in memory, per organization; for unit tests of handlers.
@@ -145,6 +186,10 @@ impl InMemoryStore {
 
     pub fn sessions(&self, org: &OrgId) -> Vec<SessionRecord> {
         self.read(org, |t| t.sessions.iter().map(|(_, s)| s.clone()).collect())
+    }
+
+    pub fn hook_events(&self, org: &OrgId) -> Vec<KeptHook> {
+        self.read(org, |t| t.hook_events.clone())
     }
 
     fn change(
@@ -309,6 +354,38 @@ impl MetricStore for InMemoryStore {
             insert_all(&mut tenant.imported_sessions, &m.user_sessions, |x| x.id)?,
             insert_all(&mut tenant.productivity, &m.productivity_metrics, |x| x.id)?,
         ])
+    }
+
+    async fn keep_hook_event(&self, caller: &Caller, event: &KeptHookEvent<'_>) -> Result<HookReceipt, StoreError> {
+        let mut tenants = self.tenants()?;
+        let kept = &mut tenants.entry(caller.org.clone()).or_default().hook_events;
+        let received_at = match kept.iter().find(|k| k.id == event.id) {
+            Some(first) => first.received_at,
+            None => {
+                let now = Utc::now();
+                kept.push(KeptHook {
+                    id: event.id,
+                    session_id: event.session_id.to_owned(),
+                    event_name: event.event_name.to_owned(),
+                    payload: event.payload.clone(),
+                    received_at: now,
+                });
+                now
+            }
+        };
+        let partner_received_at = event
+            .partner
+            .and_then(|id| kept.iter().find(|k| k.id == id))
+            .map(|k| k.received_at);
+        let tool_uses = kept
+            .iter()
+            .filter(|k| k.session_id == event.session_id && TOOL_USE_EVENTS.contains(&k.event_name.as_str()))
+            .count() as i64;
+        Ok(HookReceipt {
+            received_at,
+            partner_received_at,
+            tool_uses,
+        })
     }
 
     async fn abandon_idle_sessions(&self, idle: Duration) -> Result<u64, StoreError> {

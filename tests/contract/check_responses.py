@@ -67,6 +67,8 @@ def check(document, registry, exchange):
                 continue
         problems += errors(registry, schema, value, f"header {name}")
     content = response.get("content", {})
+    if not content and exchange["body"] not in ("", None):
+        problems.append("the document promises no body, but there is one")
     if "application/json" in content:
         if not headers.get("content-type", "").startswith("application/json"):
             problems.append(f"content-type is {headers.get('content-type')!r}")

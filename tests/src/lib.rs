@@ -30,6 +30,7 @@ pub fn event(binary: &str) -> &'static str {
         "session-end" => include_str!("../../events/session-end.json"),
         "health" => include_str!("../../events/health.json"),
         "batch" => include_str!("../../events/batch.json"),
+        "claude-code-hook" => include_str!("../../events/claude-code-hook.json"),
         other => panic!("no fixture for {other}"),
     }
 }

@@ -15,7 +15,7 @@ use crate::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::sessions::{
     MAX_AGENTS, SessionAction, SessionActivity, SessionChange, SessionEnd, SessionRecord, SessionStart, SessionStatus,
 };
-use crate::store::{MetricStore, StoreError, Stored};
+use crate::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, Stored};
 use crate::validation::Choice;
 
 /// The request-path statements of one tenant, with its quoted schema name filled in once.
@@ -27,6 +27,7 @@ struct TenantSql {
     session_update: String,
     session_end: String,
     abandon_idle: String,
+    hook_event: String,
     schema: String,
     /// The envelope statements, by the set of kinds present, built on first use.
     envelopes: [std::sync::OnceLock<String>; 16],
@@ -73,6 +74,7 @@ impl TenantSql {
                  updated_at = now() \
                  WHERE status = 'active' AND updated_at < now() - make_interval(secs => $1) RETURNING id"
             ),
+            hook_event: hook_event_statement(&schema),
             schema,
         }
     }
@@ -261,6 +263,27 @@ fn session_change(schema: &str, action: SessionAction, extra_set: &str) -> Strin
     )
 }
 
+/// Keeps a hook event once (`$1` id, `$2` organization, `$3` user, `$4` session, `$5` event,
+/// `$6` correlation, `$7` payload, `$8` partner id) and answers, in the same round trip, when it
+/// and its partner were received and how many tool uses its session has.
+fn hook_event_statement(schema: &str) -> String {
+    let table = format!("{schema}.hook_events");
+    let tool_uses = crate::store::TOOL_USE_EVENTS
+        .iter()
+        .map(|e| format!("'{e}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "WITH kept AS ( \
+            INSERT INTO {table} (id, organization_id, user_id, session_id, event_name, correlation_id, payload) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING received_at) \
+         SELECT coalesce((SELECT received_at FROM kept), (SELECT received_at FROM {table} WHERE id = $1), now()), \
+            (SELECT received_at FROM {table} WHERE id = $8), \
+            (SELECT count(*) FROM {table} WHERE session_id = $4 AND event_name IN ({tool_uses})) \
+              + (SELECT count(*) FROM kept WHERE $5 IN ({tool_uses}))"
+    )
+}
+
 /// Metrics in PostgreSQL, one schema per organization, provisioned on first use.
 pub struct PgStore {
     db: Database,
@@ -387,6 +410,33 @@ impl PgStore {
 
 #[async_trait]
 impl MetricStore for PgStore {
+    async fn keep_hook_event(&self, caller: &Caller, event: &KeptHookEvent<'_>) -> Result<HookReceipt, StoreError> {
+        let params: &[(&(dyn ToSql + Sync), Type)] = &[
+            (&event.id, Type::UUID),
+            (&caller.org.as_str(), Type::TEXT),
+            (&caller.user.as_str(), Type::TEXT),
+            (&event.session_id, Type::TEXT),
+            (&event.event_name, Type::TEXT),
+            (&event.correlation_id, Type::TEXT),
+            (event.payload, Type::JSONB),
+            (&event.partner, Type::UUID),
+        ];
+        let rows = with_client!(&self.db, |client| {
+            match self.tenant(&mut client, &caller.org).await {
+                Ok(tenant) => client.query_typed(&tenant.hook_event, params).await,
+                Err(err) => Err(err),
+            }
+        })?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::Internal("hook event statement returned no row".into()))?;
+        Ok(HookReceipt {
+            received_at: row.get(0),
+            partner_received_at: row.get(1),
+            tool_uses: row.get(2),
+        })
+    }
+
     async fn insert_command_execution(&self, caller: &Caller, m: &CommandExecution) -> Result<Stored, StoreError> {
         let id = m.id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
         let status = m.status.as_str();

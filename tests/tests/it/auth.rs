@@ -78,6 +78,11 @@ fn authenticated_routes() -> Vec<(&'static str, String, String)> {
             "/api/v1/metrics/batch".into(),
             json!({"command_executions": [spec_command_example()]}).to_string(),
         ),
+        (
+            "POST",
+            "/api/v1/hooks/claude-code".into(),
+            json!({"session_id": "s", "hook_event_name": "Stop"}).to_string(),
+        ),
     ]
 }
 

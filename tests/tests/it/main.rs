@@ -7,6 +7,7 @@ mod command_execution;
 mod database_outage;
 mod dynamo_signing;
 mod faults;
+mod hooks;
 mod http_front;
 mod load;
 mod migrations;

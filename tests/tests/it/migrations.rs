@@ -66,6 +66,7 @@ async fn a_tenant_schema_has_the_specifications_tables_and_indexes() {
         [
             "agent_interactions",
             "command_executions",
+            "hook_events",
             "productivity_metrics",
             "user_sessions"
         ]
@@ -82,6 +83,7 @@ async fn a_tenant_schema_has_the_specifications_tables_and_indexes() {
         [
             "idx_agent_int_org_agent_time",
             "idx_cmd_exec_org_user_time",
+            "idx_hook_events_session",
             "idx_productivity_org_type_period",
             "idx_sessions_active",
             "idx_sessions_org_user_active"

@@ -93,6 +93,7 @@ const UPDATE: (&str, &str) = ("PUT", "/api/v1/metrics/session/{id}");
 const END: (&str, &str) = ("POST", "/api/v1/metrics/session/end");
 const BATCH: (&str, &str) = ("POST", "/api/v1/metrics/batch");
 const HEALTH: (&str, &str) = ("GET", "/api/v1/health");
+const HOOK: (&str, &str) = ("POST", "/api/v1/hooks/claude-code");
 
 /// A valid body for each create route.
 fn valid_bodies() -> Vec<((&'static str, &'static str), Value)> {
@@ -114,6 +115,11 @@ fn valid_bodies() -> Vec<((&'static str, &'static str), Value)> {
         ),
         (START, json!({"context": {"ide": "vim"}})),
         (
+            HOOK,
+            json!({"session_id": "s-1", "hook_event_name": "PostToolUse", "tool_name": "Bash",
+                   "tool_use_id": "toolu_1", "tool_input": {"command": "ls"}, "tool_response": {"stdout": ""}}),
+        ),
+        (
             BATCH,
             json!({"command_executions": [{"command_name": "x", "execution_time_ms": 1, "status": "success"}],
                    "user_sessions": [{"session_start": "2025-09-08T09:00:00Z", "session_end": "2025-09-08T10:00:00Z"}]}),
@@ -123,15 +129,20 @@ fn valid_bodies() -> Vec<((&'static str, &'static str), Value)> {
 
 /// Every status each route can answer on a healthy stack.
 async fn exercise_a_healthy_stack(recorder: &mut Recorder) {
-    let given = TestApp::spawn_with(&[("COLLECTION_MAX_BODY_BYTES", "4096")]).await;
+    let given = TestApp::spawn_with(&[("COLLECTION_MAX_BODY_BYTES", "4096"), ("HOOK_MAX_BODY_BYTES", "4096")]).await;
     let addr = given.serve_http().await;
     let alice = token("acme", "alice");
     let bob = token("acme", "bob");
     for (route, body) in valid_bodies() {
         let created = recorder.json(addr, route, route.1, Some(&alice), body.clone()).await;
-        assert!(matches!(created, 201 | 202), "{route:?}: {created}");
+        assert!(matches!(created, 201 | 202 | 204), "{route:?}: {created}");
         let mut invalid = body.clone();
-        invalid["unexpected"] = json!(true);
+        if route == HOOK {
+            // Hooks accept unknown fields; only what keys an event is required.
+            invalid.as_object_mut().unwrap().remove("session_id");
+        } else {
+            invalid["unexpected"] = json!(true);
+        }
         assert_eq!(recorder.json(addr, route, route.1, Some(&alice), invalid).await, 400);
         assert_eq!(recorder.json(addr, route, route.1, None, body.clone()).await, 401);
         assert_eq!(
@@ -380,6 +391,15 @@ fn the_checker_catches_bodies_headers_and_statuses_that_disagree() {
         ),
     ];
 
+    let talkative_hook = Exchange {
+        method: HOOK.0,
+        template: HOOK.1,
+        status: 204,
+        headers: BTreeMap::new(),
+        body: json!({"success": true}),
+    };
+    let cases: Vec<Exchange> = cases.into_iter().chain([talkative_hook]).collect();
+
     let (problems, _) = check_against_the_document(&cases);
 
     let found = |needle: &str| problems.iter().any(|p| p.contains(needle));
@@ -389,13 +409,14 @@ fn the_checker_catches_bodies_headers_and_statuses_that_disagree() {
     assert!(found("header X-RateLimit-Reset"), "{problems:?}");
     assert!(found("'created_at' is a required property"), "{problems:?}");
     assert!(found("content-type is 'text/html'"), "{problems:?}");
+    assert!(found("promises no body"), "{problems:?}");
 }
 
-#[test]
-fn every_template_route_is_documented_and_nothing_else() {
+/// `METHOD /path` of every operation in `openapi.yaml`.
+fn documented_routes() -> BTreeSet<String> {
     let document: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(repo_root().join("openapi.yaml")).unwrap()).unwrap();
-    let documented: BTreeSet<String> = document["paths"]
+    document["paths"]
         .as_mapping()
         .unwrap()
         .iter()
@@ -405,7 +426,12 @@ fn every_template_route_is_documented_and_nothing_else() {
                 .keys()
                 .map(move |method| format!("{} {}", method.as_str().unwrap().to_uppercase(), path.as_str().unwrap()))
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn every_template_route_is_documented_and_nothing_else() {
+    let documented = documented_routes();
     let served: BTreeSet<String> = local_front::routes::template_routes(local_front::TEMPLATE)
         .unwrap()
         .iter()
@@ -470,7 +496,11 @@ async fn schemathesis_finds_no_server_error_and_no_contract_violation() {
         "{report}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(report.contains("8 selected / 8 total"), "{report}");
+    let operations = documented_routes().len();
+    assert!(
+        report.contains(&format!("{operations} selected / {operations} total")),
+        "every operation fuzzed: {report}"
+    );
     assert!(report.contains(" passed"), "{report}");
     let _ = std::fs::remove_dir_all(&scratch);
 }

@@ -239,6 +239,7 @@ async fn organization_ids_with_identifier_tricks_are_refused_before_any_sql() {
         ("PUT", format!("/api/v1/metrics/session/{session}")),
         ("POST", "/api/v1/metrics/session/end".to_owned()),
         ("POST", "/api/v1/metrics/batch".to_owned()),
+        ("POST", "/api/v1/hooks/claude-code".to_owned()),
     ];
     for org in hostile {
         let bearer = signed_for(org);

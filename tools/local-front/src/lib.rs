@@ -15,12 +15,13 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use batch::BatchApp;
 use batch_worker::Worker;
+use claude_code_hook::HookApp;
 use gateway::Handler;
 use scheduler::Job;
 use session_reaper::Reaper;
 use shared::App;
 use shared::app::FromEnv;
-use shared::config::{ConfigError, Env};
+use shared::config::{ConfigError, Env, RequestConfig};
 use shared::health::Health;
 
 /// `template.yaml`, compiled in, so the routes served are the routes deployed.
@@ -29,6 +30,7 @@ pub const TEMPLATE: &str = include_str!("../../../template.yaml");
 /// What the functions of the template need, built once, as each Lambda container would.
 pub struct Stack {
     pub app: Arc<App>,
+    pub hook: Arc<HookApp>,
     pub health: Arc<Health>,
     pub reaper: Arc<Reaper>,
     pub batch: Arc<BatchApp>,
@@ -37,8 +39,13 @@ pub struct Stack {
 
 impl Stack {
     pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+        let app = Arc::new(App::from_env(env, aws)?);
         Ok(Self {
-            app: Arc::new(App::from_env(env, aws)?),
+            hook: Arc::new(HookApp {
+                app: app.clone(),
+                max_body_bytes: RequestConfig::from_env(env)?.max_hook_body_bytes,
+            }),
+            app,
             health: Arc::new(Health::from_env(env, aws)?),
             reaper: Arc::new(Reaper::from_env(env)?),
             batch: Arc::new(BatchApp::from_env(env, aws)?),
@@ -75,6 +82,10 @@ pub fn handlers(stack: &Stack) -> HashMap<String, Handler> {
         ("session-end".to_owned(), handler!(stack.app, session_end::handle)),
         ("health".to_owned(), handler!(stack.health, health::handle)),
         ("batch".to_owned(), handler!(stack.batch, batch::handle)),
+        (
+            "claude-code-hook".to_owned(),
+            handler!(stack.hook, claude_code_hook::handle),
+        ),
     ])
 }
 

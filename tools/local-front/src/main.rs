@@ -91,8 +91,17 @@ fn print_token(args: &[String]) -> Result<(), String> {
             _ => return Err(format!("unknown option {flag}")),
         }
     }
-    let secret = Env::process().required("JWT_SECRET").map_err(config)?;
-    println!("{}", token::mint(&secret, &org, &user, hours)?);
+    let env = Env::process();
+    let secret = env.required("JWT_SECRET").map_err(config)?;
+    let issuer = std::env::var("JWT_ISSUER").ok().filter(|s| !s.is_empty());
+    // The first audience the service accepts.
+    let audience = std::env::var("JWT_AUDIENCE")
+        .ok()
+        .and_then(|a| a.split(',').map(str::trim).find(|a| !a.is_empty()).map(str::to_owned));
+    println!(
+        "{}",
+        token::mint_for(&secret, &org, &user, hours, issuer.as_deref(), audience.as_deref())?
+    );
     Ok(())
 }
 

@@ -1,0 +1,147 @@
+//! `POST /api/v1/hooks/claude-code`: Claude Code posts a hook's own JSON input here (hooks of
+//! `type: "http"`). Success is a `204` with an empty body, because Claude Code would inject any
+//! text it received into the model's context. What an event means is in `shared::hooks`.
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use lambda_http::{Body, Error, Request, Response};
+use shared::App;
+use shared::app::FromEnv;
+use shared::config::{ConfigError, Env, RequestConfig};
+use shared::hooks::{HookEvent, record};
+
+pub const ROUTE: &str = "POST /api/v1/hooks/claude-code";
+
+/// The single-metric state plus the hook's own body limit (`HOOK_MAX_BODY_BYTES`).
+pub struct HookApp {
+    pub app: Arc<App>,
+    pub max_body_bytes: usize,
+}
+
+impl FromEnv for HookApp {
+    fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            app: Arc::new(App::from_env(env, aws)?),
+            max_body_bytes: RequestConfig::from_env(env)?.max_hook_body_bytes,
+        })
+    }
+}
+
+pub async fn handle(state: &HookApp, req: Request) -> Result<Response<Body>, Error> {
+    let app = &state.app;
+    Ok(app
+        .api
+        .handle_json_quietly(&req, ROUTE, state.max_body_bytes, async |caller, body| {
+            let event = HookEvent::from_json(&body)?;
+            Ok(record(app.store.as_ref(), &caller, &event).await?)
+        })
+        .await)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use shared::ids::OrgId;
+    use shared::metrics::CommandStatus;
+    use shared::sessions::SessionStatus;
+    use shared::testing::{a_working_service, error_fields, fixture, request};
+
+    use super::*;
+
+    const EVENT: &str = include_str!("../../../events/claude-code-hook.json");
+
+    fn hook_app() -> (HookApp, Arc<shared::store::InMemoryStore>) {
+        let given = a_working_service();
+        let state = HookApp {
+            app: Arc::new(given.app),
+            max_body_bytes: 1 << 20,
+        };
+        (state, given.store)
+    }
+
+    fn fixture_of(name: &str) -> Value {
+        let path = format!("{}/../../events/claude-code/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    async fn send(state: &HookApp, body: &Value) -> (u16, Vec<u8>) {
+        let response = handle(state, request(EVENT, "demo", "dev-user", body)).await.unwrap();
+        (response.status().as_u16(), response.body().to_vec())
+    }
+
+    fn demo() -> OrgId {
+        OrgId::parse("demo").unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_fixture_is_answered_with_an_empty_204() {
+        let (state, store) = hook_app();
+        let response = handle(&state, fixture(EVENT)).await.unwrap();
+        assert_eq!(response.status(), 204);
+        assert!(response.body().is_empty(), "any text would reach Claude's context");
+        assert!(response.headers().contains_key("x-ratelimit-remaining"));
+        assert_eq!(store.command_executions(&demo()).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_whole_session_becomes_a_session_commands_and_an_agent_interaction() {
+        let (state, store) = hook_app();
+        // Every known event, and one this version does not know before the session ends.
+        let (ending, rest) = shared::hooks::KNOWN_EVENTS.split_last().unwrap();
+        for name in rest.iter().chain(&["TeammateIdle", ending]) {
+            let (status, body) = send(&state, &fixture_of(name)).await;
+            assert_eq!((status, body.len()), (204, 0), "{name}");
+        }
+        let commands = store.command_executions(&demo());
+        assert_eq!(commands.len(), 2);
+        let bash = commands.iter().find(|c| c.status == CommandStatus::Success).unwrap();
+        assert_eq!(bash.command_name, "Bash");
+        assert!(!bash.command_args.to_string().contains("ghp_"), "{}", bash.command_args);
+        let failed = commands.iter().find(|c| c.status == CommandStatus::Error).unwrap();
+        assert!(failed.error_message.as_deref().unwrap().contains("exit code 1"));
+        let agents = store.agent_interactions(&demo());
+        assert_eq!(agents.len(), 1);
+        assert_eq!(agents[0].agent_name, "code-reviewer");
+        let sessions = store.sessions(&demo());
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions[0].status, SessionStatus::Completed);
+        assert_eq!(sessions[0].commands_executed, 2);
+        assert_eq!(sessions[0].agents_used, ["code-reviewer"]);
+        let kept = store.hook_events(&demo());
+        assert_eq!(kept.len(), 12, "every event kept, the unknown one too");
+        assert!(
+            kept.iter()
+                .any(|k| k.event_name == "TeammateIdle" && k.payload["teammate"]["name"] == "reviewer")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_event_sent_twice_is_stored_once() {
+        let (state, store) = hook_app();
+        for _ in 0..2 {
+            for name in ["SessionStart", "PreToolUse", "PostToolUse", "UserPromptSubmit"] {
+                assert_eq!(send(&state, &fixture_of(name)).await.0, 204);
+            }
+        }
+        assert_eq!(store.hook_events(&demo()).len(), 4);
+        assert_eq!(store.command_executions(&demo()).len(), 1);
+        assert_eq!(store.sessions(&demo())[0].commands_executed, 1);
+    }
+
+    #[tokio::test]
+    async fn only_what_cannot_be_keyed_is_refused_by_name() {
+        let (state, _) = hook_app();
+        let (status, body) = send(&state, &json!({"hook_event_name": "Stop", "anything": 1})).await;
+        assert_eq!(status, 400);
+        assert_eq!(error_fields(&serde_json::from_slice(&body).unwrap()), ["session_id"]);
+        let (status, body) = send(&state, &json!({"session_id": "s", "hook_event_name": 7})).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            error_fields(&serde_json::from_slice(&body).unwrap()),
+            ["hook_event_name"]
+        );
+        let (status, _) = send(&state, &json!(["not", "an", "object"])).await;
+        assert_eq!(status, 400);
+    }
+}

@@ -1,0 +1,369 @@
+//! Claude Code hook events (`POST /api/v1/hooks/claude-code`), turned into our metrics.
+//!
+//! Claude Code posts each hook's own JSON input. Every event is kept (redacted, truncated and
+//! sanitised) in the tenant's `hook_events`, known or not, once per deterministic id; then:
+//! - any event starts its session if it is new (id derived from Claude's `session_id`) and marks
+//!   activity; `SessionEnd` completes it;
+//! - `PostToolUse` / `PostToolUseFailure` store a command execution: the tool's name, its
+//!   redacted input as `command_args`, the time since the `PreToolUse` of the same `tool_use_id`
+//!   as `execution_time_ms` (0 when that was not received), and its status from the outcome;
+//!   the session's `commands_executed` is its count of tool uses;
+//! - `SubagentStart` lists the agent on the session; `SubagentStop` stores an agent interaction
+//!   (`delegation`, timed from its `SubagentStart`; hooks carry no token counts, so they are 0).
+//!
+//! Ids are UUID v5 of the hook data, so an event that fires (or is sent) twice stores once.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::ids::Caller;
+use crate::metrics::{AgentInteraction, CommandExecution};
+use crate::redact::redact_and_truncate;
+use crate::sanitize::sanitize_value;
+use crate::sessions::{SessionActivity, SessionEnd, SessionStart};
+use crate::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, TOOL_USE_EVENTS};
+use crate::validation::FieldError;
+
+/// The events this version interprets, in the order Claude Code sends them in a session; any
+/// other event is kept as it is.
+pub const KNOWN_EVENTS: [&str; 11] = [
+    "SessionStart",
+    "UserPromptSubmit",
+    "PreToolUse",
+    "PostToolUse",
+    "PostToolUseFailure",
+    "SubagentStart",
+    "SubagentStop",
+    "Notification",
+    "PreCompact",
+    "Stop",
+    "SessionEnd",
+];
+
+/// The namespace of every id derived from hook data.
+const NAMESPACE: Uuid = Uuid::from_u128(0x6d0f5a3c_6a53_4e57_9a55_3c1f0d2b7e10);
+/// Longest accepted `session_id`, `hook_event_name`, `tool_use_id` or `agent_id`.
+pub const MAX_ID_CHARS: usize = 200;
+const MAX_COMMAND_NAME_CHARS: usize = 100;
+const MAX_EXECUTION_MS: i64 = 300_000;
+const MAX_AGENT_MS: i64 = 86_400_000;
+
+/// One hook event, checked and made safe to store.
+#[derive(Debug, Clone)]
+pub struct HookEvent {
+    pub id: Uuid,
+    pub event_name: String,
+    pub session_id: String,
+    /// `tool_use_id` of tool events, `agent_id` of sub-agent events.
+    pub correlation_id: Option<String>,
+    /// The whole input, redacted, truncated and sanitised; unknown fields included.
+    pub payload: Value,
+}
+
+impl HookEvent {
+    /// Refuses only what cannot be keyed: a non-object body, a missing or malformed
+    /// `session_id` or `hook_event_name`, a malformed `tool_use_id` or `agent_id`.
+    pub fn from_json(raw: &Value) -> Result<Self, Vec<FieldError>> {
+        let Value::Object(map) = raw else {
+            return Err(vec![FieldError::new("body", "Must be a JSON object")]);
+        };
+        let mut errors = vec![];
+        let session_id = id_field(map, "session_id", true, &mut errors);
+        let event_name = id_field(map, "hook_event_name", true, &mut errors);
+        let tool_use_id = id_field(map, "tool_use_id", false, &mut errors);
+        let agent_id = id_field(map, "agent_id", false, &mut errors);
+        let (Some(session_id), Some(event_name)) = (session_id, event_name) else {
+            return Err(errors);
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let correlation_id = match event_name.as_str() {
+            "PreToolUse" | "PostToolUse" | "PostToolUseFailure" => tool_use_id,
+            "SubagentStart" | "SubagentStop" => agent_id,
+            _ => None,
+        };
+        // Events without a correlation id are told apart by their whole content.
+        let discriminator = correlation_id.clone().unwrap_or_else(|| raw.to_string());
+        let mut payload = redact_and_truncate(raw);
+        sanitize_value(&mut payload);
+        Ok(Self {
+            id: derive(&[&session_id, &event_name, &discriminator]),
+            event_name,
+            session_id,
+            correlation_id,
+            payload,
+        })
+    }
+
+    /// Our id of Claude's session.
+    pub fn session_key(&self) -> Uuid {
+        derive(&["session", &self.session_id])
+    }
+
+    /// The id of the event that opened this one, for events that close a pair.
+    pub fn partner(&self) -> Option<Uuid> {
+        let opener = match self.event_name.as_str() {
+            "PostToolUse" | "PostToolUseFailure" => "PreToolUse",
+            "SubagentStop" => "SubagentStart",
+            _ => return None,
+        };
+        Some(derive(&[&self.session_id, opener, self.correlation_id.as_deref()?]))
+    }
+
+    pub fn kept(&self) -> KeptHookEvent<'_> {
+        KeptHookEvent {
+            id: self.id,
+            session_id: &self.session_id,
+            event_name: &self.event_name,
+            correlation_id: self.correlation_id.as_deref(),
+            payload: &self.payload,
+            partner: self.partner(),
+        }
+    }
+
+    fn field(&self, name: &str) -> Option<&Value> {
+        self.payload.get(name).filter(|v| !v.is_null())
+    }
+
+    fn text(&self, name: &str) -> Option<&str> {
+        self.field(name).and_then(Value::as_str)
+    }
+
+    fn is_tool_use(&self) -> bool {
+        TOOL_USE_EVENTS.contains(&self.event_name.as_str())
+    }
+
+    /// The session as started by its first event.
+    pub fn session_start(&self, received_at: DateTime<Utc>) -> SessionStart {
+        let mut context = Map::new();
+        context.insert("client".into(), json!("claude-code"));
+        context.insert("claude_session_id".into(), json!(self.session_id));
+        for (from, to) in [
+            ("cwd", "cwd"),
+            ("transcript_path", "transcript_path"),
+            ("model", "model"),
+            ("source", "start_source"),
+        ] {
+            if let Some(value) = self.field(from) {
+                context.insert(to.into(), value.clone());
+            }
+        }
+        SessionStart {
+            id: Some(self.session_key()),
+            session_start: Some(received_at),
+            context: Value::Object(context),
+        }
+    }
+
+    /// What this event adds to its session.
+    pub fn activity(&self, receipt: &HookReceipt) -> SessionActivity {
+        let agent = self
+            .text("agent_type")
+            .filter(|_| self.event_name.starts_with("Subagent"))
+            .map(|a| vec![a.chars().take(crate::metrics::MAX_AGENT_NAME_CHARS).collect()]);
+        let mut context = json!({"last_event": self.event_name});
+        if self.event_name == "SessionEnd"
+            && let Some(reason) = self.field("reason")
+        {
+            context["end_reason"] = reason.clone();
+        }
+        SessionActivity {
+            commands_executed: self.is_tool_use().then_some(receipt.tool_uses),
+            agents_used: agent,
+            context: Some(context),
+        }
+    }
+
+    pub fn ends_session(&self) -> bool {
+        self.event_name == "SessionEnd"
+    }
+
+    /// The command execution of a finished tool use.
+    pub fn command_execution(&self, receipt: &HookReceipt) -> Option<CommandExecution> {
+        if !self.is_tool_use() {
+            return None;
+        }
+        let (status, error) = self.outcome();
+        let args = match self.field("tool_input") {
+            Some(Value::Object(input)) => Value::Object(input.clone()),
+            Some(other) => json!({ "input": other }),
+            None => json!({}),
+        };
+        let body = json!({
+            "id": derive(&[&self.session_id, "command", &self.correlation_id.clone().unwrap_or(self.id.to_string())]),
+            "command_name": command_name(self.text("tool_name").unwrap_or("")),
+            "execution_time_ms": self.duration_ms(receipt, MAX_EXECUTION_MS),
+            "status": status,
+            "command_args": args,
+            "error_message": error,
+            "context": self.metric_context(),
+            "timestamp": receipt.received_at.to_rfc3339(),
+        });
+        checked(CommandExecution::from_json(&body, ""), &self.event_name)
+    }
+
+    /// The agent interaction of a finished sub-agent.
+    pub fn agent_interaction(&self, receipt: &HookReceipt) -> Option<AgentInteraction> {
+        if self.event_name != "SubagentStop" {
+            return None;
+        }
+        let name: String = self
+            .text("agent_type")
+            .unwrap_or("subagent")
+            .chars()
+            .take(crate::metrics::MAX_AGENT_NAME_CHARS)
+            .collect();
+        let body = json!({
+            "id": derive(&[&self.session_id, "agent", &self.correlation_id.clone().unwrap_or(self.id.to_string())]),
+            "agent_name": name,
+            "interaction_type": "delegation",
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "processing_time_ms": self.duration_ms(receipt, MAX_AGENT_MS),
+            "success": true,
+            "metadata": self.metric_context(),
+            "timestamp": receipt.received_at.to_rfc3339(),
+        });
+        checked(AgentInteraction::from_json(&body, ""), &self.event_name)
+    }
+
+    /// `success`, `error` or `cancelled`, and the error text, from the event and the tool's response.
+    fn outcome(&self) -> (&'static str, Option<String>) {
+        if self.event_name == "PostToolUseFailure" {
+            let error = match self.field("error") {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => "tool use failed".into(),
+            };
+            let interrupted = self.field("is_interrupt").and_then(Value::as_bool) == Some(true);
+            return (if interrupted { "cancelled" } else { "error" }, Some(error));
+        }
+        let response = self.field("tool_response");
+        let flag = |name: &str| response.and_then(|r| r.get(name)).and_then(Value::as_bool);
+        if flag("interrupted") == Some(true) {
+            ("cancelled", None)
+        } else if flag("is_error") == Some(true) || flag("success") == Some(false) {
+            let error = response
+                .and_then(|r| r.get("error").or_else(|| r.get("stderr")))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            ("error", error.or_else(|| Some("tool reported an error".into())))
+        } else {
+            ("success", None)
+        }
+    }
+
+    /// Milliseconds since the opening event (or the event's own `duration_ms`), within `max`.
+    fn duration_ms(&self, receipt: &HookReceipt, max: i64) -> i64 {
+        let reported = self.field("duration_ms").and_then(Value::as_f64).map(|ms| ms as i64);
+        let timed = receipt
+            .partner_received_at
+            .map(|opened| (receipt.received_at - opened).num_milliseconds());
+        reported.or(timed).unwrap_or(0).clamp(0, max)
+    }
+
+    fn metric_context(&self) -> Value {
+        let mut context = Map::new();
+        context.insert("client".into(), json!("claude-code"));
+        context.insert("claude_session_id".into(), json!(self.session_id));
+        context.insert("hook_event_name".into(), json!(self.event_name));
+        for name in [
+            "tool_use_id",
+            "agent_id",
+            "cwd",
+            "permission_mode",
+            "agent_transcript_path",
+        ] {
+            if let Some(value) = self.field(name) {
+                context.insert(name.into(), value.clone());
+            }
+        }
+        Value::Object(context)
+    }
+}
+
+/// Keeps the event, then writes what it means; every step is idempotent, so a repeated event
+/// changes nothing and a partly failed one can simply be sent again.
+pub async fn record(store: &dyn MetricStore, caller: &Caller, event: &HookEvent) -> Result<(), StoreError> {
+    let receipt = store.keep_hook_event(caller, &event.kept()).await?;
+    store
+        .start_session(caller, &event.session_start(receipt.received_at))
+        .await?;
+    if let Some(command) = event.command_execution(&receipt) {
+        store.insert_command_execution(caller, &command).await?;
+    }
+    if let Some(agent) = event.agent_interaction(&receipt) {
+        store.insert_agent_interaction(caller, &agent).await?;
+    }
+    let activity = event.activity(&receipt);
+    let change = if event.ends_session() {
+        let end = SessionEnd {
+            session_id: event.session_key(),
+            productivity_score: None,
+            activity,
+        };
+        store.end_session(caller, &end).await?
+    } else {
+        store.update_session(caller, event.session_key(), &activity).await?
+    };
+    if !matches!(change, crate::sessions::SessionChange::Changed(_)) {
+        // Ended already, another user's, or reaped: the event itself is kept.
+        tracing::debug!(event = %event.event_name, "hook event left its session unchanged");
+    }
+    Ok(())
+}
+
+fn derive(parts: &[&str]) -> Uuid {
+    Uuid::new_v5(&NAMESPACE, parts.join("\n").as_bytes())
+}
+
+fn id_field(map: &Map<String, Value>, name: &str, required: bool, errors: &mut Vec<FieldError>) -> Option<String> {
+    match map.get(name) {
+        None | Some(Value::Null) if !required => None,
+        None | Some(Value::Null) => {
+            errors.push(FieldError::new(name, "Required"));
+            None
+        }
+        Some(Value::String(s))
+            if !s.is_empty() && s.chars().count() <= MAX_ID_CHARS && !s.chars().any(char::is_control) =>
+        {
+            Some(s.clone())
+        }
+        Some(Value::String(_)) => {
+            errors.push(FieldError::new(
+                name,
+                format!("Must be 1 to {MAX_ID_CHARS} characters without control characters"),
+            ));
+            None
+        }
+        Some(_) => {
+            errors.push(FieldError::new(name, "Must be a string"));
+            None
+        }
+    }
+}
+
+/// A tool name as a command name: `^[a-zA-Z0-9_-]+$`, at most 100 characters.
+fn command_name(tool: &str) -> String {
+    let name: String = tool
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(MAX_COMMAND_NAME_CHARS)
+        .collect();
+    if name.is_empty() { "unknown_tool".into() } else { name }
+}
+
+/// A derived metric that fails our own validation is a bug: logged, not stored.
+fn checked<T>(metric: Result<T, Vec<FieldError>>, event: &str) -> Option<T> {
+    metric
+        .inspect_err(|errors| tracing::error!(event, ?errors, "a metric derived from a hook failed validation"))
+        .ok()
+}
