@@ -60,8 +60,36 @@ impl Api {
         success: StatusCode,
         work: impl AsyncFnOnce(Caller, Value) -> Result<Value, ApiError>,
     ) -> Response<Body> {
-        self.serve(req, route, self.max_body_bytes, work, |reply, data| {
-            reply.success(success, &data)
+        let max = self.max_body_bytes;
+        let read = |req: &Request| json_body(req.headers(), req.body().as_ref(), max);
+        self.serve(req, route, read, work, |reply, data| reply.success(success, &data))
+            .await
+    }
+
+    /// Serves an authenticated `GET`: `work` gets the caller and the query string parameters
+    /// and returns the response's `data` (200).
+    pub async fn handle_query(
+        &self,
+        req: &Request,
+        route: &'static str,
+        work: impl AsyncFnOnce(Caller, Vec<(String, String)>) -> Result<Value, ApiError>,
+    ) -> Response<Body> {
+        // Sorted by name, so problems are reported in a stable order.
+        let read = |req: &Request| {
+            let mut params: Vec<(String, String)> = req
+                .query_string_parameters_ref()
+                .map(|query| {
+                    query
+                        .iter()
+                        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            params.sort();
+            Ok(params)
+        };
+        self.serve(req, route, read, work, |reply, data| {
+            reply.success(StatusCode::OK, &data)
         })
         .await
     }
@@ -76,17 +104,18 @@ impl Api {
         max_body_bytes: usize,
         work: impl AsyncFnOnce(Caller, Value) -> Result<(), ApiError>,
     ) -> Response<Body> {
-        self.serve(req, route, max_body_bytes, work, |reply, ()| reply.no_content())
-            .await
+        let read = |req: &Request| json_body(req.headers(), req.body().as_ref(), max_body_bytes);
+        self.serve(req, route, read, work, |reply, ()| reply.no_content()).await
     }
 
-    async fn serve<T>(
+    /// Authenticate, rate-limit, `read` the input, run `work`, `respond`, log one line.
+    async fn serve<In, Out>(
         &self,
         req: &Request,
         route: &'static str,
-        max_body_bytes: usize,
-        work: impl AsyncFnOnce(Caller, Value) -> Result<T, ApiError>,
-        respond: impl FnOnce(&Reply, T) -> Response<Body>,
+        read: impl FnOnce(&Request) -> Result<In, ApiError>,
+        work: impl AsyncFnOnce(Caller, In) -> Result<Out, ApiError>,
+        respond: impl FnOnce(&Reply, Out) -> Response<Body>,
     ) -> Response<Body> {
         let mut reply = Reply::start(request_id(req));
         let mut caller = None;
@@ -94,8 +123,8 @@ impl Api {
             let who = self.auth.authenticate(req.headers()).await?;
             caller = Some(who.clone());
             reply.set_rate(self.rate_limit(&who).await?);
-            let body = json_body(req.headers(), req.body().as_ref(), max_body_bytes)?;
-            work(who, body).await
+            let input = read(req)?;
+            work(who, input).await
         }
         .await;
         let (response, error) = match outcome {

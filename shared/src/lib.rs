@@ -23,6 +23,7 @@ pub mod response;
 pub mod sanitize;
 pub mod sessions;
 pub mod store;
+pub mod summary;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -17,6 +17,7 @@ use crate::sessions::{
     MAX_AGENTS, SessionAction, SessionActivity, SessionChange, SessionEnd, SessionImport, SessionRecord, SessionStart,
     SessionStatus,
 };
+use crate::summary::{AggregateRow, GroupBy, HISTOGRAM_BUCKETS, SummaryQuery, latency_bucket};
 use serde_json::Value;
 
 /// What the API returns for a stored record.
@@ -114,6 +115,11 @@ pub trait MetricStore: Send + Sync {
 
     /// Keeps a hook event once per id (a repeat writes nothing) in one round trip.
     async fn keep_hook_event(&self, caller: &Caller, event: &KeptHookEvent<'_>) -> Result<HookReceipt, StoreError>;
+
+    /// The caller's organization's rolling aggregates over the query's span, summed per group
+    /// and kind: the `limit + 1` first groups (busiest first, or in time order for hour and
+    /// day), so the caller can tell whether groups were left out.
+    async fn aggregates(&self, caller: &Caller, query: &SummaryQuery) -> Result<Vec<AggregateRow>, StoreError>;
 }
 
 #[derive(Default)]
@@ -124,6 +130,8 @@ struct Tenant {
     sessions: Vec<(UserId, SessionRecord)>,
     imported_sessions: Vec<(SessionImport, Stored)>,
     hook_events: Vec<KeptHook>,
+    /// Who sent each command execution and agent interaction (the table's `user_id`).
+    owners: HashMap<Uuid, UserId>,
 }
 
 /// A hook event as the in-memory store keeps it.
@@ -234,6 +242,13 @@ impl InMemoryStore {
     }
 }
 
+/// Records the first sender of a metric.
+fn own(owners: &mut HashMap<Uuid, UserId>, id: Option<Uuid>, user: &UserId) {
+    if let Some(id) = id {
+        owners.entry(id).or_insert_with(|| user.clone());
+    }
+}
+
 /// Keeps the first record stored under `id`, as the database's `ON CONFLICT DO NOTHING` does.
 fn insert_once<T: Clone>(rows: &mut Vec<(T, Stored)>, id: Option<Uuid>, metric: &T) -> Result<Stored, StoreError> {
     let id = id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
@@ -265,20 +280,16 @@ fn insert_all<T: Clone>(
 impl MetricStore for InMemoryStore {
     async fn insert_command_execution(&self, caller: &Caller, metric: &CommandExecution) -> Result<Stored, StoreError> {
         let mut tenants = self.tenants()?;
-        insert_once(
-            &mut tenants.entry(caller.org.clone()).or_default().commands,
-            metric.id,
-            metric,
-        )
+        let tenant = tenants.entry(caller.org.clone()).or_default();
+        own(&mut tenant.owners, metric.id, &caller.user);
+        insert_once(&mut tenant.commands, metric.id, metric)
     }
 
     async fn insert_agent_interaction(&self, caller: &Caller, metric: &AgentInteraction) -> Result<Stored, StoreError> {
         let mut tenants = self.tenants()?;
-        insert_once(
-            &mut tenants.entry(caller.org.clone()).or_default().agents,
-            metric.id,
-            metric,
-        )
+        let tenant = tenants.entry(caller.org.clone()).or_default();
+        own(&mut tenant.owners, metric.id, &caller.user);
+        insert_once(&mut tenant.agents, metric.id, metric)
     }
 
     async fn insert_productivity_metric(
@@ -348,12 +359,116 @@ impl MetricStore for InMemoryStore {
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(envelope.organization_id.clone()).or_default();
         let m = &envelope.metrics;
+        let ids = m
+            .command_executions
+            .iter()
+            .map(|x| x.id)
+            .chain(m.agent_interactions.iter().map(|x| x.id));
+        for id in ids {
+            own(&mut tenant.owners, id, &envelope.user_id);
+        }
         Ok([
             insert_all(&mut tenant.commands, &m.command_executions, |x| x.id)?,
             insert_all(&mut tenant.agents, &m.agent_interactions, |x| x.id)?,
             insert_all(&mut tenant.imported_sessions, &m.user_sessions, |x| x.id)?,
             insert_all(&mut tenant.productivity, &m.productivity_metrics, |x| x.id)?,
         ])
+    }
+
+    async fn aggregates(&self, caller: &Caller, query: &SummaryQuery) -> Result<Vec<AggregateRow>, StoreError> {
+        let tenants = self.tenants()?;
+        let Some(tenant) = tenants.get(&caller.org) else {
+            return Ok(vec![]);
+        };
+        let received = |id: Option<Uuid>| {
+            id.and_then(|id| tenant.owners.get(&id))
+                .map(UserId::as_str)
+                .unwrap_or("")
+        };
+        // (user, kind, name, when, ms, failed, tokens in, tokens out)
+        let commands = tenant.commands.iter().map(|(m, s)| {
+            let when = m.timestamp.unwrap_or(s.created_at);
+            let failed = m.status != crate::metrics::CommandStatus::Success;
+            (
+                received(m.id),
+                "command",
+                m.command_name.as_str(),
+                when,
+                m.execution_time_ms,
+                failed,
+                0,
+                0,
+            )
+        });
+        let agents = tenant.agents.iter().map(|(m, s)| {
+            let when = m.timestamp.unwrap_or(s.created_at);
+            let (tin, tout) = (m.input_tokens, m.output_tokens);
+            (
+                received(m.id),
+                "agent",
+                m.agent_name.as_str(),
+                when,
+                m.processing_time_ms,
+                !m.success,
+                tin,
+                tout,
+            )
+        });
+        let mut rows: Vec<AggregateRow> = vec![];
+        for (user, kind, name, when, ms, failed, tin, tout) in commands.chain(agents) {
+            let wanted = match query.group_by {
+                GroupBy::Command => kind == "command",
+                GroupBy::Agent => kind == "agent",
+                _ => true,
+            };
+            if !wanted || when < query.since || when >= query.until {
+                continue;
+            }
+            let key = match query.group_by {
+                GroupBy::User => user.to_owned(),
+                GroupBy::Command | GroupBy::Agent => name.to_owned(),
+                GroupBy::Hour => when.format("%Y-%m-%dT%H:00:00Z").to_string(),
+                GroupBy::Day => when.format("%Y-%m-%d").to_string(),
+            };
+            let at = match rows.iter().position(|r| r.key == key && r.kind == kind) {
+                Some(at) => at,
+                None => {
+                    rows.push(AggregateRow {
+                        key,
+                        kind: kind.to_owned(),
+                        count: 0,
+                        error_count: 0,
+                        total_ms: 0.0,
+                        tokens_in: 0,
+                        tokens_out: 0,
+                        histogram: vec![0; HISTOGRAM_BUCKETS],
+                    });
+                    rows.len() - 1
+                }
+            };
+            let row = &mut rows[at];
+            row.count += 1;
+            row.error_count += i64::from(failed);
+            row.total_ms += ms;
+            row.tokens_in += tin;
+            row.tokens_out += tout;
+            row.histogram[latency_bucket(ms) - 1] += 1;
+        }
+        let total = |key: &str| rows.iter().filter(|r| r.key == key).map(|r| r.count).sum::<i64>();
+        let mut keys: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
+        keys.sort_by(|a, b| {
+            if query.group_by.chronological() {
+                a.cmp(b)
+            } else {
+                total(b).cmp(&total(a)).then(a.cmp(b))
+            }
+        });
+        keys.dedup();
+        keys.truncate(query.limit as usize + 1);
+        Ok(keys
+            .iter()
+            .flat_map(|key| rows.iter().filter(|r| &r.key == key).cloned().collect::<Vec<_>>())
+            .collect())
     }
 
     async fn keep_hook_event(&self, caller: &Caller, event: &KeptHookEvent<'_>) -> Result<HookReceipt, StoreError> {

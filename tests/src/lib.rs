@@ -31,6 +31,7 @@ pub fn event(binary: &str) -> &'static str {
         "health" => include_str!("../../events/health.json"),
         "batch" => include_str!("../../events/batch.json"),
         "claude-code-hook" => include_str!("../../events/claude-code-hook.json"),
+        "metrics-summary" => include_str!("../../events/metrics-summary.json"),
         other => panic!("no fixture for {other}"),
     }
 }

@@ -16,6 +16,7 @@ use crate::sessions::{
     MAX_AGENTS, SessionAction, SessionActivity, SessionChange, SessionEnd, SessionRecord, SessionStart, SessionStatus,
 };
 use crate::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, Stored};
+use crate::summary::{AggregateRow, GroupBy, SummaryQuery};
 use crate::validation::Choice;
 
 /// The request-path statements of one tenant, with its quoted schema name filled in once.
@@ -37,17 +38,19 @@ impl TenantSql {
     fn new(org: &OrgId) -> Self {
         let schema = quote_ident(&org.schema_name());
         Self {
-            command_execution: InsertSql::new(
+            command_execution: InsertSql::aggregated(
                 &format!("{schema}.command_executions"),
                 "id, organization_id, user_id, command_name, command_args, execution_time_ms, status, \
                  error_message, context, \"timestamp\"",
                 "$1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, now())",
+                &aggregate_upsert(&schema, COMMANDS, "inserted"),
             ),
-            agent_interaction: InsertSql::new(
+            agent_interaction: InsertSql::aggregated(
                 &format!("{schema}.agent_interactions"),
                 "id, organization_id, user_id, agent_name, interaction_type, input_tokens, output_tokens, \
                  processing_time_ms, success, metadata, \"timestamp\"",
                 "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now())",
+                &aggregate_upsert(&schema, AGENTS, "inserted"),
             ),
             productivity_metric: InsertSql::new(
                 &format!("{schema}.productivity_metrics"),
@@ -92,6 +95,18 @@ struct InsertSql {
 }
 
 impl InsertSql {
+    /// [`InsertSql::new`] whose inserted row also updates the rolling aggregates (`upsert` reads
+    /// the CTE `inserted`), in the same statement: a skipped (already stored) id counts nothing.
+    fn aggregated(table: &str, columns: &str, values: &str, upsert: &str) -> Self {
+        Self {
+            insert: format!(
+                "WITH inserted AS (INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING RETURNING *), \
+                 aggregated AS ({upsert}) SELECT id, created_at FROM inserted"
+            ),
+            select_existing: format!("SELECT id, created_at FROM {table} WHERE id = $1"),
+        }
+    }
+
     /// A plain insert that skips an existing id (cheap to plan on every call); when it returns
     /// no row, `select_existing` reads the stored one. `$1` must be the id.
     fn new(table: &str, columns: &str, values: &str) -> Self {
@@ -176,9 +191,49 @@ const KIND_INSERTS: [KindInsert; 4] = [
     },
 ];
 
+/// Kinds (indexes of `batch::KINDS`) that feed the rolling aggregates.
+const COMMANDS: usize = 0;
+const AGENTS: usize = 1;
+const AGGREGATED_KINDS: usize = (1 << COMMANDS) | (1 << AGENTS);
+
+/// Whether the envelope statement for `present` is one plain insert (its row count the answer).
+fn is_plain_insert(present: usize) -> bool {
+    present.count_ones() == 1 && present & AGGREGATED_KINDS == 0
+}
+
+/// Adds the rows of the CTE `source` (freshly inserted metrics of `kind`) to the hourly
+/// aggregates, grouped first (one upsert per key) and in key order (no deadlock between
+/// concurrent writers).
+fn aggregate_upsert(schema: &str, kind: usize, source: &str) -> String {
+    let select = if kind == COMMANDS {
+        format!(
+            "SELECT date_trunc('hour', \"timestamp\", 'UTC'), user_id, 'command', command_name, count(*), \
+             count(*) FILTER (WHERE status <> 'success'), sum(execution_time_ms), 0, 0, \
+             {schema}.histogram_sum({schema}.latency_histogram(execution_time_ms)) \
+             FROM {source} GROUP BY 1, 2, 4 ORDER BY 1, 2, 4"
+        )
+    } else {
+        format!(
+            "SELECT date_trunc('hour', \"timestamp\", 'UTC'), user_id, 'agent', agent_name, count(*), \
+             count(*) FILTER (WHERE NOT success), sum(processing_time_ms), sum(input_tokens), sum(output_tokens), \
+             {schema}.histogram_sum({schema}.latency_histogram(processing_time_ms)) \
+             FROM {source} GROUP BY 1, 2, 4 ORDER BY 1, 2, 4"
+        )
+    };
+    format!(
+        "INSERT INTO {schema}.hourly_aggregates AS agg \
+         (hour, user_id, kind, name, count, error_count, total_ms, tokens_in, tokens_out, histogram) {select} \
+         ON CONFLICT (hour, user_id, kind, name) DO UPDATE SET count = agg.count + excluded.count, \
+         error_count = agg.error_count + excluded.error_count, total_ms = agg.total_ms + excluded.total_ms, \
+         tokens_in = agg.tokens_in + excluded.tokens_in, tokens_out = agg.tokens_out + excluded.tokens_out, \
+         histogram = {schema}.histogram_add(agg.histogram, excluded.histogram)"
+    )
+}
+
 /// The statement that writes the kinds in `present` (bit `i` = `batch::KINDS[i]`), each
-/// `ON CONFLICT (id) DO NOTHING`. One kind is a plain insert (its row count is the answer); several
-/// are data-modifying CTEs of one statement, atomic together, answering one count per kind.
+/// `ON CONFLICT (id) DO NOTHING`. Sessions or productivity metrics alone are one plain insert
+/// (its row count is the answer); otherwise the kinds, and the aggregates of commands and
+/// agents, are data-modifying CTEs of one statement, atomic together, answering one count per kind.
 fn envelope_statement(schema: &str, present: usize) -> String {
     let mut next_param = 4;
     let mut inserts = Vec::new();
@@ -205,12 +260,21 @@ fn envelope_statement(schema: &str, present: usize) -> String {
             ),
         ));
     }
-    if let [(_, single)] = inserts.as_slice() {
-        return single.clone();
+    if is_plain_insert(present) {
+        return inserts[0].1.clone();
     }
     let ctes: Vec<String> = inserts
         .iter()
-        .map(|(k, sql)| format!("k{k} AS ({sql} RETURNING 1)"))
+        .flat_map(|(k, sql)| {
+            if AGGREGATED_KINDS & (1 << k) != 0 {
+                vec![
+                    format!("k{k} AS ({sql} RETURNING *)"),
+                    format!("a{k} AS ({})", aggregate_upsert(schema, *k, &format!("k{k}"))),
+                ]
+            } else {
+                vec![format!("k{k} AS ({sql} RETURNING 1)")]
+            }
+        })
         .collect();
     let counts: Vec<String> = (0..4)
         .map(|k| {
@@ -260,6 +324,34 @@ fn session_change(schema: &str, action: SessionAction, extra_set: &str) -> Strin
          UNION ALL \
          SELECT CASE WHEN target.user_id <> $2 THEN 'other_user' ELSE target.status END, NULL::jsonb \
          FROM target WHERE NOT EXISTS (SELECT 1 FROM changed)"
+    )
+}
+
+/// The aggregates of `$1 <= hour < $2`, summed per group and kind, for the first `$3` groups.
+fn summary_statement(schema: &str, group_by: GroupBy) -> String {
+    let (key, only) = match group_by {
+        GroupBy::User => ("user_id", ""),
+        GroupBy::Command => ("name", "AND kind = 'command'"),
+        GroupBy::Agent => ("name", "AND kind = 'agent'"),
+        GroupBy::Hour => ("to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"')", ""),
+        GroupBy::Day => ("to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD')", ""),
+    };
+    let order = if group_by.chronological() {
+        "key"
+    } else {
+        "sum(count) DESC, key"
+    };
+    format!(
+        "WITH grouped AS ( \
+            SELECT {key} AS key, kind, sum(count)::bigint AS count, sum(error_count)::bigint AS error_count, \
+                sum(total_ms) AS total_ms, sum(tokens_in)::bigint AS tokens_in, sum(tokens_out)::bigint AS tokens_out, \
+                {schema}.histogram_sum(histogram) AS histogram \
+            FROM {schema}.hourly_aggregates WHERE hour >= $1 AND hour < $2 {only} GROUP BY 1, 2), \
+         keys AS ( \
+            SELECT key, row_number() OVER (ORDER BY {order}) AS position \
+            FROM grouped GROUP BY key ORDER BY {order} LIMIT $3) \
+         SELECT g.key, g.kind, g.count, g.error_count, g.total_ms, g.tokens_in, g.tokens_out, g.histogram \
+         FROM grouped g JOIN keys USING (key) ORDER BY keys.position, g.kind DESC"
     )
 }
 
@@ -410,6 +502,38 @@ impl PgStore {
 
 #[async_trait]
 impl MetricStore for PgStore {
+    async fn aggregates(&self, caller: &Caller, query: &SummaryQuery) -> Result<Vec<AggregateRow>, StoreError> {
+        let groups = i64::from(query.limit) + 1;
+        let params: &[(&(dyn ToSql + Sync), Type)] = &[
+            (&query.since, Type::TIMESTAMPTZ),
+            (&query.until, Type::TIMESTAMPTZ),
+            (&groups, Type::INT8),
+        ];
+        let rows = with_client!(&self.db, |client| {
+            match self.tenant(&mut client, &caller.org).await {
+                Ok(tenant) => {
+                    client
+                        .query_typed(&summary_statement(&tenant.schema, query.group_by), params)
+                        .await
+                }
+                Err(err) => Err(err),
+            }
+        })?;
+        Ok(rows
+            .iter()
+            .map(|row| AggregateRow {
+                key: row.get(0),
+                kind: row.get(1),
+                count: row.get(2),
+                error_count: row.get(3),
+                total_ms: row.get(4),
+                tokens_in: row.get(5),
+                tokens_out: row.get(6),
+                histogram: row.get(7),
+            })
+            .collect())
+    }
+
     async fn keep_hook_event(&self, caller: &Caller, event: &KeptHookEvent<'_>) -> Result<HookReceipt, StoreError> {
         let params: &[(&(dyn ToSql + Sync), Type)] = &[
             (&event.id, Type::UUID),
@@ -576,7 +700,7 @@ impl MetricStore for PgStore {
                 params.extend(columns.params(kind));
             }
         }
-        let single_kind = present.count_ones() == 1;
+        let single_kind = is_plain_insert(present);
         let counts = with_client!(&self.db, |client| {
             match self.tenant(&mut client, &envelope.organization_id).await {
                 Ok(tenant) if single_kind => {

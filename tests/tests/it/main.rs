@@ -15,5 +15,6 @@ mod openapi;
 mod rate_limit;
 mod routes;
 mod sessions;
+mod summary;
 mod template;
 mod tenancy;

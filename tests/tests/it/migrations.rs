@@ -67,6 +67,7 @@ async fn a_tenant_schema_has_the_specifications_tables_and_indexes() {
             "agent_interactions",
             "command_executions",
             "hook_events",
+            "hourly_aggregates",
             "productivity_metrics",
             "user_sessions"
         ]

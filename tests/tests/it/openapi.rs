@@ -94,6 +94,7 @@ const END: (&str, &str) = ("POST", "/api/v1/metrics/session/end");
 const BATCH: (&str, &str) = ("POST", "/api/v1/metrics/batch");
 const HEALTH: (&str, &str) = ("GET", "/api/v1/health");
 const HOOK: (&str, &str) = ("POST", "/api/v1/hooks/claude-code");
+const SUMMARY: (&str, &str) = ("GET", "/api/v1/metrics/summary");
 
 /// A valid body for each create route.
 fn valid_bodies() -> Vec<((&'static str, &'static str), Value)> {
@@ -168,6 +169,16 @@ async fn exercise_a_healthy_stack(recorder: &mut Recorder) {
     }
     exercise_sessions(recorder, addr, &alice, &bob).await;
     assert_eq!(recorder.json(addr, HEALTH, HEALTH.1, None, Value::Null).await, 200);
+    for group_by in ["user", "command", "agent", "hour", "day"] {
+        let path = format!("{}?group_by={group_by}&limit=5", SUMMARY.1);
+        assert_eq!(
+            recorder.json(addr, SUMMARY, &path, Some(&alice), Value::Null).await,
+            200
+        );
+    }
+    let bad = format!("{}?group_by=team&since=monday", SUMMARY.1);
+    assert_eq!(recorder.json(addr, SUMMARY, &bad, Some(&alice), Value::Null).await, 400);
+    assert_eq!(recorder.json(addr, SUMMARY, SUMMARY.1, None, Value::Null).await, 401);
 }
 
 async fn exercise_sessions(recorder: &mut Recorder, addr: SocketAddr, alice: &str, bob: &str) {
@@ -256,6 +267,7 @@ async fn exercise_rate_limits(recorder: &mut Recorder) {
         .collect();
     routes.push((UPDATE, session, json!({})));
     routes.push((END, END.1.to_owned(), json!({"session_id": Uuid::new_v4()})));
+    routes.push((SUMMARY, SUMMARY.1.to_owned(), Value::Null));
     for (route, path, body) in routes {
         assert_eq!(
             recorder.json(addr, route, &path, Some(&alice), body).await,
@@ -292,6 +304,7 @@ async fn exercise_outages(recorder: &mut Recorder) {
         .collect();
     routes.push((UPDATE, session, json!({})));
     routes.push((END, END.1.to_owned(), json!({"session_id": Uuid::new_v4()})));
+    routes.push((SUMMARY, SUMMARY.1.to_owned(), Value::Null));
     for (route, path, body) in routes {
         assert_eq!(
             recorder.json(addr, route, &path, Some(&alice), body).await,

@@ -477,6 +477,122 @@ async fn sustained_ingest(stack: &Stack, n: &Sizes, results: &mut serde_json::Ma
     );
 }
 
+const SUMMARY_EVENT: &str = include_str!("../../../events/metrics-summary.json");
+
+/// `GET /api/v1/metrics/summary` over `BENCH_SUMMARY_ROWS` (default 1,000,000) command
+/// executions written by the worker's write path (which keeps the aggregates): 20 users, 30
+/// commands, 30 days. Baseline: the specification's per-user query over the raw rows.
+async fn summary_query(stack: &Stack, results: &mut serde_json::Map<String, Value>) {
+    let rows: usize = std::env::var("BENCH_SUMMARY_ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let vars = env_for(stack, &[("DATABASE_MAX_CONNECTIONS", "8".into())]);
+    let aws = shared::app::aws_config().await;
+    let worker = Arc::new(batch_worker::Worker::from_env(&env(&vars), &aws).expect("worker"));
+    let per_message = 500;
+    let start = chrono::Utc::now() - chrono::Duration::days(30);
+    let minutes = 30 * 24 * 60;
+    let message = |m: usize| {
+        let caller = Caller {
+            org: OrgId::parse("summary_bench").expect("org"),
+            user: UserId::parse(&format!("user{:02}", m % 20)).expect("user"),
+        };
+        let items: Vec<Value> = (0..per_message)
+            .map(|k| {
+                let i = m * per_message + k;
+                let at = start + chrono::Duration::minutes((i * 7919 % minutes) as i64);
+                json!({"command_name": format!("cmd{:02}", i % 30), "execution_time_ms": (i % 977) as f64 / 3.0,
+                       "status": if i.is_multiple_of(11) { "error" } else { "success" }, "timestamp": at.to_rfc3339()})
+            })
+            .collect();
+        let metrics = Metrics::from_request(&json!({ "command_executions": items }), 1000).expect("metrics");
+        Envelope::new(&caller, Source::Import, metrics)
+            .to_message()
+            .expect("message")
+    };
+    let messages = rows.div_ceil(per_message);
+    let written = Instant::now();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(2));
+    let mut running = tokio::task::JoinSet::new();
+    for first in (0..messages).step_by(10) {
+        let bodies: Vec<String> = (first..(first + 10).min(messages)).map(message).collect();
+        let permit = semaphore.clone().acquire_owned().await.expect("semaphore");
+        let worker = worker.clone();
+        running.spawn(async move {
+            let failed = worker
+                .handle(sqs_event(bodies))
+                .await
+                .expect("worker")
+                .batch_item_failures
+                .len();
+            drop(permit);
+            failed
+        });
+    }
+    while let Some(failed) = running.join_next().await {
+        assert_eq!(failed.expect("task"), 0);
+    }
+    let write_seconds = written.elapsed().as_secs_f64();
+
+    let env = env(&vars);
+    let app = App::from_env(&env, &aws).expect("app");
+    let token =
+        local_front::token::mint(shared::config::LOCAL_DEV_SECRET, "summary_bench", "user00", 2).expect("token");
+    let since = start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut handler = Vec::new();
+    for i in 0..220 {
+        let group_by = ["user", "command", "day"][i % 3];
+        let mut req = lambda_http::request::from_str(SUMMARY_EVENT).expect("fixture");
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().expect("header"));
+        let query: std::collections::HashMap<String, String> = [
+            ("group_by".to_owned(), group_by.to_owned()),
+            ("since".to_owned(), since.clone()),
+        ]
+        .into();
+        let req = lambda_http::RequestExt::with_query_string_parameters(
+            req,
+            lambda_http::aws_lambda_events::query_map::QueryMap::from(query),
+        );
+        let began = Instant::now();
+        let response = metrics_summary::handle(&app, req).await.expect("summary");
+        assert_eq!(response.status(), 200);
+        if i >= 20 {
+            handler.push(ms(began.elapsed()));
+        }
+    }
+    let (raw, connection) = tokio_postgres::connect(&stack.database_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let mut scan = Vec::new();
+    for _ in 0..6 {
+        let began = Instant::now();
+        raw.query(
+            "SELECT user_id, count(*), avg(execution_time_ms) FROM \"org_summary_bench\".command_executions \
+             WHERE \"timestamp\" >= $1 GROUP BY user_id",
+            &[&start],
+        )
+        .await
+        .expect("raw query");
+        scan.push(ms(began.elapsed()));
+    }
+    let handler = stats(&handler);
+    let scan = stats(&scan);
+    results.insert(
+        "summary_over_raw_rows".into(),
+        json!({
+            "rows": messages * per_message,
+            "write_seconds": round3(write_seconds),
+            "write_metrics_per_second": ((messages * per_message) as f64 / write_seconds).round(),
+            "summary_handler_ms": stats_json(handler, 200),
+            "raw_per_user_scan_ms": stats_json(scan, 6),
+            "specification_10k_query_ms": 8.7,
+        }),
+    );
+}
+
 /// Each function's release binary under a Lambda Runtime API: time until it asks for its first
 /// event, and its peak resident memory after a stream of events.
 async fn functions(stack: &Stack, results: &mut serde_json::Map<String, Value>) {
@@ -643,6 +759,12 @@ fn targets(results: &serde_json::Map<String, Value>) -> Vec<(String, f64, f64, b
             1.05,
             true,
         ),
+        (
+            "summary p95 over 1M rows (ms; spec: 8.7 for 10K)".to_owned(),
+            get(&["summary_over_raw_rows", "summary_handler_ms", "p95_ms"]),
+            8.7,
+            true,
+        ),
     ];
     if let Some(Value::Object(functions)) = results.get("functions") {
         for (name, f) in functions {
@@ -673,8 +795,9 @@ fn main() {
     let stack = setup_runtime.block_on(setup());
     let mut results = serde_json::Map::new();
 
-    // BENCH_SECTIONS=in_process,http,ingest,functions selects parts (all by default).
-    let sections = std::env::var("BENCH_SECTIONS").unwrap_or_else(|_| "in_process,http,ingest,functions".into());
+    // BENCH_SECTIONS=in_process,http,ingest,functions,summary selects parts (all by default).
+    let sections =
+        std::env::var("BENCH_SECTIONS").unwrap_or_else(|_| "in_process,http,ingest,functions,summary".into());
     let wanted = |name: &str| sections.split(',').any(|s| s.trim() == name);
     if wanted("in_process") {
         eprintln!("measuring baselines, the handler in process and the worker (current-thread runtime)...");
@@ -691,6 +814,10 @@ fn main() {
     if wanted("ingest") {
         eprintln!("measuring sustained worker ingest...");
         setup_runtime.block_on(sustained_ingest(&stack, &n, &mut results));
+    }
+    if wanted("summary") {
+        eprintln!("writing the summary benchmark's rows through the worker and querying them...");
+        setup_runtime.block_on(summary_query(&stack, &mut results));
     }
 
     let targets = targets(&results);

@@ -83,6 +83,10 @@ pub fn handlers(stack: &Stack) -> HashMap<String, Handler> {
         ("health".to_owned(), handler!(stack.health, health::handle)),
         ("batch".to_owned(), handler!(stack.batch, batch::handle)),
         (
+            "metrics-summary".to_owned(),
+            handler!(stack.app, metrics_summary::handle),
+        ),
+        (
             "claude-code-hook".to_owned(),
             handler!(stack.hook, claude_code_hook::handle),
         ),

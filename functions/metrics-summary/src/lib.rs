@@ -1,0 +1,85 @@
+//! `GET /api/v1/metrics/summary`: the caller's organization's rolling aggregates; query
+//! parameters `since`, `until` (RFC 3339), `group_by` (`user`, `command`, `agent`, `hour`,
+//! `day`) and `limit`. See `shared::summary`.
+
+use lambda_http::{Body, Error, Request, Response};
+use shared::App;
+use shared::summary::{SummaryQuery, summary_data};
+
+pub const ROUTE: &str = "GET /api/v1/metrics/summary";
+
+pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
+    Ok(app
+        .api
+        .handle_query(&req, ROUTE, async |caller, params| {
+            let pairs = params.iter().map(|(name, value)| (name.as_str(), value.as_str()));
+            let query = SummaryQuery::parse(pairs, chrono::Utc::now())?;
+            let rows = app.store.aggregates(&caller, &query).await?;
+            Ok(summary_data(&query, &rows))
+        })
+        .await)
+}
+
+#[cfg(test)]
+mod tests {
+    use lambda_http::RequestExt;
+    use lambda_http::aws_lambda_events::query_map::QueryMap;
+    use serde_json::json;
+    use shared::ids::{Caller, OrgId, UserId};
+    use shared::metrics::CommandExecution;
+    use shared::store::MetricStore;
+    use shared::testing::{a_working_service, error_fields, parts, request};
+
+    use super::*;
+
+    const EVENT: &str = include_str!("../../../events/metrics-summary.json");
+
+    fn with_query(pairs: &[(&str, &str)]) -> Request {
+        let query: std::collections::HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        request(EVENT, "acme", "alice", &json!(null)).with_query_string_parameters(QueryMap::from(query))
+    }
+
+    async fn store_command(store: &dyn MetricStore, user: &str, name: &str, ms: f64, status: &str) {
+        let caller = Caller {
+            org: OrgId::parse("acme").unwrap(),
+            user: UserId::parse(user).unwrap(),
+        };
+        let metric = CommandExecution::from_json(
+            &json!({"command_name": name, "execution_time_ms": ms, "status": status}),
+            "",
+        )
+        .unwrap()
+        .with_id();
+        store.insert_command_execution(&caller, &metric).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn commands_are_summarised_per_user() {
+        let given = a_working_service();
+        store_command(given.store.as_ref(), "alice", "build", 10.0, "success").await;
+        store_command(given.store.as_ref(), "alice", "test", 30.0, "error").await;
+        store_command(given.store.as_ref(), "bob", "build", 5.0, "success").await;
+        let (status, body) = parts(handle(&given.app, with_query(&[("group_by", "user")])).await.unwrap());
+        assert_eq!(status, 200, "{body}");
+        let groups = body["data"]["groups"].as_array().unwrap();
+        assert_eq!(groups[0]["key"], "alice");
+        assert_eq!(groups[0]["commands"]["count"], 2);
+        assert_eq!(groups[0]["commands"]["error_count"], 1);
+        assert_eq!(groups[0]["commands"]["avg_execution_time_ms"], 20.0);
+        assert_eq!(groups[1]["key"], "bob");
+        assert_eq!(body["data"]["truncated"], false);
+    }
+
+    #[tokio::test]
+    async fn bad_parameters_are_named() {
+        let given = a_working_service();
+        let (status, body) = parts(
+            handle(&given.app, with_query(&[("group_by", "team"), ("since", "monday")]))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(status, 400);
+        assert_eq!(error_fields(&body), ["group_by", "since"], "sorted by parameter");
+    }
+}

@@ -1,0 +1,1 @@
+shared::lambda_http_main!(metrics_summary::handle);

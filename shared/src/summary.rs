@@ -1,0 +1,309 @@
+//! `GET /api/v1/metrics/summary`: the caller's organization's rolling aggregates, grouped by
+//! user, command, agent, hour or day, between `since` and `until` (whole UTC hours: `since` is
+//! rounded down, `until` up). The aggregates are kept by the write paths (see the tenant
+//! migration `0003_hourly_aggregates.sql`), so a summary never scans raw rows.
+
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use serde_json::{Value, json};
+
+use crate::validation::FieldError;
+
+/// Most groups in one answer (`limit`, default [`DEFAULT_GROUPS`]).
+pub const MAX_GROUPS: u32 = 1000;
+pub const DEFAULT_GROUPS: u32 = 100;
+/// Longest span one summary may cover.
+pub const MAX_SPAN_DAYS: i64 = 366;
+/// Buckets of the latency histogram (see the migration): four per doubling from 0.1 ms.
+pub const HISTOGRAM_BUCKETS: usize = 124;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    User,
+    Command,
+    Agent,
+    Hour,
+    Day,
+}
+
+impl GroupBy {
+    const ALL: [(&'static str, GroupBy); 5] = [
+        ("user", GroupBy::User),
+        ("command", GroupBy::Command),
+        ("agent", GroupBy::Agent),
+        ("hour", GroupBy::Hour),
+        ("day", GroupBy::Day),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, g)| *g == self)
+            .map_or("user", |(name, _)| name)
+    }
+
+    /// Groups by time come in time order; the others by activity, busiest first.
+    pub fn chronological(self) -> bool {
+        matches!(self, GroupBy::Hour | GroupBy::Day)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryQuery {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub group_by: GroupBy,
+    pub limit: u32,
+}
+
+impl SummaryQuery {
+    /// Reads the query string parameters; every problem is reported, each by its parameter.
+    pub fn parse<'a>(
+        params: impl IntoIterator<Item = (&'a str, &'a str)>,
+        now: DateTime<Utc>,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut errors = vec![];
+        let (mut since, mut until, mut group_by, mut limit) = (None, None, GroupBy::User, DEFAULT_GROUPS);
+        for (name, value) in params {
+            match name {
+                "since" => since = time(name, value, &mut errors),
+                "until" => until = time(name, value, &mut errors),
+                "group_by" => match GroupBy::ALL.iter().find(|(n, _)| *n == value) {
+                    Some((_, g)) => group_by = *g,
+                    None => errors.push(FieldError::new(name, "Must be one of: user, command, agent, hour, day")),
+                },
+                "limit" => match value.parse::<u32>() {
+                    Ok(n) if (1..=MAX_GROUPS).contains(&n) => limit = n,
+                    _ => errors.push(FieldError::new(
+                        name,
+                        format!("Must be an integer from 1 to {MAX_GROUPS}"),
+                    )),
+                },
+                other => errors.push(FieldError::new(
+                    other.chars().take(64).collect::<String>(),
+                    "Unknown query parameter",
+                )),
+            }
+        }
+        let until = until.unwrap_or(now);
+        let since = since.unwrap_or(until - Duration::hours(24));
+        if until <= since {
+            errors.push(FieldError::new("until", "Must be after since"));
+        } else if until - since > Duration::days(MAX_SPAN_DAYS) {
+            errors.push(FieldError::new(
+                "since",
+                format!("At most {MAX_SPAN_DAYS} days before until"),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let hour = Duration::hours(1);
+        let since = since.duration_trunc(hour).unwrap_or(since);
+        let until = match until.duration_trunc(hour) {
+            Ok(floor) if floor < until => floor + hour,
+            Ok(floor) => floor,
+            Err(_) => until,
+        };
+        Ok(Self {
+            since,
+            until,
+            group_by,
+            limit,
+        })
+    }
+}
+
+fn time(name: &str, value: &str, errors: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .inspect_err(|_| errors.push(FieldError::new(name, "Must be an RFC 3339 date-time")))
+        .ok()
+}
+
+/// Aggregates of one group and one kind (`command` or `agent`), summed over the span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateRow {
+    pub key: String,
+    pub kind: String,
+    pub count: i64,
+    pub error_count: i64,
+    pub total_ms: f64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub histogram: Vec<i64>,
+}
+
+/// The histogram bucket of a latency, as the SQL function `latency_bucket` computes it (1-based).
+pub fn latency_bucket(ms: f64) -> usize {
+    let tenths = ms * 10.0;
+    if tenths < 1.0 {
+        return 1;
+    }
+    (2 + (4.0 * tenths.ln() / 2f64.ln()).floor() as usize).min(HISTOGRAM_BUCKETS)
+}
+
+/// The upper edge of a bucket in milliseconds (the last bucket has none).
+fn bucket_upper_edge_ms(bucket: usize) -> Option<f64> {
+    (bucket < HISTOGRAM_BUCKETS).then(|| 2f64.powf((bucket as f64 - 1.0) / 4.0) / 10.0)
+}
+
+/// The 95th percentile from a histogram: the upper edge of the bucket that holds it, so at most
+/// one bucket (19%) above the true value.
+pub fn p95_ms(histogram: &[i64]) -> Option<f64> {
+    let total: i64 = histogram.iter().sum();
+    if total <= 0 {
+        return None;
+    }
+    let rank = (total as f64 * 0.95).ceil() as i64;
+    let mut seen = 0;
+    for (index, count) in histogram.iter().enumerate() {
+        seen += count;
+        if seen >= rank {
+            let bucket = index + 1;
+            return Some(bucket_upper_edge_ms(bucket).unwrap_or(f64::INFINITY)).filter(|v| v.is_finite());
+        }
+    }
+    None
+}
+
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// The response's `data`: one entry per group, its commands and its agents, and whether groups
+/// were left out by `limit` (`rows` may hold one group more than the limit, to tell).
+pub fn summary_data(query: &SummaryQuery, rows: &[AggregateRow]) -> Value {
+    let mut keys: Vec<&str> = vec![];
+    for row in rows {
+        if !keys.contains(&row.key.as_str()) {
+            keys.push(&row.key);
+        }
+    }
+    let truncated = keys.len() > query.limit as usize;
+    keys.truncate(query.limit as usize);
+    let groups: Vec<Value> = keys
+        .iter()
+        .map(|key| {
+            let mut group = json!({ "key": key });
+            for row in rows.iter().filter(|r| r.key == *key) {
+                let average = if row.count > 0 {
+                    round3(row.total_ms / row.count as f64)
+                } else {
+                    0.0
+                };
+                let p95 = p95_ms(&row.histogram).map(round3);
+                if row.kind == "command" {
+                    group["commands"] = json!({
+                        "count": row.count,
+                        "error_count": row.error_count,
+                        "avg_execution_time_ms": average,
+                        "p95_execution_time_ms": p95,
+                    });
+                } else {
+                    group["agents"] = json!({
+                        "interactions": row.count,
+                        "failures": row.error_count,
+                        "input_tokens": row.tokens_in,
+                        "output_tokens": row.tokens_out,
+                        "avg_processing_time_ms": average,
+                        "p95_processing_time_ms": p95,
+                    });
+                }
+            }
+            group
+        })
+        .collect();
+    json!({
+        "group_by": query.group_by.as_str(),
+        "since": query.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "until": query.until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "groups": groups,
+        "truncated": truncated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-28T10:30:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn defaults_are_the_last_day_by_user_in_whole_hours() {
+        let q = SummaryQuery::parse([], now()).unwrap();
+        assert_eq!(q.group_by, GroupBy::User);
+        assert_eq!(q.limit, DEFAULT_GROUPS);
+        assert_eq!(q.since.to_rfc3339(), "2026-11-27T10:00:00+00:00");
+        assert_eq!(q.until.to_rfc3339(), "2026-11-28T11:00:00+00:00");
+    }
+
+    #[test]
+    fn every_bad_parameter_is_named() {
+        let errors = SummaryQuery::parse(
+            [("since", "yesterday"), ("group_by", "team"), ("limit", "0"), ("x", "1")],
+            now(),
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["since", "group_by", "limit", "x"]);
+        let errors = SummaryQuery::parse(
+            [("since", "2026-11-28T10:00:00Z"), ("until", "2026-11-28T09:00:00Z")],
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(errors[0].field, "until");
+        let errors = SummaryQuery::parse([("since", "2020-01-01T00:00:00Z")], now()).unwrap_err();
+        assert_eq!(errors[0].field, "since");
+    }
+
+    #[test]
+    fn buckets_are_a_quarter_of_a_doubling_wide() {
+        assert_eq!(latency_bucket(0.0), 1);
+        assert_eq!(latency_bucket(0.05), 1);
+        assert_eq!(latency_bucket(0.1), 2);
+        assert_eq!(latency_bucket(0.2), 6);
+        assert_eq!(latency_bucket(1e12), HISTOGRAM_BUCKETS);
+        for ms in [0.3, 1.0, 7.5, 120.0, 2100.0, 299_999.0] {
+            let edge = bucket_upper_edge_ms(latency_bucket(ms)).unwrap();
+            assert!(edge > ms && edge <= ms * 2f64.powf(0.25) * 1.0001, "{ms} → {edge}");
+        }
+    }
+
+    #[test]
+    fn p95_is_the_edge_of_the_bucket_holding_it() {
+        let mut histogram = vec![0; HISTOGRAM_BUCKETS];
+        histogram[latency_bucket(10.0) - 1] = 95;
+        histogram[latency_bucket(1000.0) - 1] = 5;
+        let p95 = p95_ms(&histogram).unwrap();
+        assert!((10.0..10.0 * 1.19 + 0.01).contains(&p95), "{p95}");
+        histogram[latency_bucket(1000.0) - 1] = 6;
+        assert!(p95_ms(&histogram).unwrap() >= 1000.0);
+        assert_eq!(p95_ms(&vec![0; HISTOGRAM_BUCKETS]), None);
+    }
+
+    #[test]
+    fn groups_beyond_the_limit_are_left_out_and_said_so() {
+        let row = |key: &str, kind: &str| AggregateRow {
+            key: key.into(),
+            kind: kind.into(),
+            count: 4,
+            error_count: 1,
+            total_ms: 10.0,
+            tokens_in: 7,
+            tokens_out: 9,
+            histogram: vec![0; HISTOGRAM_BUCKETS],
+        };
+        let mut q = SummaryQuery::parse([], now()).unwrap();
+        q.limit = 1;
+        let data = summary_data(
+            &q,
+            &[row("alice", "command"), row("alice", "agent"), row("bob", "command")],
+        );
+        assert_eq!(data["truncated"], true);
+        assert_eq!(data["groups"].as_array().unwrap().len(), 1);
+        assert_eq!(data["groups"][0]["commands"]["avg_execution_time_ms"], 2.5);
+        assert_eq!(data["groups"][0]["agents"]["input_tokens"], 7);
+    }
+}

@@ -1,0 +1,319 @@
+//! Rolling aggregates and `GET /api/v1/metrics/summary` on the real PostgreSQL: the write paths
+//! (single routes and the batch worker, redeliveries included) keep the aggregates equal to what
+//! the raw rows say; summaries are per organization, bounded, and p95 is within a bucket.
+
+use std::net::SocketAddr;
+
+use integration_tests::{TestApp, connect, fresh_database, http, request, token};
+use serde_json::{Value, json};
+use shared::db::migrate::{Migration, TENANT, provision_tenant, provision_tenant_with};
+use shared::summary::latency_bucket;
+
+async fn summary(addr: SocketAddr, org: &str, query: &str) -> Value {
+    let path = format!("/api/v1/metrics/summary?{query}");
+    let (status, _, body) = http(addr, "GET", &path, Some(&token(org, "alice")), "application/json", "").await;
+    assert_eq!(status, 200, "{body}");
+    body["data"].clone()
+}
+
+async fn post(addr: SocketAddr, org: &str, user: &str, route: &str, body: Value) {
+    let (status, _, answer) = http(
+        addr,
+        "POST",
+        route,
+        Some(&token(org, user)),
+        "application/json",
+        &body.to_string(),
+    )
+    .await;
+    assert!(status == 201 || status == 202, "{status}: {answer}");
+}
+
+/// Commands and agents over three hours, by three users, through every write path.
+async fn write_history(given: &TestApp, addr: SocketAddr) {
+    let hours = ["2026-11-27T08:15:00Z", "2026-11-27T09:40:00Z", "2026-11-27T10:05:00Z"];
+    for (i, user) in ["alice", "bob", "carol"].into_iter().enumerate() {
+        for (h, at) in hours.iter().enumerate() {
+            for n in 0..(3 + i + h) {
+                let status = if n % 3 == 0 { "error" } else { "success" };
+                let name = ["build", "test"][n % 2];
+                let body = json!({"command_name": name, "execution_time_ms": 10.0 * (n + 1) as f64,
+                                  "status": status, "timestamp": at});
+                post(addr, "acme", user, "/api/v1/metrics/command-execution", body).await;
+            }
+            let agent = json!({"agent_name": "coder", "interaction_type": "tool_call", "input_tokens": 100 * (i + 1),
+                               "output_tokens": 7, "processing_time_ms": 250, "success": h != 1, "timestamp": at});
+            post(addr, "acme", user, "/api/v1/metrics/agent-interaction", agent).await;
+        }
+    }
+    // The batch path, with its message delivered twice.
+    let batch = json!({
+        "command_executions": (0..5).map(|n| json!({"command_name": "lint", "execution_time_ms": 3 + n,
+            "status": "success", "timestamp": "2026-11-27T09:01:00Z"})).collect::<Vec<_>>(),
+        "agent_interactions": [{"agent_name": "reviewer", "interaction_type": "delegation", "input_tokens": 40,
+            "output_tokens": 60, "processing_time_ms": 1200, "success": true, "timestamp": "2026-11-27T09:02:00Z"}]
+    });
+    post(addr, "acme", "dave", "/api/v1/metrics/batch", batch).await;
+    let message = integration_tests::receive_all(&given.queue_url).await.remove(0);
+    for _ in 0..2 {
+        let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_value(json!({"Records": [
+            {"messageId": message.message_id, "body": message.body}
+        ]}))
+        .unwrap();
+        let outcome = given
+            .stack
+            .worker
+            .handle(lambda_runtime::LambdaEvent::new(
+                event,
+                lambda_runtime::Context::default(),
+            ))
+            .await
+            .unwrap();
+        assert!(outcome.batch_item_failures.is_empty());
+    }
+}
+
+/// What the raw rows say, per user: (user, commands, errors, average ms, input tokens).
+async fn raw_per_user(given: &TestApp) -> Vec<(String, i64, i64, f64, i64)> {
+    given
+        .db()
+        .await
+        .query(
+            "SELECT u, sum(c)::bigint, sum(e)::bigint, coalesce(sum(t) / nullif(sum(c), 0), 0), sum(ti)::bigint FROM ( \
+               SELECT user_id u, count(*) c, count(*) FILTER (WHERE status <> 'success') e, sum(execution_time_ms) t, 0 ti \
+               FROM \"org_acme\".command_executions GROUP BY 1 \
+               UNION ALL SELECT user_id, 0, 0, 0, sum(input_tokens) FROM \"org_acme\".agent_interactions GROUP BY 1) x \
+             GROUP BY u ORDER BY u",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+}
+
+#[tokio::test]
+async fn summaries_equal_what_the_raw_rows_say_for_every_grouping() {
+    let given = TestApp::spawn().await;
+    let addr = given.serve_http().await;
+    write_history(&given, addr).await;
+    let span = "since=2026-11-27T00:00:00Z&until=2026-11-28T00:00:00Z";
+
+    let by_user = summary(addr, "acme", &format!("group_by=user&{span}")).await;
+    let mut from_summary: Vec<(String, i64, i64, f64, i64)> = by_user["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["key"].as_str().unwrap().to_owned(),
+                g["commands"]["count"].as_i64().unwrap_or(0),
+                g["commands"]["error_count"].as_i64().unwrap_or(0),
+                g["commands"]["avg_execution_time_ms"].as_f64().unwrap_or(0.0),
+                g["agents"]["input_tokens"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    from_summary.sort_by(|a, b| a.0.cmp(&b.0));
+    let raw = raw_per_user(&given).await;
+    assert_eq!(from_summary.len(), raw.len());
+    for (s, r) in from_summary.iter().zip(&raw) {
+        assert_eq!((&s.0, s.1, s.2, s.4), (&r.0, r.1, r.2, r.4), "{s:?} vs {r:?}");
+        assert!((s.3 - r.3).abs() < 0.001, "{s:?} vs {r:?}");
+    }
+    let counts: Vec<i64> = by_user["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["commands"]["count"].as_i64().unwrap_or(0))
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "busiest first: {counts:?}");
+
+    let by_command = summary(addr, "acme", &format!("group_by=command&{span}")).await;
+    let lint = by_command["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == "lint")
+        .unwrap();
+    assert_eq!(lint["commands"]["count"], 5, "the redelivered batch counted once");
+    assert!(lint.get("agents").is_none());
+
+    let by_agent = summary(addr, "acme", &format!("group_by=agent&{span}")).await;
+    let coder = &by_agent["groups"][0];
+    assert_eq!(coder["key"], "coder");
+    assert_eq!(coder["agents"]["interactions"], 9);
+    assert_eq!(coder["agents"]["failures"], 3);
+    assert_eq!(coder["agents"]["input_tokens"], 3 * (100 + 200 + 300));
+
+    let by_hour = summary(addr, "acme", &format!("group_by=hour&{span}")).await;
+    let hours: Vec<&str> = by_hour["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        hours,
+        ["2026-11-27T08:00:00Z", "2026-11-27T09:00:00Z", "2026-11-27T10:00:00Z"]
+    );
+    let by_day = summary(addr, "acme", &format!("group_by=day&{span}")).await;
+    let raw_total: i64 = raw.iter().map(|r| r.1).sum();
+    assert_eq!(by_day["groups"][0]["key"], "2026-11-27");
+    assert_eq!(by_day["groups"][0]["commands"]["count"], raw_total);
+
+    let narrow = summary(
+        addr,
+        "acme",
+        "group_by=user&since=2026-11-27T09:30:00Z&until=2026-11-27T09:45:00Z",
+    )
+    .await;
+    assert_eq!(narrow["since"], "2026-11-27T09:00:00Z", "whole hours");
+    assert_eq!(narrow["until"], "2026-11-27T10:00:00Z");
+    let nine_oclock: i64 = narrow["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["commands"]["count"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(nine_oclock, by_hour["groups"][1]["commands"]["count"].as_i64().unwrap());
+}
+
+#[tokio::test]
+async fn summaries_are_per_organization_and_bounded() {
+    let given = TestApp::spawn().await;
+    let addr = given.serve_http().await;
+    write_history(&given, addr).await;
+    let span = "since=2026-11-27T00:00:00Z&until=2026-11-28T00:00:00Z";
+    let empty = summary(addr, "globex", &format!("group_by=user&{span}")).await;
+    assert_eq!(
+        empty["groups"],
+        json!([]),
+        "another organization sees nothing of acme's"
+    );
+    let limited = summary(addr, "acme", &format!("group_by=user&limit=2&{span}")).await;
+    assert_eq!(limited["groups"].as_array().unwrap().len(), 2);
+    assert_eq!(limited["truncated"], true);
+    let (status, _, body) = http(
+        addr,
+        "GET",
+        "/api/v1/metrics/summary?limit=100000&group_by=everything",
+        Some(&token("acme", "alice")),
+        "application/json",
+        "",
+    )
+    .await;
+    assert_eq!(status, 400);
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["group_by", "limit"]);
+}
+
+#[tokio::test]
+async fn p95_is_within_one_bucket_of_the_exact_percentile() {
+    let given = TestApp::spawn().await;
+    let addr = given.serve_http().await;
+    for n in 1..=200 {
+        let body = json!({"command_name": "compile", "execution_time_ms": (n * n) as f64 / 10.0, "status": "success"});
+        post(addr, "acme", "alice", "/api/v1/metrics/command-execution", body).await;
+    }
+    let exact: f64 = given
+        .db()
+        .await
+        .query_one(
+            "SELECT percentile_disc(0.95) WITHIN GROUP (ORDER BY execution_time_ms) FROM \"org_acme\".command_executions",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let data = summary(addr, "acme", "group_by=command").await;
+    let p95 = data["groups"][0]["commands"]["p95_execution_time_ms"].as_f64().unwrap();
+    assert!(
+        p95 >= exact && p95 <= exact * 2f64.powf(0.25) * 1.001,
+        "p95 {p95} vs exact {exact}"
+    );
+}
+
+#[tokio::test]
+async fn the_database_and_rust_agree_on_latency_buckets() {
+    let given = TestApp::spawn().await;
+    // Provision a tenant so its functions exist.
+    let a = integration_tests::answer(
+        command_execution::handle(
+            &given.app,
+            request(
+                "command-execution",
+                "acme",
+                "alice",
+                &json!({"command_name": "x", "execution_time_ms": 1, "status": "success"}),
+            ),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+    let samples: Vec<f64> = (0..2000)
+        .map(|i| 0.01 * 1.013f64.powi(i))
+        .chain([0.0, 0.1, 0.2, 1.0, 300_000.0, 86_400_000.0])
+        .collect();
+    let db = given.db().await;
+    let from_db: Vec<i32> = db
+        .query(
+            "SELECT \"org_acme\".latency_bucket(ms) FROM unnest($1::float8[]) WITH ORDINALITY AS s(ms, i) ORDER BY i",
+            &[&samples],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for (ms, bucket) in samples.iter().zip(from_db) {
+        assert_eq!(latency_bucket(*ms), bucket as usize, "{ms} ms");
+    }
+}
+
+#[tokio::test]
+async fn metrics_stored_before_the_aggregates_existed_are_counted_by_the_migration() {
+    let url = fresh_database().await;
+    let mut client = connect(&url).await;
+    let org = shared::ids::OrgId::parse("legacy").unwrap();
+    let before_aggregates: Vec<Migration> = TENANT
+        .iter()
+        .filter(|m| !m.name.contains("aggregates"))
+        .map(|m| Migration {
+            version: m.version,
+            name: m.name,
+            sql: m.sql,
+        })
+        .collect();
+    provision_tenant_with(&mut client, &org, &before_aggregates)
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO \"org_legacy\".command_executions (id, organization_id, user_id, command_name, execution_time_ms, status) \
+             SELECT gen_random_uuid(), 'legacy', 'alice', 'old', n, CASE WHEN n % 4 = 0 THEN 'error' ELSE 'success' END \
+             FROM generate_series(1, 40) n",
+        )
+        .await
+        .unwrap();
+    provision_tenant(&mut client, &org).await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT count, error_count, total_ms FROM \"org_legacy\".hourly_aggregates WHERE name = 'old'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, f64>(2)),
+        (40, 10, 820.0)
+    );
+}
