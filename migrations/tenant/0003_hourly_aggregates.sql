@@ -1,29 +1,16 @@
 -- Rolling aggregates, kept up to date by the write paths in the statement that inserts the
--- metric (only for rows actually inserted, so redeliveries count once): per UTC hour, user, kind
--- ('command' or 'agent') and name. Reads (GET /api/v1/metrics/summary) never scan raw rows.
+-- metric (only for rows actually inserted, so redeliveries count once): per UTC hour and per UTC
+-- day, user, kind ('command' or 'agent') and name. Reads (GET /api/v1/metrics/summary) never scan
+-- raw rows. Only native arithmetic on the write path: the latency histogram is a row per bucket.
 --
--- Latency histogram: 124 buckets, four per doubling, from 0.1 ms to past 24 hours. Bucket 1 holds values under
--- 0.1 ms; bucket k >= 2 holds [2^((k-2)/4), 2^((k-1)/4)) tenths of a millisecond (the last one
--- everything above). shared/src/summary.rs reads p95 from it as the upper edge of its bucket.
+-- Latency buckets: four per doubling from 0.1 ms. Bucket 1 holds values under 0.1 ms; bucket
+-- k >= 2 holds [2^((k-2)/4), 2^((k-1)/4)) tenths of a millisecond; bucket 124 everything above.
+-- shared/src/summary.rs mirrors this and reads p95 as the upper edge of its bucket.
 
-CREATE OR REPLACE FUNCTION {schema}.latency_bucket(ms double precision) RETURNS integer
+CREATE OR REPLACE FUNCTION {schema}.latency_bucket(ms double precision) RETURNS smallint
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN CASE WHEN ms * 10 < 1 THEN 1
                 ELSE LEAST(124, 2 + floor(4 * ln(ms * 10) / ln(2))::integer) END;
-
-CREATE OR REPLACE FUNCTION {schema}.latency_histogram(ms double precision) RETURNS bigint[]
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN ARRAY(SELECT (i = {schema}.latency_bucket(ms))::integer::bigint FROM generate_series(1, 124) AS i);
-
-CREATE OR REPLACE FUNCTION {schema}.histogram_add(a bigint[], b bigint[]) RETURNS bigint[]
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN CASE WHEN a IS NULL THEN b WHEN b IS NULL THEN a
-                ELSE ARRAY(SELECT x + y FROM unnest(a, b) WITH ORDINALITY AS u(x, y, i) ORDER BY i) END;
-
-CREATE OR REPLACE AGGREGATE {schema}.histogram_sum(bigint[]) (
-    SFUNC = {schema}.histogram_add,
-    STYPE = bigint[]
-);
 
 CREATE TABLE IF NOT EXISTS {schema}.hourly_aggregates (
     hour        timestamptz NOT NULL,
@@ -35,21 +22,47 @@ CREATE TABLE IF NOT EXISTS {schema}.hourly_aggregates (
     total_ms    double precision NOT NULL,
     tokens_in   bigint NOT NULL,
     tokens_out  bigint NOT NULL,
-    histogram   bigint[] NOT NULL,
     PRIMARY KEY (hour, user_id, kind, name)
 );
 
+CREATE TABLE IF NOT EXISTS {schema}.hourly_latency (
+    hour    timestamptz NOT NULL,
+    user_id text NOT NULL,
+    kind    text NOT NULL CHECK (kind IN ('command', 'agent')),
+    name    text NOT NULL,
+    bucket  smallint NOT NULL,
+    count   bigint NOT NULL,
+    PRIMARY KEY (hour, user_id, kind, name, bucket)
+);
+
+-- The same per UTC day, so summaries over long spans read a row per day, not per hour.
+CREATE TABLE IF NOT EXISTS {schema}.daily_aggregates (LIKE {schema}.hourly_aggregates INCLUDING ALL);
+ALTER TABLE {schema}.daily_aggregates RENAME COLUMN hour TO day;
+CREATE TABLE IF NOT EXISTS {schema}.daily_latency (LIKE {schema}.hourly_latency INCLUDING ALL);
+ALTER TABLE {schema}.daily_latency RENAME COLUMN hour TO day;
+
 -- Metrics stored before this migration (it runs under the tenant's provisioning lock).
-INSERT INTO {schema}.hourly_aggregates
-SELECT date_trunc('hour', "timestamp", 'UTC'), user_id, 'command', command_name, count(*),
-       count(*) FILTER (WHERE status <> 'success'), sum(execution_time_ms), 0, 0,
-       {schema}.histogram_sum({schema}.latency_histogram(execution_time_ms))
-FROM {schema}.command_executions GROUP BY 1, 2, 4
-ON CONFLICT DO NOTHING;
+CREATE TEMPORARY VIEW existing_metrics AS
+    SELECT "timestamp", user_id, 'command' AS kind, command_name AS name, status <> 'success' AS failed,
+           execution_time_ms AS ms, 0::bigint AS tokens_in, 0::bigint AS tokens_out
+    FROM {schema}.command_executions
+    UNION ALL
+    SELECT "timestamp", user_id, 'agent', agent_name, NOT success, processing_time_ms, input_tokens, output_tokens
+    FROM {schema}.agent_interactions;
 
 INSERT INTO {schema}.hourly_aggregates
-SELECT date_trunc('hour', "timestamp", 'UTC'), user_id, 'agent', agent_name, count(*),
-       count(*) FILTER (WHERE NOT success), sum(processing_time_ms), sum(input_tokens), sum(output_tokens),
-       {schema}.histogram_sum({schema}.latency_histogram(processing_time_ms))
-FROM {schema}.agent_interactions GROUP BY 1, 2, 4
-ON CONFLICT DO NOTHING;
+SELECT date_trunc('hour', "timestamp", 'UTC'), user_id, kind, name, count(*), count(*) FILTER (WHERE failed),
+       sum(ms), sum(tokens_in), sum(tokens_out)
+FROM existing_metrics GROUP BY 1, 2, 3, 4;
+INSERT INTO {schema}.daily_aggregates
+SELECT date_trunc('day', "timestamp", 'UTC'), user_id, kind, name, count(*), count(*) FILTER (WHERE failed),
+       sum(ms), sum(tokens_in), sum(tokens_out)
+FROM existing_metrics GROUP BY 1, 2, 3, 4;
+INSERT INTO {schema}.hourly_latency
+SELECT date_trunc('hour', "timestamp", 'UTC'), user_id, kind, name, {schema}.latency_bucket(ms), count(*)
+FROM existing_metrics GROUP BY 1, 2, 3, 4, 5;
+INSERT INTO {schema}.daily_latency
+SELECT date_trunc('day', "timestamp", 'UTC'), user_id, kind, name, {schema}.latency_bucket(ms), count(*)
+FROM existing_metrics GROUP BY 1, 2, 3, 4, 5;
+
+DROP VIEW existing_metrics;

@@ -1,7 +1,8 @@
 //! `GET /api/v1/metrics/summary`: the caller's organization's rolling aggregates, grouped by
 //! user, command, agent, hour or day, between `since` and `until` (whole UTC hours: `since` is
-//! rounded down, `until` up). The aggregates are kept by the write paths (see the tenant
-//! migration `0003_hourly_aggregates.sql`), so a summary never scans raw rows.
+//! rounded down, `until` up). The aggregates are kept per hour and per day by the write paths
+//! (see the tenant migration `0003_hourly_aggregates.sql`), so a summary never scans raw rows:
+//! it reads a row per day for the whole days of the span and a row per hour around them.
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{Value, json};
@@ -53,6 +54,8 @@ pub struct SummaryQuery {
     pub until: DateTime<Utc>,
     pub group_by: GroupBy,
     pub limit: u32,
+    /// Whether to compute p95 values (merging the latency histograms costs most of a summary).
+    pub p95: bool,
 }
 
 impl SummaryQuery {
@@ -62,7 +65,8 @@ impl SummaryQuery {
         now: DateTime<Utc>,
     ) -> Result<Self, Vec<FieldError>> {
         let mut errors = vec![];
-        let (mut since, mut until, mut group_by, mut limit) = (None, None, GroupBy::User, DEFAULT_GROUPS);
+        let (mut since, mut until, mut group_by, mut limit, mut p95) =
+            (None, None, GroupBy::User, DEFAULT_GROUPS, false);
         for (name, value) in params {
             match name {
                 "since" => since = time(name, value, &mut errors),
@@ -77,6 +81,11 @@ impl SummaryQuery {
                         name,
                         format!("Must be an integer from 1 to {MAX_GROUPS}"),
                     )),
+                },
+                "p95" => match value {
+                    "true" => p95 = true,
+                    "false" => p95 = false,
+                    _ => errors.push(FieldError::new(name, "Must be true or false")),
                 },
                 other => errors.push(FieldError::new(
                     other.chars().take(64).collect::<String>(),
@@ -109,7 +118,25 @@ impl SummaryQuery {
             until,
             group_by,
             limit,
+            p95,
         })
+    }
+
+    /// The whole UTC days inside the span, `[first, end)`; an empty range (both `until`) when
+    /// the span holds no whole day.
+    pub fn whole_days(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+        let day = Duration::days(1);
+        let floor = |t: DateTime<Utc>| t.duration_trunc(day).unwrap_or(t);
+        let first = match floor(self.since) {
+            start if start < self.since => start + day,
+            start => start,
+        };
+        let end = floor(self.until);
+        if first < end {
+            (first, end)
+        } else {
+            (self.until, self.until)
+        }
     }
 }
 
@@ -191,7 +218,11 @@ pub fn summary_data(query: &SummaryQuery, rows: &[AggregateRow]) -> Value {
                 } else {
                     0.0
                 };
-                let p95 = p95_ms(&row.histogram).map(round3);
+                let p95 = if query.p95 {
+                    p95_ms(&row.histogram).map(round3)
+                } else {
+                    None
+                };
                 if row.kind == "command" {
                     group["commands"] = json!({
                         "count": row.count,
@@ -242,12 +273,18 @@ mod tests {
     #[test]
     fn every_bad_parameter_is_named() {
         let errors = SummaryQuery::parse(
-            [("since", "yesterday"), ("group_by", "team"), ("limit", "0"), ("x", "1")],
+            [
+                ("since", "yesterday"),
+                ("group_by", "team"),
+                ("limit", "0"),
+                ("p95", "yes"),
+                ("x", "1"),
+            ],
             now(),
         )
         .unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["since", "group_by", "limit", "x"]);
+        assert_eq!(fields, ["since", "group_by", "limit", "p95", "x"]);
         let errors = SummaryQuery::parse(
             [("since", "2026-11-28T10:00:00Z"), ("until", "2026-11-28T09:00:00Z")],
             now(),
@@ -256,6 +293,19 @@ mod tests {
         assert_eq!(errors[0].field, "until");
         let errors = SummaryQuery::parse([("since", "2020-01-01T00:00:00Z")], now()).unwrap_err();
         assert_eq!(errors[0].field, "since");
+    }
+
+    #[test]
+    fn whole_days_are_read_from_daily_rows_and_the_rest_from_hourly_ones() {
+        let at = |t: &str| -> DateTime<Utc> { t.parse().unwrap() };
+        let query =
+            |since: &str, until: &str| SummaryQuery::parse([("since", since), ("until", until)], now()).unwrap();
+        let q = query("2026-11-25T20:30:00Z", "2026-11-28T03:00:00Z");
+        assert_eq!(q.whole_days(), (at("2026-11-26T00:00:00Z"), at("2026-11-28T00:00:00Z")));
+        let q = query("2026-11-27T00:00:00Z", "2026-11-28T00:00:00Z");
+        assert_eq!(q.whole_days(), (at("2026-11-27T00:00:00Z"), at("2026-11-28T00:00:00Z")));
+        let q = query("2026-11-27T09:00:00Z", "2026-11-27T23:00:00Z");
+        assert_eq!(q.whole_days(), (q.until, q.until), "no whole day: hourly rows only");
     }
 
     #[test]
@@ -295,7 +345,7 @@ mod tests {
             tokens_out: 9,
             histogram: vec![0; HISTOGRAM_BUCKETS],
         };
-        let mut q = SummaryQuery::parse([], now()).unwrap();
+        let mut q = SummaryQuery::parse([("p95", "true")], now()).unwrap();
         q.limit = 1;
         let data = summary_data(
             &q,

@@ -43,14 +43,14 @@ impl TenantSql {
                 "id, organization_id, user_id, command_name, command_args, execution_time_ms, status, \
                  error_message, context, \"timestamp\"",
                 "$1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, now())",
-                &aggregate_upsert(&schema, COMMANDS, "inserted"),
+                &aggregate_upserts(&schema, COMMANDS, "inserted"),
             ),
             agent_interaction: InsertSql::aggregated(
                 &format!("{schema}.agent_interactions"),
                 "id, organization_id, user_id, agent_name, interaction_type, input_tokens, output_tokens, \
                  processing_time_ms, success, metadata, \"timestamp\"",
                 "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now())",
-                &aggregate_upsert(&schema, AGENTS, "inserted"),
+                &aggregate_upserts(&schema, AGENTS, "inserted"),
             ),
             productivity_metric: InsertSql::new(
                 &format!("{schema}.productivity_metrics"),
@@ -95,13 +95,14 @@ struct InsertSql {
 }
 
 impl InsertSql {
-    /// [`InsertSql::new`] whose inserted row also updates the rolling aggregates (`upsert` reads
-    /// the CTE `inserted`), in the same statement: a skipped (already stored) id counts nothing.
-    fn aggregated(table: &str, columns: &str, values: &str, upsert: &str) -> Self {
+    /// [`InsertSql::new`] whose inserted row also updates the rolling aggregates (`upserts`, CTEs
+    /// reading the CTE `inserted`), in the same statement: a skipped (already stored) id counts
+    /// nothing.
+    fn aggregated(table: &str, columns: &str, values: &str, upserts: &str) -> Self {
         Self {
             insert: format!(
                 "WITH inserted AS (INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING RETURNING *), \
-                 aggregated AS ({upsert}) SELECT id, created_at FROM inserted"
+                 {upserts} SELECT id, created_at FROM inserted"
             ),
             select_existing: format!("SELECT id, created_at FROM {table} WHERE id = $1"),
         }
@@ -201,33 +202,50 @@ fn is_plain_insert(present: usize) -> bool {
     present.count_ones() == 1 && present & AGGREGATED_KINDS == 0
 }
 
-/// Adds the rows of the CTE `source` (freshly inserted metrics of `kind`) to the hourly
-/// aggregates, grouped first (one upsert per key) and in key order (no deadlock between
-/// concurrent writers).
-fn aggregate_upsert(schema: &str, kind: usize, source: &str) -> String {
-    let select = if kind == COMMANDS {
-        format!(
-            "SELECT date_trunc('hour', \"timestamp\", 'UTC'), user_id, 'command', command_name, count(*), \
-             count(*) FILTER (WHERE status <> 'success'), sum(execution_time_ms), 0, 0, \
-             {schema}.histogram_sum({schema}.latency_histogram(execution_time_ms)) \
-             FROM {source} GROUP BY 1, 2, 4 ORDER BY 1, 2, 4"
+/// Data-modifying CTEs (`name AS (...)`, comma-separated) adding the rows of the CTE `source`
+/// (freshly inserted metrics of `kind`) to the hourly and daily aggregates and latency buckets:
+/// grouped first (one upsert per key) and in key order (no deadlock between concurrent writers).
+fn aggregate_upserts(schema: &str, kind: usize, source: &str) -> String {
+    let (label, name, failed, ms, tokens) = if kind == COMMANDS {
+        (
+            "command",
+            "command_name",
+            "status <> 'success'",
+            "execution_time_ms",
+            "0, 0",
         )
     } else {
-        format!(
-            "SELECT date_trunc('hour', \"timestamp\", 'UTC'), user_id, 'agent', agent_name, count(*), \
-             count(*) FILTER (WHERE NOT success), sum(processing_time_ms), sum(input_tokens), sum(output_tokens), \
-             {schema}.histogram_sum({schema}.latency_histogram(processing_time_ms)) \
-             FROM {source} GROUP BY 1, 2, 4 ORDER BY 1, 2, 4"
+        (
+            "agent",
+            "agent_name",
+            "NOT success",
+            "processing_time_ms",
+            "sum(input_tokens), sum(output_tokens)",
         )
     };
-    format!(
-        "INSERT INTO {schema}.hourly_aggregates AS agg \
-         (hour, user_id, kind, name, count, error_count, total_ms, tokens_in, tokens_out, histogram) {select} \
-         ON CONFLICT (hour, user_id, kind, name) DO UPDATE SET count = agg.count + excluded.count, \
-         error_count = agg.error_count + excluded.error_count, total_ms = agg.total_ms + excluded.total_ms, \
-         tokens_in = agg.tokens_in + excluded.tokens_in, tokens_out = agg.tokens_out + excluded.tokens_out, \
-         histogram = {schema}.histogram_add(agg.histogram, excluded.histogram)"
-    )
+    [("hour", "hourly"), ("day", "daily")]
+        .iter()
+        .map(|(unit, period)| {
+            let time = format!("date_trunc('{unit}', \"timestamp\", 'UTC')");
+            let totals = format!(
+                "INSERT INTO {schema}.{period}_aggregates AS agg \
+                 ({unit}, user_id, kind, name, count, error_count, total_ms, tokens_in, tokens_out) \
+                 SELECT {time}, user_id, '{label}', {name}, count(*), count(*) FILTER (WHERE {failed}), sum({ms}), {tokens} \
+                 FROM {source} GROUP BY 1, 2, 4 ORDER BY 1, 2, 4 \
+                 ON CONFLICT ({unit}, user_id, kind, name) DO UPDATE SET count = agg.count + excluded.count, \
+                 error_count = agg.error_count + excluded.error_count, total_ms = agg.total_ms + excluded.total_ms, \
+                 tokens_in = agg.tokens_in + excluded.tokens_in, tokens_out = agg.tokens_out + excluded.tokens_out"
+            );
+            let latency = format!(
+                "INSERT INTO {schema}.{period}_latency AS lat ({unit}, user_id, kind, name, bucket, count) \
+                 SELECT {time}, user_id, '{label}', {name}, {schema}.latency_bucket({ms}), count(*) \
+                 FROM {source} GROUP BY 1, 2, 4, 5 ORDER BY 1, 2, 4, 5 \
+                 ON CONFLICT ({unit}, user_id, kind, name, bucket) DO UPDATE SET count = lat.count + excluded.count"
+            );
+            format!("{source}_{unit} AS ({totals}), {source}_{unit}_latency AS ({latency})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The statement that writes the kinds in `present` (bit `i` = `batch::KINDS[i]`), each
@@ -269,7 +287,7 @@ fn envelope_statement(schema: &str, present: usize) -> String {
             if AGGREGATED_KINDS & (1 << k) != 0 {
                 vec![
                     format!("k{k} AS ({sql} RETURNING *)"),
-                    format!("a{k} AS ({})", aggregate_upsert(schema, *k, &format!("k{k}"))),
+                    aggregate_upserts(schema, *k, &format!("k{k}")),
                 ]
             } else {
                 vec![format!("k{k} AS ({sql} RETURNING 1)")]
@@ -327,32 +345,94 @@ fn session_change(schema: &str, action: SessionAction, extra_set: &str) -> Strin
     )
 }
 
-/// The aggregates of `$1 <= hour < $2`, summed per group and kind, for the first `$3` groups.
-fn summary_statement(schema: &str, group_by: GroupBy) -> String {
-    let (key, only) = match group_by {
-        GroupBy::User => ("user_id", ""),
-        GroupBy::Command => ("name", "AND kind = 'command'"),
-        GroupBy::Agent => ("name", "AND kind = 'agent'"),
-        GroupBy::Hour => ("to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"')", ""),
-        GroupBy::Day => ("to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD')", ""),
+/// The aggregates of `$1 <= time < $2`, summed per group and kind, for the first `$3` groups:
+/// whole days `$4 <= day < $5` from the daily rows, the hours around them from the hourly rows
+/// (grouping by hour reads hourly rows only); with `p95`, each group's latency buckets too
+/// (`bucket` and `count` arrays).
+fn summary_statement(schema: &str, group_by: GroupBy, p95: bool) -> String {
+    let only = match group_by {
+        GroupBy::Command => "AND kind = 'command'",
+        GroupBy::Agent => "AND kind = 'agent'",
+        _ => "",
+    };
+    let key = |time: &str| match group_by {
+        GroupBy::User => "user_id".to_owned(),
+        GroupBy::Command | GroupBy::Agent => "name".to_owned(),
+        GroupBy::Hour => format!("to_char({time} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"')"),
+        GroupBy::Day => format!("to_char({time} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+    };
+    // Each range its own branch, so each is an index range scan.
+    let ranges: Vec<(&str, &str, &str)> = if group_by == GroupBy::Hour {
+        vec![("hourly", "hour", "hour >= $1 AND hour < $2")]
+    } else {
+        vec![
+            ("daily", "day", "day >= $4 AND day < $5"),
+            ("hourly", "hour", "hour >= $1 AND hour < $4"),
+            ("hourly", "hour", "hour >= $5 AND hour < $2"),
+        ]
+    };
+    let pick = |table: &str, columns: &str| {
+        ranges
+            .iter()
+            .map(|(period, unit, range)| {
+                format!(
+                    "SELECT {} AS key, {columns} FROM {schema}.{period}_{table} WHERE {range} {only}",
+                    key(unit)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
     };
     let order = if group_by.chronological() {
         "key"
     } else {
         "sum(count) DESC, key"
     };
+    let (latency_cte, buckets, join) = if p95 {
+        (
+            format!(
+                ", latency AS (SELECT key, kind, bucket, sum(count)::bigint AS n FROM ({}) l \
+                   WHERE key IN (SELECT key FROM keys) GROUP BY 1, 2, 3), \
+                 histograms AS (SELECT key, kind, array_agg(bucket ORDER BY bucket) AS buckets, \
+                   array_agg(n ORDER BY bucket) AS counts FROM latency GROUP BY 1, 2)",
+                pick("latency", "kind, bucket, count")
+            ),
+            "h.buckets, h.counts",
+            "LEFT JOIN histograms h USING (key, kind)",
+        )
+    } else {
+        (String::new(), "NULL::smallint[], NULL::bigint[]", "")
+    };
     format!(
-        "WITH grouped AS ( \
-            SELECT {key} AS key, kind, sum(count)::bigint AS count, sum(error_count)::bigint AS error_count, \
-                sum(total_ms) AS total_ms, sum(tokens_in)::bigint AS tokens_in, sum(tokens_out)::bigint AS tokens_out, \
-                {schema}.histogram_sum(histogram) AS histogram \
-            FROM {schema}.hourly_aggregates WHERE hour >= $1 AND hour < $2 {only} GROUP BY 1, 2), \
+        "WITH picked AS ({}), \
+         grouped AS ( \
+            SELECT key, kind, sum(count)::bigint AS count, sum(error_count)::bigint AS error_count, \
+                sum(total_ms) AS total_ms, sum(tokens_in)::bigint AS tokens_in, sum(tokens_out)::bigint AS tokens_out \
+            FROM picked GROUP BY 1, 2), \
          keys AS ( \
             SELECT key, row_number() OVER (ORDER BY {order}) AS position \
-            FROM grouped GROUP BY key ORDER BY {order} LIMIT $3) \
-         SELECT g.key, g.kind, g.count, g.error_count, g.total_ms, g.tokens_in, g.tokens_out, g.histogram \
-         FROM grouped g JOIN keys USING (key) ORDER BY keys.position, g.kind DESC"
+            FROM grouped GROUP BY key ORDER BY {order} LIMIT $3){latency_cte} \
+         SELECT g.key, g.kind, g.count, g.error_count, g.total_ms, g.tokens_in, g.tokens_out, {buckets} \
+         FROM grouped g JOIN keys USING (key) {join} ORDER BY keys.position, g.kind DESC",
+        pick(
+            "aggregates",
+            "kind, count, error_count, total_ms, tokens_in, tokens_out"
+        )
     )
+}
+
+/// A dense histogram from the buckets (1-based) that have counts.
+fn histogram(buckets: Option<Vec<i16>>, counts: Option<Vec<i64>>) -> Vec<i64> {
+    let mut dense = vec![0; crate::summary::HISTOGRAM_BUCKETS];
+    for (bucket, count) in buckets.unwrap_or_default().into_iter().zip(counts.unwrap_or_default()) {
+        if let Some(slot) = usize::try_from(bucket)
+            .ok()
+            .and_then(|b| dense.get_mut(b.wrapping_sub(1)))
+        {
+            *slot += count;
+        }
+    }
+    dense
 }
 
 /// Keeps a hook event once (`$1` id, `$2` organization, `$3` user, `$4` session, `$5` event,
@@ -504,16 +584,19 @@ impl PgStore {
 impl MetricStore for PgStore {
     async fn aggregates(&self, caller: &Caller, query: &SummaryQuery) -> Result<Vec<AggregateRow>, StoreError> {
         let groups = i64::from(query.limit) + 1;
+        let (first_day, end_of_days) = query.whole_days();
         let params: &[(&(dyn ToSql + Sync), Type)] = &[
             (&query.since, Type::TIMESTAMPTZ),
             (&query.until, Type::TIMESTAMPTZ),
             (&groups, Type::INT8),
+            (&first_day, Type::TIMESTAMPTZ),
+            (&end_of_days, Type::TIMESTAMPTZ),
         ];
         let rows = with_client!(&self.db, |client| {
             match self.tenant(&mut client, &caller.org).await {
                 Ok(tenant) => {
                     client
-                        .query_typed(&summary_statement(&tenant.schema, query.group_by), params)
+                        .query_typed(&summary_statement(&tenant.schema, query.group_by, query.p95), params)
                         .await
                 }
                 Err(err) => Err(err),
@@ -529,7 +612,7 @@ impl MetricStore for PgStore {
                 total_ms: row.get(4),
                 tokens_in: row.get(5),
                 tokens_out: row.get(6),
-                histogram: row.get(7),
+                histogram: histogram(row.get(7), row.get(8)),
             })
             .collect())
     }

@@ -66,8 +66,11 @@ async fn a_tenant_schema_has_the_specifications_tables_and_indexes() {
         [
             "agent_interactions",
             "command_executions",
+            "daily_aggregates",
+            "daily_latency",
             "hook_events",
             "hourly_aggregates",
+            "hourly_latency",
             "productivity_metrics",
             "user_sessions"
         ]

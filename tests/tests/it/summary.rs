@@ -163,6 +163,36 @@ async fn summaries_equal_what_the_raw_rows_say_for_every_grouping() {
     assert_eq!(by_day["groups"][0]["key"], "2026-11-27");
     assert_eq!(by_day["groups"][0]["commands"]["count"], raw_total);
 
+    // Whole days come from the daily rows, the hours around them from the hourly rows.
+    let total = |data: &Value| -> i64 {
+        data["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["commands"]["count"].as_i64().unwrap_or(0))
+            .sum()
+    };
+    let around = summary(
+        addr,
+        "acme",
+        "group_by=user&since=2026-11-26T20:00:00Z&until=2026-11-28T10:00:00Z",
+    )
+    .await;
+    assert_eq!(total(&around), raw_total);
+    let from_nine = summary(
+        addr,
+        "acme",
+        "group_by=user&since=2026-11-27T09:00:00Z&until=2026-11-29T00:00:00Z",
+    )
+    .await;
+    let nine_and_ten: i64 = [1, 2]
+        .iter()
+        .map(|h| by_hour["groups"][*h]["commands"]["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total(&from_nine), nine_and_ten, "hourly edge plus daily rows");
+    let by_day_p95 = summary(addr, "acme", &format!("group_by=day&p95=true&{span}")).await;
+    assert!(by_day_p95["groups"][0]["commands"]["p95_execution_time_ms"].is_number());
+
     let narrow = summary(
         addr,
         "acme",
@@ -232,7 +262,13 @@ async fn p95_is_within_one_bucket_of_the_exact_percentile() {
         .await
         .unwrap()
         .get(0);
-    let data = summary(addr, "acme", "group_by=command").await;
+    let without = summary(addr, "acme", "group_by=command").await;
+    assert_eq!(
+        without["groups"][0]["commands"]["p95_execution_time_ms"],
+        Value::Null,
+        "only when asked"
+    );
+    let data = summary(addr, "acme", "group_by=command&p95=true").await;
     let p95 = data["groups"][0]["commands"]["p95_execution_time_ms"].as_f64().unwrap();
     assert!(
         p95 >= exact && p95 <= exact * 2f64.powf(0.25) * 1.001,
@@ -264,7 +300,7 @@ async fn the_database_and_rust_agree_on_latency_buckets() {
         .chain([0.0, 0.1, 0.2, 1.0, 300_000.0, 86_400_000.0])
         .collect();
     let db = given.db().await;
-    let from_db: Vec<i32> = db
+    let from_db: Vec<i16> = db
         .query(
             "SELECT \"org_acme\".latency_bucket(ms) FROM unnest($1::float8[]) WITH ORDINALITY AS s(ms, i) ORDER BY i",
             &[&samples],
