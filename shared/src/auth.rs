@@ -135,7 +135,16 @@ impl Authenticator {
 
 fn validation(algorithm: Algorithm, config: &AuthConfig) -> Validation {
     let mut validation = Validation::new(algorithm);
-    validation.set_required_spec_claims(&["exp"]);
+    // jsonwebtoken checks `iss` and `aud` only when the token carries them: a configured issuer
+    // or audience must also make the claim required, or a token without it would pass.
+    let mut required = vec!["exp"];
+    if config.issuer.is_some() {
+        required.push("iss");
+    }
+    if !config.audience.is_empty() {
+        required.push("aud");
+    }
+    validation.set_required_spec_claims(&required);
     validation.validate_exp = true;
     validation.validate_nbf = true;
     validation.leeway = config.leeway_seconds;
@@ -231,6 +240,8 @@ fn map_jwt_error(kind: &ErrorKind) -> AuthError {
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
             AuthError::WrongAlgorithm
         }
+        ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => AuthError::WrongIssuer,
+        ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => AuthError::WrongAudience,
         ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => AuthError::BadClaim {
             claim: "exp",
             problem: "is required".into(),
@@ -445,6 +456,18 @@ mod tests {
         c["iss"] = json!("https://issuer.example");
         c["aud"] = json!("other");
         assert_eq!(auth.verify(&sign_hs(&c, SECRET)), Err(AuthError::WrongAudience));
+
+        // A configured claim is required: leaving it out is no way around the check.
+        c["aud"] = json!("metrics");
+        let mut no_issuer = c.clone();
+        no_issuer.as_object_mut().unwrap().remove("iss");
+        assert_eq!(auth.verify(&sign_hs(&no_issuer, SECRET)), Err(AuthError::WrongIssuer));
+        let mut no_audience = c.clone();
+        no_audience.as_object_mut().unwrap().remove("aud");
+        assert_eq!(
+            auth.verify(&sign_hs(&no_audience, SECRET)),
+            Err(AuthError::WrongAudience)
+        );
     }
 
     fn rs256() -> Authenticator {
