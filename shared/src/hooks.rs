@@ -367,3 +367,104 @@ fn checked<T>(metric: Result<T, Vec<FieldError>>, event: &str) -> Option<T> {
         .inspect_err(|errors| tracing::error!(event, ?errors, "a metric derived from a hook failed validation"))
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt() -> HookReceipt {
+        HookReceipt {
+            received_at: Utc::now(),
+            partner_received_at: None,
+            tool_uses: 1,
+        }
+    }
+
+    fn command(extra: Value) -> CommandExecution {
+        let mut body = json!({"session_id": "s", "hook_event_name": "PostToolUse", "tool_use_id": "t",
+                              "tool_name": "Bash", "tool_input": {"command": "ls"}});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        HookEvent::from_json(&body)
+            .unwrap()
+            .command_execution(&receipt())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_tool_use_gets_its_status_from_the_outcome() {
+        use crate::metrics::CommandStatus;
+        assert_eq!(
+            command(json!({"tool_response": {"stdout": "ok"}})).status,
+            CommandStatus::Success
+        );
+        let failed = command(json!({"tool_response": {"is_error": true, "error": "no such file"}}));
+        assert_eq!(failed.status, CommandStatus::Error);
+        assert_eq!(failed.error_message.as_deref(), Some("no such file"));
+        assert_eq!(
+            command(json!({"tool_response": {"success": false}})).status,
+            CommandStatus::Error
+        );
+        assert_eq!(
+            command(json!({"tool_response": {"interrupted": true}})).status,
+            CommandStatus::Cancelled
+        );
+        let failure = command(json!({"hook_event_name": "PostToolUseFailure", "error": "exit 2"}));
+        assert_eq!(
+            (failure.status, failure.error_message.as_deref()),
+            (CommandStatus::Error, Some("exit 2"))
+        );
+        let interrupted = command(json!({"hook_event_name": "PostToolUseFailure", "is_interrupt": true}));
+        assert_eq!(interrupted.status, CommandStatus::Cancelled);
+    }
+
+    #[test]
+    fn tool_names_become_valid_command_names() {
+        assert_eq!(
+            command(json!({"tool_name": "mcp__github__create_issue"})).command_name,
+            "mcp__github__create_issue"
+        );
+        assert_eq!(
+            command(json!({"tool_name": "Web Fetch/v2"})).command_name,
+            "Web_Fetch_v2"
+        );
+        assert_eq!(command(json!({"tool_name": ""})).command_name, "unknown_tool");
+    }
+
+    #[test]
+    fn a_reported_duration_wins_and_every_duration_is_bounded() {
+        assert_eq!(command(json!({"duration_ms": 1234})).execution_time_ms, 1234.0);
+        assert_eq!(command(json!({"duration_ms": 9e9})).execution_time_ms, 300_000.0);
+        let event = HookEvent::from_json(&json!({"session_id": "s", "hook_event_name": "PostToolUse",
+                                                   "tool_use_id": "t", "tool_name": "Read"}))
+        .unwrap();
+        let now = Utc::now();
+        let timed = HookReceipt {
+            received_at: now,
+            partner_received_at: Some(now - chrono::Duration::milliseconds(250)),
+            tool_uses: 1,
+        };
+        assert_eq!(event.command_execution(&timed).unwrap().execution_time_ms, 250.0);
+    }
+
+    #[test]
+    fn the_same_event_has_the_same_id_and_pairs_share_a_correlation() {
+        let pre = json!({"session_id": "s", "hook_event_name": "PreToolUse", "tool_use_id": "t"});
+        let post = json!({"session_id": "s", "hook_event_name": "PostToolUse", "tool_use_id": "t"});
+        let (pre, post) = (
+            HookEvent::from_json(&pre).unwrap(),
+            HookEvent::from_json(&post).unwrap(),
+        );
+        assert_eq!(post.partner(), Some(pre.id));
+        assert_eq!(pre.session_key(), post.session_key());
+        let prompt = json!({"session_id": "s", "hook_event_name": "UserPromptSubmit", "prompt": "hi"});
+        assert_eq!(
+            HookEvent::from_json(&prompt).unwrap().id,
+            HookEvent::from_json(&prompt).unwrap().id
+        );
+        let other = json!({"session_id": "s", "hook_event_name": "UserPromptSubmit", "prompt": "bye"});
+        assert_ne!(
+            HookEvent::from_json(&prompt).unwrap().id,
+            HookEvent::from_json(&other).unwrap().id
+        );
+    }
+}

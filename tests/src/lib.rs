@@ -258,6 +258,23 @@ impl TestApp {
     }
 }
 
+/// Invokes the worker with SQS records (`{"messageId", "body"}`) as Lambda's event source
+/// would; the ids of the messages it reported failed.
+pub async fn deliver(worker: &batch_worker::Worker, records: Value) -> Vec<String> {
+    let event = serde_json::from_value(serde_json::json!({ "Records": records })).expect("SQS records");
+    worker
+        .handle(lambda_runtime::LambdaEvent::new(
+            event,
+            lambda_runtime::Context::default(),
+        ))
+        .await
+        .expect("the worker answers")
+        .batch_item_failures
+        .into_iter()
+        .map(|failure| failure.item_identifier)
+        .collect()
+}
+
 /// Messages waiting in a queue, received (and so hidden for the visibility timeout), with their
 /// message attributes.
 pub async fn receive_all(queue_url: &str) -> Vec<aws_sdk_sqs::types::Message> {
@@ -384,7 +401,11 @@ pub async fn http(
     content_type: &str,
     body: &str,
 ) -> (u16, String, Value) {
-    let (status, head, body) = http_raw(addr, method, path, bearer, content_type, body).await;
+    parsed(http_raw(addr, method, path, bearer, content_type, body).await)
+}
+
+/// A raw answer with its head lower-cased and its body as JSON (`null` when it is not JSON).
+pub fn parsed((status, head, body): (u16, String, String)) -> (u16, String, Value) {
     (
         status,
         head.to_lowercase(),
@@ -410,10 +431,23 @@ pub async fn http_raw(
     content_type: &str,
     body: &str,
 ) -> (u16, String, String) {
+    let authorization = bearer.map(|token| format!("Bearer {token}"));
+    http_with_authorization(addr, method, path, authorization.as_deref(), content_type, body).await
+}
+
+/// [`http_raw`] with a whole `Authorization` header value (any scheme), or none.
+pub async fn http_with_authorization(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+    let auth = authorization
+        .map(|value| format!("Authorization: {value}\r\n"))
         .unwrap_or_default();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\n\

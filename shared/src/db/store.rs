@@ -32,6 +32,8 @@ struct TenantSql {
     schema: String,
     /// The envelope statements, by the set of kinds present, built on first use.
     envelopes: [std::sync::OnceLock<String>; 16],
+    /// The summary statements, by grouping and whether p95 is asked for, built on first use.
+    summaries: [std::sync::OnceLock<String>; 10],
 }
 
 impl TenantSql {
@@ -71,6 +73,7 @@ impl TenantSql {
                  productivity_score = coalesce($6, productivity_score)",
             ),
             envelopes: Default::default(),
+            summaries: Default::default(),
             abandon_idle: format!(
                 "UPDATE {schema}.user_sessions SET status = 'abandoned', session_end = updated_at, \
                  total_duration_ms = GREATEST(0, floor(extract(epoch FROM updated_at - session_start) * 1000))::bigint, \
@@ -85,6 +88,12 @@ impl TenantSql {
     /// The statement writing the kinds in `present` (see [`envelope_statement`]).
     fn envelope(&self, present: usize) -> &str {
         self.envelopes[present].get_or_init(|| envelope_statement(&self.schema, present))
+    }
+
+    /// The statement of a summary (see [`summary_statement`]).
+    fn summary(&self, group_by: GroupBy, p95: bool) -> &str {
+        self.summaries[group_by as usize * 2 + usize::from(p95)]
+            .get_or_init(|| summary_statement(&self.schema, group_by, p95))
     }
 }
 
@@ -596,7 +605,7 @@ impl MetricStore for PgStore {
             match self.tenant(&mut client, &caller.org).await {
                 Ok(tenant) => {
                     client
-                        .query_typed(&summary_statement(&tenant.schema, query.group_by, query.p95), params)
+                        .query_typed(tenant.summary(query.group_by, query.p95), params)
                         .await
                 }
                 Err(err) => Err(err),

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use integration_tests::{SECRET, TestApp, fresh_database, http, spec_command_example, token};
+use integration_tests::{
+    SECRET, TestApp, fresh_database, http, http_with_authorization, parsed, spec_command_example, token,
+};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
@@ -148,31 +150,7 @@ async fn send(
     authorization: Option<&str>,
     body: &str,
 ) -> (u16, String, Value) {
-    // `http` takes a bearer token; this takes a whole header value.
-    match authorization {
-        Some(value) if value.starts_with("Bearer ") => {
-            http(addr, method, path, Some(&value[7..]), "application/json", body).await
-        }
-        Some(value) => {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let request = format!(
-                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {value}\r\nContent-Type: application/json\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            stream.write_all(request.as_bytes()).await.unwrap();
-            let mut raw = String::new();
-            stream.read_to_string(&mut raw).await.unwrap();
-            let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-            (
-                head.split(' ').nth(1).unwrap().parse().unwrap(),
-                head.to_lowercase(),
-                serde_json::from_str(body).unwrap_or(Value::Null),
-            )
-        }
-        None => http(addr, method, path, None, "application/json", body).await,
-    }
+    parsed(http_with_authorization(addr, method, path, authorization, "application/json", body).await)
 }
 
 #[tokio::test]
@@ -418,4 +396,26 @@ async fn tokens_never_reach_the_logs() {
     }
     assert!(!logs.contains(SECRET), "the signing secret reached the logs");
     assert!(!logs.contains("Bearer ey"), "an Authorization header reached the logs");
+}
+
+#[tokio::test]
+async fn tokens_minted_for_a_stage_carry_the_issuer_and_audience_it_checks() {
+    let given = TestApp::spawn_with(&[
+        ("JWT_ISSUER", "https://auth.example.com"),
+        ("JWT_AUDIENCE", "metrics-api, dashboards"),
+    ])
+    .await;
+    let addr = given.serve_http().await;
+    let for_stage = local_front::token::mint_for(
+        SECRET,
+        "acme",
+        "alice",
+        1,
+        Some("https://auth.example.com"),
+        Some("metrics-api"),
+    )
+    .unwrap();
+    assert_eq!(post_command(addr, &for_stage).await.0, 201);
+    let (status, body) = post_command(addr, &token("acme", "alice")).await;
+    assert_eq!(status, 401, "without iss and aud: {body}");
 }

@@ -1,7 +1,9 @@
 //! The batch path on the real services: endpoint → SQS (moto) → worker → PostgreSQL, with
 //! redelivery, poison messages, outages and the importer.
 
-use integration_tests::{PgCluster, TestApp, answer, fresh_database_on, http, receive_all, request, sqs, token};
+use integration_tests::{
+    PgCluster, TestApp, answer, deliver, fresh_database_on, http, receive_all, request, sqs, token,
+};
 use serde_json::{Value, json};
 use shared::batch::{Envelope, Metrics, Source};
 use shared::ids::{Caller, OrgId, UserId};
@@ -111,32 +113,21 @@ async fn a_message_delivered_twice_even_concurrently_writes_each_metric_once() {
     enqueue(&given, &message).await;
     enqueue(&given, &message).await;
     given.drain().await;
-    let event = |id: &str| {
-        serde_json::from_value::<aws_lambda_events::sqs::SqsEvent>(json!({"Records": [
+    let records = |id: &str| {
+        json!([
             {"messageId": format!("{id}-a"), "body": message.clone()},
             {"messageId": format!("{id}-b"), "body": message.clone()}
-        ]}))
-        .unwrap()
+        ])
     };
-    let worker = given.stack.worker.clone();
     let racing: Vec<_> = ["x", "y", "z"]
         .into_iter()
         .map(|id| {
-            let worker = worker.clone();
-            let event = event(id);
-            tokio::spawn(async move {
-                worker
-                    .handle(lambda_runtime::LambdaEvent::new(
-                        event,
-                        lambda_runtime::Context::default(),
-                    ))
-                    .await
-                    .unwrap()
-            })
+            let (worker, records) = (given.stack.worker.clone(), records(id));
+            tokio::spawn(async move { deliver(&worker, records).await })
         })
         .collect();
     for run in racing {
-        assert!(run.await.unwrap().batch_item_failures.is_empty());
+        assert!(run.await.unwrap().is_empty());
     }
     assert_eq!(given.count("acme", "command_executions").await, 7);
 }

@@ -254,12 +254,8 @@ async fn exercise_sessions(recorder: &mut Recorder, addr: SocketAddr, alice: &st
     assert_eq!(form.status, 415);
 }
 
-/// 429 on every authenticated route, from an organization allowed one request.
-async fn exercise_rate_limits(recorder: &mut Recorder) {
-    let given = TestApp::spawn_with(&[("RATE_LIMIT_MAX_REQUESTS", "1"), ("RATE_LIMIT_WINDOW_MS", "86400000")]).await;
-    let addr = given.serve_http().await;
-    let alice = token("acme", "alice");
-    assert_eq!(recorder.json(addr, START, START.1, Some(&alice), json!({})).await, 201);
+/// Every authenticated route, each with a body it would accept, answers `status`.
+async fn expect_on_every_authenticated_route(recorder: &mut Recorder, addr: SocketAddr, bearer: &str, status: u16) {
     let session = format!("/api/v1/metrics/session/{}", Uuid::new_v4());
     let mut routes: Vec<_> = valid_bodies()
         .into_iter()
@@ -270,11 +266,20 @@ async fn exercise_rate_limits(recorder: &mut Recorder) {
     routes.push((SUMMARY, SUMMARY.1.to_owned(), Value::Null));
     for (route, path, body) in routes {
         assert_eq!(
-            recorder.json(addr, route, &path, Some(&alice), body).await,
-            429,
+            recorder.json(addr, route, &path, Some(bearer), body).await,
+            status,
             "{route:?}"
         );
     }
+}
+
+/// 429 on every authenticated route, from an organization allowed one request.
+async fn exercise_rate_limits(recorder: &mut Recorder) {
+    let given = TestApp::spawn_with(&[("RATE_LIMIT_MAX_REQUESTS", "1"), ("RATE_LIMIT_WINDOW_MS", "86400000")]).await;
+    let addr = given.serve_http().await;
+    let alice = token("acme", "alice");
+    assert_eq!(recorder.json(addr, START, START.1, Some(&alice), json!({})).await, 201);
+    expect_on_every_authenticated_route(recorder, addr, &alice, 429).await;
 }
 
 /// 503 on every route when PostgreSQL, DynamoDB and SQS are all unreachable.
@@ -297,21 +302,7 @@ async fn exercise_outages(recorder: &mut Recorder) {
     .await;
     let addr = given.serve_http().await;
     let alice = token("acme", "alice");
-    let session = format!("/api/v1/metrics/session/{}", Uuid::new_v4());
-    let mut routes: Vec<_> = valid_bodies()
-        .into_iter()
-        .map(|(r, b)| (r, r.1.to_owned(), b))
-        .collect();
-    routes.push((UPDATE, session, json!({})));
-    routes.push((END, END.1.to_owned(), json!({"session_id": Uuid::new_v4()})));
-    routes.push((SUMMARY, SUMMARY.1.to_owned(), Value::Null));
-    for (route, path, body) in routes {
-        assert_eq!(
-            recorder.json(addr, route, &path, Some(&alice), body).await,
-            503,
-            "{route:?}"
-        );
-    }
+    expect_on_every_authenticated_route(recorder, addr, &alice, 503).await;
     assert_eq!(recorder.json(addr, HEALTH, HEALTH.1, None, Value::Null).await, 503);
 }
 

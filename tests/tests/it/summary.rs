@@ -56,20 +56,12 @@ async fn write_history(given: &TestApp, addr: SocketAddr) {
     post(addr, "acme", "dave", "/api/v1/metrics/batch", batch).await;
     let message = integration_tests::receive_all(&given.queue_url).await.remove(0);
     for _ in 0..2 {
-        let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_value(json!({"Records": [
-            {"messageId": message.message_id, "body": message.body}
-        ]}))
-        .unwrap();
-        let outcome = given
-            .stack
-            .worker
-            .handle(lambda_runtime::LambdaEvent::new(
-                event,
-                lambda_runtime::Context::default(),
-            ))
-            .await
-            .unwrap();
-        assert!(outcome.batch_item_failures.is_empty());
+        let records = json!([{"messageId": message.message_id, "body": message.body}]);
+        assert!(
+            integration_tests::deliver(&given.stack.worker, records)
+                .await
+                .is_empty()
+        );
     }
 }
 
@@ -341,15 +333,27 @@ async fn metrics_stored_before_the_aggregates_existed_are_counted_by_the_migrati
         .await
         .unwrap();
     provision_tenant(&mut client, &org).await.unwrap();
-    let row = client
-        .query_one(
-            "SELECT count, error_count, total_ms FROM \"org_legacy\".hourly_aggregates WHERE name = 'old'",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, f64>(2)),
-        (40, 10, 820.0)
-    );
+    for period in ["hourly", "daily"] {
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT a.count, a.error_count, a.total_ms, \
+                       (SELECT sum(count)::bigint FROM \"org_legacy\".{period}_latency WHERE name = 'old') \
+                     FROM \"org_legacy\".{period}_aggregates a WHERE name = 'old'"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                row.get::<_, i64>(0),
+                row.get::<_, i64>(1),
+                row.get::<_, f64>(2),
+                row.get::<_, i64>(3)
+            ),
+            (40, 10, 820.0, 40),
+            "{period} totals and latency buckets"
+        );
+    }
 }
