@@ -55,6 +55,9 @@ fi
   echo "RATE_LIMIT_TABLE_NAME=metrics-rate-limits-local"
   echo "BATCH_QUEUE_URL=http://127.0.0.1:$MOTO_PORT/123456789012/metrics-batch-local"
   echo "DEAD_LETTER_QUEUE_URL=http://127.0.0.1:$MOTO_PORT/123456789012/metrics-batch-local-dlq"
+  echo "CONNECTIONS_TABLE_NAME=metrics-live-connections-local"
+  # The local front is the WebSocket API's management endpoint.
+  echo "LIVE_UPDATES_ENDPOINT=http://127.0.0.1:$PORT"
   echo "PORT=$PORT"
 } >"$LOCAL_DIR/stack.env"
 set -a
@@ -78,6 +81,7 @@ cat <<MSG
 
 Local stack ready. Settings: .local/stack.env
 API: http://127.0.0.1:$PORT   (routes of template.yaml)
+Live updates: ws://127.0.0.1:$PORT/live?token=\$METRICS_TOKEN   (metric_update messages of your organization)
 Dev token (org "demo", user "dev-user", 24 h; another: target/debug/local-front token --org ORG --user USER):
 
   export METRICS_TOKEN=$TOKEN

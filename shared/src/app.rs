@@ -8,33 +8,67 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use crate::api::Api;
 use crate::config::{ConfigError, DatabaseConfig, Env};
 use crate::db::{Database, PgStore};
+use crate::live::{Broadcaster, BroadcastingStore};
 use crate::store::MetricStore;
 
 pub struct App {
     pub api: Api,
     pub store: Arc<dyn MetricStore>,
+    /// Live updates of what `store` writes, when configured.
+    pub live: Option<Arc<Broadcaster>>,
 }
 
 impl App {
     pub fn new(api: Api, store: Arc<dyn MetricStore>) -> Self {
-        Self { api, store }
+        Self { api, store, live: None }
     }
 
-    /// The real adapters (PostgreSQL, DynamoDB) configured from `env`.
+    /// The real adapters (PostgreSQL, DynamoDB, API Gateway's management API) configured from `env`.
     pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
-        let db = Database::connect(&DatabaseConfig::from_env(env)?)?;
-        Ok(Self::new(Api::from_env(env, aws)?, Arc::new(PgStore::new(db))))
+        let storage = Storage::from_env(env, aws)?;
+        Ok(Self {
+            api: Api::from_env(env, aws)?,
+            store: storage.store,
+            live: storage.live,
+        })
+    }
+}
+
+/// The PostgreSQL store, wrapped to publish what it writes when live updates are configured.
+pub struct Storage {
+    pub store: Arc<dyn MetricStore>,
+    pub live: Option<Arc<Broadcaster>>,
+}
+
+impl Storage {
+    pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+        let pg: Arc<dyn MetricStore> = Arc::new(PgStore::new(Database::connect(&DatabaseConfig::from_env(env)?)?));
+        let live = Broadcaster::from_env(env, aws)?;
+        let store = match &live {
+            Some(live) => Arc::new(BroadcastingStore::new(pg, live.clone())),
+            None => pg,
+        };
+        Ok(Self { store, live })
     }
 }
 
 /// State a function builds once per container from its environment.
 pub trait FromEnv: Sized {
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError>;
+
+    /// Live updates this state publishes, which must be sent after each response.
+    fn live(&self) -> Option<Arc<Broadcaster>> {
+        None
+    }
 }
 
 impl FromEnv for App {
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         App::from_env(env, aws)
+    }
+
+    fn live(&self) -> Option<Arc<Broadcaster>> {
+        self.live.clone()
     }
 }
 

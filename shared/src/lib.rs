@@ -15,6 +15,7 @@ pub mod health;
 pub mod hooks;
 pub mod ids;
 pub mod jwks;
+pub mod live;
 pub mod metrics;
 pub mod queue;
 pub mod ratelimit;
@@ -49,7 +50,8 @@ pub use error::ApiError;
 /// the SDK configuration
 /// and the function's state (`$state`, an [`app::FromEnv`]; [`App`] when omitted) built once per
 /// container — a bad setting stops the start — then the Lambda runtime calling
-/// `$handle(&state, request)` for every event.
+/// `$handle(&state, request)` for every event. When the state publishes live updates, an
+/// internal extension sends them after each response (see [`live::after_response`]).
 #[macro_export]
 macro_rules! lambda_http_main {
     ($handle:path) => {
@@ -65,7 +67,13 @@ macro_rules! lambda_http_main {
             let env = $crate::config::Env::process();
             let state = <$state as $crate::app::FromEnv>::from_env(&env, &aws)
                 .inspect_err($crate::telemetry::startup_failed)?;
-            lambda_http::run(lambda_http::service_fn(|req| $handle(&state, req))).await
+            let (after, extension) = $crate::live::after_response($crate::app::FromEnv::live(&state)).await?;
+            let serve = lambda_http::run(lambda_http::service_fn(|req| async {
+                let _handled = after.on_drop();
+                $handle(&state, req).await
+            }));
+            tokio::try_join!(serve, extension)?;
+            Ok(())
         }
     };
 }

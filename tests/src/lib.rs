@@ -128,6 +128,16 @@ pub async fn fresh_table() -> String {
     name
 }
 
+/// A new live connections table in moto, shaped as template.yaml declares it.
+pub async fn fresh_connections_table() -> String {
+    services();
+    let name = format!("connections-{}", Uuid::new_v4().simple());
+    local_front::provision::ensure_connections_table(&dynamo().await, &name)
+        .await
+        .expect("create connections table");
+    name
+}
+
 pub async fn sqs() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&shared::app::aws_config().await)
 }
@@ -158,6 +168,8 @@ pub struct TestApp {
     pub table: String,
     pub queue_url: String,
     pub dead_letter_url: String,
+    /// The live connections table, when live updates are on.
+    pub connections_table: Option<String>,
 }
 
 impl TestApp {
@@ -199,7 +211,26 @@ impl TestApp {
             table: vars["RATE_LIMIT_TABLE_NAME"].to_owned(),
             queue_url: vars["BATCH_QUEUE_URL"].to_owned(),
             dead_letter_url: vars["DEAD_LETTER_QUEUE_URL"].to_owned(),
+            connections_table: vars.get("CONNECTIONS_TABLE_NAME").map(|t| t.to_string()),
         }
+    }
+
+    /// With live updates: a fresh connections table, and the WebSocket API and its management
+    /// API served (with the HTTP routes) on the returned address, as `make dev` does.
+    pub async fn spawn_live(settings: &[(&str, &str)]) -> (Self, SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let endpoint = format!("http://{addr}");
+        let table = fresh_connections_table().await;
+        let mut all = vec![
+            ("CONNECTIONS_TABLE_NAME", table.as_str()),
+            ("LIVE_UPDATES_ENDPOINT", endpoint.as_str()),
+        ];
+        all.extend_from_slice(settings);
+        let app = Self::spawn_with(&all).await;
+        let gateway = app.stack.gateway().expect("gateway");
+        tokio::spawn(Arc::new(gateway).serve(listener));
+        (app, addr)
     }
 
     /// Serves the template's routes over HTTP on a free port, as `make dev` does.

@@ -14,15 +14,18 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
+use shared::app::Storage;
 use shared::batch::Envelope;
 use shared::config::{ConfigError, DatabaseConfig, Env};
-use shared::db::{Database, PgStore};
+use shared::live::{Broadcaster, FLUSH_BUDGET};
 use shared::queue::{DeadLetters, SqsDeadLetters};
 use shared::store::MetricStore;
 use tokio::task::JoinSet;
 
 pub struct Worker {
     pub store: Arc<dyn MetricStore>,
+    /// Live updates of what `store` writes, when configured (`store` publishes them).
+    pub live: Option<Arc<Broadcaster>>,
     pub dead_letters: Arc<dyn DeadLetters>,
     /// Messages written at the same time (each needs a database connection).
     pub concurrency: usize,
@@ -43,8 +46,10 @@ impl Worker {
     pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         let database = DatabaseConfig::from_env(env)?;
         let dead_letter_url = env.required("DEAD_LETTER_QUEUE_URL")?;
+        let storage = Storage::from_env(env, aws)?;
         Ok(Self {
-            store: Arc::new(PgStore::new(Database::connect(&database)?)),
+            store: storage.store,
+            live: storage.live,
             dead_letters: Arc::new(SqsDeadLetters::new(
                 aws_sdk_sqs::Client::new(aws),
                 dead_letter_url,
@@ -59,6 +64,10 @@ impl Worker {
         let started = std::time::Instant::now();
         let outcomes = self.process_all(event.payload.records).await;
         publish_metrics(&outcomes, started.elapsed());
+        // Nobody waits on a queue invocation, so the pushes are finished here.
+        if let Some(live) = &self.live {
+            live.flush(FLUSH_BUDGET).await;
+        }
         let mut response = SqsBatchResponse::default();
         for (message_id, outcome) in outcomes {
             if outcome != Outcome::Retry {
@@ -184,6 +193,7 @@ mod tests {
         (
             Worker {
                 store: store.clone(),
+                live: None,
                 dead_letters: dead_letters.clone(),
                 concurrency: 2,
             },

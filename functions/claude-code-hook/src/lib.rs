@@ -10,6 +10,7 @@ use shared::App;
 use shared::app::FromEnv;
 use shared::config::{ConfigError, Env, RequestConfig};
 use shared::hooks::{HookEvent, record};
+use shared::live::Broadcaster;
 
 pub const ROUTE: &str = "POST /api/v1/hooks/claude-code";
 
@@ -25,6 +26,10 @@ impl FromEnv for HookApp {
             app: Arc::new(App::from_env(env, aws)?),
             max_body_bytes: RequestConfig::from_env(env)?.max_hook_body_bytes,
         })
+    }
+
+    fn live(&self) -> Option<Arc<Broadcaster>> {
+        self.app.live.clone()
     }
 }
 

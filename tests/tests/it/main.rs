@@ -9,6 +9,7 @@ mod dynamo_signing;
 mod faults;
 mod hooks;
 mod http_front;
+mod live;
 mod load;
 mod migrations;
 mod openapi;

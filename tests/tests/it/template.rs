@@ -64,7 +64,9 @@ fn every_template_function_is_a_crate_and_every_crate_is_deployed() {
             "{name}"
         );
         let events = event_types(resource);
-        if OPERATOR_INVOKED.contains(&binary.as_str()) {
+        if websocket_targets(&doc).contains(&name) {
+            assert!(events.is_empty(), "{name} is invoked by the WebSocket API only");
+        } else if OPERATOR_INVOKED.contains(&binary.as_str()) {
             assert!(events.is_empty(), "{name} is operator-invoked and must not be routed");
         } else {
             assert!(!events.is_empty(), "{name} ({binary}) has no route or event source");
@@ -82,6 +84,118 @@ fn every_template_function_is_a_crate_and_every_crate_is_deployed() {
         crate_names(),
         "template functions and functions/ crates differ"
     );
+}
+
+/// The resources of one type.
+fn resources<'a>(doc: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+    doc["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+        .map(|(name, r)| (name.as_str().unwrap(), r))
+        .collect()
+}
+
+/// A property as YAML text (intrinsic functions such as `!Sub` included).
+fn text(value: &Value) -> String {
+    serde_yaml::to_string(value).unwrap()
+}
+
+/// The functions a WebSocket API integration invokes, by logical id.
+fn websocket_targets(doc: &Value) -> BTreeSet<String> {
+    let functions: Vec<String> = functions(doc)
+        .unwrap()
+        .into_iter()
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    resources(doc, "AWS::ApiGatewayV2::Integration")
+        .into_iter()
+        .flat_map(|(_, integration)| {
+            let uri = text(&integration["Properties"]["IntegrationUri"]);
+            functions
+                .iter()
+                .filter(|f| uri.contains(&format!("${{{f}.Arn}}")))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn the_websocket_api_sends_connect_and_disconnect_to_the_live_connection_function() {
+    let doc = template();
+    let apis = resources(&doc, "AWS::ApiGatewayV2::Api");
+    assert_eq!(apis.len(), 1);
+    let (api, properties) = (apis[0].0, &apis[0].1["Properties"]);
+    assert_eq!(properties["ProtocolType"].as_str(), Some("WEBSOCKET"));
+
+    let routes = resources(&doc, "AWS::ApiGatewayV2::Route");
+    let keys: BTreeSet<&str> = routes
+        .iter()
+        .map(|(_, r)| r["Properties"]["RouteKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["$connect", "$disconnect"]),
+        "no $default: clients only listen"
+    );
+    let integrations = resources(&doc, "AWS::ApiGatewayV2::Integration");
+    for (name, route) in &routes {
+        let target = text(&route["Properties"]["Target"]);
+        let (integration, _) = integrations
+            .iter()
+            .find(|(i, _)| target.contains(&format!("integrations/${{{i}}}")))
+            .unwrap_or_else(|| panic!("{name} targets no integration: {target}"));
+        assert!(text(&route["Properties"]["ApiId"]).contains(api), "{name}");
+        assert!(!integration.is_empty());
+    }
+    let targets = websocket_targets(&doc);
+    assert_eq!(targets, BTreeSet::from(["LiveConnectionFunction".to_owned()]));
+    let binary = function_binary(&doc["Resources"]["LiveConnectionFunction"]);
+    assert_eq!(binary.as_deref(), Some("live-connection"));
+
+    // API Gateway may invoke it, and the table it keeps connections in expires them.
+    let permissions = resources(&doc, "AWS::Lambda::Permission");
+    assert!(permissions.iter().any(|(_, p)| {
+        text(&p["Properties"]["FunctionName"]).contains("LiveConnectionFunction")
+            && p["Properties"]["Principal"].as_str() == Some("apigateway.amazonaws.com")
+    }));
+    let table = &doc["Resources"]["LiveConnectionsTable"]["Properties"];
+    assert_eq!(
+        table["TimeToLiveSpecification"]["AttributeName"].as_str(),
+        Some("expires_at")
+    );
+    assert_eq!(
+        table["GlobalSecondaryIndexes"][0]["IndexName"].as_str(),
+        Some(shared::live::ORG_INDEX)
+    );
+}
+
+#[test]
+fn every_function_that_stores_metrics_may_push_live_updates_and_no_other() {
+    let doc = template();
+    let writers = [
+        "command-execution",
+        "agent-interaction",
+        "productivity",
+        "session-start",
+        "session-update",
+        "session-end",
+        "claude-code-hook",
+        "batch-worker",
+    ];
+    for (name, resource) in functions(&doc).unwrap() {
+        let binary = function_binary(resource).unwrap();
+        let policies = text(&resource["Properties"]["Policies"]);
+        let may_push = policies.contains("execute-api:ManageConnections");
+        assert_eq!(may_push, writers.contains(&binary.as_str()), "{name}: {policies}");
+        if may_push {
+            assert!(policies.contains("dynamodb:Query"), "{name} finds connections");
+        }
+    }
+    let env = text(&doc["Globals"]["Function"]["Environment"]["Variables"]);
+    assert!(env.contains("CONNECTIONS_TABLE_NAME") && env.contains("LIVE_UPDATES_ENDPOINT"));
 }
 
 #[test]

@@ -91,6 +91,7 @@ fn ms(d: Duration) -> f64 {
 struct Stack {
     database_url: String,
     table: String,
+    connections_table: String,
     queue_url: String,
     dead_letter_url: String,
 }
@@ -134,6 +135,10 @@ async fn setup() -> Stack {
     local_front::provision::ensure_rate_limit_table(&aws_sdk_dynamodb::Client::new(&aws), &table)
         .await
         .expect("table");
+    let connections_table = format!("bench-connections-{}", Uuid::new_v4().simple());
+    local_front::provision::ensure_connections_table(&aws_sdk_dynamodb::Client::new(&aws), &connections_table)
+        .await
+        .expect("connections table");
     let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
     let queue_url = format!("{endpoint}/123456789012/bench-{}", Uuid::new_v4().simple());
     let dead_letter_url =
@@ -143,6 +148,7 @@ async fn setup() -> Stack {
     Stack {
         database_url,
         table,
+        connections_table,
         queue_url,
         dead_letter_url,
     }
@@ -411,6 +417,94 @@ async fn over_http(stack: &Stack, n: &Sizes, results: &mut serde_json::Map<Strin
         }
     }
     results.insert("handler_over_http".into(), stats_json(stats(&samples), n.http));
+}
+
+/// A front serving the template's routes on a free port, with live updates when `live` names the
+/// connections table; its address and a kept-alive HTTP connection to it.
+async fn serve_front(
+    stack: &Stack,
+    live: bool,
+) -> (
+    std::net::SocketAddr,
+    hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut extra = vec![];
+    if live {
+        extra.push(("CONNECTIONS_TABLE_NAME", stack.connections_table.clone()));
+        extra.push(("LIVE_UPDATES_ENDPOINT", format!("http://{addr}")));
+    }
+    let vars = env_for(stack, &extra);
+    let aws = shared::app::aws_config().await;
+    let front = local_front::Stack::from_env(&env(&vars), &aws).expect("stack");
+    tokio::spawn(Arc::new(front.gateway().expect("gateway")).serve(listener));
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    (addr, sender)
+}
+
+/// One command execution over HTTP; its wall time.
+async fn post_command(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> Duration {
+    use http_body_util::{BodyExt, Full};
+    let req = hyper::Request::post("/api/v1/metrics/command-execution")
+        .header("host", addr.to_string())
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(hyper::body::Bytes::from(spec_command().to_string())))
+        .expect("request");
+    sender.ready().await.expect("connection ready");
+    let started = Instant::now();
+    let response = sender.send_request(req).await.expect("send");
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    assert_eq!(status, 201);
+    started.elapsed()
+}
+
+/// The write path with live updates on (one dashboard of the organization connected) against
+/// the same path with them off, interleaved; and how long after the response the update arrives.
+async fn live_updates(stack: &Stack, n: &Sizes, results: &mut serde_json::Map<String, Value>) {
+    let (off_addr, mut off) = serve_front(stack, false).await;
+    let (on_addr, mut on) = serve_front(stack, true).await;
+    let token =
+        local_front::token::mint(shared::config::LOCAL_DEV_SECRET, "bench-live", "bench-user", 2).expect("token");
+    let mut updates =
+        local_front::live::watch(&format!("ws://{on_addr}{}?token={token}", local_front::live::LIVE_PATH))
+            .await
+            .expect("watch");
+    let (mut off_samples, mut on_samples, mut arrivals) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n.http + 200 {
+        let without = post_command(&mut off, off_addr, &token).await;
+        let with = post_command(&mut on, on_addr, &token).await;
+        let answered = Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), updates.recv())
+            .await
+            .expect("the update arrives")
+            .expect("socket open");
+        if i >= 200 {
+            off_samples.push(ms(without));
+            on_samples.push(ms(with));
+            arrivals.push(ms(answered.elapsed()));
+        }
+    }
+    let (off_stats, on_stats) = (stats(&off_samples), stats(&on_samples));
+    results.insert("handler_over_http_live_off".into(), stats_json(off_stats, n.http));
+    results.insert("handler_over_http_live_on".into(), stats_json(on_stats, n.http));
+    results.insert(
+        "live_update_after_response".into(),
+        stats_json(stats(&arrivals), n.http),
+    );
+    let ratios = results.entry("ratios").or_insert_with(|| json!({}));
+    ratios["http_p95_live_on_over_off"] = json!(round3(on_stats.p95 / off_stats.p95));
+    ratios["http_p50_live_on_over_off"] = json!(round3(on_stats.p50 / off_stats.p50));
 }
 
 /// Many envelopes fed to the worker as SQS events, several events at a time.
@@ -714,6 +808,11 @@ fn launch(binary: &std::path::Path, name: &str, addr: std::net::SocketAddr, stac
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
+    // Only the connection function gets the table: live pushes from the writers need the
+    // Extensions API, which this Runtime API stand-in does not serve.
+    if name == "live-connection" {
+        command.env("CONNECTIONS_TABLE_NAME", &stack.connections_table);
+    }
     command
 }
 
@@ -820,9 +919,9 @@ fn main() {
     let stack = setup_runtime.block_on(setup());
     let mut results = serde_json::Map::new();
 
-    // BENCH_SECTIONS=in_process,http,ingest,functions,summary selects parts (all by default).
+    // BENCH_SECTIONS=in_process,http,live,ingest,functions,summary selects parts (all by default).
     let sections =
-        std::env::var("BENCH_SECTIONS").unwrap_or_else(|_| "in_process,http,ingest,functions,summary".into());
+        std::env::var("BENCH_SECTIONS").unwrap_or_else(|_| "in_process,http,live,ingest,functions,summary".into());
     let wanted = |name: &str| sections.split(',').any(|s| s.trim() == name);
     if wanted("in_process") {
         eprintln!("measuring baselines, the handler in process and the worker (current-thread runtime)...");
@@ -831,6 +930,10 @@ fn main() {
     if wanted("http") {
         eprintln!("measuring the handler over HTTP through the local front...");
         setup_runtime.block_on(over_http(&stack, &n, &mut results));
+    }
+    if wanted("live") {
+        eprintln!("measuring the write path with live updates on and off (over HTTP, interleaved)...");
+        setup_runtime.block_on(live_updates(&stack, &n, &mut results));
     }
     if wanted("functions") {
         eprintln!("measuring each function's release binary (start-up, peak RSS)...");
@@ -865,6 +968,9 @@ fn main() {
         "raw_dynamodb_update_direct",
         "handler_in_process",
         "handler_over_http",
+        "handler_over_http_live_off",
+        "handler_over_http_live_on",
+        "live_update_after_response",
         "handler_cpu",
         "raw_postgres_insert_cpu",
         "raw_dynamodb_update_cpu",

@@ -18,6 +18,7 @@ use lambda_http::{BoxFuture, Request};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
+use crate::live::LiveFront;
 use crate::routes::{TemplateRoute, template_routes};
 
 /// A function's handler, as the Lambda runtime would call it.
@@ -36,6 +37,7 @@ const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Gateway {
     routes: Vec<(TemplateRoute, Handler)>,
+    live: Option<Arc<LiveFront>>,
 }
 
 impl Gateway {
@@ -56,7 +58,13 @@ impl Gateway {
         if let Some(binary) = handlers.keys().next() {
             return Err(format!("handler {binary:?} has no route in template.yaml"));
         }
-        Ok(Self { routes })
+        Ok(Self { routes, live: None })
+    }
+
+    /// Also serves the WebSocket API and its management API.
+    pub fn with_live(mut self, live: Arc<LiveFront>) -> Self {
+        self.live = Some(live);
+        self
     }
 
     pub fn route_keys(&self) -> Vec<String> {
@@ -73,8 +81,9 @@ impl Gateway {
                     let gateway = gateway.clone();
                     async move { Ok::<_, Infallible>(gateway.respond(req, peer).await) }
                 });
-                let connection =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
                 if let Err(err) = connection.await {
                     tracing::debug!(error = %err, "connection closed");
                 }
@@ -83,6 +92,11 @@ impl Gateway {
     }
 
     async fn respond(&self, req: hyper::Request<Incoming>, peer: SocketAddr) -> hyper::Response<Full<Bytes>> {
+        if let Some(live) = &self.live
+            && LiveFront::serves(req.method(), req.uri().path())
+        {
+            return live.respond(req, peer).await;
+        }
         let request_id = uuid::Uuid::new_v4().simple().to_string();
         let (parts, body) = req.into_parts();
         let Some((route, params, handler)) = self.find(&parts.method, parts.uri.path()) else {
@@ -190,7 +204,7 @@ fn api_gateway_event(
 }
 
 /// Header names in lower case; repeated headers joined with commas, as API Gateway does.
-fn joined_headers(headers: &HeaderMap) -> Map<String, Value> {
+pub(crate) fn joined_headers(headers: &HeaderMap) -> Map<String, Value> {
     let mut out: Map<String, Value> = Map::new();
     for (name, value) in headers {
         let Ok(value) = value.to_str() else { continue };
@@ -207,7 +221,7 @@ fn joined_headers(headers: &HeaderMap) -> Map<String, Value> {
     out
 }
 
-fn query_parameters(raw: &str) -> Map<String, Value> {
+pub(crate) fn query_parameters(raw: &str) -> Map<String, Value> {
     let mut out: Map<String, Value> = Map::new();
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -225,7 +239,7 @@ fn query_parameters(raw: &str) -> Map<String, Value> {
     out
 }
 
-fn percent_decode(raw: &str) -> String {
+pub(crate) fn percent_decode(raw: &str) -> String {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

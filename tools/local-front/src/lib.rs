@@ -3,6 +3,7 @@
 //! template's scheduled functions at their rates.
 
 pub mod gateway;
+pub mod live;
 pub mod poller;
 pub mod provision;
 pub mod routes;
@@ -16,13 +17,16 @@ use aws_config::SdkConfig;
 use batch::BatchApp;
 use batch_worker::Worker;
 use claude_code_hook::HookApp;
-use gateway::Handler;
+use gateway::{Gateway, Handler};
+use live::LiveFront;
+use live_connection::LiveConnection;
 use scheduler::Job;
 use session_reaper::Reaper;
 use shared::App;
 use shared::app::FromEnv;
 use shared::config::{ConfigError, Env, RequestConfig};
 use shared::health::Health;
+use shared::live::LiveConfig;
 
 /// `template.yaml`, compiled in, so the routes served are the routes deployed.
 pub const TEMPLATE: &str = include_str!("../../../template.yaml");
@@ -35,6 +39,8 @@ pub struct Stack {
     pub reaper: Arc<Reaper>,
     pub batch: Arc<BatchApp>,
     pub worker: Arc<Worker>,
+    /// The WebSocket API's connection function, when live updates are configured.
+    pub live: Option<Arc<LiveConnection>>,
 }
 
 impl Stack {
@@ -50,6 +56,19 @@ impl Stack {
             reaper: Arc::new(Reaper::from_env(env)?),
             batch: Arc::new(BatchApp::from_env(env, aws)?),
             worker: Arc::new(Worker::from_env(env, aws)?),
+            live: match LiveConfig::from_env(env)? {
+                Some(_) => Some(Arc::new(LiveConnection::from_env(env, aws)?)),
+                None => None,
+            },
+        })
+    }
+
+    /// The template's HTTP routes, and the WebSocket API when live updates are configured.
+    pub fn gateway(&self) -> Result<Gateway, String> {
+        let gateway = Gateway::new(TEMPLATE, handlers(self))?;
+        Ok(match &self.live {
+            Some(connection) => gateway.with_live(LiveFront::new(connection.clone())),
+            None => gateway,
         })
     }
 }

@@ -2,12 +2,14 @@
 //!   run the scheduled functions.
 //! `local-front provision` — create the table and queues and apply migrations, then exit.
 //! `local-front token [--org ORG] [--user USER] [--hours N]` — print a development token.
+//! `local-front watch [--org ORG] [--url ws://127.0.0.1:3000/live]` — print the organization's
+//!   live updates, one JSON line each.
 
-use local_front::gateway::Gateway;
 use local_front::poller::Poller;
 use local_front::scheduler::Scheduler;
-use local_front::{Stack, TEMPLATE, handlers, jobs, provision, token};
+use local_front::{Stack, TEMPLATE, jobs, provision, token};
 use shared::config::{ConfigError, DatabaseConfig, Env, QueueConfig, RateLimitConfig};
+use shared::live::LiveConfig;
 
 #[tokio::main]
 async fn main() {
@@ -16,7 +18,10 @@ async fn main() {
         None | Some("serve") => serve().await,
         Some("provision") => provision_stack().await,
         Some("token") => print_token(&args[1..]),
-        Some(other) => Err(format!("unknown command {other:?}; expected serve, provision or token")),
+        Some("watch") => watch(&args[1..]).await,
+        Some(other) => Err(format!(
+            "unknown command {other:?}; expected serve, provision, token or watch"
+        )),
     };
     if let Err(message) = result {
         eprintln!("local-front: {message}");
@@ -30,7 +35,12 @@ async fn provision_stack() -> Result<(), String> {
     let rate = RateLimitConfig::from_env(&env).map_err(config)?;
     let queue = QueueConfig::from_env(&env).map_err(config)?;
     let aws = shared::app::aws_config().await;
-    provision::ensure_rate_limit_table(&aws_sdk_dynamodb::Client::new(&aws), &rate.table_name).await?;
+    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    provision::ensure_rate_limit_table(&dynamo, &rate.table_name).await?;
+    let live = LiveConfig::from_env(&env).map_err(config)?;
+    if let Some(live) = &live {
+        provision::ensure_connections_table(&dynamo, &live.connections_table).await?;
+    }
     let dlq = provision::ensure_batch_queues(&aws_sdk_sqs::Client::new(&aws), &queue.url, Default::default()).await?;
     let report = migrate::Migrator { database }.run().await?;
     eprintln!(
@@ -46,7 +56,7 @@ async fn serve() -> Result<(), String> {
     let env = Env::process();
     let aws = shared::app::aws_config().await;
     let stack = Stack::from_env(&env, &aws).map_err(config)?;
-    let gateway = std::sync::Arc::new(Gateway::new(TEMPLATE, handlers(&stack))?);
+    let gateway = std::sync::Arc::new(stack.gateway()?);
     let scheduler = Scheduler::new(TEMPLATE, jobs(&stack))?;
     let queue = QueueConfig::from_env(&env).map_err(config)?;
     let poller = Poller::new(
@@ -65,6 +75,12 @@ async fn serve() -> Result<(), String> {
         eprintln!("  {line}");
     }
     eprintln!("  batch-worker consuming {}", queue.url);
+    if stack.live.is_some() {
+        eprintln!(
+            "  live updates on ws://127.0.0.1:{port}{}?token=<JWT>",
+            local_front::live::LIVE_PATH
+        );
+    }
     tokio::select! {
         served = gateway.serve(listener) => served.map_err(|e| e.to_string()),
                 _ = scheduler.run() => Ok(()),
@@ -73,24 +89,58 @@ async fn serve() -> Result<(), String> {
     }
 }
 
-fn print_token(args: &[String]) -> Result<(), String> {
-    let mut org = "demo".to_owned();
-    let mut user = "dev-user".to_owned();
-    let mut hours = 24u64;
+/// The options of `token` and `watch`.
+struct TokenOptions {
+    org: String,
+    user: String,
+    hours: u64,
+    url: String,
+}
+
+fn token_options(args: &[String]) -> Result<TokenOptions, String> {
+    let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
+    let mut options = TokenOptions {
+        org: "demo".to_owned(),
+        user: "dev-user".to_owned(),
+        hours: 24,
+        url: format!("ws://127.0.0.1:{port}{}", local_front::live::LIVE_PATH),
+    };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--org" => org = value.clone(),
-            "--user" => user = value.clone(),
+            "--org" => options.org = value.clone(),
+            "--user" => options.user = value.clone(),
+            "--url" => options.url = value.clone(),
             "--hours" => {
-                hours = value
+                options.hours = value
                     .parse()
                     .map_err(|_| format!("--hours {value:?} is not a number"))?
             }
             _ => return Err(format!("unknown option {flag}")),
         }
     }
+    Ok(options)
+}
+
+fn print_token(args: &[String]) -> Result<(), String> {
+    println!("{}", mint(&token_options(args)?)?);
+    Ok(())
+}
+
+async fn watch(args: &[String]) -> Result<(), String> {
+    let options = token_options(args)?;
+    let url = format!("{}?token={}", options.url, mint(&options)?);
+    let mut updates = local_front::live::watch(&url).await?;
+    eprintln!("watching the live updates of organization {:?}", options.org);
+    while let Some(update) = updates.recv().await {
+        println!("{update}");
+    }
+    Err("the connection closed".into())
+}
+
+fn mint(options: &TokenOptions) -> Result<String, String> {
+    let TokenOptions { org, user, hours, .. } = options;
     let env = Env::process();
     let secret = env.required("JWT_SECRET").map_err(config)?;
     let issuer = std::env::var("JWT_ISSUER").ok().filter(|s| !s.is_empty());
@@ -98,11 +148,7 @@ fn print_token(args: &[String]) -> Result<(), String> {
     let audience = std::env::var("JWT_AUDIENCE")
         .ok()
         .and_then(|a| a.split(',').map(str::trim).find(|a| !a.is_empty()).map(str::to_owned));
-    println!(
-        "{}",
-        token::mint_for(&secret, &org, &user, hours, issuer.as_deref(), audience.as_deref())?
-    );
-    Ok(())
+    token::mint_for(&secret, org, user, *hours, issuer.as_deref(), audience.as_deref())
 }
 
 fn config(err: ConfigError) -> String {

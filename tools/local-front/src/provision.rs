@@ -1,33 +1,72 @@
-//! What the local stack creates before it serves: the rate-limit table and the batch queue with
-//! its dead-letter queue, as `template.yaml` declares them. Idempotent; the tests use it too.
+//! What the local stack creates before it serves: the rate-limit table, the live connections
+//! table and the batch queue with its dead-letter queue, as `template.yaml` declares them. Idempotent; the tests use it too.
 //! (Migrations run through the `migrate` function's own code.)
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
 };
 
 /// Creates the rate-limit table unless it exists: `pk` (string) hash key, on-demand, TTL on
 /// `expires_at`.
 pub async fn ensure_rate_limit_table(dynamo: &Client, table: &str) -> Result<(), String> {
-    let created = dynamo
+    let create = dynamo
         .create_table()
+        .attribute_definitions(string_attribute("pk")?)
+        .key_schema(hash_key("pk")?);
+    ensure_table_with_ttl(dynamo, table, create).await
+}
+
+/// Creates the live connections table unless it exists: `connection_id` hash key, the
+/// `by-organization` index on `org_id` (with `expires_at`), on-demand, TTL on `expires_at`.
+pub async fn ensure_connections_table(dynamo: &Client, table: &str) -> Result<(), String> {
+    let index = GlobalSecondaryIndex::builder()
+        .index_name(shared::live::ORG_INDEX)
+        .key_schema(hash_key("org_id")?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .non_key_attributes("expires_at")
+                .build(),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+    let create = dynamo
+        .create_table()
+        .attribute_definitions(string_attribute("connection_id")?)
+        .attribute_definitions(string_attribute("org_id")?)
+        .key_schema(hash_key("connection_id")?)
+        .global_secondary_indexes(index);
+    ensure_table_with_ttl(dynamo, table, create).await
+}
+
+fn string_attribute(name: &str) -> Result<AttributeDefinition, String> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn hash_key(name: &str) -> Result<KeySchemaElement, String> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(KeyType::Hash)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Creates `table` as `create` describes it, on demand, with TTL on `expires_at`; an existing
+/// table is left as it is.
+async fn ensure_table_with_ttl(
+    dynamo: &Client,
+    table: &str,
+    create: aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder,
+) -> Result<(), String> {
+    let created = create
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .map_err(|e| e.to_string())?,
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .map_err(|e| e.to_string())?,
-        )
         .send()
         .await;
     match created {

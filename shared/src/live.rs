@@ -1,0 +1,875 @@
+//! Live updates: every stored metric is pushed as a compact `metric_update` message to the open
+//! WebSocket connections of its organization, through API Gateway's management API
+//! (`PostToConnection`). Connections live in DynamoDB, each bound to the organization of the
+//! token it was opened with.
+//!
+//! A push never fails or delays a write: [`Broadcaster::publish`] only spawns the delivery, a
+//! failed delivery is logged, and a connection API Gateway reports gone is forgotten. In
+//! Lambda, [`after_response`] keeps the container awake after the response until the pending
+//! deliveries are done (an internal extension), so the caller never waits for them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::batch::{Envelope, KINDS};
+use crate::config::{ConfigError, Env};
+use crate::ids::{Caller, OrgId, UserId};
+use crate::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
+use crate::sessions::{SessionActivity, SessionChange, SessionEnd, SessionStart};
+use crate::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, Stored};
+use crate::summary::{AggregateRow, SummaryQuery};
+
+/// The `type` of every message pushed to a connection.
+pub const MESSAGE_TYPE: &str = "metric_update";
+/// The connections table's index from an organization to its connections.
+pub const ORG_INDEX: &str = "by-organization";
+/// API Gateway closes a WebSocket connection after two hours at most; the table's TTL
+/// removes what a lost `$disconnect` left behind.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(2 * 60 * 60);
+/// How long a Lambda container stays awake after a response to finish its pushes.
+pub const FLUSH_BUDGET: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LiveError(String);
+
+/// An open WebSocket connection, bound to the organization of the token it opened with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connection {
+    pub id: String,
+    pub org: OrgId,
+    pub user: UserId,
+    /// Unix seconds after which the connection is certainly closed (the table's TTL).
+    pub expires_at: i64,
+}
+
+impl Connection {
+    pub fn opened_now(id: &str, caller: &Caller) -> Self {
+        Self {
+            id: id.to_owned(),
+            org: caller.org.clone(),
+            user: caller.user.clone(),
+            expires_at: chrono::Utc::now().timestamp() + CONNECTION_LIFETIME.as_secs() as i64,
+        }
+    }
+}
+
+/// Where open connections are kept.
+#[async_trait]
+pub trait Connections: Send + Sync {
+    async fn add(&self, connection: &Connection) -> Result<(), LiveError>;
+    async fn remove(&self, connection_id: &str) -> Result<(), LiveError>;
+    /// The ids of the organization's connections that have not expired.
+    async fn of_org(&self, org: &OrgId) -> Result<Vec<String>, LiveError>;
+}
+
+/// What became of one message sent to one connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    Delivered,
+    /// The connection is closed (API Gateway's `GoneException`, HTTP 410).
+    Gone,
+    Failed(String),
+}
+
+/// Sends a message to one connection.
+#[async_trait]
+pub trait Pusher: Send + Sync {
+    async fn post(&self, connection_id: &str, message: &str) -> Delivery;
+}
+
+/// The connections table in DynamoDB: `connection_id` is the key, [`ORG_INDEX`] finds an
+/// organization's connections, `expires_at` is the TTL attribute.
+pub struct DynamoConnections {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoConnections {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn dynamo_failed(operation: &str, err: impl std::error::Error) -> LiveError {
+    LiveError(format!(
+        "{operation}: {}",
+        aws_sdk_dynamodb::error::DisplayErrorContext(err)
+    ))
+}
+
+#[async_trait]
+impl Connections for DynamoConnections {
+    async fn add(&self, connection: &Connection) -> Result<(), LiveError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("connection_id", AttributeValue::S(connection.id.clone()))
+            .item("org_id", AttributeValue::S(connection.org.as_str().to_owned()))
+            .item("user_id", AttributeValue::S(connection.user.as_str().to_owned()))
+            .item("expires_at", AttributeValue::N(connection.expires_at.to_string()))
+            .send()
+            .await
+            .map_err(|e| dynamo_failed("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn remove(&self, connection_id: &str) -> Result<(), LiveError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("connection_id", AttributeValue::S(connection_id.to_owned()))
+            .send()
+            .await
+            .map_err(|e| dynamo_failed("DeleteItem", e))?;
+        Ok(())
+    }
+
+    async fn of_org(&self, org: &OrgId) -> Result<Vec<String>, LiveError> {
+        // TTL deletes expired items only eventually, so they are filtered out here.
+        let now = chrono::Utc::now().timestamp().to_string();
+        let mut ids = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ORG_INDEX)
+            .key_condition_expression("org_id = :org")
+            .filter_expression("expires_at > :now")
+            .expression_attribute_values(":org", AttributeValue::S(org.as_str().to_owned()))
+            .expression_attribute_values(":now", AttributeValue::N(now))
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(|e| dynamo_failed("Query", e))?;
+            if let Some(AttributeValue::S(id)) = item.get("connection_id") {
+                ids.push(id.clone());
+            }
+        }
+        Ok(ids)
+    }
+}
+
+/// API Gateway's management API of one WebSocket stage.
+pub struct ManagementApi {
+    client: aws_sdk_apigatewaymanagement::Client,
+}
+
+impl ManagementApi {
+    /// `endpoint` is `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}` (locally, the
+    /// local front). A push has a short budget: it is never worth holding a container for.
+    pub fn new(aws: &SdkConfig, endpoint: &str) -> Self {
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .operation_timeout(Duration::from_millis(1500))
+            .operation_attempt_timeout(Duration::from_millis(700))
+            .build();
+        let config = aws_sdk_apigatewaymanagement::config::Builder::from(aws)
+            .endpoint_url(endpoint)
+            .timeout_config(timeouts)
+            .build();
+        Self {
+            client: aws_sdk_apigatewaymanagement::Client::from_conf(config),
+        }
+    }
+}
+
+#[async_trait]
+impl Pusher for ManagementApi {
+    async fn post(&self, connection_id: &str, message: &str) -> Delivery {
+        let sent = self
+            .client
+            .post_to_connection()
+            .connection_id(connection_id)
+            .data(aws_sdk_apigatewaymanagement::primitives::Blob::new(message.as_bytes()))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Delivery::Delivered,
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_gone_exception()) => Delivery::Gone,
+            Err(err) => Delivery::Failed(aws_sdk_apigatewaymanagement::error::DisplayErrorContext(err).to_string()),
+        }
+    }
+}
+
+/// Where live updates go: `CONNECTIONS_TABLE_NAME` and `LIVE_UPDATES_ENDPOINT` (the WebSocket
+/// stage's management endpoint), both or neither.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveConfig {
+    pub connections_table: String,
+    pub endpoint: String,
+}
+
+impl LiveConfig {
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let table = env.optional("CONNECTIONS_TABLE_NAME");
+        let endpoint = env.optional("LIVE_UPDATES_ENDPOINT");
+        match (table, endpoint) {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigError::new(
+                "LIVE_UPDATES_ENDPOINT",
+                "is required when CONNECTIONS_TABLE_NAME is set",
+            )),
+            (None, Some(_)) => Err(ConfigError::new(
+                "CONNECTIONS_TABLE_NAME",
+                "is required when LIVE_UPDATES_ENDPOINT is set",
+            )),
+            (Some(connections_table), Some(endpoint)) => {
+                if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+                    return Err(ConfigError::new(
+                        "LIVE_UPDATES_ENDPOINT",
+                        "must be the WebSocket stage's https:// management endpoint",
+                    ));
+                }
+                Ok(Some(Self {
+                    connections_table,
+                    endpoint,
+                }))
+            }
+        }
+    }
+}
+
+/// What one delivery to an organization did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    pub delivered: usize,
+    pub gone: usize,
+    pub failed: usize,
+}
+
+/// Pushes messages to an organization's connections.
+pub struct Broadcaster {
+    connections: Arc<dyn Connections>,
+    pusher: Arc<dyn Pusher>,
+    pending: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Broadcaster {
+    pub fn new(connections: Arc<dyn Connections>, pusher: Arc<dyn Pusher>) -> Arc<Self> {
+        Arc::new(Self {
+            connections,
+            pusher,
+            pending: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The DynamoDB table and the management API named by the environment; `None` when live
+    /// updates are not configured.
+    pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Option<Arc<Self>>, ConfigError> {
+        Ok(LiveConfig::from_env(env)?.map(|config| {
+            Self::new(
+                Arc::new(DynamoConnections::new(
+                    aws_sdk_dynamodb::Client::new(aws),
+                    config.connections_table,
+                )),
+                Arc::new(ManagementApi::new(aws, &config.endpoint)),
+            )
+        }))
+    }
+
+    /// Sends `update` to the organization's connections in the background.
+    pub fn publish(self: &Arc<Self>, org: &OrgId, update: Value) {
+        let this = self.clone();
+        let org = org.clone();
+        let task = tokio::spawn(async move {
+            this.deliver(&org, &update.to_string()).await;
+        });
+        let mut pending = lock(&self.pending);
+        pending.retain(|task| !task.is_finished());
+        pending.push(task);
+    }
+
+    /// Sends `message` to every connection of `org`, concurrently; forgets connections that
+    /// are gone; logs what failed.
+    pub async fn deliver(&self, org: &OrgId, message: &str) -> Report {
+        let mut report = Report::default();
+        let ids = match self.connections.of_org(org).await {
+            Ok(ids) => ids,
+            Err(err) => {
+                tracing::warn!(org = %org, error = %err, "live update not sent: connections unreadable");
+                report.failed = 1;
+                return report;
+            }
+        };
+        let mut sends = tokio::task::JoinSet::new();
+        for id in ids {
+            let (pusher, message) = (self.pusher.clone(), message.to_owned());
+            sends.spawn(async move {
+                let delivery = pusher.post(&id, &message).await;
+                (id, delivery)
+            });
+        }
+        while let Some(sent) = sends.join_next().await {
+            let Ok((id, delivery)) = sent else {
+                report.failed += 1;
+                continue;
+            };
+            match delivery {
+                Delivery::Delivered => report.delivered += 1,
+                Delivery::Gone => {
+                    report.gone += 1;
+                    if let Err(err) = self.connections.remove(&id).await {
+                        tracing::warn!(org = %org, connection = %id, error = %err, "gone connection not removed");
+                    }
+                }
+                Delivery::Failed(err) => {
+                    report.failed += 1;
+                    tracing::warn!(org = %org, connection = %id, error = %err, "live update not delivered");
+                }
+            }
+        }
+        report
+    }
+
+    /// Waits (at most `budget`) for the deliveries published so far.
+    pub async fn flush(&self, budget: Duration) {
+        let pending: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.pending));
+        let waited = tokio::time::timeout(budget, async {
+            for task in pending {
+                let _ = task.await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!(
+                budget_ms = budget.as_millis() as u64,
+                "live updates still pending after the flush budget"
+            );
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The message for one stored record: what a dashboard needs to show it, never its payload
+/// (arguments, context, metadata).
+fn update(caller: &Caller, kind: &str, id: Uuid, summary: Value) -> Value {
+    json!({
+        "type": MESSAGE_TYPE,
+        "organization_id": caller.org.as_str(),
+        "user_id": caller.user.as_str(),
+        "kind": kind,
+        "id": id,
+        "metric": summary,
+    })
+}
+
+pub fn command_execution_update(caller: &Caller, metric: &CommandExecution, stored: &Stored) -> Value {
+    update(
+        caller,
+        "command_execution",
+        stored.id,
+        json!({
+            "command_name": metric.command_name,
+            "status": metric.status,
+            "execution_time_ms": metric.execution_time_ms,
+            "timestamp": metric.timestamp.unwrap_or(stored.created_at),
+        }),
+    )
+}
+
+pub fn agent_interaction_update(caller: &Caller, metric: &AgentInteraction, stored: &Stored) -> Value {
+    update(
+        caller,
+        "agent_interaction",
+        stored.id,
+        json!({
+            "agent_name": metric.agent_name,
+            "interaction_type": metric.interaction_type,
+            "input_tokens": metric.input_tokens,
+            "output_tokens": metric.output_tokens,
+            "processing_time_ms": metric.processing_time_ms,
+            "success": metric.success,
+            "timestamp": metric.timestamp.unwrap_or(stored.created_at),
+        }),
+    )
+}
+
+pub fn productivity_update(caller: &Caller, metric: &ProductivityMetric, stored: &Stored) -> Value {
+    update(
+        caller,
+        "productivity_metric",
+        stored.id,
+        json!({
+            "metric_type": metric.metric_type,
+            "value": metric.value,
+            "unit": metric.unit,
+            "period_start": metric.period_start,
+            "period_end": metric.period_end,
+        }),
+    )
+}
+
+fn session_update(caller: &Caller, change: &SessionChange) -> Option<Value> {
+    let SessionChange::Changed(session) = change else {
+        return None;
+    };
+    Some(update(
+        caller,
+        "user_session",
+        session.id,
+        json!({
+            "status": session.status,
+            "session_start": session.session_start,
+            "session_end": session.session_end,
+            "total_duration_ms": session.total_duration_ms,
+            "commands_executed": session.commands_executed,
+        }),
+    ))
+}
+
+/// One message per batch envelope: how many records of each kind it added.
+pub fn batch_update(envelope: &Envelope, new: &[u64; 4]) -> Value {
+    let counts: HashMap<&str, u64> = KINDS.iter().copied().zip(new.iter().copied()).collect();
+    json!({
+        "type": MESSAGE_TYPE,
+        "organization_id": envelope.organization_id.as_str(),
+        "user_id": envelope.user_id.as_str(),
+        "kind": "batch",
+        "id": envelope.batch_id,
+        "metric": { "new": counts },
+    })
+}
+
+/// A [`MetricStore`] that publishes every newly written record after the inner store wrote it.
+pub struct BroadcastingStore {
+    inner: Arc<dyn MetricStore>,
+    live: Arc<Broadcaster>,
+}
+
+impl BroadcastingStore {
+    pub fn new(inner: Arc<dyn MetricStore>, live: Arc<Broadcaster>) -> Self {
+        Self { inner, live }
+    }
+}
+
+#[async_trait]
+impl MetricStore for BroadcastingStore {
+    async fn insert_command_execution(&self, caller: &Caller, metric: &CommandExecution) -> Result<Stored, StoreError> {
+        let stored = self.inner.insert_command_execution(caller, metric).await?;
+        self.live
+            .publish(&caller.org, command_execution_update(caller, metric, &stored));
+        Ok(stored)
+    }
+
+    async fn insert_agent_interaction(&self, caller: &Caller, metric: &AgentInteraction) -> Result<Stored, StoreError> {
+        let stored = self.inner.insert_agent_interaction(caller, metric).await?;
+        self.live
+            .publish(&caller.org, agent_interaction_update(caller, metric, &stored));
+        Ok(stored)
+    }
+
+    async fn insert_productivity_metric(
+        &self,
+        caller: &Caller,
+        metric: &ProductivityMetric,
+    ) -> Result<Stored, StoreError> {
+        let stored = self.inner.insert_productivity_metric(caller, metric).await?;
+        self.live
+            .publish(&caller.org, productivity_update(caller, metric, &stored));
+        Ok(stored)
+    }
+
+    async fn start_session(&self, caller: &Caller, start: &SessionStart) -> Result<Stored, StoreError> {
+        let stored = self.inner.start_session(caller, start).await?;
+        let started = update(caller, "user_session", stored.id, json!({ "status": "active" }));
+        self.live.publish(&caller.org, started);
+        Ok(stored)
+    }
+
+    async fn update_session(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        activity: &SessionActivity,
+    ) -> Result<SessionChange, StoreError> {
+        let change = self.inner.update_session(caller, id, activity).await?;
+        if let Some(message) = session_update(caller, &change) {
+            self.live.publish(&caller.org, message);
+        }
+        Ok(change)
+    }
+
+    async fn end_session(&self, caller: &Caller, end: &SessionEnd) -> Result<SessionChange, StoreError> {
+        let change = self.inner.end_session(caller, end).await?;
+        if let Some(message) = session_update(caller, &change) {
+            self.live.publish(&caller.org, message);
+        }
+        Ok(change)
+    }
+
+    async fn abandon_idle_sessions(&self, idle: Duration) -> Result<u64, StoreError> {
+        self.inner.abandon_idle_sessions(idle).await
+    }
+
+    async fn write_envelope(&self, envelope: &Envelope) -> Result<[u64; 4], StoreError> {
+        let new = self.inner.write_envelope(envelope).await?;
+        // A redelivered envelope adds nothing and says nothing.
+        if new.iter().any(|&n| n > 0) {
+            self.live
+                .publish(&envelope.organization_id, batch_update(envelope, &new));
+        }
+        Ok(new)
+    }
+
+    async fn keep_hook_event(&self, caller: &Caller, event: &KeptHookEvent<'_>) -> Result<HookReceipt, StoreError> {
+        self.inner.keep_hook_event(caller, event).await
+    }
+
+    async fn aggregates(&self, caller: &Caller, query: &SummaryQuery) -> Result<Vec<AggregateRow>, StoreError> {
+        self.inner.aggregates(caller, query).await
+    }
+}
+
+/// Signals the end of each invocation's handler, so the flush can start.
+#[derive(Clone)]
+pub struct AfterResponse {
+    done: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+}
+
+impl AfterResponse {
+    /// Signals the end of the handler when dropped — also when the handler panics, so the
+    /// extension never waits for a signal that will not come.
+    pub fn on_drop(&self) -> Handled {
+        Handled(self.done.clone())
+    }
+}
+
+pub struct Handled(Option<tokio::sync::mpsc::UnboundedSender<()>>);
+
+impl Drop for Handled {
+    fn drop(&mut self) {
+        if let Some(done) = &self.0 {
+            let _ = done.send(());
+        }
+    }
+}
+
+pub type Extension = Pin<Box<dyn Future<Output = Result<(), lambda_extension::Error>> + Send>>;
+
+/// For a Lambda function that publishes live updates: registers an internal extension that,
+/// on every invocation, waits for the handler to finish and then for the pending deliveries
+/// (at most [`FLUSH_BUDGET`]). Lambda returns the response to the caller as soon as the
+/// handler's response is posted, and freezes the container only once the extension is done.
+/// Without live updates, nothing is registered and the extension future never ends.
+pub async fn after_response(
+    live: Option<Arc<Broadcaster>>,
+) -> Result<(AfterResponse, Extension), lambda_extension::Error> {
+    let Some(live) = live else {
+        return Ok((AfterResponse { done: None }, Box::pin(std::future::pending())));
+    };
+    let (done, handled) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let handled = Arc::new(tokio::sync::Mutex::new(handled));
+    let extension = lambda_extension::Extension::new()
+        // Internal extensions receive only INVOKE events.
+        .with_events(&["INVOKE"])
+        .with_events_processor(lambda_extension::service_fn(
+            move |_event: lambda_extension::LambdaEvent| {
+                let (live, handled) = (live.clone(), handled.clone());
+                async move {
+                    handled.lock().await.recv().await;
+                    live.flush(FLUSH_BUDGET).await;
+                    Ok::<(), lambda_extension::Error>(())
+                }
+            },
+        ))
+        .register()
+        .await?;
+    Ok((AfterResponse { done: Some(done) }, Box::pin(extension.run())))
+}
+
+/// Connections kept in memory, for unit tests.
+#[derive(Default)]
+pub struct InMemoryConnections {
+    connections: Mutex<Vec<Connection>>,
+}
+
+impl InMemoryConnections {
+    pub fn all(&self) -> Vec<Connection> {
+        lock(&self.connections).clone()
+    }
+}
+
+#[async_trait]
+impl Connections for InMemoryConnections {
+    async fn add(&self, connection: &Connection) -> Result<(), LiveError> {
+        let mut all = lock(&self.connections);
+        all.retain(|c| c.id != connection.id);
+        all.push(connection.clone());
+        Ok(())
+    }
+
+    async fn remove(&self, connection_id: &str) -> Result<(), LiveError> {
+        lock(&self.connections).retain(|c| c.id != connection_id);
+        Ok(())
+    }
+
+    async fn of_org(&self, org: &OrgId) -> Result<Vec<String>, LiveError> {
+        let now = chrono::Utc::now().timestamp();
+        Ok(lock(&self.connections)
+            .iter()
+            .filter(|c| &c.org == org && c.expires_at > now)
+            .map(|c| c.id.clone())
+            .collect())
+    }
+}
+
+/// A pusher that records what it was asked to send; connections in `gone` answer
+/// [`Delivery::Gone`], those in `failing` [`Delivery::Failed`].
+#[derive(Default)]
+pub struct RecordingPusher {
+    pub sent: Mutex<Vec<(String, Value)>>,
+    pub gone: Mutex<Vec<String>>,
+    pub failing: Mutex<Vec<String>>,
+}
+
+impl RecordingPusher {
+    pub fn sent(&self) -> Vec<(String, Value)> {
+        lock(&self.sent).clone()
+    }
+}
+
+#[async_trait]
+impl Pusher for RecordingPusher {
+    async fn post(&self, connection_id: &str, message: &str) -> Delivery {
+        if lock(&self.gone).iter().any(|id| id == connection_id) {
+            return Delivery::Gone;
+        }
+        if lock(&self.failing).iter().any(|id| id == connection_id) {
+            return Delivery::Failed("connection refused".into());
+        }
+        let message = serde_json::from_str(message).unwrap_or(Value::Null);
+        lock(&self.sent).push((connection_id.to_owned(), message));
+        Delivery::Delivered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::batch::{Metrics, Source};
+    use crate::store::InMemoryStore;
+
+    use super::*;
+
+    fn caller(org: &str, user: &str) -> Caller {
+        Caller {
+            org: OrgId::parse(org).unwrap(),
+            user: UserId::parse(user).unwrap(),
+        }
+    }
+
+    async fn connected(connections: &InMemoryConnections, id: &str, org: &str) {
+        connections
+            .add(&Connection::opened_now(id, &caller(org, "viewer")))
+            .await
+            .unwrap();
+    }
+
+    fn command() -> CommandExecution {
+        let body = json!({"command_name": "cargo-test", "execution_time_ms": 12.5, "status": "success",
+                          "command_args": {"token": "never pushed"}});
+        CommandExecution::from_json(&body, "").unwrap().with_id()
+    }
+
+    struct Live {
+        connections: Arc<InMemoryConnections>,
+        pusher: Arc<RecordingPusher>,
+        broadcaster: Arc<Broadcaster>,
+    }
+
+    fn live() -> Live {
+        let connections = Arc::new(InMemoryConnections::default());
+        let pusher = Arc::new(RecordingPusher::default());
+        let broadcaster = Broadcaster::new(connections.clone(), pusher.clone());
+        Live {
+            connections,
+            pusher,
+            broadcaster,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_reaches_every_connection_of_its_organization_and_no_other() {
+        // GIVEN two connections of acme and one of globex
+        let live = live();
+        connected(&live.connections, "a1", "acme").await;
+        connected(&live.connections, "a2", "acme").await;
+        connected(&live.connections, "g1", "globex").await;
+        // WHEN acme's message is delivered
+        let report = live
+            .broadcaster
+            .deliver(&OrgId::parse("acme").unwrap(), "{\"n\":1}")
+            .await;
+        // THEN only acme's connections received it
+        assert_eq!(
+            report,
+            Report {
+                delivered: 2,
+                gone: 0,
+                failed: 0
+            }
+        );
+        let mut receivers: Vec<String> = live.pusher.sent().into_iter().map(|(id, _)| id).collect();
+        receivers.sort();
+        assert_eq!(receivers, ["a1", "a2"]);
+    }
+
+    #[tokio::test]
+    async fn gone_connections_are_forgotten_and_failures_do_not_stop_the_others() {
+        let live = live();
+        for id in ["gone", "failing", "open"] {
+            connected(&live.connections, id, "acme").await;
+        }
+        live.pusher.gone.lock().unwrap().push("gone".into());
+        live.pusher.failing.lock().unwrap().push("failing".into());
+        let report = live.broadcaster.deliver(&OrgId::parse("acme").unwrap(), "{}").await;
+        assert_eq!(
+            report,
+            Report {
+                delivered: 1,
+                gone: 1,
+                failed: 1
+            }
+        );
+        let left: Vec<String> = live.connections.all().into_iter().map(|c| c.id).collect();
+        assert_eq!(left, ["failing", "open"]);
+    }
+
+    #[tokio::test]
+    async fn expired_connections_receive_nothing() {
+        let live = live();
+        let mut old = Connection::opened_now("old", &caller("acme", "viewer"));
+        old.expires_at = chrono::Utc::now().timestamp() - 1;
+        live.connections.add(&old).await.unwrap();
+        let report = live.broadcaster.deliver(&old.org, "{}").await;
+        assert_eq!(report, Report::default());
+    }
+
+    #[tokio::test]
+    async fn a_stored_metric_is_published_compactly_once_written() {
+        // GIVEN a store that broadcasts, and a viewer of acme
+        let live = live();
+        connected(&live.connections, "a1", "acme").await;
+        let store = BroadcastingStore::new(Arc::new(InMemoryStore::new()), live.broadcaster.clone());
+        // WHEN alice's command is stored and the pending pushes are flushed
+        let metric = command();
+        let stored = store
+            .insert_command_execution(&caller("acme", "alice"), &metric)
+            .await
+            .unwrap();
+        live.broadcaster.flush(Duration::from_secs(5)).await;
+        // THEN the viewer got one metric_update naming it, without its arguments
+        let sent = live.pusher.sent();
+        assert_eq!(sent.len(), 1);
+        let message = &sent[0].1;
+        assert_eq!(message["type"], MESSAGE_TYPE);
+        assert_eq!(message["kind"], "command_execution");
+        assert_eq!(message["organization_id"], "acme");
+        assert_eq!(message["user_id"], "alice");
+        assert_eq!(message["id"], json!(stored.id));
+        assert_eq!(message["metric"]["command_name"], "cargo-test");
+        assert_eq!(message["metric"]["status"], "success");
+        assert!(!message.to_string().contains("never pushed"));
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_one_message_and_a_redelivered_one_none() {
+        let live = live();
+        connected(&live.connections, "a1", "acme").await;
+        let store = BroadcastingStore::new(Arc::new(InMemoryStore::new()), live.broadcaster.clone());
+        let body = json!({"command_executions": [
+            {"command_name": "a", "execution_time_ms": 1, "status": "success"},
+            {"command_name": "b", "execution_time_ms": 2, "status": "error"}]});
+        let envelope = Envelope::new(
+            &caller("acme", "alice"),
+            Source::Import,
+            Metrics::from_request(&body, 20).unwrap(),
+        );
+        store.write_envelope(&envelope).await.unwrap();
+        store.write_envelope(&envelope).await.unwrap();
+        live.broadcaster.flush(Duration::from_secs(5)).await;
+        let sent = live.pusher.sent();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].1["kind"], "batch");
+        assert_eq!(sent[0].1["metric"]["new"]["command_executions"], 2);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_connection_table_never_fails_the_write() {
+        struct Broken;
+        #[async_trait]
+        impl Connections for Broken {
+            async fn add(&self, _: &Connection) -> Result<(), LiveError> {
+                Err(LiveError("down".into()))
+            }
+            async fn remove(&self, _: &str) -> Result<(), LiveError> {
+                Err(LiveError("down".into()))
+            }
+            async fn of_org(&self, _: &OrgId) -> Result<Vec<String>, LiveError> {
+                Err(LiveError("down".into()))
+            }
+        }
+        let broadcaster = Broadcaster::new(Arc::new(Broken), Arc::new(RecordingPusher::default()));
+        let inner = Arc::new(InMemoryStore::new());
+        let store = BroadcastingStore::new(inner.clone(), broadcaster.clone());
+        let stored = store
+            .insert_command_execution(&caller("acme", "alice"), &command())
+            .await;
+        assert!(stored.is_ok());
+        broadcaster.flush(Duration::from_secs(5)).await;
+        assert_eq!(inner.command_executions(&OrgId::parse("acme").unwrap()).len(), 1);
+        let report = broadcaster.deliver(&OrgId::parse("acme").unwrap(), "{}").await;
+        assert_eq!(report.failed, 1);
+    }
+
+    #[test]
+    fn the_end_of_a_handler_is_signalled_even_when_it_panics() {
+        let (done, mut handled) = tokio::sync::mpsc::unbounded_channel();
+        let after = AfterResponse { done: Some(done) };
+        drop(after.on_drop());
+        assert!(handled.try_recv().is_ok());
+        let panicked = std::panic::catch_unwind(|| {
+            let _handled = after.on_drop();
+            panic!("handler bug");
+        });
+        assert!(panicked.is_err());
+        assert!(handled.try_recv().is_ok(), "the flush is not left waiting");
+        assert!(handled.try_recv().is_err(), "one signal per invocation");
+    }
+
+    #[test]
+    fn live_updates_need_both_settings_or_neither() {
+        let config = |pairs: &[(&str, &str)]| LiveConfig::from_env(&Env::from_pairs(pairs.iter().copied()));
+        assert_eq!(config(&[]).unwrap(), None);
+        let table_only = config(&[("CONNECTIONS_TABLE_NAME", "c")]).unwrap_err();
+        assert!(table_only.to_string().contains("LIVE_UPDATES_ENDPOINT"), "{table_only}");
+        let endpoint_only = config(&[("LIVE_UPDATES_ENDPOINT", "https://x")]).unwrap_err();
+        assert!(
+            endpoint_only.to_string().contains("CONNECTIONS_TABLE_NAME"),
+            "{endpoint_only}"
+        );
+        assert!(config(&[("CONNECTIONS_TABLE_NAME", "c"), ("LIVE_UPDATES_ENDPOINT", "wss://x")]).is_err());
+        let both = config(&[
+            ("CONNECTIONS_TABLE_NAME", "c"),
+            ("LIVE_UPDATES_ENDPOINT", "https://x/dev"),
+        ])
+        .unwrap();
+        assert_eq!(both.unwrap().endpoint, "https://x/dev");
+    }
+}

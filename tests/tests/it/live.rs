@@ -1,0 +1,273 @@
+//! Live updates over the local front's WebSocket API, with the functions' own pusher calling the
+//! front's management API, and the connections table in moto.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use futures_util::StreamExt;
+use integration_tests::{TestApp, dynamo, free_port, fresh_connections_table, http, spec_command_example, token};
+use serde_json::{Value, json};
+use shared::ids::{Caller, OrgId, UserId};
+use shared::live::{Connection, Connections, DynamoConnections};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+type Socket = WebSocketStream<TcpStream>;
+
+/// The bound: an update arrives within a second of the write.
+const WITHIN: Duration = Duration::from_secs(1);
+
+async fn open(addr: SocketAddr, query: &str) -> Result<Socket, tungstenite::Error> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let url = format!("ws://{addr}/live{query}");
+    tokio_tungstenite::client_async(url, stream)
+        .await
+        .map(|(socket, _)| socket)
+}
+
+async fn viewer(addr: SocketAddr, org: &str) -> Socket {
+    open(addr, &format!("?token={}", token(org, "viewer")))
+        .await
+        .expect("handshake")
+}
+
+/// The next `metric_update`, or `None` when none comes within `wait`.
+async fn next_update(socket: &mut Socket, wait: Duration) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(wait, socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return Some(serde_json::from_str(&text).expect("JSON message")),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+async fn post(addr: SocketAddr, org: &str, path: &str, body: &Value) -> Value {
+    let (status, _, answer) = http(
+        addr,
+        "POST",
+        path,
+        Some(&token(org, "alice")),
+        "application/json",
+        &body.to_string(),
+    )
+    .await;
+    assert!(status == 201 || status == 202, "{path}: {status} {answer}");
+    answer
+}
+
+async fn connection_items(table: &str) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+    let scan = dynamo().await.scan().table_name(table).send().await.unwrap();
+    scan.items.unwrap_or_default()
+}
+
+fn table_of(app: &TestApp) -> String {
+    app.connections_table.clone().expect("a live test app")
+}
+
+async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..50 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn each_organization_receives_only_its_own_updates_within_a_second() {
+    // GIVEN a dashboard of acme and one of globex
+    let (app, addr) = TestApp::spawn_live(&[]).await;
+    let mut acme = viewer(addr, "acme").await;
+    let mut globex = viewer(addr, "globex").await;
+
+    // WHEN acme stores a command execution THEN acme's dashboard shows it, globex's does not
+    let stored = post(
+        addr,
+        "acme",
+        "/api/v1/metrics/command-execution",
+        &spec_command_example(),
+    )
+    .await;
+    let update = next_update(&mut acme, WITHIN)
+        .await
+        .expect("acme's update within a second");
+    assert_eq!(update["type"], "metric_update");
+    assert_eq!(update["kind"], "command_execution");
+    assert_eq!(update["organization_id"], "acme");
+    assert_eq!(update["id"], stored["data"]["id"]);
+    assert_eq!(update["metric"]["command_name"], "claude_code_generate");
+    assert!(
+        update["metric"].get("command_args").is_none(),
+        "payloads stay out: {update}"
+    );
+
+    // WHEN globex stores an agent interaction THEN only globex's dashboard shows it
+    let agent = json!({"agent_name": "code-reviewer", "interaction_type": "delegation", "input_tokens": 120,
+                       "output_tokens": 480, "processing_time_ms": 900, "success": true});
+    let stored = post(addr, "globex", "/api/v1/metrics/agent-interaction", &agent).await;
+    let update = next_update(&mut globex, WITHIN)
+        .await
+        .expect("globex's update within a second");
+    assert_eq!(update["kind"], "agent_interaction");
+    assert_eq!(update["organization_id"], "globex");
+    assert_eq!(update["id"], stored["data"]["id"]);
+    assert_eq!(update["metric"]["output_tokens"], 480);
+
+    // WHEN globex's batch is written by the worker THEN globex's dashboard hears of it once
+    let batch = json!({"command_executions": [
+        {"command_name": "lint", "execution_time_ms": 10, "status": "success"},
+        {"command_name": "test", "execution_time_ms": 20, "status": "error"}]});
+    post(addr, "globex", "/api/v1/metrics/batch", &batch).await;
+    app.drain().await;
+    let update = next_update(&mut globex, WITHIN).await.expect("globex's batch update");
+    assert_eq!(update["kind"], "batch");
+    assert_eq!(update["metric"]["new"]["command_executions"], 2);
+
+    // THEN nothing else reached either dashboard
+    assert_eq!(next_update(&mut acme, Duration::from_millis(500)).await, None);
+    assert_eq!(next_update(&mut globex, Duration::from_millis(300)).await, None);
+}
+
+#[tokio::test]
+async fn a_handshake_without_a_valid_token_is_refused_and_nothing_is_kept() {
+    let (app, addr) = TestApp::spawn_live(&[]).await;
+    let forged = format!("?token={}x", token("acme", "viewer"));
+    let other_secret = format!(
+        "?token={}",
+        local_front::token::mint("another-secret", "acme", "viewer", 1).unwrap()
+    );
+    for query in ["", "?token=", forged.as_str(), other_secret.as_str()] {
+        match open(addr, query).await {
+            Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401, "{query}"),
+            other => panic!(
+                "{query}: expected a refused handshake, got {:?}",
+                other.map(|_| "a socket")
+            ),
+        }
+    }
+    assert!(connection_items(&table_of(&app)).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_connection_is_kept_under_its_tokens_organization_until_it_closes() {
+    let (app, addr) = TestApp::spawn_live(&[]).await;
+    let table = table_of(&app);
+    let mut socket = viewer(addr, "acme").await;
+
+    let items = connection_items(&table).await;
+    assert_eq!(items.len(), 1);
+    let item = &items[0];
+    assert_eq!(item["org_id"], AttributeValue::S("acme".into()));
+    assert_eq!(item["user_id"], AttributeValue::S("viewer".into()));
+    let AttributeValue::N(expires_at) = &item["expires_at"] else {
+        panic!("expires_at is a number: {item:?}")
+    };
+    let lifetime = expires_at.parse::<i64>().unwrap() - chrono::Utc::now().timestamp();
+    assert!(
+        (7100..=7200).contains(&lifetime),
+        "two hours, as API Gateway: {lifetime}"
+    );
+
+    socket.close(None).await.unwrap();
+    assert!(
+        eventually(async || connection_items(&table).await.is_empty()).await,
+        "$disconnect forgets the connection"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_found_gone_is_forgotten_and_the_write_still_succeeds() {
+    // GIVEN a connection the table remembers but API Gateway no longer has
+    let (app, addr) = TestApp::spawn_live(&[]).await;
+    let table = table_of(&app);
+    let connections = DynamoConnections::new(dynamo().await, &table);
+    let acme = Caller {
+        org: OrgId::parse("acme").unwrap(),
+        user: UserId::parse("viewer").unwrap(),
+    };
+    connections
+        .add(&Connection::opened_now("c3RhbGUtY29ubg==", &acme))
+        .await
+        .unwrap();
+    // WHEN acme stores a metric
+    post(
+        addr,
+        "acme",
+        "/api/v1/metrics/command-execution",
+        &spec_command_example(),
+    )
+    .await;
+    // THEN the write succeeded and the push forgot the gone connection
+    assert_eq!(app.count("acme", "command_executions").await, 1);
+    assert!(
+        eventually(async || connection_items(&table).await.is_empty()).await,
+        "the gone connection is removed"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_management_api_never_fails_or_loses_a_write() {
+    // GIVEN an open connection, but pushes go to a port where nothing listens
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let (app, addr) = TestApp::spawn_live(&[("LIVE_UPDATES_ENDPOINT", nowhere.as_str())]).await;
+    let mut socket = viewer(addr, "acme").await;
+    // WHEN metrics are stored
+    for _ in 0..3 {
+        post(
+            addr,
+            "acme",
+            "/api/v1/metrics/command-execution",
+            &spec_command_example(),
+        )
+        .await;
+    }
+    // THEN every write was acknowledged and stored; the push failed quietly and the
+    // connection is kept (it is not known to be gone)
+    assert_eq!(app.count("acme", "command_executions").await, 3);
+    assert_eq!(next_update(&mut socket, Duration::from_millis(300)).await, None);
+    assert_eq!(connection_items(&table_of(&app)).await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_connections_table_finds_an_organizations_open_connections() {
+    let table = fresh_connections_table().await;
+    let connections = DynamoConnections::new(dynamo().await, &table);
+    let caller = |org: &str| Caller {
+        org: OrgId::parse(org).unwrap(),
+        user: UserId::parse("viewer").unwrap(),
+    };
+    for (id, org) in [("a1", "acme"), ("a2", "acme"), ("g1", "globex")] {
+        connections
+            .add(&Connection::opened_now(id, &caller(org)))
+            .await
+            .unwrap();
+    }
+    let mut expired = Connection::opened_now("a0", &caller("acme"));
+    expired.expires_at = chrono::Utc::now().timestamp() - 60;
+    connections.add(&expired).await.unwrap();
+
+    let acme = OrgId::parse("acme").unwrap();
+    let mut found = connections.of_org(&acme).await.unwrap();
+    found.sort();
+    assert_eq!(
+        found,
+        ["a1", "a2"],
+        "expired connections are skipped before TTL deletes them"
+    );
+    connections.remove("a1").await.unwrap();
+    assert_eq!(connections.of_org(&acme).await.unwrap(), ["a2"]);
+
+    let ttl = dynamo()
+        .await
+        .describe_time_to_live()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
+    let ttl = ttl.time_to_live_description.unwrap();
+    assert_eq!(ttl.attribute_name.as_deref(), Some("expires_at"));
+}
