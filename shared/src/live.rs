@@ -463,15 +463,19 @@ impl BroadcastingStore {
 impl MetricStore for BroadcastingStore {
     async fn insert_command_execution(&self, caller: &Caller, metric: &CommandExecution) -> Result<Stored, StoreError> {
         let stored = self.inner.insert_command_execution(caller, metric).await?;
-        self.live
-            .publish(&caller.org, command_execution_update(caller, metric, &stored));
+        if stored.new {
+            self.live
+                .publish(&caller.org, command_execution_update(caller, metric, &stored));
+        }
         Ok(stored)
     }
 
     async fn insert_agent_interaction(&self, caller: &Caller, metric: &AgentInteraction) -> Result<Stored, StoreError> {
         let stored = self.inner.insert_agent_interaction(caller, metric).await?;
-        self.live
-            .publish(&caller.org, agent_interaction_update(caller, metric, &stored));
+        if stored.new {
+            self.live
+                .publish(&caller.org, agent_interaction_update(caller, metric, &stored));
+        }
         Ok(stored)
     }
 
@@ -488,8 +492,10 @@ impl MetricStore for BroadcastingStore {
 
     async fn start_session(&self, caller: &Caller, start: &SessionStart) -> Result<Stored, StoreError> {
         let stored = self.inner.start_session(caller, start).await?;
-        let started = update(caller, "user_session", stored.id, json!({ "status": "active" }));
-        self.live.publish(&caller.org, started);
+        if stored.new {
+            let started = update(caller, "user_session", stored.id, json!({ "status": "active" }));
+            self.live.publish(&caller.org, started);
+        }
         Ok(stored)
     }
 

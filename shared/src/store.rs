@@ -25,6 +25,9 @@ use serde_json::Value;
 pub struct Stored {
     pub id: Uuid,
     pub created_at: DateTime<Utc>,
+    /// Written by this call (false when the id was stored already).
+    #[serde(skip)]
+    pub new: bool,
 }
 
 /// A Claude Code hook event to keep: its deterministic id, where it belongs, and its payload
@@ -253,11 +256,15 @@ fn own(owners: &mut HashMap<Uuid, UserId>, id: Option<Uuid>, user: &UserId) {
 fn insert_once<T: Clone>(rows: &mut Vec<(T, Stored)>, id: Option<Uuid>, metric: &T) -> Result<Stored, StoreError> {
     let id = id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
     if let Some((_, stored)) = rows.iter().find(|(_, stored)| stored.id == id) {
-        return Ok(stored.clone());
+        return Ok(Stored {
+            new: false,
+            ..stored.clone()
+        });
     }
     let stored = Stored {
         id,
         created_at: Utc::now(),
+        new: true,
     };
     rows.push((metric.clone(), stored.clone()));
     Ok(stored)
@@ -315,6 +322,7 @@ impl MetricStore for InMemoryStore {
             return Ok(Stored {
                 id,
                 created_at: existing.updated_at,
+                new: false,
             });
         }
         let now = Utc::now();
@@ -333,7 +341,11 @@ impl MetricStore for InMemoryStore {
                 updated_at: now,
             },
         ));
-        Ok(Stored { id, created_at: now })
+        Ok(Stored {
+            id,
+            created_at: now,
+            new: true,
+        })
     }
 
     async fn update_session(

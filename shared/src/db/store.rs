@@ -511,13 +511,14 @@ impl PgStore {
         statement: impl Fn(&TenantSql) -> &InsertSql,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Stored, StoreError> {
-        let rows = with_client!(&self.db, |client| {
+        let (rows, new) = with_client!(&self.db, |client| {
             self.insert_on(&mut client, org, &statement, params).await
         })?;
         rows.first()
             .map(|row| Stored {
                 id: row.get(0),
                 created_at: row.get(1),
+                new,
             })
             .ok_or_else(|| StoreError::Internal("insert returned no row".into()))
     }
@@ -528,15 +529,15 @@ impl PgStore {
         org: &OrgId,
         statement: &impl Fn(&TenantSql) -> &InsertSql,
         params: &[(&(dyn ToSql + Sync), Type)],
-    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    ) -> Result<(Vec<tokio_postgres::Row>, bool), tokio_postgres::Error> {
         let tenant = self.tenant(client, org).await?;
         let sql = statement(&tenant);
         let rows = client.query_typed(&sql.insert, params).await?;
         if !rows.is_empty() {
-            return Ok(rows);
+            return Ok((rows, true));
         }
-        // A concurrent insert of the same id committed after our snapshot: read it now.
-        client.query_typed(&sql.select_existing, &params[..1]).await
+        // Stored already (perhaps by a concurrent insert that committed after our snapshot).
+        Ok((client.query_typed(&sql.select_existing, &params[..1]).await?, false))
     }
 
     /// Runs a statement built by [`session_change`] and interprets its answer.
