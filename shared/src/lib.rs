@@ -23,6 +23,7 @@ pub mod redact;
 pub mod response;
 pub mod sanitize;
 pub mod sessions;
+pub mod signing;
 pub mod store;
 pub mod summary;
 pub mod telemetry;

@@ -12,11 +12,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_credential_types::Credentials;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -25,9 +27,12 @@ use crate::batch::{Envelope, KINDS};
 use crate::config::{ConfigError, Env};
 use crate::ids::{Caller, OrgId, UserId};
 use crate::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
+use crate::ratelimit::dynamo_http::{DynamoError, DynamoHttp};
 use crate::sessions::{SessionActivity, SessionChange, SessionEnd, SessionStart};
+use crate::signing::Signer;
 use crate::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, Stored};
 use crate::summary::{AggregateRow, SummaryQuery};
+use crate::tls::HttpClient;
 
 /// The `type` of every message pushed to a connection.
 pub const MESSAGE_TYPE: &str = "metric_update";
@@ -89,118 +94,161 @@ pub trait Pusher: Send + Sync {
 }
 
 /// The connections table in DynamoDB: `connection_id` is the key, [`ORG_INDEX`] finds an
-/// organization's connections, `expires_at` is the TTL attribute.
+/// organization's connections, `expires_at` is the TTL attribute. Spoken to with the direct
+/// client the rate limiter uses, so no SDK client is built for it.
 pub struct DynamoConnections {
-    client: aws_sdk_dynamodb::Client,
+    dynamo: DynamoHttp,
     table: String,
 }
 
 impl DynamoConnections {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
+    pub fn new(aws: &SdkConfig, table: impl Into<String>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            dynamo: DynamoHttp::new(aws)?,
             table: table.into(),
-        }
+        })
     }
-}
 
-fn dynamo_failed(operation: &str, err: impl std::error::Error) -> LiveError {
-    LiveError(format!(
-        "{operation}: {}",
-        aws_sdk_dynamodb::error::DisplayErrorContext(err)
-    ))
+    async fn call(&self, operation: &str, body: Value) -> Result<Value, LiveError> {
+        self.dynamo.call(operation, &body).await.map_err(|err| match err {
+            DynamoError::Failed(message) => LiveError(message),
+            DynamoError::ConditionFailed { .. } => LiveError(format!("{operation}: condition failed")),
+        })
+    }
 }
 
 #[async_trait]
 impl Connections for DynamoConnections {
     async fn add(&self, connection: &Connection) -> Result<(), LiveError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("connection_id", AttributeValue::S(connection.id.clone()))
-            .item("org_id", AttributeValue::S(connection.org.as_str().to_owned()))
-            .item("user_id", AttributeValue::S(connection.user.as_str().to_owned()))
-            .item("expires_at", AttributeValue::N(connection.expires_at.to_string()))
-            .send()
-            .await
-            .map_err(|e| dynamo_failed("PutItem", e))?;
+        let item = json!({
+            "connection_id": {"S": connection.id},
+            "org_id": {"S": connection.org.as_str()},
+            "user_id": {"S": connection.user.as_str()},
+            "expires_at": {"N": connection.expires_at.to_string()},
+        });
+        self.call("PutItem", json!({"TableName": self.table, "Item": item}))
+            .await?;
         Ok(())
     }
 
     async fn remove(&self, connection_id: &str) -> Result<(), LiveError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .key("connection_id", AttributeValue::S(connection_id.to_owned()))
-            .send()
-            .await
-            .map_err(|e| dynamo_failed("DeleteItem", e))?;
+        let key = json!({"connection_id": {"S": connection_id}});
+        self.call("DeleteItem", json!({"TableName": self.table, "Key": key}))
+            .await?;
         Ok(())
     }
 
     async fn of_org(&self, org: &OrgId) -> Result<Vec<String>, LiveError> {
         // TTL deletes expired items only eventually, so they are filtered out here.
         let now = chrono::Utc::now().timestamp().to_string();
+        let mut query = json!({
+            "TableName": self.table,
+            "IndexName": ORG_INDEX,
+            "KeyConditionExpression": "org_id = :org",
+            "FilterExpression": "expires_at > :now",
+            "ExpressionAttributeValues": {":org": {"S": org.as_str()}, ":now": {"N": now}},
+        });
         let mut ids = Vec::new();
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(ORG_INDEX)
-            .key_condition_expression("org_id = :org")
-            .filter_expression("expires_at > :now")
-            .expression_attribute_values(":org", AttributeValue::S(org.as_str().to_owned()))
-            .expression_attribute_values(":now", AttributeValue::N(now))
-            .into_paginator()
-            .items()
-            .send();
-        while let Some(item) = pages.next().await {
-            let item = item.map_err(|e| dynamo_failed("Query", e))?;
-            if let Some(AttributeValue::S(id)) = item.get("connection_id") {
-                ids.push(id.clone());
+        loop {
+            let page = self.call("Query", query.clone()).await?;
+            let items = page["Items"].as_array().map(Vec::as_slice).unwrap_or_default();
+            ids.extend(
+                items
+                    .iter()
+                    .filter_map(|item| item["connection_id"]["S"].as_str().map(str::to_owned)),
+            );
+            match page.get("LastEvaluatedKey") {
+                Some(key) if !key.is_null() => query["ExclusiveStartKey"] = key.clone(),
+                _ => return Ok(ids),
             }
         }
-        Ok(ids)
     }
 }
 
-/// API Gateway's management API of one WebSocket stage.
+/// API Gateway's management API of one WebSocket stage: `PostToConnection`, signed for
+/// `execute-api`.
 pub struct ManagementApi {
-    client: aws_sdk_apigatewaymanagement::Client,
+    client: HttpClient,
+    /// `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`, without a trailing `/`.
+    endpoint: String,
+    host: String,
+    signer: Signer,
 }
+
+/// A push is never worth holding a container for.
+const PUSH_TIMEOUT: Duration = Duration::from_millis(1500);
 
 impl ManagementApi {
-    /// `endpoint` is `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}` (locally, the
-    /// local front). A push has a short budget: it is never worth holding a container for.
-    pub fn new(aws: &SdkConfig, endpoint: &str) -> Self {
-        let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .operation_timeout(Duration::from_millis(1500))
-            .operation_attempt_timeout(Duration::from_millis(700))
-            .build();
-        let config = aws_sdk_apigatewaymanagement::config::Builder::from(aws)
-            .endpoint_url(endpoint)
-            .timeout_config(timeouts)
-            .build();
-        Self {
-            client: aws_sdk_apigatewaymanagement::Client::from_conf(config),
-        }
+    /// `endpoint` is the stage's management endpoint (locally, the local front).
+    pub fn new(aws: &SdkConfig, endpoint: &str) -> Result<Self, ConfigError> {
+        let uri: http::Uri = endpoint
+            .parse()
+            .map_err(|e| ConfigError::new("LIVE_UPDATES_ENDPOINT", format!("not a URL: {e}")))?;
+        let host = uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .ok_or_else(|| ConfigError::new("LIVE_UPDATES_ENDPOINT", "has no host"))?;
+        Ok(Self {
+            client: crate::tls::http_client("LIVE_UPDATES_ENDPOINT")?,
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            host,
+            signer: Signer::new(aws)?,
+        })
     }
+
+    /// The signed `POST /@connections/{id}` carrying `message`.
+    pub fn signed_request(
+        &self,
+        connection_id: &str,
+        message: &str,
+        credentials: &Credentials,
+        time: SystemTime,
+    ) -> Result<http::Request<Full<Bytes>>, String> {
+        let uri = format!("{}/@connections/{}", self.endpoint, path_segment(connection_id));
+        let mut request = http::Request::post(uri)
+            .header(http::header::HOST, &self.host)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(())
+            .map_err(|e| e.to_string())?;
+        self.signer
+            .sign(&mut request, message.as_bytes(), "execute-api", credentials, time)?;
+        let (parts, ()) = request.into_parts();
+        Ok(http::Request::from_parts(
+            parts,
+            Full::new(Bytes::copy_from_slice(message.as_bytes())),
+        ))
+    }
+
+    async fn send(&self, connection_id: &str, message: &str) -> Result<http::StatusCode, String> {
+        let credentials = self.signer.credentials().await?;
+        let request = self.signed_request(connection_id, message, &credentials, SystemTime::now())?;
+        let response = self.client.request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        // Read the (small) answer so the connection can be reused.
+        let _ = response.into_body().collect().await;
+        Ok(status)
+    }
+}
+
+/// `id` percent-encoded as one path segment (connection ids end in `=`).
+fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[async_trait]
 impl Pusher for ManagementApi {
     async fn post(&self, connection_id: &str, message: &str) -> Delivery {
-        let sent = self
-            .client
-            .post_to_connection()
-            .connection_id(connection_id)
-            .data(aws_sdk_apigatewaymanagement::primitives::Blob::new(message.as_bytes()))
-            .send()
-            .await;
-        match sent {
-            Ok(_) => Delivery::Delivered,
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_gone_exception()) => Delivery::Gone,
-            Err(err) => Delivery::Failed(aws_sdk_apigatewaymanagement::error::DisplayErrorContext(err).to_string()),
+        match tokio::time::timeout(PUSH_TIMEOUT, self.send(connection_id, message)).await {
+            Ok(Ok(status)) if status.is_success() => Delivery::Delivered,
+            Ok(Ok(http::StatusCode::GONE)) => Delivery::Gone,
+            Ok(Ok(status)) => Delivery::Failed(format!("PostToConnection answered {status}")),
+            Ok(Err(err)) => Delivery::Failed(format!("PostToConnection: {err}")),
+            Err(_) => Delivery::Failed(format!("PostToConnection: no answer within {PUSH_TIMEOUT:?}")),
         }
     }
 }
@@ -270,15 +318,13 @@ impl Broadcaster {
     /// The DynamoDB table and the management API named by the environment; `None` when live
     /// updates are not configured.
     pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Option<Arc<Self>>, ConfigError> {
-        Ok(LiveConfig::from_env(env)?.map(|config| {
-            Self::new(
-                Arc::new(DynamoConnections::new(
-                    aws_sdk_dynamodb::Client::new(aws),
-                    config.connections_table,
-                )),
-                Arc::new(ManagementApi::new(aws, &config.endpoint)),
-            )
-        }))
+        let Some(config) = LiveConfig::from_env(env)? else {
+            return Ok(None);
+        };
+        Ok(Some(Self::new(
+            Arc::new(DynamoConnections::new(aws, config.connections_table)?),
+            Arc::new(ManagementApi::new(aws, &config.endpoint)?),
+        )))
     }
 
     /// Sends `update` to the organization's connections in the background.
@@ -857,6 +903,35 @@ mod tests {
         assert!(panicked.is_err());
         assert!(handled.try_recv().is_ok(), "the flush is not left waiting");
         assert!(handled.try_recv().is_err(), "one signal per invocation");
+    }
+
+    #[test]
+    fn pushes_are_signed_for_execute_api_on_the_connections_path() {
+        let sdk = SdkConfig::builder()
+            .region(aws_config::Region::new("eu-west-1"))
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+                Credentials::new("AKIDEXAMPLE", "secret", None, None, "test"),
+            ))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let api = ManagementApi::new(&sdk, "https://abc123.execute-api.eu-west-1.amazonaws.com/dev/").unwrap();
+        let credentials = Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_757_327_400);
+        let request = api
+            .signed_request("L0SM9cOFvHcCIhw=", "{}", &credentials, time)
+            .unwrap();
+        assert_eq!(request.method(), http::Method::POST);
+        assert_eq!(
+            request.uri().to_string(),
+            "https://abc123.execute-api.eu-west-1.amazonaws.com/dev/@connections/L0SM9cOFvHcCIhw%3D"
+        );
+        let authorization = request.headers()["authorization"].to_str().unwrap();
+        assert!(
+            authorization
+                .starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20250908/eu-west-1/execute-api/aws4_request"),
+            "{authorization}"
+        );
+        assert_eq!(request.headers()["host"], "abc123.execute-api.eu-west-1.amazonaws.com");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The one TLS client configuration of the service (PostgreSQL and the direct DynamoDB client):
+//! The one TLS client configuration of the service (PostgreSQL and the direct AWS clients):
 //! rustls on aws-lc-rs, trusting the compiled-in public roots (no certificate files read at
 //! start-up) plus any extra PEM certificates given.
 

@@ -25,10 +25,7 @@ impl FromEnv for LiveConnection {
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             auth: Authenticator::new(&AuthConfig::from_env(env)?)?,
-            connections: Arc::new(DynamoConnections::new(
-                aws_sdk_dynamodb::Client::new(aws),
-                env.required("CONNECTIONS_TABLE_NAME")?,
-            )),
+            connections: Arc::new(DynamoConnections::new(aws, env.required("CONNECTIONS_TABLE_NAME")?)?),
         })
     }
 }

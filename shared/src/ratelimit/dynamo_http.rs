@@ -4,23 +4,17 @@
 //! this path is on every request, so it speaks the protocol directly. Everything else (table
 //! provisioning, health) keeps using the SDK.
 
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::Value;
 
 use crate::config::ConfigError;
+use crate::signing::Signer;
 use crate::tls::HttpClient;
-
-/// Credentials are refreshed this long before they expire.
-const CREDENTIAL_MARGIN: Duration = Duration::from_secs(300);
 
 #[derive(Debug)]
 pub enum DynamoError {
@@ -34,24 +28,19 @@ pub struct DynamoHttp {
     client: HttpClient,
     endpoint: http::Uri,
     host: String,
-    region: String,
-    credentials: SharedCredentialsProvider,
-    cached: Mutex<Option<(Credentials, Option<SystemTime>)>>,
+    signer: Signer,
 }
 
 impl DynamoHttp {
     /// Endpoint, region and credentials as the SDK would find them (`AWS_ENDPOINT_URL_DYNAMODB`,
     /// `AWS_ENDPOINT_URL`, `AWS_REGION`, the default credential chain).
     pub fn new(sdk: &SdkConfig) -> Result<Self, ConfigError> {
-        let region = sdk
-            .region()
-            .map(|r| r.as_ref().to_owned())
-            .ok_or_else(|| ConfigError::new("AWS_REGION", "is required but not set"))?;
+        let signer = Signer::new(sdk)?;
         let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
             .ok()
             .filter(|e| !e.is_empty())
             .or_else(|| sdk.endpoint_url().map(str::to_owned))
-            .unwrap_or_else(|| default_endpoint(&region));
+            .unwrap_or_else(|| default_endpoint(signer.region()));
         let endpoint: http::Uri = endpoint
             .parse()
             .map_err(|e| ConfigError::new("AWS_ENDPOINT_URL", format!("not a URL: {e}")))?;
@@ -59,23 +48,18 @@ impl DynamoHttp {
             .authority()
             .map(|a| a.as_str().to_owned())
             .ok_or_else(|| ConfigError::new("AWS_ENDPOINT_URL", "has no host"))?;
-        let credentials = sdk
-            .credentials_provider()
-            .ok_or_else(|| ConfigError::new("AWS_ACCESS_KEY_ID", "no AWS credentials are configured"))?;
         Ok(Self {
             client: crate::tls::http_client("AWS_ENDPOINT_URL")?,
             endpoint,
             host,
-            region,
-            credentials,
-            cached: Mutex::new(None),
+            signer,
         })
     }
 
     /// Calls `DynamoDB_20120810.<operation>` with `body`; answers the response document.
     pub async fn call(&self, operation: &str, body: &Value) -> Result<Value, DynamoError> {
         let payload = serde_json::to_vec(body).map_err(|e| DynamoError::Failed(e.to_string()))?;
-        let credentials = self.credentials().await?;
+        let credentials = self.signer.credentials().await.map_err(DynamoError::Failed)?;
         let request = self.signed_request(operation, payload, &credentials, SystemTime::now())?;
         let response = self
             .client
@@ -126,43 +110,11 @@ impl DynamoHttp {
             .header("x-amz-target", format!("DynamoDB_20120810.{operation}"))
             .body(())
             .map_err(|e| failed(&e))?;
-        let identity = credentials.clone().into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("dynamodb")
-            .time(time)
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| failed(&e))?
-            .into();
-        let uri = self.endpoint.to_string();
-        let headers: Vec<(&str, &str)> = request
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
-            .collect();
-        let signable = SignableRequest::new("POST", &uri, headers.into_iter(), SignableBody::Bytes(&payload))
+        self.signer
+            .sign(&mut request, &payload, "dynamodb", credentials, time)
             .map_err(|e| failed(&e))?;
-        let (instructions, _) = sign(signable, &params).map_err(|e| failed(&e))?.into_parts();
-        instructions.apply_to_request_http1x(&mut request);
         let (parts, ()) = request.into_parts();
         Ok(http::Request::from_parts(parts, Full::new(Bytes::from(payload))))
-    }
-
-    async fn credentials(&self) -> Result<Credentials, DynamoError> {
-        if let Some((credentials, expiry)) = lock(&self.cached).as_ref()
-            && expiry.is_none_or(|at| at > SystemTime::now() + CREDENTIAL_MARGIN)
-        {
-            return Ok(credentials.clone());
-        }
-        let fresh = self
-            .credentials
-            .provide_credentials()
-            .await
-            .map_err(|e| DynamoError::Failed(format!("credentials: {e}")))?;
-        *lock(&self.cached) = Some((fresh.clone(), fresh.expiry()));
-        Ok(fresh)
     }
 }
 
@@ -176,12 +128,12 @@ fn default_endpoint(region: &str) -> String {
     format!("https://dynamodb.{region}.{suffix}")
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use aws_credential_types::provider::SharedCredentialsProvider;
+
     use super::*;
 
     fn client(endpoint: &str) -> DynamoHttp {

@@ -184,7 +184,7 @@ async fn a_connection_found_gone_is_forgotten_and_the_write_still_succeeds() {
     // GIVEN a connection the table remembers but API Gateway no longer has
     let (app, addr) = TestApp::spawn_live(&[]).await;
     let table = table_of(&app);
-    let connections = DynamoConnections::new(dynamo().await, &table);
+    let connections = DynamoConnections::new(&shared::app::aws_config().await, &table).unwrap();
     let acme = Caller {
         org: OrgId::parse("acme").unwrap(),
         user: UserId::parse("viewer").unwrap(),
@@ -235,7 +235,7 @@ async fn an_unreachable_management_api_never_fails_or_loses_a_write() {
 #[tokio::test]
 async fn the_connections_table_finds_an_organizations_open_connections() {
     let table = fresh_connections_table().await;
-    let connections = DynamoConnections::new(dynamo().await, &table);
+    let connections = DynamoConnections::new(&shared::app::aws_config().await, &table).unwrap();
     let caller = |org: &str| Caller {
         org: OrgId::parse(org).unwrap(),
         user: UserId::parse("viewer").unwrap(),

@@ -139,6 +139,17 @@ async fn setup() -> Stack {
     local_front::provision::ensure_connections_table(&aws_sdk_dynamodb::Client::new(&aws), &connections_table)
         .await
         .expect("connections table");
+    // One dashboard of the fixtures' organization, so that the writers' pushes are real.
+    let demo = Caller {
+        org: OrgId::parse("demo").expect("org"),
+        user: UserId::parse("dashboard").expect("user"),
+    };
+    shared::live::Connections::add(
+        &shared::live::DynamoConnections::new(&aws, &connections_table).expect("connections"),
+        &shared::live::Connection::opened_now("bench-dashboard=", &demo),
+    )
+    .await
+    .expect("connection");
     let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
     let queue_url = format!("{endpoint}/123456789012/bench-{}", Uuid::new_v4().simple());
     let dead_letter_url =
@@ -762,10 +773,12 @@ async fn functions(stack: &Stack, results: &mut serde_json::Map<String, Value>) 
         api.wait_for(invocations).await;
         let peak_kb = child.id().and_then(peak_rss_kb).unwrap_or(0);
         let _ = child.kill().await;
+        let (flushes, pushes) = (api.extension_done(), api.pushes());
         let zip = std::path::Path::new(&zip_dir).join(&name).join("bootstrap.zip");
         let zip_bytes = std::fs::metadata(&zip).map(|m| m.len()).ok();
         eprintln!(
-            "  {name:<18} start-up {startup:>6.1} ms (median of {STARTS})  peak RSS {:>6.1} MB  {} invocations ({} errors)",
+            "  {name:<18} start-up {startup:>6.1} ms (median of {STARTS})  peak RSS {:>6.1} MB  {} invocations ({} errors), \
+             {flushes} extension flushes, {pushes} live pushes",
             peak_kb as f64 / 1024.0,
             api.responses(),
             api.errors().len()
@@ -778,6 +791,8 @@ async fn functions(stack: &Stack, results: &mut serde_json::Map<String, Value>) 
                 "peak_rss_mb": round3(peak_kb as f64 / 1024.0),
                 "invocations": invocations,
                 "errors": api.errors().len(),
+                "extension_flushes": flushes,
+                "live_pushes": pushes,
                 "arm64_zip_bytes": zip_bytes,
             }),
         );
@@ -808,13 +823,28 @@ fn launch(binary: &std::path::Path, name: &str, addr: std::net::SocketAddr, stac
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
-    // Only the connection function gets the table: live pushes from the writers need the
-    // Extensions API, which this Runtime API stand-in does not serve.
-    if name == "live-connection" {
+    // Live updates on, as deployed: the writers push to the fixtures' organization's dashboard
+    // through the Runtime API stand-in, which also plays the management API.
+    if name == "live-connection" || LIVE_WRITERS.contains(&name) {
         command.env("CONNECTIONS_TABLE_NAME", &stack.connections_table);
+    }
+    if LIVE_WRITERS.contains(&name) {
+        command.env("LIVE_UPDATES_ENDPOINT", format!("http://{addr}"));
     }
     command
 }
+
+/// The functions that store metrics, and so push live updates.
+const LIVE_WRITERS: &[&str] = &[
+    "command-execution",
+    "agent-interaction",
+    "productivity",
+    "session-start",
+    "session-update",
+    "session-end",
+    "claude-code-hook",
+    "batch-worker",
+];
 
 fn peak_rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

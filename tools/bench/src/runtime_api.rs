@@ -1,5 +1,8 @@
 //! A minimal Lambda Runtime API, enough to run a function's release binary as Lambda would:
 //! hand it events one at a time, collect its responses, and note when it first asks for work.
+//! It also serves the Extensions API as Lambda does for an internal extension (an `INVOKE`
+//! event per invocation, and the next event only once the extension is done with the last),
+//! and answers `POST /@connections/{id}` as API Gateway's management API, counting the pushes.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -18,6 +21,14 @@ struct State {
     first_poll: Option<Instant>,
     responses: usize,
     errors: Vec<String>,
+    extension_registered: bool,
+    /// Invocations dispatched to the runtime, whose INVOKE the extension has not yet received.
+    extension_events: VecDeque<String>,
+    /// Invocations the extension has finished (each `event/next` after the first).
+    extension_done: usize,
+    extension_polls: usize,
+    dispatched: usize,
+    pushes: usize,
 }
 
 #[derive(Clone, Default)]
@@ -25,6 +36,8 @@ pub struct RuntimeApi {
     state: Arc<Mutex<State>>,
     event_ready: Arc<Notify>,
     answered: Arc<Notify>,
+    extension_event: Arc<Notify>,
+    extension_finished: Arc<Notify>,
 }
 
 impl RuntimeApi {
@@ -71,6 +84,15 @@ impl RuntimeApi {
         self.lock().errors.clone()
     }
 
+    /// Invocations an internal extension finished (0 without one).
+    pub fn extension_done(&self) -> usize {
+        self.lock().extension_done
+    }
+
+    pub fn pushes(&self) -> usize {
+        self.lock().pushes
+    }
+
     /// Waits until `count` invocations have been answered (responses or errors).
     pub async fn wait_for(&self, count: usize) {
         loop {
@@ -94,6 +116,23 @@ impl RuntimeApi {
         if path.ends_with("/invocation/next") {
             return self.next().await;
         }
+        if path.ends_with("/extension/register") {
+            self.lock().extension_registered = true;
+            let mut response = hyper::Response::new(Full::new(Bytes::from(
+                r#"{"functionName":"bench","functionVersion":"$LATEST","handler":"bootstrap"}"#,
+            )));
+            response
+                .headers_mut()
+                .insert("lambda-extension-identifier", "bench-extension".parse().expect("id"));
+            return response;
+        }
+        if path.ends_with("/extension/event/next") {
+            return self.extension_next().await;
+        }
+        if path.contains("/@connections/") {
+            self.lock().pushes += 1;
+            return hyper::Response::new(Full::new(Bytes::new()));
+        }
         let body = req
             .into_body()
             .collect()
@@ -115,14 +154,33 @@ impl RuntimeApi {
     }
 
     async fn next(&self) -> hyper::Response<Full<Bytes>> {
+        // Like Lambda: the next event only once the extension is done with the last one.
+        loop {
+            let finished = self.extension_finished.notified();
+            {
+                let state = self.lock();
+                if !state.extension_registered || state.extension_done >= state.dispatched {
+                    break;
+                }
+            }
+            finished.await;
+        }
         loop {
             let ready = self.event_ready.notified();
             let event = {
                 let mut state = self.lock();
                 state.first_poll.get_or_insert_with(Instant::now);
-                state.events.pop_front()
+                let event = state.events.pop_front();
+                if let Some((id, _)) = &event {
+                    state.dispatched += 1;
+                    if state.extension_registered {
+                        state.extension_events.push_back(id.clone());
+                    }
+                }
+                event
             };
             if let Some((id, body)) = event {
+                self.extension_event.notify_one();
                 let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
                 let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
                 let headers = response.headers_mut();
@@ -141,6 +199,36 @@ impl RuntimeApi {
                     "lambda-runtime-trace-id",
                     "Root=1-00000000-000000000000000000000000".parse().expect("trace"),
                 );
+                return response;
+            }
+            ready.await;
+        }
+    }
+
+    async fn extension_next(&self) -> hyper::Response<Full<Bytes>> {
+        {
+            let mut state = self.lock();
+            if state.extension_polls > 0 {
+                state.extension_done += 1;
+            }
+            state.extension_polls += 1;
+        }
+        self.extension_finished.notify_waiters();
+        loop {
+            let ready = self.extension_event.notified();
+            if let Some(id) = self.lock().extension_events.pop_front() {
+                let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
+                let event = serde_json::json!({
+                    "eventType": "INVOKE",
+                    "deadlineMs": deadline,
+                    "requestId": id,
+                    "invokedFunctionArn": "arn:aws:lambda:us-east-1:000000000000:function:bench",
+                    "tracing": {"type": "X-Amzn-Trace-Id", "value": "Root=1-00000000-000000000000000000000000"},
+                });
+                let mut response = hyper::Response::new(Full::new(Bytes::from(event.to_string())));
+                response
+                    .headers_mut()
+                    .insert("lambda-extension-event-identifier", id.parse().expect("id"));
                 return response;
             }
             ready.await;

@@ -1,0 +1,103 @@
+//! SigV4 signing of the service's direct AWS calls (the rate limiter's DynamoDB calls, API
+//! Gateway's management API), with the SDK's own signer, region and credentials. Those calls are
+//! small and frequent, and a full SDK client costs CPU per call and memory per binary.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use aws_config::SdkConfig;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+
+use crate::config::ConfigError;
+
+/// Credentials are refreshed this long before they expire.
+const CREDENTIAL_MARGIN: Duration = Duration::from_secs(300);
+
+pub struct Signer {
+    region: String,
+    credentials: SharedCredentialsProvider,
+    cached: Mutex<Option<(Credentials, Option<SystemTime>)>>,
+}
+
+impl Signer {
+    /// Region and credentials as the SDK finds them (`AWS_REGION`, the default credential chain).
+    pub fn new(sdk: &SdkConfig) -> Result<Self, ConfigError> {
+        let region = sdk
+            .region()
+            .map(|r| r.as_ref().to_owned())
+            .ok_or_else(|| ConfigError::new("AWS_REGION", "is required but not set"))?;
+        let credentials = sdk
+            .credentials_provider()
+            .ok_or_else(|| ConfigError::new("AWS_ACCESS_KEY_ID", "no AWS credentials are configured"))?;
+        Ok(Self {
+            region,
+            credentials,
+            cached: Mutex::new(None),
+        })
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The current credentials, cached until shortly before they expire.
+    pub async fn credentials(&self) -> Result<Credentials, String> {
+        if let Some((credentials, expiry)) = lock(&self.cached).as_ref()
+            && expiry.is_none_or(|at| at > SystemTime::now() + CREDENTIAL_MARGIN)
+        {
+            return Ok(credentials.clone());
+        }
+        let fresh = self
+            .credentials
+            .provide_credentials()
+            .await
+            .map_err(|e| format!("credentials: {e}"))?;
+        *lock(&self.cached) = Some((fresh.clone(), fresh.expiry()));
+        Ok(fresh)
+    }
+
+    /// Adds the SigV4 headers for `service` in this region to `request` (whose headers must
+    /// already include `host`), signing `payload` as its body.
+    pub fn sign(
+        &self,
+        request: &mut http::Request<()>,
+        payload: &[u8],
+        service: &str,
+        credentials: &Credentials,
+        time: SystemTime,
+    ) -> Result<(), String> {
+        let identity = credentials.clone().into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name(service)
+            .time(time)
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| e.to_string())?
+            .into();
+        let uri = request.uri().to_string();
+        let headers: Vec<(&str, &str)> = request
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+            .collect();
+        let signable = SignableRequest::new(
+            request.method().as_str(),
+            &uri,
+            headers.into_iter(),
+            SignableBody::Bytes(payload),
+        )
+        .map_err(|e| e.to_string())?;
+        let (instructions, _) = sign(signable, &params).map_err(|e| e.to_string())?.into_parts();
+        instructions.apply_to_request_http1x(request);
+        Ok(())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
