@@ -46,6 +46,11 @@ macro_rules! fast_allocator {
 }
 pub use error::ApiError;
 
+/// A mutex's guard; a panic elsewhere while it was held leaves data still worth using.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The `main` of a function that serves one HTTP route. A Lambda container handles one event at
 /// a time, so a current-thread runtime serves it with no cross-thread hand-offs. JSON logs, then
 /// the SDK configuration

@@ -26,6 +26,7 @@ use uuid::Uuid;
 use crate::batch::{Envelope, KINDS};
 use crate::config::{ConfigError, Env};
 use crate::ids::{Caller, OrgId, UserId};
+use crate::lock;
 use crate::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::ratelimit::dynamo_http::{DynamoError, DynamoHttp};
 use crate::sessions::{SessionActivity, SessionChange, SessionEnd, SessionStart};
@@ -181,13 +182,7 @@ const PUSH_TIMEOUT: Duration = Duration::from_millis(1500);
 impl ManagementApi {
     /// `endpoint` is the stage's management endpoint (locally, the local front).
     pub fn new(aws: &SdkConfig, endpoint: &str) -> Result<Self, ConfigError> {
-        let uri: http::Uri = endpoint
-            .parse()
-            .map_err(|e| ConfigError::new("LIVE_UPDATES_ENDPOINT", format!("not a URL: {e}")))?;
-        let host = uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .ok_or_else(|| ConfigError::new("LIVE_UPDATES_ENDPOINT", "has no host"))?;
+        let (_, host) = crate::signing::endpoint(endpoint, "LIVE_UPDATES_ENDPOINT")?;
         Ok(Self {
             client: crate::tls::http_client("LIVE_UPDATES_ENDPOINT")?,
             endpoint: endpoint.trim_end_matches('/').to_owned(),
@@ -397,10 +392,6 @@ impl Broadcaster {
             );
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The message for one stored record: what a dashboard needs to show it, never its payload

@@ -12,6 +12,7 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4;
 
 use crate::config::ConfigError;
+use crate::lock;
 
 /// Credentials are refreshed this long before they expire.
 const CREDENTIAL_MARGIN: Duration = Duration::from_secs(300);
@@ -98,6 +99,14 @@ impl Signer {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// `url` parsed, and the `host` header its requests carry; errors name `variable`.
+pub fn endpoint(url: &str, variable: &str) -> Result<(http::Uri, String), ConfigError> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| ConfigError::new(variable, format!("not a URL: {e}")))?;
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .ok_or_else(|| ConfigError::new(variable, "has no host"))?;
+    Ok((uri, host))
 }

@@ -27,6 +27,7 @@ use super::dynamo_http::{DynamoError, DynamoHttp};
 use super::{Limits, OrgSettings, RateLimiter, RateStatus, StoreUnavailable, gcra, now_us};
 use crate::config::{ConfigError, RateLimitConfig};
 use crate::ids::OrgId;
+use crate::lock;
 
 /// Conditional updates tried before giving up under contention (then: refused, never admitted).
 const MAX_ATTEMPTS: usize = 4;
@@ -254,8 +255,4 @@ fn number(n: i64) -> Value {
 /// Epoch seconds after which the item may be deleted: the bucket is full again long before.
 fn expiry(limits: &Limits, now: i64) -> i64 {
     (now + limits.tolerance_us()) / 1_000_000 + EXPIRY_MARGIN_SECONDS
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

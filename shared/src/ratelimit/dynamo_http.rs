@@ -41,13 +41,7 @@ impl DynamoHttp {
             .filter(|e| !e.is_empty())
             .or_else(|| sdk.endpoint_url().map(str::to_owned))
             .unwrap_or_else(|| default_endpoint(signer.region()));
-        let endpoint: http::Uri = endpoint
-            .parse()
-            .map_err(|e| ConfigError::new("AWS_ENDPOINT_URL", format!("not a URL: {e}")))?;
-        let host = endpoint
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .ok_or_else(|| ConfigError::new("AWS_ENDPOINT_URL", "has no host"))?;
+        let (endpoint, host) = crate::signing::endpoint(&endpoint, "AWS_ENDPOINT_URL")?;
         Ok(Self {
             client: crate::tls::http_client("AWS_ENDPOINT_URL")?,
             endpoint,

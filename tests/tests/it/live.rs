@@ -58,6 +58,17 @@ async fn post(addr: SocketAddr, org: &str, path: &str, body: &Value) -> Value {
     answer
 }
 
+async fn post_command(addr: SocketAddr, org: &str) -> Value {
+    post(addr, org, "/api/v1/metrics/command-execution", &spec_command_example()).await
+}
+
+fn viewer_of(org: &str) -> Caller {
+    Caller {
+        org: OrgId::parse(org).unwrap(),
+        user: UserId::parse("viewer").unwrap(),
+    }
+}
+
 async fn connection_items(table: &str) -> Vec<std::collections::HashMap<String, AttributeValue>> {
     let scan = dynamo().await.scan().table_name(table).send().await.unwrap();
     scan.items.unwrap_or_default()
@@ -85,13 +96,7 @@ async fn each_organization_receives_only_its_own_updates_within_a_second() {
     let mut globex = viewer(addr, "globex").await;
 
     // WHEN acme stores a command execution THEN acme's dashboard shows it, globex's does not
-    let stored = post(
-        addr,
-        "acme",
-        "/api/v1/metrics/command-execution",
-        &spec_command_example(),
-    )
-    .await;
+    let stored = post_command(addr, "acme").await;
     let update = next_update(&mut acme, WITHIN)
         .await
         .expect("acme's update within a second");
@@ -185,22 +190,13 @@ async fn a_connection_found_gone_is_forgotten_and_the_write_still_succeeds() {
     let (app, addr) = TestApp::spawn_live(&[]).await;
     let table = table_of(&app);
     let connections = DynamoConnections::new(&shared::app::aws_config().await, &table).unwrap();
-    let acme = Caller {
-        org: OrgId::parse("acme").unwrap(),
-        user: UserId::parse("viewer").unwrap(),
-    };
+    let acme = viewer_of("acme");
     connections
         .add(&Connection::opened_now("c3RhbGUtY29ubg==", &acme))
         .await
         .unwrap();
     // WHEN acme stores a metric
-    post(
-        addr,
-        "acme",
-        "/api/v1/metrics/command-execution",
-        &spec_command_example(),
-    )
-    .await;
+    post_command(addr, "acme").await;
     // THEN the write succeeded and the push forgot the gone connection
     assert_eq!(app.count("acme", "command_executions").await, 1);
     assert!(
@@ -217,13 +213,7 @@ async fn an_unreachable_management_api_never_fails_or_loses_a_write() {
     let mut socket = viewer(addr, "acme").await;
     // WHEN metrics are stored
     for _ in 0..3 {
-        post(
-            addr,
-            "acme",
-            "/api/v1/metrics/command-execution",
-            &spec_command_example(),
-        )
-        .await;
+        post_command(addr, "acme").await;
     }
     // THEN every write was acknowledged and stored; the push failed quietly and the
     // connection is kept (it is not known to be gone)
@@ -236,17 +226,13 @@ async fn an_unreachable_management_api_never_fails_or_loses_a_write() {
 async fn the_connections_table_finds_an_organizations_open_connections() {
     let table = fresh_connections_table().await;
     let connections = DynamoConnections::new(&shared::app::aws_config().await, &table).unwrap();
-    let caller = |org: &str| Caller {
-        org: OrgId::parse(org).unwrap(),
-        user: UserId::parse("viewer").unwrap(),
-    };
     for (id, org) in [("a1", "acme"), ("a2", "acme"), ("g1", "globex")] {
         connections
-            .add(&Connection::opened_now(id, &caller(org)))
+            .add(&Connection::opened_now(id, &viewer_of(org)))
             .await
             .unwrap();
     }
-    let mut expired = Connection::opened_now("a0", &caller("acme"));
+    let mut expired = Connection::opened_now("a0", &viewer_of("acme"));
     expired.expires_at = chrono::Utc::now().timestamp() - 60;
     connections.add(&expired).await.unwrap();
 

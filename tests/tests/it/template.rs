@@ -175,21 +175,15 @@ fn the_websocket_api_sends_connect_and_disconnect_to_the_live_connection_functio
 #[test]
 fn every_function_that_stores_metrics_may_push_live_updates_and_no_other() {
     let doc = template();
-    let writers = [
-        "command-execution",
-        "agent-interaction",
-        "productivity",
-        "session-start",
-        "session-update",
-        "session-end",
-        "claude-code-hook",
-        "batch-worker",
-    ];
     for (name, resource) in functions(&doc).unwrap() {
         let binary = function_binary(resource).unwrap();
         let policies = text(&resource["Properties"]["Policies"]);
         let may_push = policies.contains("execute-api:ManageConnections");
-        assert_eq!(may_push, writers.contains(&binary.as_str()), "{name}: {policies}");
+        assert_eq!(
+            may_push,
+            local_front::LIVE_WRITERS.contains(&binary.as_str()),
+            "{name}: {policies}"
+        );
         if may_push {
             assert!(policies.contains("dynamodb:Query"), "{name} finds connections");
         }

@@ -390,39 +390,12 @@ fn sqs_event(bodies: Vec<String>) -> lambda_runtime::LambdaEvent<aws_lambda_even
 
 /// The same handler behind the local front, over HTTP/1.1 with keep-alive.
 async fn over_http(stack: &Stack, n: &Sizes, results: &mut serde_json::Map<String, Value>) {
-    use http_body_util::{BodyExt, Full};
-    use hyper::body::Bytes;
-    let vars = env_for(stack, &[]);
-    let aws = shared::app::aws_config().await;
-    let front = local_front::Stack::from_env(&env(&vars), &aws).expect("stack");
-    let gateway =
-        local_front::gateway::Gateway::new(local_front::TEMPLATE, local_front::handlers(&front)).expect("gateway");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(Arc::new(gateway).serve(listener));
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(connection);
+    let (addr, mut sender) = serve_front(stack, false).await;
     let token =
         local_front::token::mint(shared::config::LOCAL_DEV_SECRET, "bench-http", "bench-user", 2).expect("token");
-    let body = spec_command().to_string();
     let mut samples = Vec::with_capacity(n.http);
     for i in 0..n.http + 200 {
-        let req = hyper::Request::post("/api/v1/metrics/command-execution")
-            .header("host", addr.to_string())
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.clone())))
-            .expect("request");
-        sender.ready().await.expect("connection ready");
-        let started = Instant::now();
-        let response = sender.send_request(req).await.expect("send");
-        let status = response.status();
-        let _ = response.into_body().collect().await;
-        let elapsed = started.elapsed();
-        assert_eq!(status, 201);
+        let elapsed = post_command(&mut sender, addr, &token).await;
         if i >= 200 {
             samples.push(ms(elapsed));
         }
@@ -825,26 +798,14 @@ fn launch(binary: &std::path::Path, name: &str, addr: std::net::SocketAddr, stac
         .kill_on_drop(true);
     // Live updates on, as deployed: the writers push to the fixtures' organization's dashboard
     // through the Runtime API stand-in, which also plays the management API.
-    if name == "live-connection" || LIVE_WRITERS.contains(&name) {
+    if name == "live-connection" || local_front::LIVE_WRITERS.contains(&name) {
         command.env("CONNECTIONS_TABLE_NAME", &stack.connections_table);
     }
-    if LIVE_WRITERS.contains(&name) {
+    if local_front::LIVE_WRITERS.contains(&name) {
         command.env("LIVE_UPDATES_ENDPOINT", format!("http://{addr}"));
     }
     command
 }
-
-/// The functions that store metrics, and so push live updates.
-const LIVE_WRITERS: &[&str] = &[
-    "command-execution",
-    "agent-interaction",
-    "productivity",
-    "session-start",
-    "session-update",
-    "session-end",
-    "claude-code-hook",
-    "batch-worker",
-];
 
 fn peak_rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -28,6 +28,18 @@ use shared::config::{ConfigError, Env, RequestConfig};
 use shared::health::Health;
 use shared::live::LiveConfig;
 
+/// The functions that store metrics, and so push live updates (and may, in `template.yaml`).
+pub const LIVE_WRITERS: &[&str] = &[
+    "command-execution",
+    "agent-interaction",
+    "productivity",
+    "session-start",
+    "session-update",
+    "session-end",
+    "claude-code-hook",
+    "batch-worker",
+];
+
 /// `template.yaml`, compiled in, so the routes served are the routes deployed.
 pub const TEMPLATE: &str = include_str!("../../../template.yaml");
 
