@@ -13,9 +13,12 @@ if [ -z "${BENCH_SKIP_ZIPS:-}" ]; then
 fi
 
 packages=(--package metrics-bench)
-for manifest in functions/*/Cargo.toml; do
-  packages+=(--package "$(basename "$(dirname "$manifest")")")
-done
+# The functions' own binaries are only needed to measure them (the functions section).
+if [[ ",${BENCH_SECTIONS:-functions}," == *",functions,"* ]]; then
+  for manifest in functions/*/Cargo.toml; do
+    packages+=(--package "$(basename "$(dirname "$manifest")")")
+  done
+fi
 log "building the benchmark and the functions (release, this machine's architecture)"
 cargo build --release --quiet "${packages[@]}"
 
