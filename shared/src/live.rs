@@ -49,6 +49,12 @@ pub const FLUSH_BUDGET: Duration = Duration::from_secs(2);
 #[error("{0}")]
 pub struct LiveError(String);
 
+impl LiveError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
 /// An open WebSocket connection, bound to the organization of the token it opened with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Connection {
@@ -453,6 +459,21 @@ pub fn productivity_update(caller: &Caller, metric: &ProductivityMetric, stored:
     )
 }
 
+fn session_started(caller: &Caller, start: &SessionStart, stored: &Stored) -> Value {
+    update(
+        caller,
+        "user_session",
+        stored.id,
+        json!({
+            "status": "active",
+            "session_start": start.session_start.unwrap_or(stored.created_at),
+            "session_end": null,
+            "total_duration_ms": null,
+            "commands_executed": 0,
+        }),
+    )
+}
+
 fn session_update(caller: &Caller, change: &SessionChange) -> Option<Value> {
     let SessionChange::Changed(session) = change else {
         return None;
@@ -496,23 +517,36 @@ impl BroadcastingStore {
     }
 }
 
+impl BroadcastingStore {
+    /// Publishes `update` when this call wrote `stored` (not for an id stored already).
+    fn publish_new(&self, org: &OrgId, stored: &Stored, update: impl FnOnce() -> Value) {
+        if stored.new {
+            self.live.publish(org, update());
+        }
+    }
+
+    fn publish_change(&self, caller: &Caller, change: &SessionChange) {
+        if let Some(message) = session_update(caller, change) {
+            self.live.publish(&caller.org, message);
+        }
+    }
+}
+
 #[async_trait]
 impl MetricStore for BroadcastingStore {
     async fn insert_command_execution(&self, caller: &Caller, metric: &CommandExecution) -> Result<Stored, StoreError> {
         let stored = self.inner.insert_command_execution(caller, metric).await?;
-        if stored.new {
-            self.live
-                .publish(&caller.org, command_execution_update(caller, metric, &stored));
-        }
+        self.publish_new(&caller.org, &stored, || {
+            command_execution_update(caller, metric, &stored)
+        });
         Ok(stored)
     }
 
     async fn insert_agent_interaction(&self, caller: &Caller, metric: &AgentInteraction) -> Result<Stored, StoreError> {
         let stored = self.inner.insert_agent_interaction(caller, metric).await?;
-        if stored.new {
-            self.live
-                .publish(&caller.org, agent_interaction_update(caller, metric, &stored));
-        }
+        self.publish_new(&caller.org, &stored, || {
+            agent_interaction_update(caller, metric, &stored)
+        });
         Ok(stored)
     }
 
@@ -522,17 +556,13 @@ impl MetricStore for BroadcastingStore {
         metric: &ProductivityMetric,
     ) -> Result<Stored, StoreError> {
         let stored = self.inner.insert_productivity_metric(caller, metric).await?;
-        self.live
-            .publish(&caller.org, productivity_update(caller, metric, &stored));
+        self.publish_new(&caller.org, &stored, || productivity_update(caller, metric, &stored));
         Ok(stored)
     }
 
     async fn start_session(&self, caller: &Caller, start: &SessionStart) -> Result<Stored, StoreError> {
         let stored = self.inner.start_session(caller, start).await?;
-        if stored.new {
-            let started = update(caller, "user_session", stored.id, json!({ "status": "active" }));
-            self.live.publish(&caller.org, started);
-        }
+        self.publish_new(&caller.org, &stored, || session_started(caller, start, &stored));
         Ok(stored)
     }
 
@@ -543,17 +573,13 @@ impl MetricStore for BroadcastingStore {
         activity: &SessionActivity,
     ) -> Result<SessionChange, StoreError> {
         let change = self.inner.update_session(caller, id, activity).await?;
-        if let Some(message) = session_update(caller, &change) {
-            self.live.publish(&caller.org, message);
-        }
+        self.publish_change(caller, &change);
         Ok(change)
     }
 
     async fn end_session(&self, caller: &Caller, end: &SessionEnd) -> Result<SessionChange, StoreError> {
         let change = self.inner.end_session(caller, end).await?;
-        if let Some(message) = session_update(caller, &change) {
-            self.live.publish(&caller.org, message);
-        }
+        self.publish_change(caller, &change);
         Ok(change)
     }
 
@@ -829,6 +855,54 @@ mod tests {
         assert_eq!(message["metric"]["command_name"], "cargo-test");
         assert_eq!(message["metric"]["status"], "success");
         assert!(!message.to_string().contains("never pushed"));
+    }
+
+    #[tokio::test]
+    async fn every_kind_is_published_once_however_often_its_id_is_sent() {
+        let live = live();
+        connected(&live.connections, "a1", "acme").await;
+        let store = BroadcastingStore::new(Arc::new(InMemoryStore::new()), live.broadcaster.clone());
+        let alice = caller("acme", "alice");
+        let agent = AgentInteraction::from_json(
+            &json!({"agent_name": "reviewer", "interaction_type": "delegation", "input_tokens": 1,
+                    "output_tokens": 2, "processing_time_ms": 3, "success": true}),
+            "",
+        )
+        .unwrap()
+        .with_id();
+        let productivity = ProductivityMetric::from_json(
+            &json!({"metric_type": "completion_rate", "value": 0.5, "unit": "ratio",
+                    "period_start": "2026-11-28T09:00:00Z", "period_end": "2026-11-28T10:00:00Z"}),
+            "",
+        )
+        .unwrap()
+        .with_id();
+        let session = SessionStart::from_json(&json!({})).unwrap().with_id();
+        for _ in 0..2 {
+            store.insert_command_execution(&alice, &command()).await.unwrap();
+            store.insert_agent_interaction(&alice, &agent).await.unwrap();
+            store.insert_productivity_metric(&alice, &productivity).await.unwrap();
+            store.start_session(&alice, &session).await.unwrap();
+        }
+        live.broadcaster.flush(Duration::from_secs(5)).await;
+        let mut kinds: Vec<String> = live
+            .pusher
+            .sent()
+            .iter()
+            .map(|(_, m)| m["kind"].as_str().unwrap().to_owned())
+            .collect();
+        kinds.sort();
+        // command() makes a new id each time: two; the others were sent twice with one id.
+        assert_eq!(
+            kinds,
+            [
+                "agent_interaction",
+                "command_execution",
+                "command_execution",
+                "productivity_metric",
+                "user_session"
+            ]
+        );
     }
 
     #[tokio::test]

@@ -120,9 +120,8 @@ pub async fn dynamo() -> aws_sdk_dynamodb::Client {
 
 /// A new rate-limit table in moto, shaped as template.yaml declares it.
 pub async fn fresh_table() -> String {
-    services();
     let name = format!("limits-{}", Uuid::new_v4().simple());
-    local_front::provision::ensure_rate_limit_table(&dynamo().await, &name)
+    local_front::provision::ensure_rate_limit_table(&dynamo_for_tests().await, &name)
         .await
         .expect("create table");
     name
@@ -130,12 +129,17 @@ pub async fn fresh_table() -> String {
 
 /// A new live connections table in moto, shaped as template.yaml declares it.
 pub async fn fresh_connections_table() -> String {
-    services();
     let name = format!("connections-{}", Uuid::new_v4().simple());
-    local_front::provision::ensure_connections_table(&dynamo().await, &name)
+    local_front::provision::ensure_connections_table(&dynamo_for_tests().await, &name)
         .await
         .expect("create connections table");
     name
+}
+
+/// The DynamoDB client, once `make test`'s services are known to be there.
+async fn dynamo_for_tests() -> aws_sdk_dynamodb::Client {
+    services();
+    dynamo().await
 }
 
 pub async fn sqs() -> aws_sdk_sqs::Client {

@@ -185,6 +185,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_that_cannot_be_kept_is_refused_with_a_503_naming_nothing_internal() {
+        struct Unavailable;
+        #[async_trait::async_trait]
+        impl Connections for Unavailable {
+            async fn add(&self, _: &Connection) -> Result<(), shared::live::LiveError> {
+                Err(shared::live::LiveError::new(
+                    "PutItem: connection refused (10.0.0.7:443)",
+                ))
+            }
+            async fn remove(&self, _: &str) -> Result<(), shared::live::LiveError> {
+                Err(shared::live::LiveError::new("DeleteItem: connection refused"))
+            }
+            async fn of_org(&self, _: &OrgId) -> Result<Vec<String>, shared::live::LiveError> {
+                Ok(vec![])
+            }
+        }
+        let (mut state, _) = state();
+        state.connections = Arc::new(Unavailable);
+        let connect = handle(&state, event(CONNECT, |_| {})).await.unwrap();
+        assert_eq!(connect.status_code, 503);
+        let Some(Body::Text(body)) = connect.body else {
+            panic!("a body")
+        };
+        assert!(!body.contains("10.0.0.7") && !body.contains("PutItem"), "{body}");
+        // A disconnect that cannot be recorded is still answered: TTL forgets the connection.
+        assert_eq!(
+            handle(&state, event(DISCONNECT, |_| {})).await.unwrap().status_code,
+            200
+        );
+    }
+
+    #[tokio::test]
     async fn disconnect_forgets_the_connection() {
         let (state, connections) = state();
         handle(&state, event(CONNECT, |_| {})).await.unwrap();

@@ -257,3 +257,53 @@ async fn the_connections_table_finds_an_organizations_open_connections() {
     let ttl = ttl.time_to_live_description.unwrap();
     assert_eq!(ttl.attribute_name.as_deref(), Some("expires_at"));
 }
+
+#[tokio::test]
+async fn a_deployed_writer_answers_and_its_extension_pushes_after_each_invocation() {
+    // GIVEN the command-execution binary as deployed, under a Lambda Runtime and Extensions API
+    // that also plays the management API, and a dashboard of the fixture's organization
+    let app = TestApp::spawn().await;
+    let table = fresh_connections_table().await;
+    DynamoConnections::new(&shared::app::aws_config().await, &table)
+        .unwrap()
+        .add(&Connection::opened_now("ZGFzaGJvYXJk", &viewer_of("demo")))
+        .await
+        .unwrap();
+    let lambda = local_front::runtime_api::RuntimeApi::default();
+    let addr = lambda.start().await;
+    let _function = tokio::process::Command::new(env!("CARGO_BIN_EXE_live-command-execution"))
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "command-execution")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("DATABASE_URL", &app.database_url)
+        .env("JWT_SECRET", shared::config::LOCAL_DEV_SECRET)
+        .env("RATE_LIMIT_TABLE_NAME", &app.table)
+        .env("CONNECTIONS_TABLE_NAME", &table)
+        .env("LIVE_UPDATES_ENDPOINT", format!("http://{addr}"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the function");
+    // WHEN Lambda invokes it twice with the fixture
+    let fixture = integration_tests::event("command-execution").to_owned();
+    lambda.push(fixture.clone());
+    lambda.push(fixture);
+    tokio::time::timeout(Duration::from_secs(60), lambda.wait_for(2))
+        .await
+        .expect("both invocations answered");
+    // THEN both were answered 201 and stored, and after each the extension ran the push
+    assert!(lambda.errors().is_empty(), "{:?}", lambda.errors());
+    for answer in lambda.answers() {
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(answer["statusCode"], 201, "{answer}");
+    }
+    assert_eq!(app.count("demo", "command_executions").await, 2);
+    assert!(
+        eventually(async || lambda.extension_done() == 2 && lambda.pushes() == 2).await,
+        "extension flushes {} and pushes {}",
+        lambda.extension_done(),
+        lambda.pushes()
+    );
+}

@@ -2,8 +2,6 @@
 //! `local/bench.sh`) in one run, prints a table and writes a JSON file. Latencies are compared to
 //! baselines measured in the same run on the same machine, never to fixed numbers.
 
-mod runtime_api;
-
 shared::fast_allocator!();
 
 use std::sync::Arc;
@@ -743,7 +741,7 @@ async fn functions(stack: &Stack, results: &mut serde_json::Map<String, Value>) 
         // Start-up: the median of several cold starts, each until the first request for work.
         let mut startups = Vec::new();
         for _ in 0..STARTS {
-            let api = runtime_api::RuntimeApi::default();
+            let api = local_front::runtime_api::RuntimeApi::default();
             let addr = api.start().await;
             let spawned = Instant::now();
             let mut child = launch(&binary, &name, addr, stack).spawn().expect("spawn");
@@ -755,7 +753,7 @@ async fn functions(stack: &Stack, results: &mut serde_json::Map<String, Value>) 
         }
         let startup = stats(&startups).p50;
         // Peak resident memory after a stream of events.
-        let api = runtime_api::RuntimeApi::default();
+        let api = local_front::runtime_api::RuntimeApi::default();
         let addr = api.start().await;
         let mut child = launch(&binary, &name, addr, stack).spawn().expect("spawn");
         for _ in 0..invocations {

@@ -7,6 +7,7 @@ pub mod live;
 pub mod poller;
 pub mod provision;
 pub mod routes;
+pub mod runtime_api;
 pub mod scheduler;
 pub mod token;
 

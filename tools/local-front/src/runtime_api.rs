@@ -15,11 +15,15 @@ use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 
+/// Responses kept for [`RuntimeApi::answers`] (a benchmark posts thousands).
+const MAX_KEPT_ANSWERS: usize = 100;
+
 #[derive(Default)]
 struct State {
     events: VecDeque<(String, String)>,
     first_poll: Option<Instant>,
     responses: usize,
+    answers: Vec<String>,
     errors: Vec<String>,
     extension_registered: bool,
     /// Invocations dispatched to the runtime, whose INVOKE the extension has not yet received.
@@ -78,6 +82,11 @@ impl RuntimeApi {
 
     pub fn responses(&self) -> usize {
         self.lock().responses
+    }
+
+    /// The first responses, as the function posted them.
+    pub fn answers(&self) -> Vec<String> {
+        self.lock().answers.clone()
     }
 
     pub fn errors(&self) -> Vec<String> {
@@ -143,6 +152,9 @@ impl RuntimeApi {
             let mut state = self.lock();
             if path.ends_with("/response") {
                 state.responses += 1;
+                if state.answers.len() < MAX_KEPT_ANSWERS {
+                    state.answers.push(String::from_utf8_lossy(&body).into_owned());
+                }
             } else if path.ends_with("/error") {
                 state.errors.push(String::from_utf8_lossy(&body).into_owned());
             }
