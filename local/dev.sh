@@ -31,7 +31,8 @@ if "$ROOT/local/pg.sh" status "$PG_DIR"; then
 else
   port_open "$PG_PORT" && die "port $PG_PORT is taken by another program; set DEV_PG_PORT"
   log "starting PostgreSQL on 127.0.0.1:$PG_PORT (data in $PG_DIR)"
-  PG_EXTRA_OPTIONS="-c synchronous_commit=off" "$ROOT/local/pg.sh" start "$PG_DIR" "$PG_PORT"
+  # Durable by default: a 201 must survive a crash of PostgreSQL (synchronous_commit stays on).
+  "$ROOT/local/pg.sh" start "$PG_DIR" "$PG_PORT"
   started_pg="$PG_DIR"
 fi
 if ! "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = 'metrics'" postgres | grep -q 1; then

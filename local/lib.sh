@@ -117,7 +117,10 @@ start_throwaway_stack() {
   # STACK_CPUS (e.g. "1") pins PostgreSQL and moto to those CPUs, away from a benchmark.
   local pin=()
   [ -n "${STACK_CPUS:-}" ] && pin=(taskset -c "$STACK_CPUS")
-  PG_EXTRA_OPTIONS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
+  # Commits are synchronous (an acknowledged write survives PostgreSQL crashing, as the fault
+  # tests prove); only what protects against the machine itself crashing (fsync, full pages) is
+  # off, for speed.
+  PG_EXTRA_OPTIONS="-c fsync=off -c full_page_writes=off -c max_connections=400" \
     "${pin[@]}" "$ROOT/local/pg.sh" start "$STACK_PG_DIR" "$pg_port"
   STACK_MOTO_PID=$("${pin[@]}" bash -c "$(declare -f log die wait_for_port port_open start_moto); VENV='$VENV' ROOT='$ROOT' start_moto $moto_port '$STACK_RUN_DIR/moto.log'")
   set -a

@@ -86,6 +86,16 @@ impl Api {
                 })
                 .unwrap_or_default();
             params.sort();
+            // `limit=5&limit=6` has no one meaning: refuse it rather than pick one.
+            let mut repeated: Vec<_> = params
+                .windows(2)
+                .filter(|pair| pair[0].0 == pair[1].0)
+                .map(|pair| crate::validation::FieldError::new(&pair[0].0, "Must be given at most once"))
+                .collect();
+            repeated.dedup();
+            if !repeated.is_empty() {
+                return Err(ApiError::Validation(repeated));
+            }
             Ok(params)
         };
         self.serve(req, route, read, work, |reply, data| {
@@ -137,7 +147,20 @@ impl Api {
 
     /// Most metrics `org` may send in one batch: its override, else `default`.
     pub fn batch_size(&self, org: &crate::ids::OrgId, default: usize) -> usize {
-        self.limiter.batch_size(org).map_or(default, |n| n as usize)
+        // Whatever an override says, one envelope never carries more than the worker accepts.
+        let most = crate::batch::MAX_ENVELOPE_METRICS;
+        self.limiter
+            .batch_size(org)
+            .map_or(default, |n| usize::try_from(n).unwrap_or(most).min(most))
+    }
+
+    /// How much hook content `org` keeps: its override, else `default`.
+    pub fn hook_content(
+        &self,
+        org: &crate::ids::OrgId,
+        default: crate::hooks::HookContent,
+    ) -> crate::hooks::HookContent {
+        self.limiter.hook_content(org).unwrap_or(default)
     }
 
     async fn rate_limit(&self, caller: &Caller) -> Result<RateStatus, ApiError> {

@@ -81,11 +81,31 @@ impl Metrics {
                 format!("A batch must hold at least one metric in {}", KINDS.join(", ")),
             );
         }
-        Self {
+        let metrics = Self {
             command_executions: read_all(f, KINDS[0], CommandExecution::from_json),
             agent_interactions: read_all(f, KINDS[1], AgentInteraction::from_json),
             user_sessions: read_all(f, KINDS[2], SessionImport::from_json),
             productivity_metrics: read_all(f, KINDS[3], ProductivityMetric::from_json),
+        };
+        metrics.refuse_repeated_ids(f);
+        metrics
+    }
+
+    /// Two metrics of one kind with the same id would be acknowledged as two and stored as one:
+    /// the second is refused where it stands.
+    fn refuse_repeated_ids(&self, f: &mut Fields<'_>) {
+        for (kind, ids) in KINDS.iter().zip(self.ids()) {
+            let mut first_at = std::collections::HashMap::new();
+            for (i, id) in ids.iter().enumerate() {
+                let Some(id) = id else { continue };
+                if let Some(first) = first_at.insert(*id, i) {
+                    first_at.insert(*id, first);
+                    f.error_at(
+                        &format!("{kind}[{i}].id"),
+                        format!("Repeats the id of {kind}[{first}]: each metric of a batch needs its own id"),
+                    );
+                }
+            }
         }
     }
 
@@ -190,7 +210,7 @@ impl Envelope {
             batch_id: Uuid::now_v7(),
             organization_id: caller.org.clone(),
             user_id: caller.user.clone(),
-            received_at: Utc::now(),
+            received_at: crate::validation::at_storage_precision(Utc::now()),
             source,
             metrics: metrics.with_ids(),
         }

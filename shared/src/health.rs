@@ -65,15 +65,32 @@ impl Probe for Sqs {
     }
 }
 
-/// The named probes, run concurrently, each within `timeout`.
+/// The named probes, run concurrently, each within `timeout`. The route answers anyone, so a
+/// report is reused for `cache_for` (`HEALTH_CACHE_MS`, default 5 s): however often it is
+/// called, a container probes each dependency at most once per period, and callers arriving
+/// while a probe runs wait for its report instead of starting their own.
 pub struct Health {
     probes: Vec<(&'static str, Arc<dyn Probe>)>,
     timeout: Duration,
+    cache_for: Duration,
+    last: tokio::sync::Mutex<Option<(Instant, HealthReport)>>,
 }
+
+/// How long a health report is reused by default.
+pub const DEFAULT_HEALTH_CACHE: Duration = Duration::from_secs(5);
 
 impl Health {
     pub fn new(probes: Vec<(&'static str, Arc<dyn Probe>)>, timeout: Duration) -> Self {
-        Self { probes, timeout }
+        Self::cached(probes, timeout, DEFAULT_HEALTH_CACHE)
+    }
+
+    pub fn cached(probes: Vec<(&'static str, Arc<dyn Probe>)>, timeout: Duration, cache_for: Duration) -> Self {
+        Self {
+            probes,
+            timeout,
+            cache_for,
+            last: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// PostgreSQL, DynamoDB (the rate-limit table) and SQS (the batch queue).
@@ -81,7 +98,7 @@ impl Health {
         let db = Database::connect(&DatabaseConfig::from_env(env)?)?;
         let table = RateLimitConfig::from_env(env)?.table_name;
         let queue_url = QueueConfig::from_env(env)?.url;
-        Ok(Self::new(
+        Ok(Self::cached(
             vec![
                 ("postgres", Arc::new(Postgres(db))),
                 (
@@ -100,10 +117,24 @@ impl Health {
                 ),
             ],
             env.millis_or("HEALTH_TIMEOUT_MS", 2000)?,
+            env.millis_or("HEALTH_CACHE_MS", DEFAULT_HEALTH_CACHE.as_millis() as u64)?,
         ))
     }
 
+    /// The last report while it is fresh, else a new one.
     pub async fn check(&self) -> HealthReport {
+        let mut last = self.last.lock().await;
+        if let Some((at, report)) = last.as_ref()
+            && at.elapsed() < self.cache_for
+        {
+            return report.clone();
+        }
+        let report = self.probe_all().await;
+        *last = Some((Instant::now(), report.clone()));
+        report
+    }
+
+    async fn probe_all(&self) -> HealthReport {
         let runs: Vec<_> = self
             .probes
             .iter()
@@ -136,12 +167,14 @@ async fn run_probe(name: &'static str, probe: Arc<dyn Probe>, timeout: Duration)
     }
 }
 
+#[derive(Debug, Clone)]
 pub struct Check {
     pub name: &'static str,
     pub up: bool,
     pub latency_ms: f64,
 }
 
+#[derive(Debug, Clone)]
 pub struct HealthReport {
     pub checks: Vec<Check>,
 }
@@ -193,6 +226,56 @@ mod tests {
         async fn probe(&self) -> Result<(), String> {
             std::future::pending().await
         }
+    }
+
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl Probe for Counting {
+        async fn probe(&self) -> Result<(), String> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn callers_share_one_probe_per_period_so_the_route_cannot_load_the_database() {
+        // GIVEN a health check whose reports last a minute
+        let probe = Arc::new(Counting(Default::default()));
+        let health = Arc::new(Health::cached(
+            vec![("postgres", probe.clone())],
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        ));
+        // WHEN 200 callers ask, 100 of them at the same time
+        let concurrent: Vec<_> = (0..100)
+            .map(|_| {
+                let health = health.clone();
+                tokio::spawn(async move { health.check().await.healthy() })
+            })
+            .collect();
+        for call in concurrent {
+            assert!(call.await.unwrap());
+        }
+        for _ in 0..100 {
+            assert!(health.check().await.healthy());
+        }
+        // THEN the database was probed once
+        assert_eq!(probe.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stale_report_is_probed_again() {
+        let probe = Arc::new(Counting(Default::default()));
+        let health = Health::cached(
+            vec![("postgres", probe.clone())],
+            Duration::from_secs(1),
+            Duration::ZERO,
+        );
+        health.check().await;
+        health.check().await;
+        assert_eq!(probe.0.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -597,6 +597,10 @@ impl MetricStore for BroadcastingStore {
         Ok(new)
     }
 
+    async fn ids_taken_by_others(&self, envelope: &Envelope) -> Result<[Vec<uuid::Uuid>; 4], StoreError> {
+        self.inner.ids_taken_by_others(envelope).await
+    }
+
     async fn keep_hook_event(&self, caller: &Caller, event: &KeptHookEvent<'_>) -> Result<HookReceipt, StoreError> {
         self.inner.keep_hook_event(caller, event).await
     }

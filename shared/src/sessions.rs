@@ -53,7 +53,7 @@ impl SessionStart {
         let start = Self {
             id: f.uuid("id"),
             session_start: f.timestamp("session_start"),
-            context: f.object("context"),
+            context: session_context(&mut f).unwrap_or_else(|| Value::Object(Default::default())),
         };
         f.finish()?;
         Ok(start)
@@ -84,7 +84,7 @@ impl SessionActivity {
                 MAX_AGENTS,
                 Text::free(crate::metrics::MAX_AGENT_NAME_CHARS),
             ),
-            context: f.optional_object("context"),
+            context: session_context(f),
         }
     }
 
@@ -237,6 +237,33 @@ pub enum SessionChange {
     OtherUser,
     /// The session's status does not allow the change.
     Refused(SessionStatus),
+    /// The merged context would pass [`MAX_CONTEXT_KEYS`] keys or [`MAX_CONTEXT_BYTES`] bytes:
+    /// nothing changed.
+    ContextFull,
+}
+
+/// Most top-level keys a session's context may reach by merging updates.
+pub const MAX_CONTEXT_KEYS: usize = crate::validation::MAX_OBJECT_PROPERTIES;
+/// Largest a session's context may grow, as JSON text.
+pub const MAX_CONTEXT_BYTES: usize = 64 * 1024;
+
+/// The `context` of a start, update or end, within what a session may hold.
+fn session_context(f: &mut Fields<'_>) -> Option<Value> {
+    let context = f.optional_object("context")?;
+    if !context_fits(&context) {
+        f.error(
+            "context",
+            format!("Must have at most {MAX_CONTEXT_KEYS} keys and {MAX_CONTEXT_BYTES} bytes"),
+        );
+        return None;
+    }
+    Some(context)
+}
+
+/// Whether a context of `keys` keys and `bytes` bytes of JSON fits a session.
+pub fn context_fits(context: &Value) -> bool {
+    let keys = context.as_object().map_or(0, |map| map.len());
+    keys <= MAX_CONTEXT_KEYS && context.to_string().len() <= MAX_CONTEXT_BYTES
 }
 
 impl SessionChange {
@@ -248,6 +275,12 @@ impl SessionChange {
             }
             SessionChange::NotFound => Err(ApiError::NotFound("session")),
             SessionChange::OtherUser => Err(ApiError::Forbidden("the session belongs to another user")),
+            SessionChange::ContextFull => Err(ApiError::validation(
+                "context",
+                &format!(
+                    "The session's context would pass {MAX_CONTEXT_KEYS} keys or {MAX_CONTEXT_BYTES} bytes once merged"
+                ),
+            )),
             SessionChange::Refused(status) => Err(ApiError::Conflict(format!(
                 "Session is {}: {}",
                 status.as_str(),

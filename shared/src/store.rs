@@ -62,10 +62,29 @@ pub enum StoreError {
     /// The database cannot be reached or did not answer in time: worth retrying.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The id is already used by another user of the organization: nothing was written, and
+    /// nothing is said about the other record.
+    #[error("id already used by another user")]
+    IdTaken,
+    /// The database refused the data itself (a data exception or a constraint): sending it
+    /// again can never succeed. `field` names the column when the server says which.
+    #[error("database refused the record: {reason}")]
+    Rejected { field: Option<String>, reason: String },
     /// Anything else: a bug or a broken schema.
     #[error("database error: {0}")]
     Internal(String),
 }
+
+impl StoreError {
+    /// Whether the same write can never succeed (the batch worker forwards it to the
+    /// dead-letter queue at once instead of retrying it).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, StoreError::IdTaken | StoreError::Rejected { .. })
+    }
+}
+
+/// The 409 answer to an id another user of the organization has taken.
+pub const ID_TAKEN_MESSAGE: &str = "This id is already used: choose another id";
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
@@ -74,6 +93,16 @@ impl From<StoreError> for ApiError {
                 dependency: Dependency::Database,
                 detail,
             },
+            StoreError::IdTaken => ApiError::Conflict(ID_TAKEN_MESSAGE.into()),
+            // The validator should have caught it: a 400 naming the field, never a 500 (the
+            // reason is the server's own words about the value, not internal state).
+            StoreError::Rejected { field, reason } => {
+                tracing::error!(reason, "the database refused a record the validator accepted");
+                ApiError::validation(
+                    field.as_deref().unwrap_or("body"),
+                    "Refused by the database: the value is out of the range it can store",
+                )
+            }
             StoreError::Internal(detail) => ApiError::Internal(detail),
         }
     }
@@ -116,6 +145,10 @@ pub trait MetricStore: Send + Sync {
     /// already stored; returns how many rows of each kind were new (in `batch::KINDS` order).
     async fn write_envelope(&self, envelope: &Envelope) -> Result<[u64; 4], StoreError>;
 
+    /// The ids of the envelope's metrics (in `batch::KINDS` order) that are stored as another
+    /// user's: [`MetricStore::write_envelope`] skipped them, so they were not written.
+    async fn ids_taken_by_others(&self, envelope: &Envelope) -> Result<[Vec<Uuid>; 4], StoreError>;
+
     /// Keeps a hook event once per id (a repeat writes nothing) in one round trip.
     async fn keep_hook_event(&self, caller: &Caller, event: &KeptHookEvent<'_>) -> Result<HookReceipt, StoreError>;
 
@@ -141,6 +174,7 @@ struct Tenant {
 #[derive(Debug, Clone)]
 pub struct KeptHook {
     pub id: Uuid,
+    pub user: UserId,
     pub session_id: String,
     pub event_name: String,
     pub payload: Value,
@@ -222,6 +256,13 @@ impl InMemoryStore {
         if !action.allowed_from(session.status) {
             return Ok(SessionChange::Refused(session.status));
         }
+        if let (Some(Value::Object(new)), Value::Object(old)) = (&activity.context, &session.context) {
+            let mut merged = old.clone();
+            merged.extend(new.clone());
+            if !crate::sessions::context_fits(&Value::Object(merged)) {
+                return Ok(SessionChange::ContextFull);
+            }
+        }
         let now = Utc::now();
         if let Some(n) = activity.commands_executed {
             session.commands_executed = session.commands_executed.max(n);
@@ -245,11 +286,14 @@ impl InMemoryStore {
     }
 }
 
-/// Records the first sender of a metric.
-fn own(owners: &mut HashMap<Uuid, UserId>, id: Option<Uuid>, user: &UserId) {
-    if let Some(id) = id {
-        owners.entry(id).or_insert_with(|| user.clone());
+/// Records the first sender of a metric; an id another user sent first is taken.
+fn own(owners: &mut HashMap<Uuid, UserId>, id: Option<Uuid>, user: &UserId) -> Result<(), StoreError> {
+    if let Some(id) = id
+        && owners.entry(id).or_insert_with(|| user.clone()) != user
+    {
+        return Err(StoreError::IdTaken);
     }
+    Ok(())
 }
 
 /// Keeps the first record stored under `id`, as the database's `ON CONFLICT DO NOTHING` does.
@@ -288,14 +332,14 @@ impl MetricStore for InMemoryStore {
     async fn insert_command_execution(&self, caller: &Caller, metric: &CommandExecution) -> Result<Stored, StoreError> {
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(caller.org.clone()).or_default();
-        own(&mut tenant.owners, metric.id, &caller.user);
+        own(&mut tenant.owners, metric.id, &caller.user)?;
         insert_once(&mut tenant.commands, metric.id, metric)
     }
 
     async fn insert_agent_interaction(&self, caller: &Caller, metric: &AgentInteraction) -> Result<Stored, StoreError> {
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(caller.org.clone()).or_default();
-        own(&mut tenant.owners, metric.id, &caller.user);
+        own(&mut tenant.owners, metric.id, &caller.user)?;
         insert_once(&mut tenant.agents, metric.id, metric)
     }
 
@@ -305,11 +349,9 @@ impl MetricStore for InMemoryStore {
         metric: &ProductivityMetric,
     ) -> Result<Stored, StoreError> {
         let mut tenants = self.tenants()?;
-        insert_once(
-            &mut tenants.entry(caller.org.clone()).or_default().productivity,
-            metric.id,
-            metric,
-        )
+        let tenant = tenants.entry(caller.org.clone()).or_default();
+        own(&mut tenant.owners, metric.id, &caller.user)?;
+        insert_once(&mut tenant.productivity, metric.id, metric)
     }
 
     async fn start_session(&self, caller: &Caller, start: &SessionStart) -> Result<Stored, StoreError> {
@@ -318,7 +360,10 @@ impl MetricStore for InMemoryStore {
             .ok_or_else(|| StoreError::Internal("session without id".into()))?;
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(caller.org.clone()).or_default();
-        if let Some((_, existing)) = tenant.sessions.iter().find(|(_, s)| s.id == id) {
+        if let Some((owner, existing)) = tenant.sessions.iter().find(|(_, s)| s.id == id) {
+            if *owner != caller.user {
+                return Err(StoreError::IdTaken);
+            }
             return Ok(Stored {
                 id,
                 created_at: existing.updated_at,
@@ -371,13 +416,10 @@ impl MetricStore for InMemoryStore {
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(envelope.organization_id.clone()).or_default();
         let m = &envelope.metrics;
-        let ids = m
-            .command_executions
-            .iter()
-            .map(|x| x.id)
-            .chain(m.agent_interactions.iter().map(|x| x.id));
-        for id in ids {
-            own(&mut tenant.owners, id, &envelope.user_id);
+        for id in m.ids().into_iter().flatten() {
+            // An id another user sent is skipped below, as `ON CONFLICT DO NOTHING` skips it;
+            // the worker then asks `ids_taken_by_others` which ones those were.
+            let _first_sender_kept = own(&mut tenant.owners, id, &envelope.user_id);
         }
         Ok([
             insert_all(&mut tenant.commands, &m.command_executions, |x| x.id)?,
@@ -385,6 +427,20 @@ impl MetricStore for InMemoryStore {
             insert_all(&mut tenant.imported_sessions, &m.user_sessions, |x| x.id)?,
             insert_all(&mut tenant.productivity, &m.productivity_metrics, |x| x.id)?,
         ])
+    }
+
+    async fn ids_taken_by_others(&self, envelope: &Envelope) -> Result<[Vec<Uuid>; 4], StoreError> {
+        let tenants = self.tenants()?;
+        let Some(tenant) = tenants.get(&envelope.organization_id) else {
+            return Ok(Default::default());
+        };
+        let taken = |id: &Option<Uuid>| {
+            let id = (*id)?;
+            let session_owner = tenant.sessions.iter().find(|(_, s)| s.id == id).map(|(user, _)| user);
+            let owner = tenant.owners.get(&id).or(session_owner)?;
+            (*owner != envelope.user_id).then_some(id)
+        };
+        Ok(envelope.metrics.ids().map(|ids| ids.iter().filter_map(taken).collect()))
     }
 
     async fn aggregates(&self, caller: &Caller, query: &SummaryQuery) -> Result<Vec<AggregateRow>, StoreError> {
@@ -492,6 +548,7 @@ impl MetricStore for InMemoryStore {
                 let now = Utc::now();
                 kept.push(KeptHook {
                     id: event.id,
+                    user: caller.user.clone(),
                     session_id: event.session_id.to_owned(),
                     event_name: event.event_name.to_owned(),
                     payload: event.payload.clone(),
@@ -506,7 +563,11 @@ impl MetricStore for InMemoryStore {
             .map(|k| k.received_at);
         let tool_uses = kept
             .iter()
-            .filter(|k| k.session_id == event.session_id && TOOL_USE_EVENTS.contains(&k.event_name.as_str()))
+            .filter(|k| {
+                k.user == caller.user
+                    && k.session_id == event.session_id
+                    && TOOL_USE_EVENTS.contains(&k.event_name.as_str())
+            })
             .count() as i64;
         Ok(HookReceipt {
             received_at,

@@ -65,10 +65,16 @@ impl Text {
 }
 
 /// A closed set of string values (a JSON Schema `enum`).
-pub trait Choice: Sized + Copy + 'static {
+pub trait Choice: Sized + Copy + PartialEq + 'static {
     const ALL: &'static [(&'static str, Self)];
 
-    fn as_str(self) -> &'static str;
+    /// The value's wire name, read from [`Choice::ALL`] (the one place it is spelt).
+    fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, value)| *value == self)
+            .map_or("", |(name, _)| name)
+    }
 
     fn parse(raw: &str) -> Option<Self> {
         Self::ALL.iter().find(|(name, _)| *name == raw).map(|(_, v)| *v)
@@ -206,7 +212,17 @@ impl<'a> Fields<'a> {
             }
             return Some(raw.to_owned());
         }
-        Some(sanitize_text(raw).into_owned())
+        let clean = sanitize_text(raw);
+        // `"<script>x</script>"` is not a name: what is left after sanitising must still meet
+        // the rule, or an empty value would be stored.
+        if clean.trim().chars().count() < rule.min_chars {
+            self.error(
+                name,
+                format!("Must be at least {} characters once markup is removed", rule.min_chars),
+            );
+            return None;
+        }
+        Some(clean.into_owned())
     }
 
     pub fn number(&mut self, name: &str, min: f64, max: f64) -> Option<f64> {
@@ -325,10 +341,7 @@ impl<'a> Fields<'a> {
     }
 
     fn check_timestamp(&mut self, name: &str, value: &Value) -> Option<DateTime<Utc>> {
-        let parsed = value
-            .as_str()
-            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-            .map(|t| t.with_timezone(&Utc));
+        let parsed = value.as_str().and_then(parse_timestamp);
         let Some(at) = parsed else {
             self.error(name, "Must be an RFC 3339 date-time, e.g. 2025-09-08T10:30:00Z");
             return None;
@@ -396,6 +409,20 @@ impl<'a> Fields<'a> {
             Err(self.errors)
         }
     }
+}
+
+/// An RFC 3339 time at the storage precision: PostgreSQL keeps microseconds, so nanoseconds are
+/// cut here, before any rule compares two times (a period shorter than a microsecond must be
+/// refused by the validator, not by the table's CHECK after the driver has rounded it).
+pub fn parse_timestamp(raw: &str) -> Option<DateTime<Utc>> {
+    let at = DateTime::parse_from_rfc3339(raw).ok()?.with_timezone(&Utc);
+    Some(at_storage_precision(at))
+}
+
+/// `at` cut to whole microseconds (PostgreSQL's `timestamptz` precision).
+pub fn at_storage_precision(at: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    at.trunc_subsecs(6)
 }
 
 /// A UUID in its hyphenated form only (the form the OpenAPI document's `format: uuid` states),

@@ -11,7 +11,7 @@ use shared::api::json_body;
 use shared::auth::Authenticator;
 use shared::batch::{Envelope, Metrics, Source};
 use shared::config::{AuthConfig, JwtKey};
-use shared::hooks::HookEvent;
+use shared::hooks::{HookContent, HookEvent};
 use shared::ids::{Caller, OrgId, UserId};
 use shared::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use shared::sanitize::sanitize_text;
@@ -369,12 +369,15 @@ proptest! {
             nasty_json(),
         ],
         secret in "[A-Za-z0-9]{24,40}",
+        redacted in any::<bool>(),
     ) {
+        let content = if redacted { HookContent::Redacted } else { HookContent::Metrics };
         let mut body = match extra { Value::Object(map) => map, other => Map::from_iter([("x".to_owned(), other)]) };
         body.insert("session_id".into(), session);
         body.insert("hook_event_name".into(), event);
         body.insert("tool_input".into(), json!({"command": format!("export API_TOKEN={secret} && make")}));
-        match HookEvent::from_json(&Value::Object(body)) {
+        let user = shared::ids::UserId::parse("alice").unwrap();
+        match HookEvent::from_json(&Value::Object(body), &user, content) {
             Ok(hook) => {
                 let kept = hook.payload.to_string();
                 prop_assert!(!kept.contains(&secret), "secret kept: {kept:.200}");

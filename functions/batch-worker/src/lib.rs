@@ -135,44 +135,88 @@ pub async fn process(store: &dyn MetricStore, dead_letters: &dyn DeadLetters, re
     let body = record.body.as_deref().unwrap_or_default();
     let envelope = match Envelope::parse(body) {
         Ok(envelope) => envelope,
-        Err(reason) => {
-            tracing::error!(
-                message_id,
-                reason,
-                "poison message; forwarding it to the dead-letter queue"
-            );
-            return match dead_letters.forward(message_id, body, &reason).await {
-                Ok(()) => Outcome::DeadLettered,
-                Err(err) => {
-                    tracing::error!(message_id, error = %err, "dead-letter queue unavailable; the message will come back");
-                    Outcome::Retry
-                }
-            };
-        }
+        Err(reason) => return dead_letter(dead_letters, message_id, body, &reason, Outcome::DeadLettered).await,
     };
-    match store.write_envelope(&envelope).await {
-        Ok(new) => {
-            let total = envelope.metrics.total() as u64;
-            let new = new.iter().sum::<u64>();
-            tracing::info!(
-                message_id,
-                batch_id = %envelope.batch_id,
-                org = %envelope.organization_id,
-                source = ?envelope.source,
-                metrics = total,
-                duplicates = total - new,
-                "batch written"
-            );
-            Outcome::Written {
-                new,
-                duplicates: total - new,
-            }
+    let new = match store.write_envelope(&envelope).await {
+        Ok(new) => new.iter().sum::<u64>(),
+        // A permanent refusal comes back identical on every delivery: poison, at once.
+        Err(err) if err.is_permanent() => {
+            let reason = format!("the database refuses this envelope: {err}");
+            return dead_letter(dead_letters, message_id, body, &reason, Outcome::DeadLettered).await;
         }
         Err(err) => {
             tracing::warn!(message_id, batch_id = %envelope.batch_id, error = %err, "batch not written; it will come back");
+            return Outcome::Retry;
+        }
+    };
+    let total = envelope.metrics.total() as u64;
+    let written = Outcome::Written {
+        new,
+        duplicates: total - new,
+    };
+    tracing::info!(
+        message_id,
+        batch_id = %envelope.batch_id,
+        org = %envelope.organization_id,
+        source = ?envelope.source,
+        metrics = total,
+        duplicates = total - new,
+        "batch written"
+    );
+    if new == total {
+        return written;
+    }
+    // Skipped ids are usually a redelivery; those another user of the organization holds were
+    // not written at all, and must not vanish silently.
+    match store.ids_taken_by_others(&envelope).await {
+        Ok(taken) if taken.iter().all(Vec::is_empty) => written,
+        Ok(taken) => {
+            let reason = taken_reason(&envelope, &taken);
+            dead_letter(dead_letters, message_id, body, &reason, written).await
+        }
+        Err(err) => {
+            tracing::warn!(message_id, error = %err, "could not check skipped ids; the message will come back");
             Outcome::Retry
         }
     }
+}
+
+/// Forwards the message to the dead-letter queue with its reason and answers `done`, or asks
+/// for the message again when the dead-letter queue cannot take it.
+async fn dead_letter(
+    dead_letters: &dyn DeadLetters,
+    message_id: &str,
+    body: &str,
+    reason: &str,
+    done: Outcome,
+) -> Outcome {
+    tracing::error!(message_id, reason, "forwarding the message to the dead-letter queue");
+    match dead_letters.forward(message_id, body, reason).await {
+        Ok(()) => done,
+        Err(err) => {
+            tracing::error!(message_id, error = %err, "dead-letter queue unavailable; the message will come back");
+            Outcome::Retry
+        }
+    }
+}
+
+/// Names the metrics that were not written because their id belongs to another user.
+fn taken_reason(envelope: &Envelope, taken: &[Vec<uuid::Uuid>; 4]) -> String {
+    let ids = envelope.metrics.ids();
+    let located: Vec<String> = shared::batch::KINDS
+        .iter()
+        .zip(ids.iter().zip(taken))
+        .flat_map(|(kind, (ids, taken))| {
+            ids.iter()
+                .enumerate()
+                .filter(|(_, id)| id.is_some_and(|id| taken.contains(&id)))
+                .map(move |(i, id)| format!("{kind}[{i}].id {}", id.unwrap_or_default()))
+        })
+        .collect();
+    format!(
+        "not written: ids already used by another user of the organization ({}); the envelope's other metrics were written",
+        located.join(", ")
+    )
 }
 
 #[cfg(test)]

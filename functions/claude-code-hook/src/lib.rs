@@ -9,23 +9,34 @@ use lambda_http::{Body, Error, Request, Response};
 use shared::App;
 use shared::app::FromEnv;
 use shared::config::{ConfigError, Env, RequestConfig};
-use shared::hooks::{HookEvent, record};
+use shared::hooks::{HookContent, HookEvent, record};
 use shared::live::Broadcaster;
 
 pub const ROUTE: &str = "POST /api/v1/hooks/claude-code";
 
-/// The single-metric state plus the hook's own body limit (`HOOK_MAX_BODY_BYTES`).
+/// The single-metric state plus the hook's own body limit (`HOOK_MAX_BODY_BYTES`) and how
+/// much content it keeps by default (`HOOK_CONTENT`: `metrics`, the default, or `redacted`;
+/// an organization's `hook_content` override wins).
 pub struct HookApp {
     pub app: Arc<App>,
     pub max_body_bytes: usize,
+    pub content: HookContent,
+}
+
+impl HookApp {
+    /// The hook's settings around an `app` built already (the local front shares one).
+    pub fn around(app: Arc<App>, env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            app,
+            max_body_bytes: RequestConfig::from_env(env)?.max_hook_body_bytes,
+            content: env.parse_or("HOOK_CONTENT", HookContent::default())?,
+        })
+    }
 }
 
 impl FromEnv for HookApp {
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self {
-            app: Arc::new(App::from_env(env, aws)?),
-            max_body_bytes: RequestConfig::from_env(env)?.max_hook_body_bytes,
-        })
+        Self::around(Arc::new(App::from_env(env, aws)?), env)
     }
 
     fn live(&self) -> Option<Arc<Broadcaster>> {
@@ -38,7 +49,8 @@ pub async fn handle(state: &HookApp, req: Request) -> Result<Response<Body>, Err
     Ok(app
         .api
         .handle_json_quietly(&req, ROUTE, state.max_body_bytes, async |caller, body| {
-            let event = HookEvent::from_json(&body)?;
+            let content = app.api.hook_content(&caller.org, state.content);
+            let event = HookEvent::from_json(&body, &caller.user, content)?;
             Ok(record(app.store.as_ref(), &caller, &event).await?)
         })
         .await)
@@ -56,13 +68,117 @@ mod tests {
 
     const EVENT: &str = include_str!("../../../events/claude-code-hook.json");
 
+    /// A hook endpoint whose organizations opted into (redacted) content.
     fn hook_app() -> (HookApp, Arc<shared::store::InMemoryStore>) {
-        let given = a_working_service();
+        hook_app_keeping(a_working_service(), HookContent::Redacted)
+    }
+
+    fn hook_app_keeping(
+        given: shared::testing::Given,
+        content: HookContent,
+    ) -> (HookApp, Arc<shared::store::InMemoryStore>) {
         let state = HookApp {
             app: Arc::new(given.app),
             max_body_bytes: 1 << 20,
+            content,
         };
         (state, given.store)
+    }
+
+    /// Every known event of a session (and one unknown), as `user` of `demo`.
+    async fn send_whole_session(state: &HookApp, user: &str) {
+        let (ending, rest) = shared::hooks::KNOWN_EVENTS.split_last().unwrap();
+        for name in rest.iter().chain(&["TeammateIdle", ending]) {
+            let response = handle(state, request(EVENT, "demo", user, &fixture_of(name)))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 204, "{name}");
+        }
+    }
+
+    /// Everything the store holds for `demo`, as text.
+    fn stored_text(store: &shared::store::InMemoryStore) -> String {
+        let org = demo();
+        format!(
+            "{:?} {:?} {:?} {:?}",
+            store.hook_events(&org),
+            store.command_executions(&org),
+            store.agent_interactions(&org),
+            store.sessions(&org)
+        )
+    }
+
+    #[tokio::test]
+    async fn by_default_nothing_a_developer_typed_or_ran_is_stored() {
+        // GIVEN the stage's default (metrics only)
+        let (state, store) = hook_app_keeping(a_working_service(), HookContent::default());
+        // WHEN a whole session arrives
+        send_whole_session(&state, "dev-user").await;
+        // THEN no prompt, command line, tool output, path or error text is stored anywhere
+        let text = stored_text(&store);
+        for content in [
+            "login form",
+            "GITHUB_TOKEN",
+            "npm test",
+            "s3cr3t",
+            "PASS src",
+            "/home/dev",
+            "exit code 1",
+            "Run the unit tests",
+        ] {
+            assert!(!text.contains(content), "{content:?} was stored");
+        }
+        // AND the metrics are all there, with content-free shapes
+        let commands = store.command_executions(&demo());
+        assert_eq!(commands.len(), 2);
+        let bash = commands.iter().find(|c| c.status == CommandStatus::Success).unwrap();
+        assert_eq!(bash.command_args, json!({"program": "export"}));
+        let failed = commands.iter().find(|c| c.status == CommandStatus::Error).unwrap();
+        assert!(failed.error_message.as_deref().unwrap().contains("content not kept"));
+        assert_eq!(store.agent_interactions(&demo()).len(), 1);
+        assert_eq!(store.sessions(&demo())[0].commands_executed, 2);
+        assert_eq!(store.hook_events(&demo()).len(), 12);
+    }
+
+    #[tokio::test]
+    async fn an_organization_that_opts_in_keeps_redacted_content_whatever_the_stage_default() {
+        // GIVEN a stage keeping metrics only, and an organization that opted into content
+        let limiter = shared::ratelimit::InMemoryRateLimiter::new(shared::testing::limits(1000))
+            .with_hook_content(demo(), HookContent::Redacted);
+        let given = shared::testing::given(
+            shared::store::InMemoryStore::new(),
+            limiter,
+            shared::config::OnStoreError::Allow,
+        );
+        let (state, store) = hook_app_keeping(given, HookContent::Metrics);
+        // WHEN it sends a tool use
+        send(&state, &fixture_of("PostToolUse")).await;
+        // THEN its input is kept, redacted
+        let commands = store.command_executions(&demo());
+        let command = commands[0].command_args["command"].as_str().unwrap();
+        assert!(command.contains("npm test") && !command.contains("ghp_"), "{command}");
+    }
+
+    #[tokio::test]
+    async fn two_users_whose_claude_sessions_share_an_id_never_touch_each_other() {
+        let (state, store) = hook_app();
+        // GIVEN alice's whole session, and bob starting one with the same Claude session_id
+        send_whole_session(&state, "alice").await;
+        for name in ["SessionStart", "PreToolUse", "PostToolUse"] {
+            let response = handle(&state, request(EVENT, "demo", "bob", &fixture_of(name)))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 204);
+        }
+        // THEN each has a session of their own, with their own counts and status
+        let sessions = store.sessions(&demo());
+        assert_eq!(sessions.len(), 2);
+        let mut counts: Vec<_> = sessions.iter().map(|s| (s.commands_executed, s.status)).collect();
+        counts.sort_by_key(|(n, _)| *n);
+        assert_eq!(counts, [(1, SessionStatus::Active), (2, SessionStatus::Completed)]);
+        // AND bob's tool use is his own record, not taken as a repeat of alice's
+        assert_eq!(store.command_executions(&demo()).len(), 3);
+        assert_eq!(store.hook_events(&demo()).len(), 15);
     }
 
     fn fixture_of(name: &str) -> Value {

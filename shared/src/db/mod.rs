@@ -129,7 +129,9 @@ pub(crate) fn is_connection_error(err: &tokio_postgres::Error) -> bool {
 }
 
 /// Outages (connection, resources, shutdown, statement timeout, serialization) are worth a
-/// retry and become 503; anything else reported by the server is a bug and becomes 500.
+/// retry and become 503; data the server refuses (data exceptions, class 22, and constraint
+/// violations, class 23) can never be written and is [`StoreError::Rejected`]; anything else
+/// reported by the server is a bug and becomes 500.
 pub fn classify(err: tokio_postgres::Error) -> StoreError {
     let detail = err.to_string();
     let Some(code) = err.code() else {
@@ -140,9 +142,30 @@ pub fn classify(err: tokio_postgres::Error) -> StoreError {
         || matches!(code, "40001" | "40P01" | "55P03");
     if transient {
         StoreError::Unavailable(format!("{code}: {detail}"))
+    } else if code.starts_with("22") || code.starts_with("23") {
+        let db = err.as_db_error();
+        StoreError::Rejected {
+            field: db.and_then(refused_field),
+            reason: format!("{code}: {}", db.map_or(detail.as_str(), |db| db.message())),
+        }
     } else {
         StoreError::Internal(format!("{code}: {detail}"))
     }
+}
+
+/// The column a refusal is about: named by the server, or by the constraint's default name
+/// (`<table>_<column>_check`).
+fn refused_field(db: &tokio_postgres::error::DbError) -> Option<String> {
+    if let Some(column) = db.column() {
+        return Some(column.to_owned());
+    }
+    let constraint = db.constraint()?;
+    let table = db.table().unwrap_or_default();
+    constraint
+        .strip_prefix(table)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .and_then(|rest| rest.strip_suffix("_check"))
+        .map(str::to_owned)
 }
 
 fn pool_error(err: PoolError) -> StoreError {

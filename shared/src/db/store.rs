@@ -29,6 +29,7 @@ struct TenantSql {
     session_end: String,
     abandon_idle: String,
     hook_event: String,
+    taken_ids: String,
     schema: String,
     /// The envelope statements, by the set of kinds present, built on first use.
     envelopes: [std::sync::OnceLock<String>; 16],
@@ -81,6 +82,7 @@ impl TenantSql {
                  WHERE status = 'active' AND updated_at < now() - make_interval(secs => $1) RETURNING id"
             ),
             hook_event: hook_event_statement(&schema),
+            taken_ids: taken_ids_statement(&schema),
             schema,
         }
     }
@@ -111,9 +113,9 @@ impl InsertSql {
         Self {
             insert: format!(
                 "WITH inserted AS (INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING RETURNING *), \
-                 {upserts} SELECT id, created_at FROM inserted"
+                 {upserts} SELECT id, created_at, user_id FROM inserted"
             ),
-            select_existing: format!("SELECT id, created_at FROM {table} WHERE id = $1"),
+            select_existing: format!("SELECT id, created_at, user_id FROM {table} WHERE id = $1"),
         }
     }
 
@@ -122,9 +124,9 @@ impl InsertSql {
     fn new(table: &str, columns: &str, values: &str) -> Self {
         Self {
             insert: format!(
-                "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING RETURNING id, created_at"
+                "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING RETURNING id, created_at, user_id"
             ),
-            select_existing: format!("SELECT id, created_at FROM {table} WHERE id = $1"),
+            select_existing: format!("SELECT id, created_at, user_id FROM {table} WHERE id = $1"),
         }
     }
 }
@@ -334,8 +336,15 @@ fn session_change(schema: &str, action: SessionAction, extra_set: &str) -> Strin
     .map(|status| format!("'{}'", status.as_str()))
     .collect::<Vec<_>>()
     .join(", ");
+    // The merged context stays within the bounds `sessions::context_fits` states.
+    let fits = format!(
+        "(SELECT count(*) FROM jsonb_object_keys((SELECT merged FROM target))) <= {} \
+         AND octet_length((SELECT merged FROM target)::text) <= {}",
+        crate::sessions::MAX_CONTEXT_KEYS,
+        crate::sessions::MAX_CONTEXT_BYTES
+    );
     format!(
-        "WITH target AS (SELECT user_id, status FROM {table} WHERE id = $1), \
+        "WITH target AS (SELECT user_id, status, context || coalesce($5, '{{}}'::jsonb) AS merged FROM {table} WHERE id = $1), \
          changed AS ( \
             UPDATE {table} SET \
                 commands_executed = GREATEST(commands_executed, coalesce($3, commands_executed)), \
@@ -345,11 +354,12 @@ fn session_change(schema: &str, action: SessionAction, extra_set: &str) -> Strin
                     GROUP BY agent ORDER BY first_seen LIMIT {MAX_AGENTS}) AS merged), \
                 context = context || coalesce($5, '{{}}'::jsonb), \
                 updated_at = now(){extra_set} \
-            WHERE id = $1 AND user_id = $2 AND status IN ({allowed}) \
+            WHERE id = $1 AND user_id = $2 AND status IN ({allowed}) AND {fits} \
             RETURNING {SESSION_COLUMNS}) \
          SELECT 'changed', to_jsonb(changed) FROM changed \
          UNION ALL \
-         SELECT CASE WHEN target.user_id <> $2 THEN 'other_user' ELSE target.status END, NULL::jsonb \
+         SELECT CASE WHEN target.user_id <> $2 THEN 'other_user' \
+                     WHEN target.status IN ({allowed}) THEN 'context_full' ELSE target.status END, NULL::jsonb \
          FROM target WHERE NOT EXISTS (SELECT 1 FROM changed)"
     )
 }
@@ -444,6 +454,23 @@ fn histogram(buckets: Option<Vec<i16>>, counts: Option<Vec<i64>>) -> Vec<i64> {
     dense
 }
 
+/// The ids among `$1`..`$4` (arrays of ids, in `batch::KINDS` order) stored as another user's
+/// than `$5`, each with its kind's index.
+fn taken_ids_statement(schema: &str) -> String {
+    KIND_INSERTS
+        .iter()
+        .enumerate()
+        .map(|(kind, spec)| {
+            format!(
+                "SELECT {kind}::int4, id FROM {schema}.{} WHERE id = ANY(${}::uuid[]) AND user_id <> $5",
+                spec.table,
+                kind + 1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
 /// Keeps a hook event once (`$1` id, `$2` organization, `$3` user, `$4` session, `$5` event,
 /// `$6` correlation, `$7` payload, `$8` partner id) and answers, in the same round trip, when it
 /// and its partner were received and how many tool uses its session has.
@@ -460,7 +487,7 @@ fn hook_event_statement(schema: &str) -> String {
             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING received_at) \
          SELECT coalesce((SELECT received_at FROM kept), (SELECT received_at FROM {table} WHERE id = $1), now()), \
             (SELECT received_at FROM {table} WHERE id = $8), \
-            (SELECT count(*) FROM {table} WHERE session_id = $4 AND event_name IN ({tool_uses})) \
+            (SELECT count(*) FROM {table} WHERE session_id = $4 AND user_id = $3 AND event_name IN ({tool_uses})) \
               + (SELECT count(*) FROM kept WHERE $5 IN ({tool_uses}))"
     )
 }
@@ -504,23 +531,30 @@ impl PgStore {
         self.tenants.read().unwrap_or_else(|p| p.into_inner()).get(org).cloned()
     }
 
-    /// Runs one of the tenant's idempotent inserts; `params[0]` must be the id.
+    /// Runs one of the tenant's idempotent inserts; `params[0]` must be the id. The same id
+    /// sent again by the same user answers the stored record; an id another user of the
+    /// organization has taken is [`StoreError::IdTaken`] (their record is neither changed nor
+    /// described).
     async fn insert(
         &self,
-        org: &OrgId,
+        caller: &Caller,
         statement: impl Fn(&TenantSql) -> &InsertSql,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Stored, StoreError> {
         let (rows, new) = with_client!(&self.db, |client| {
-            self.insert_on(&mut client, org, &statement, params).await
+            self.insert_on(&mut client, &caller.org, &statement, params).await
         })?;
-        rows.first()
-            .map(|row| Stored {
-                id: row.get(0),
-                created_at: row.get(1),
-                new,
-            })
-            .ok_or_else(|| StoreError::Internal("insert returned no row".into()))
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::Internal("insert returned no row".into()))?;
+        if !new && row.get::<_, &str>(2) != caller.user.as_str() {
+            return Err(StoreError::IdTaken);
+        }
+        Ok(Stored {
+            id: row.get(0),
+            created_at: row.get(1),
+            new,
+        })
     }
 
     async fn insert_on(
@@ -566,6 +600,7 @@ impl PgStore {
                 )
             }
             "other_user" => SessionChange::OtherUser,
+            "context_full" => SessionChange::ContextFull,
             status => SessionChange::Refused(
                 serde_json::from_value(serde_json::Value::String(status.to_owned()))
                     .map_err(|e| StoreError::Internal(format!("session status {status:?}: {e}")))?,
@@ -658,7 +693,7 @@ impl MetricStore for PgStore {
         let id = m.id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
         let status = m.status.as_str();
         self.insert(
-            &caller.org,
+            caller,
             |sql| &sql.command_execution,
             &[
                 (&id, Type::UUID),
@@ -680,7 +715,7 @@ impl MetricStore for PgStore {
         let id = m.id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
         let kind = m.interaction_type.as_str();
         self.insert(
-            &caller.org,
+            caller,
             |sql| &sql.agent_interaction,
             &[
                 (&id, Type::UUID),
@@ -703,7 +738,7 @@ impl MetricStore for PgStore {
         let id = m.id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
         let kind = m.metric_type.as_str();
         self.insert(
-            &caller.org,
+            caller,
             |sql| &sql.productivity_metric,
             &[
                 (&id, Type::UUID),
@@ -725,7 +760,7 @@ impl MetricStore for PgStore {
             .id
             .ok_or_else(|| StoreError::Internal("session without id".into()))?;
         self.insert(
-            &caller.org,
+            caller,
             |sql| &sql.session_start,
             &[
                 (&id, Type::UUID),
@@ -773,6 +808,37 @@ impl MetricStore for PgStore {
             ],
         )
         .await
+    }
+
+    async fn ids_taken_by_others(&self, envelope: &Envelope) -> Result<[Vec<Uuid>; 4], StoreError> {
+        let ids = envelope
+            .metrics
+            .ids()
+            .map(|ids| ids.into_iter().flatten().collect::<Vec<Uuid>>());
+        let user = envelope.user_id.as_str();
+        let params: &[(&(dyn ToSql + Sync), Type)] = &[
+            (&ids[0], Type::UUID_ARRAY),
+            (&ids[1], Type::UUID_ARRAY),
+            (&ids[2], Type::UUID_ARRAY),
+            (&ids[3], Type::UUID_ARRAY),
+            (&user, Type::TEXT),
+        ];
+        let rows = with_client!(&self.db, |client| {
+            match self.tenant(&mut client, &envelope.organization_id).await {
+                Ok(tenant) => client.query_typed(&tenant.taken_ids, params).await,
+                Err(err) => Err(err),
+            }
+        })?;
+        let mut taken: [Vec<Uuid>; 4] = Default::default();
+        for row in rows {
+            if let Some(ids) = usize::try_from(row.get::<_, i32>(0))
+                .ok()
+                .and_then(|k| taken.get_mut(k))
+            {
+                ids.push(row.get(1));
+            }
+        }
+        Ok(taken)
     }
 
     async fn write_envelope(&self, envelope: &Envelope) -> Result<[u64; 4], StoreError> {

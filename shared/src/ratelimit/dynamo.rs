@@ -96,6 +96,7 @@ impl DynamoRateLimiter {
         let defaults = OrgSettings {
             limits: self.defaults,
             batch_size: None,
+            hook_content: None,
         };
         let request = json!({
             "TableName": self.table,
@@ -109,17 +110,8 @@ impl DynamoRateLimiter {
         let Some(item) = output.get("Item") else {
             return Ok(defaults);
         };
-        let number = |name: &str| number_of(item, name).and_then(|n| u64::try_from(n).ok());
-        let settings = OrgSettings {
-            limits: Limits {
-                max_requests: number("max_requests").unwrap_or(self.defaults.max_requests),
-                window_ms: number("window_ms").unwrap_or(self.defaults.window_ms),
-                burst_allowance: number("burst_allowance").unwrap_or(self.defaults.burst_allowance),
-            },
-            batch_size: number("batch_size").filter(|n| *n >= 1),
-        };
-        match settings.limits.check() {
-            Ok(()) => Ok(settings),
+        match parse_override(item, self.defaults) {
+            Ok(settings) => Ok(settings),
             Err(problem) => {
                 tracing::error!(org = %org, problem, "ignoring invalid rate-limit override");
                 Ok(defaults)
@@ -227,6 +219,10 @@ impl RateLimiter for DynamoRateLimiter {
     fn batch_size(&self, org: &OrgId) -> Option<u64> {
         lock(&self.overrides).get(org).and_then(|(_, s)| s.batch_size)
     }
+
+    fn hook_content(&self, org: &OrgId) -> Option<crate::hooks::HookContent> {
+        lock(&self.overrides).get(org).and_then(|(_, s)| s.hook_content)
+    }
 }
 
 fn conflict_or_unavailable(err: DynamoError) -> Result<Attempt, StoreUnavailable> {
@@ -244,6 +240,51 @@ fn unavailable(err: DynamoError) -> StoreUnavailable {
 }
 
 /// A numeric attribute (`{"N": "123"}`) of an item.
+/// An override item's settings over `defaults`: every attribute present must be valid (a whole
+/// number in range, a known mode) and the limits' arithmetic must stay in range, or the whole
+/// override is refused with the reason.
+fn parse_override(item: &Value, defaults: Limits) -> Result<OrgSettings, String> {
+    let number = |name: &str| -> Result<Option<u64>, String> {
+        match item.get(name) {
+            None => Ok(None),
+            Some(value) => value
+                .get("N")
+                .and_then(Value::as_str)
+                .and_then(|n| n.parse::<u64>().ok())
+                .map(Some)
+                .ok_or_else(|| format!("{name} must be a whole number from 0 to {}", u64::MAX)),
+        }
+    };
+    let limits = Limits {
+        max_requests: number("max_requests")?.unwrap_or(defaults.max_requests),
+        window_ms: number("window_ms")?.unwrap_or(defaults.window_ms),
+        burst_allowance: number("burst_allowance")?.unwrap_or(defaults.burst_allowance),
+    };
+    limits.check()?;
+    // One envelope carries at most this many: a larger override would be answered 202 and then
+    // refused by the worker.
+    let most = crate::batch::MAX_ENVELOPE_METRICS as u64;
+    let batch_size = match number("batch_size")? {
+        Some(n) if !(1..=most).contains(&n) => return Err(format!("batch_size must be from 1 to {most}")),
+        other => other,
+    };
+    let hook_content = match item.get("hook_content") {
+        None => None,
+        Some(value) => Some(
+            value
+                .get("S")
+                .and_then(Value::as_str)
+                .and_then(|raw| raw.parse().ok())
+                .ok_or("hook_content must be \"metrics\" or \"redacted\"")?,
+        ),
+    };
+    Ok(OrgSettings {
+        limits,
+        batch_size,
+        hook_content,
+    })
+}
+
 fn number_of(item: &Value, name: &str) -> Option<i64> {
     item.get(name)?.get("N")?.as_str()?.parse().ok()
 }
@@ -255,4 +296,47 @@ fn number(n: i64) -> Value {
 /// Epoch seconds after which the item may be deleted: the bucket is full again long before.
 fn expiry(limits: &Limits, now: i64) -> i64 {
     (now + limits.tolerance_us()) / 1_000_000 + EXPIRY_MARGIN_SECONDS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULTS: Limits = Limits {
+        max_requests: 1000,
+        window_ms: 60_000,
+        burst_allowance: 100,
+    };
+
+    fn n(value: &str) -> Value {
+        json!({ "N": value })
+    }
+
+    #[test]
+    fn a_valid_override_replaces_only_what_it_names() {
+        let item = json!({"max_requests": n("50"), "batch_size": n("1000"), "hook_content": {"S": "redacted"}});
+        let settings = parse_override(&item, DEFAULTS).unwrap();
+        assert_eq!(settings.limits.max_requests, 50);
+        assert_eq!(settings.limits.window_ms, 60_000);
+        assert_eq!(settings.batch_size, Some(1000));
+        assert_eq!(settings.hook_content, Some(crate::hooks::HookContent::Redacted));
+    }
+
+    #[test]
+    fn overrides_that_would_overflow_lock_out_or_be_refused_later_are_refused_whole() {
+        for item in [
+            json!({"max_requests": n("1"), "window_ms": n("31536000000"), "burst_allowance": n("18446744073709551615")}),
+            json!({"burst_allowance": n("18446744073709551615")}),
+            json!({"max_requests": n("1"), "window_ms": n("31536000000"), "burst_allowance": n("2")}),
+            json!({"max_requests": n("-1")}),
+            json!({"max_requests": n("0")}),
+            json!({"window_ms": n("1e3")}),
+            json!({"window_ms": {"S": "60000"}}),
+            json!({"batch_size": n("1001")}),
+            json!({"batch_size": n("0")}),
+            json!({"hook_content": {"S": "everything"}}),
+        ] {
+            assert!(parse_override(&item, DEFAULTS).is_err(), "{item}");
+        }
+    }
 }

@@ -11,6 +11,7 @@ pub struct InMemoryRateLimiter {
     defaults: Limits,
     overrides: HashMap<OrgId, Limits>,
     batch_sizes: HashMap<OrgId, u64>,
+    hook_contents: HashMap<OrgId, crate::hooks::HookContent>,
     tats: Mutex<HashMap<OrgId, i64>>,
     unavailable: bool,
 }
@@ -21,6 +22,7 @@ impl InMemoryRateLimiter {
             defaults,
             overrides: HashMap::new(),
             batch_sizes: HashMap::new(),
+            hook_contents: HashMap::new(),
             tats: Mutex::new(HashMap::new()),
             unavailable: false,
         }
@@ -33,6 +35,11 @@ impl InMemoryRateLimiter {
 
     pub fn with_batch_size(mut self, org: OrgId, batch_size: u64) -> Self {
         self.batch_sizes.insert(org, batch_size);
+        self
+    }
+
+    pub fn with_hook_content(mut self, org: OrgId, mode: crate::hooks::HookContent) -> Self {
+        self.hook_contents.insert(org, mode);
         self
     }
 
@@ -67,5 +74,9 @@ impl RateLimiter for InMemoryRateLimiter {
 
     fn batch_size(&self, org: &OrgId) -> Option<u64> {
         self.batch_sizes.get(org).copied()
+    }
+
+    fn hook_content(&self, org: &OrgId) -> Option<crate::hooks::HookContent> {
+        self.hook_contents.get(org).copied()
     }
 }

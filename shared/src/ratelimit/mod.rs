@@ -32,17 +32,35 @@ pub struct Limits {
 
 /// Largest bucket we accept; keeps every product below in range.
 const MAX_CAPACITY: u64 = 1_000_000_000;
+/// Longest window we accept: a year.
+const MAX_WINDOW_MS: u64 = 365 * 24 * 3_600_000;
+/// Longest time a full bucket may take to refill (`tolerance_us`): a year. Larger values would
+/// push `tat` arithmetic out of range or lock an organization out for good.
+const MAX_TOLERANCE_US: u64 = MAX_WINDOW_MS * 1000;
 
 impl Limits {
+    /// Refuses limits whose arithmetic could overflow or that could never be met; every
+    /// product below is computed checked here, so the other methods cannot overflow.
     pub fn check(&self) -> Result<(), String> {
         if self.max_requests == 0 || self.window_ms == 0 {
             return Err("max_requests and window_ms must be at least 1".into());
         }
-        if self.capacity() > MAX_CAPACITY || self.window_ms > 365 * 24 * 3_600_000 {
-            return Err("limits are too large".into());
+        let capacity = self.max_requests.checked_add(self.burst_allowance);
+        if capacity.is_none_or(|c| c > MAX_CAPACITY) || self.window_ms > MAX_WINDOW_MS {
+            return Err(format!(
+                "limits are too large: max_requests + burst_allowance at most {MAX_CAPACITY}, window_ms at most {MAX_WINDOW_MS}"
+            ));
         }
         if self.window_ms * 1000 < self.max_requests {
             return Err("more than one request per microsecond is not supported".into());
+        }
+        let refill_us = (self.window_ms * 1000)
+            .div_ceil(self.max_requests)
+            .checked_mul(self.capacity());
+        if refill_us.is_none_or(|us| us > MAX_TOLERANCE_US) {
+            return Err(
+                "an empty bucket would take more than a year to refill: lower burst_allowance or window_ms".into(),
+            );
         }
         Ok(())
     }
@@ -70,6 +88,8 @@ pub struct OrgSettings {
     pub limits: Limits,
     /// Most metrics in one batch request, instead of `COLLECTION_BATCH_SIZE`.
     pub batch_size: Option<u64>,
+    /// How much Claude Code hook content to keep, instead of `HOOK_CONTENT`.
+    pub hook_content: Option<crate::hooks::HookContent>,
 }
 
 /// What a response reports about the caller's limit.
@@ -128,6 +148,12 @@ pub trait RateLimiter: Send + Sync {
     /// The organization's batch-size override, as read by its last [`RateLimiter::check`]
     /// (no extra call).
     fn batch_size(&self, _org: &OrgId) -> Option<u64> {
+        None
+    }
+
+    /// The organization's hook-content override (`hook_content`: `metrics` or `redacted`), as
+    /// read by its last [`RateLimiter::check`] (no extra call).
+    fn hook_content(&self, _org: &OrgId) -> Option<crate::hooks::HookContent> {
         None
     }
 }

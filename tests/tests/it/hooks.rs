@@ -42,6 +42,63 @@ async fn counts(given: &TestApp) -> [i64; 4] {
     ]
 }
 
+/// Every text column and payload the hook path writes, for one organization.
+async fn everything_stored(given: &TestApp, org: &str) -> String {
+    let sql = format!(
+        "SELECT string_agg(t, ' ') FROM (\
+           SELECT payload::text AS t FROM \"org_{org}\".hook_events \
+           UNION ALL SELECT concat_ws(' ', command_name, command_args::text, error_message, context::text) FROM \"org_{org}\".command_executions \
+           UNION ALL SELECT concat_ws(' ', agent_name, metadata::text) FROM \"org_{org}\".agent_interactions \
+           UNION ALL SELECT context::text FROM \"org_{org}\".user_sessions) AS kept"
+    );
+    given
+        .db()
+        .await
+        .query_one(&sql, &[])
+        .await
+        .unwrap()
+        .get::<_, Option<String>>(0)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn by_default_no_prompt_command_output_error_or_path_reaches_the_database() {
+    let given = TestApp::spawn().await;
+    let addr = given.serve_http().await;
+    let bearer = token("acme", "alice");
+    for name in events() {
+        assert_eq!(post(addr, &bearer, &fixture(name)).await.0, 204, "{name}");
+    }
+    let stored = everything_stored(&given, "acme").await;
+    for content in [
+        "Add a login form",
+        "GITHUB_TOKEN",
+        "npm test",
+        "s3cr3t-pw",
+        "PASS src/login",
+        "/home/dev",
+        "exit code 1",
+        "Run the unit tests",
+    ] {
+        assert!(!stored.contains(content), "{content:?} reached the database");
+    }
+    // The metrics are whole all the same.
+    assert_eq!(counts(&given).await, [12, 2, 1, 1]);
+    assert!(
+        stored.contains("\"tool_shape\": {\"program\": \"export\"}"),
+        "{stored:.500}"
+    );
+
+    // The same session with content opted in keeps the (redacted) input.
+    let opted_in = TestApp::spawn_with(&[("HOOK_CONTENT", "redacted")]).await;
+    let addr = opted_in.serve_http().await;
+    for name in events() {
+        assert_eq!(post(addr, &bearer, &fixture(name)).await.0, 204, "{name}");
+    }
+    let stored = everything_stored(&opted_in, "acme").await;
+    assert!(stored.contains("npm test") && stored.contains("[REDACTED]") && !stored.contains("ghp_R4nd0m"));
+}
+
 #[tokio::test]
 async fn every_event_is_answered_with_an_empty_204_and_becomes_metrics() {
     let given = TestApp::spawn().await;
@@ -65,14 +122,15 @@ async fn every_event_is_answered_with_an_empty_204_and_becomes_metrics() {
         .unwrap();
     let (name, status): (String, String) = (commands[0].get(0), commands[0].get(1));
     assert_eq!((name.as_str(), status.as_str()), ("Bash", "success"));
+    // By default a command keeps its content-free shape, not what was run.
     let args: Value = commands[0].get(3);
-    assert_eq!(args["description"], "Run the unit tests");
+    assert_eq!(args, json!({"program": "export"}));
     let context: Value = commands[0].get(4);
     assert_eq!(context["tool_use_id"], "toolu_01A2B3C4D5E6F7G8H9J0K1L2");
     assert_eq!(context["claude_session_id"], SESSION);
     let (status, error): (String, Option<String>) = (commands[1].get(1), commands[1].get(2));
     assert_eq!(status, "error");
-    assert!(error.unwrap().contains("exit code 1"));
+    assert_eq!(error.as_deref(), Some("tool use failed (content not kept)"));
 
     let agent = db
         .query_one(
@@ -111,8 +169,13 @@ async fn every_event_is_answered_with_an_empty_204_and_becomes_metrics() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(unknown["teammate"]["name"], "reviewer", "unknown events are kept whole");
-    assert_eq!(unknown["new_field"], json!([1, 2, 3]));
+    // Kept, with its metadata only: unknown fields may be content.
+    assert_eq!(unknown["hook_event_name"], "TeammateIdle");
+    assert_eq!(unknown["session_id"], SESSION);
+    assert!(
+        unknown.get("teammate").is_none() && unknown.get("new_field").is_none(),
+        "{unknown}"
+    );
 }
 
 #[tokio::test]
@@ -179,7 +242,8 @@ async fn events_sent_twice_even_concurrently_are_stored_once() {
 
 #[tokio::test]
 async fn secrets_are_redacted_and_large_fields_truncated_before_storage() {
-    let given = TestApp::spawn().await;
+    // An organization (here: the stage) that opted into keeping content.
+    let given = TestApp::spawn_with(&[("HOOK_CONTENT", "redacted")]).await;
     let addr = given.serve_http().await;
     let bearer = token("acme", "alice");
     let mut post_tool_use = fixture("PostToolUse");

@@ -19,3 +19,4 @@ mod sessions;
 mod summary;
 mod template;
 mod tenancy;
+mod trust;

@@ -137,6 +137,16 @@ async fn exercise_a_healthy_stack(recorder: &mut Recorder) {
     for (route, body) in valid_bodies() {
         let created = recorder.json(addr, route, route.1, Some(&alice), body.clone()).await;
         assert!(matches!(created, 201 | 202 | 204), "{route:?}: {created}");
+        if created == 201 {
+            // The same client id again: alice gets her record, bob a 409.
+            let mut with_id = body.clone();
+            with_id["id"] = json!(Uuid::new_v4());
+            assert_eq!(
+                recorder.json(addr, route, route.1, Some(&alice), with_id.clone()).await,
+                201
+            );
+            assert_eq!(recorder.json(addr, route, route.1, Some(&bob), with_id).await, 409);
+        }
         let mut invalid = body.clone();
         if route == HOOK {
             // Hooks accept unknown fields; only what keys an event is required.

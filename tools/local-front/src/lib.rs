@@ -25,7 +25,7 @@ use scheduler::Job;
 use session_reaper::Reaper;
 use shared::App;
 use shared::app::FromEnv;
-use shared::config::{ConfigError, Env, RequestConfig};
+use shared::config::{ConfigError, Env};
 use shared::health::Health;
 use shared::live::LiveConfig;
 
@@ -60,10 +60,7 @@ impl Stack {
     pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         let app = Arc::new(App::from_env(env, aws)?);
         Ok(Self {
-            hook: Arc::new(HookApp {
-                app: app.clone(),
-                max_body_bytes: RequestConfig::from_env(env)?.max_hook_body_bytes,
-            }),
+            hook: Arc::new(HookApp::around(app.clone(), env)?),
             app,
             health: Arc::new(Health::from_env(env, aws)?),
             reaper: Arc::new(Reaper::from_env(env)?),

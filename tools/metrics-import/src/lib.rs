@@ -8,7 +8,8 @@
 //! from the organization, the user and the line itself (UUID v5), so importing a file twice
 //! writes nothing twice.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
@@ -56,6 +57,8 @@ pub struct Plan {
     pub lines: usize,
     /// Valid metrics per kind (`shared::batch::KINDS` order).
     pub counts: [usize; 4],
+    /// Lines identical to an earlier line (same id, same text): they would store nothing new.
+    pub repeated: Vec<usize>,
 }
 
 impl Plan {
@@ -70,6 +73,8 @@ pub fn plan(input: impl BufRead, org: &OrgId, default_user: &UserId, per_envelop
     let mut plan = Plan::default();
     // Each user's envelopes so far, with the serialized size of their metrics.
     let mut by_user: BTreeMap<String, Vec<(Metrics, usize)>> = BTreeMap::new();
+    // The first line of each (kind, id), and a hash of its text.
+    let mut seen: HashMap<(usize, Uuid), (usize, Uuid)> = HashMap::new();
     for (index, line) in input.lines().enumerate() {
         let line = line?;
         let number = index + 1;
@@ -84,6 +89,25 @@ pub fn plan(input: impl BufRead, org: &OrgId, default_user: &UserId, per_envelop
                 continue;
             }
         };
+        // One id per metric of a kind: an envelope repeating one would be refused whole.
+        let text_hash = Uuid::new_v5(&ID_NAMESPACE, line.as_bytes());
+        match seen.entry(metric.key()) {
+            Entry::Vacant(first) => {
+                first.insert((number, text_hash));
+            }
+            Entry::Occupied(first) if first.get().1 == text_hash => {
+                plan.repeated.push(number);
+                continue;
+            }
+            Entry::Occupied(first) => {
+                let message = format!("Repeats the id of line {} with other content", first.get().0);
+                plan.invalid.push(LineError {
+                    line: number,
+                    errors: vec![FieldError::new("id", message)],
+                });
+                continue;
+            }
+        }
         let size = metric.size();
         let chunks = by_user.entry(user.as_str().to_owned()).or_default();
         if chunks
@@ -132,6 +156,17 @@ impl LineMetric {
             LineMetric::Productivity(m) => serde_json::to_vec(m),
         };
         serialized.map_or(MESSAGE_BUDGET, |v| v.len() + 1)
+    }
+
+    /// Its kind (`shared::batch::KINDS` index) and id (always set by `read_line`).
+    fn key(&self) -> (usize, Uuid) {
+        let (kind, id) = match self {
+            LineMetric::Command(m) => (0, m.id),
+            LineMetric::Agent(m) => (1, m.id),
+            LineMetric::Session(m) => (2, m.id),
+            LineMetric::Productivity(m) => (3, m.id),
+        };
+        (kind, id.unwrap_or_default())
     }
 
     fn add_to(self, metrics: &mut Metrics, counts: &mut [usize; 4]) {
@@ -370,6 +405,29 @@ not json
         assert!(ids(&first).iter().all(Option::is_some));
         let other_org = plan(FILE.as_bytes(), &OrgId::parse("globex").unwrap(), &importer(), 100).unwrap();
         assert_ne!(ids(&first), ids(&other_org));
+    }
+
+    #[test]
+    fn a_repeated_line_is_skipped_and_a_reused_id_with_other_content_is_invalid() {
+        let id = Uuid::new_v4();
+        let line = |name: &str| {
+            format!(
+                r#"{{"kind":"command_execution","id":"{id}","command_name":"{name}","execution_time_ms":1,"status":"success"}}"#
+            )
+        };
+        let plain = r#"{"kind":"command_execution","command_name":"x","execution_time_ms":1,"status":"success"}"#;
+        let file = [line("a"), plain.to_owned(), line("a"), plain.to_owned(), line("b")].join("\n");
+        let plan = plan(file.as_bytes(), &org(), &importer(), 100).unwrap();
+        assert_eq!(plan.counts, [2, 0, 0, 0]);
+        assert_eq!(plan.repeated, [3, 4]);
+        assert_eq!(plan.invalid.len(), 1);
+        assert_eq!(plan.invalid[0].line, 5);
+        assert!(plan.invalid[0].to_string().contains("Repeats the id of line 1"));
+        // What is sent is a valid envelope: no id twice.
+        for envelope in &plan.envelopes {
+            let message = envelope.to_message().unwrap();
+            assert!(Envelope::parse(&message).is_ok());
+        }
     }
 
     #[test]

@@ -96,11 +96,12 @@ async fn run(options: Options) -> i32 {
         .map(|(k, n)| format!("{k}: {n}"))
         .collect();
     eprintln!(
-        "read {} lines: {} valid metrics ({}), {} invalid lines, {} envelopes",
+        "read {} lines: {} valid metrics ({}), {} invalid lines, {} repeated lines skipped, {} envelopes",
         plan.lines,
         plan.metrics(),
         counts.join(", "),
         plan.invalid.len(),
+        plan.repeated.len(),
         plan.envelopes.len()
     );
     for error in plan.invalid.iter().take(20) {

@@ -1,26 +1,32 @@
 //! Claude Code hook events (`POST /api/v1/hooks/claude-code`), turned into our metrics.
 //!
-//! Claude Code posts each hook's own JSON input. Every event is kept (redacted, truncated and
-//! sanitised) in the tenant's `hook_events`, known or not, once per deterministic id; then:
-//! - any event starts its session if it is new (id derived from Claude's `session_id`) and marks
-//!   activity; `SessionEnd` completes it;
-//! - `PostToolUse` / `PostToolUseFailure` store a command execution: the tool's name, its
-//!   redacted input as `command_args`, the time since the `PreToolUse` of the same `tool_use_id`
-//!   as `execution_time_ms` (0 when that was not received), and its status from the outcome;
-//!   the session's `commands_executed` is its count of tool uses;
+//! Claude Code posts each hook's own JSON input. Every event is kept in the tenant's
+//! `hook_events`, known or not, once per deterministic id — by default only its metadata and a
+//! content-free shape of the tool's input, or its whole input redacted when the organization
+//! opted into content (see [`content`]); then:
+//! - any event starts its session if it is new (id derived from the caller and Claude's
+//!   `session_id`) and marks activity; `SessionEnd` completes it;
+//! - `PostToolUse` / `PostToolUseFailure` store a command execution: the tool's name, its shape
+//!   (or, with content, its redacted input) as `command_args`, the time since the `PreToolUse` of
+//!   the same `tool_use_id` as `execution_time_ms` (0 when that was not received), and its status
+//!   from the outcome; the session's `commands_executed` is its count of tool uses;
 //! - `SubagentStart` lists the agent on the session; `SubagentStop` stores an agent interaction
 //!   (`delegation`, timed from its `SubagentStart`; hooks carry no token counts, so they are 0).
 //!
-//! Ids are UUID v5 of the hook data, so an event that fires (or is sent) twice stores once.
+//! Ids are UUID v5 of the caller and the hook data, so an event that fires (or is sent) twice
+//! stores once, and two users whose Claude sessions share an id never touch each other's
+//! records.
+
+pub mod content;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::ids::Caller;
+pub use content::HookContent;
+
+use crate::ids::{Caller, UserId};
 use crate::metrics::{AgentInteraction, CommandExecution};
-use crate::redact::redact_and_truncate;
-use crate::sanitize::sanitize_value;
 use crate::sessions::{SessionActivity, SessionEnd, SessionStart};
 use crate::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, TOOL_USE_EVENTS};
 use crate::validation::FieldError;
@@ -57,14 +63,21 @@ pub struct HookEvent {
     pub session_id: String,
     /// `tool_use_id` of tool events, `agent_id` of sub-agent events.
     pub correlation_id: Option<String>,
-    /// The whole input, redacted, truncated and sanitised; unknown fields included.
+    /// What is kept of the input under the organization's [`HookContent`] mode.
     pub payload: Value,
+    /// How much content the payload holds.
+    pub content: HookContent,
+    /// The user who sent it: part of every id derived from it.
+    owner: String,
 }
+
+/// Fields of an error kept when content is not: says that it failed, not what it said.
+const CONTENT_FREE_ERROR: &str = "tool use failed (content not kept)";
 
 impl HookEvent {
     /// Refuses only what cannot be keyed: a non-object body, a missing or malformed
     /// `session_id` or `hook_event_name`, a malformed `tool_use_id` or `agent_id`.
-    pub fn from_json(raw: &Value) -> Result<Self, Vec<FieldError>> {
+    pub fn from_json(raw: &Value, user: &UserId, content: HookContent) -> Result<Self, Vec<FieldError>> {
         let Value::Object(map) = raw else {
             return Err(vec![FieldError::new("body", "Must be a JSON object")]);
         };
@@ -84,22 +97,23 @@ impl HookEvent {
             "SubagentStart" | "SubagentStop" => agent_id,
             _ => None,
         };
-        // Events without a correlation id are told apart by their whole content.
+        // Events without a correlation id are told apart by their whole content (hashed, not kept).
         let discriminator = correlation_id.clone().unwrap_or_else(|| raw.to_string());
-        let mut payload = redact_and_truncate(raw);
-        sanitize_value(&mut payload);
+        let owner = user.as_str().to_owned();
         Ok(Self {
-            id: derive(&[&session_id, &event_name, &discriminator]),
+            id: derive(&[&owner, &session_id, &event_name, &discriminator]),
+            payload: content::kept_payload(map, content),
+            content,
             event_name,
             session_id,
             correlation_id,
-            payload,
+            owner,
         })
     }
 
-    /// Our id of Claude's session.
+    /// Our id of Claude's session, for this user.
     pub fn session_key(&self) -> Uuid {
-        derive(&["session", &self.session_id])
+        derive(&[&self.owner, "session", &self.session_id])
     }
 
     /// The id of the event that opened this one, for events that close a pair.
@@ -109,7 +123,18 @@ impl HookEvent {
             "SubagentStop" => "SubagentStart",
             _ => return None,
         };
-        Some(derive(&[&self.session_id, opener, self.correlation_id.as_deref()?]))
+        Some(derive(&[
+            &self.owner,
+            &self.session_id,
+            opener,
+            self.correlation_id.as_deref()?,
+        ]))
+    }
+
+    /// The id of a metric this event produces (`what` is `command` or `agent`).
+    fn metric_id(&self, what: &str) -> Uuid {
+        let correlation = self.correlation_id.clone().unwrap_or(self.id.to_string());
+        derive(&[&self.owner, &self.session_id, what, &correlation])
     }
 
     pub fn kept(&self) -> KeptHookEvent<'_> {
@@ -146,6 +171,7 @@ impl HookEvent {
             ("model", "model"),
             ("source", "start_source"),
         ] {
+            // Paths on the developer's machine are content (kept only in the redacted payload).
             if let Some(value) = self.field(from) {
                 context.insert(to.into(), value.clone());
             }
@@ -186,13 +212,14 @@ impl HookEvent {
             return None;
         }
         let (status, error) = self.outcome();
-        let args = match self.field("tool_input") {
-            Some(Value::Object(input)) => Value::Object(input.clone()),
-            Some(other) => json!({ "input": other }),
-            None => json!({}),
+        let args = match (self.field("tool_input"), self.field("tool_shape")) {
+            (Some(Value::Object(input)), _) => Value::Object(input.clone()),
+            (Some(other), _) => json!({ "input": other }),
+            (None, Some(shape)) => shape.clone(),
+            (None, None) => json!({}),
         };
         let body = json!({
-            "id": derive(&[&self.session_id, "command", &self.correlation_id.clone().unwrap_or(self.id.to_string())]),
+            "id": self.metric_id("command"),
             "command_name": command_name(self.text("tool_name").unwrap_or("")),
             "execution_time_ms": self.duration_ms(receipt, MAX_EXECUTION_MS),
             "status": status,
@@ -216,7 +243,7 @@ impl HookEvent {
             .take(crate::metrics::MAX_AGENT_NAME_CHARS)
             .collect();
         let body = json!({
-            "id": derive(&[&self.session_id, "agent", &self.correlation_id.clone().unwrap_or(self.id.to_string())]),
+            "id": self.metric_id("agent"),
             "agent_name": name,
             "interaction_type": "delegation",
             "input_tokens": 0,
@@ -229,18 +256,20 @@ impl HookEvent {
         checked(AgentInteraction::from_json(&body, ""), &self.event_name)
     }
 
-    /// `success`, `error` or `cancelled`, and the error text, from the event and the tool's response.
+    /// `success`, `error` or `cancelled`, and the error text, from the event and the tool's
+    /// response (its flags only, when content is not kept).
     fn outcome(&self) -> (&'static str, Option<String>) {
+        let with_content = self.content == HookContent::Redacted;
         if self.event_name == "PostToolUseFailure" {
             let error = match self.field("error") {
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-                None => "tool use failed".into(),
+                Some(Value::String(s)) if with_content => s.clone(),
+                Some(other) if with_content => other.to_string(),
+                _ => CONTENT_FREE_ERROR.into(),
             };
             let interrupted = self.field("is_interrupt").and_then(Value::as_bool) == Some(true);
             return (if interrupted { "cancelled" } else { "error" }, Some(error));
         }
-        let response = self.field("tool_response");
+        let response = self.field("tool_response").or_else(|| self.field("tool_outcome"));
         let flag = |name: &str| response.and_then(|r| r.get(name)).and_then(Value::as_bool);
         if flag("interrupted") == Some(true) {
             ("cancelled", None)
@@ -248,8 +277,9 @@ impl HookEvent {
             let error = response
                 .and_then(|r| r.get("error").or_else(|| r.get("stderr")))
                 .and_then(Value::as_str)
+                .filter(|_| with_content)
                 .map(str::to_owned);
-            ("error", error.or_else(|| Some("tool reported an error".into())))
+            ("error", error.or_else(|| Some(CONTENT_FREE_ERROR.into())))
         } else {
             ("success", None)
         }
@@ -315,6 +345,7 @@ pub async fn record(store: &dyn MetricStore, caller: &Caller, event: &HookEvent)
     Ok(())
 }
 
+/// A deterministic id from `parts` (the first is always the user).
 fn derive(parts: &[&str]) -> Uuid {
     Uuid::new_v5(&NAMESPACE, parts.join("\n").as_bytes())
 }
@@ -372,6 +403,10 @@ fn checked<T>(metric: Result<T, Vec<FieldError>>, event: &str) -> Option<T> {
 mod tests {
     use super::*;
 
+    fn user() -> UserId {
+        UserId::parse("alice").unwrap()
+    }
+
     fn receipt() -> HookReceipt {
         HookReceipt {
             received_at: Utc::now(),
@@ -384,7 +419,7 @@ mod tests {
         let mut body = json!({"session_id": "s", "hook_event_name": "PostToolUse", "tool_use_id": "t",
                               "tool_name": "Bash", "tool_input": {"command": "ls"}});
         body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        HookEvent::from_json(&body)
+        HookEvent::from_json(&body, &user(), HookContent::Redacted)
             .unwrap()
             .command_execution(&receipt())
             .unwrap()
@@ -434,8 +469,11 @@ mod tests {
     fn a_reported_duration_wins_and_every_duration_is_bounded() {
         assert_eq!(command(json!({"duration_ms": 1234})).execution_time_ms, 1234.0);
         assert_eq!(command(json!({"duration_ms": 9e9})).execution_time_ms, 300_000.0);
-        let event = HookEvent::from_json(&json!({"session_id": "s", "hook_event_name": "PostToolUse",
-                                                   "tool_use_id": "t", "tool_name": "Read"}))
+        let event = HookEvent::from_json(
+            &json!({"session_id": "s", "hook_event_name": "PostToolUse", "tool_use_id": "t", "tool_name": "Read"}),
+            &user(),
+            HookContent::Redacted,
+        )
         .unwrap();
         let now = Utc::now();
         let timed = HookReceipt {
@@ -451,20 +489,26 @@ mod tests {
         let pre = json!({"session_id": "s", "hook_event_name": "PreToolUse", "tool_use_id": "t"});
         let post = json!({"session_id": "s", "hook_event_name": "PostToolUse", "tool_use_id": "t"});
         let (pre, post) = (
-            HookEvent::from_json(&pre).unwrap(),
-            HookEvent::from_json(&post).unwrap(),
+            HookEvent::from_json(&pre, &user(), HookContent::Redacted).unwrap(),
+            HookEvent::from_json(&post, &user(), HookContent::Redacted).unwrap(),
         );
         assert_eq!(post.partner(), Some(pre.id));
         assert_eq!(pre.session_key(), post.session_key());
         let prompt = json!({"session_id": "s", "hook_event_name": "UserPromptSubmit", "prompt": "hi"});
         assert_eq!(
-            HookEvent::from_json(&prompt).unwrap().id,
-            HookEvent::from_json(&prompt).unwrap().id
+            HookEvent::from_json(&prompt, &user(), HookContent::Redacted)
+                .unwrap()
+                .id,
+            HookEvent::from_json(&prompt, &user(), HookContent::Redacted)
+                .unwrap()
+                .id
         );
         let other = json!({"session_id": "s", "hook_event_name": "UserPromptSubmit", "prompt": "bye"});
         assert_ne!(
-            HookEvent::from_json(&prompt).unwrap().id,
-            HookEvent::from_json(&other).unwrap().id
+            HookEvent::from_json(&prompt, &user(), HookContent::Redacted)
+                .unwrap()
+                .id,
+            HookEvent::from_json(&other, &user(), HookContent::Redacted).unwrap().id
         );
     }
 }
