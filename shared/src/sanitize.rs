@@ -501,7 +501,8 @@ mod tests {
 
     #[test]
     fn the_work_is_linear_in_the_input_for_the_worst_shapes() {
-        let shapes: [(&str, fn(usize) -> String); 9] = [
+        type Shape = (&'static str, fn(usize) -> String);
+        let shapes: [Shape; 9] = [
             ("nested opens", |n| format!("{}{}", "<".repeat(n), "b>".repeat(n))),
             ("empty svg elements", |n| "<svg></svg>".repeat(n)),
             ("script with near-miss closings", |n| {

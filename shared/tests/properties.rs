@@ -399,6 +399,31 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(Config { cases: (config().cases / 10).max(1), ..config() })]
+
+    #[test]
+    fn secrets_in_command_lines_are_redacted_even_when_split_by_markup(
+        template in prop::sample::select(vec![
+            "export GITHUB_TOKEN={} && make", "mysql -u root -p{} app", "curl -u alice:{} https://x",
+            "docker login -u bob -p {} ghcr.io", "aws configure set aws_secret_access_key {}",
+            "npm config set //registry.npmjs.org/:_authToken {}", "DB_PASS={} ./run", "--password={}",
+            "{\"refresh_tokens\": \"{}\"}", "clientSecret: {}", "Authorization: Bearer {}",
+            "git clone https://bob:{}@example.com/x.git",
+        ]),
+        secret in "[A-Za-z0-9]{16,40}",
+        split in prop_oneof![Just(""), Just("<b></b>"), Just("\0"), Just("<!-- x -->"), Just("<i>")],
+        at in any::<prop::sample::Index>(),
+    ) {
+        let cut = at.index(secret.len() - 1) + 1;
+        let hidden = format!("{}{split}{}", &secret[..cut], &secret[cut..]);
+        let command = template.replace("{}", &hidden);
+        let stored = shared::sanitize::sanitize_text(&shared::redact::redact_text(&command)).into_owned();
+        prop_assert!(!stored.contains(&secret), "{command:?} stored as {stored:?}");
+        prop_assert!(stored.contains(shared::redact::REDACTED), "{stored:?}");
+    }
+}
+
 const SECRET: &str = "property-test-secret-0123456789";
 
 fn authenticator() -> &'static Authenticator {

@@ -52,8 +52,10 @@ struct ContextRule {
     pattern: Regex,
     secret: usize,
     keywords: &'static [&'static str],
-    is_secret: fn(&Captures) -> bool,
+    is_secret: IsSecret,
 }
+
+type IsSecret = fn(&Captures) -> bool;
 
 const SECRET_WORDS: &[&str] = &["pass", "secret", "token", "key", "credential"];
 
@@ -63,8 +65,8 @@ static CONTEXT_RULES: LazyLock<Vec<ContextRule>> = LazyLock::new(|| {
     // word of the name (`DB_PASS`, not `BYPASS`).
     const NAME: &str = r"(?:[A-Za-z0-9_.-]*(?:PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API[_-]?KEY|ACCESS[_-]?KEY|PRIVATE[_-]?KEY|CREDENTIALS?)|(?:[A-Za-z0-9_.-]*[_.-])?PASS)(?:[_.-][A-Za-z0-9_.-]*)?";
     const VALUE: &str = r#"(?:"[^"]*"|'[^']*'|[^\s"'&;|]+)"#;
-    let always: fn(&Captures) -> bool = |_| true;
-    let rules: Vec<(&'static str, String, usize, &'static [&'static str], fn(&Captures) -> bool)> = vec![
+    let always: IsSecret = |_| true;
+    let rules: Vec<(&'static str, String, usize, &'static [&'static str], IsSecret)> = vec![
         (
             "private-key-block",
             r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)".to_owned(),
@@ -491,7 +493,7 @@ mod tests {
                 let times = if rep.min == 0 && seed % 3 != 2 {
                     0
                 } else {
-                    let want = (rep.min as usize).max(if seed % 2 == 0 { 24 } else { 40 });
+                    let want = (rep.min as usize).max(if seed.is_multiple_of(2) { 24 } else { 40 });
                     rep.max.map_or(want, |max| want.min(max as usize)).max(rep.min as usize)
                 };
                 for _ in 0..times {
