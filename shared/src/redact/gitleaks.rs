@@ -10,6 +10,10 @@
 //! commands (`--key-file=…`, `auth=…`); named secrets of lower entropy are still caught by our
 //! own context rules (`mod.rs`), which have no threshold.
 //!
+//! As in gitleaks, a rule runs only on text holding one of its keywords: the few rules whose
+//! keyword is not part of the token (`airtable-personnal-access-token`, `facebook-access-token`:
+//! shapes that alone look like any identifier) need that word nearby.
+//!
 //! Differences, each on the side of redacting more:
 //! - rules restricted to a file `path` apply to any text (we have no paths), and the one rule
 //!   that is only a path (`pkcs12-file`) is skipped; allowlists that need a path or a commit
