@@ -14,7 +14,7 @@ use shared::config::{AuthConfig, JwtKey};
 use shared::hooks::{HookContent, HookEvent};
 use shared::ids::{Caller, OrgId, UserId};
 use shared::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
-use shared::sanitize::sanitize_text;
+use shared::sanitize::{REMOVED_TAGS, REMOVED_WITH_CONTENT, sanitize_text};
 use shared::sessions::{SessionActivity, SessionEnd, SessionImport, SessionStart};
 use shared::store::{HookReceipt, TOOL_USE_EVENTS};
 use shared::validation::FieldError;
@@ -319,19 +319,26 @@ proptest! {
     #[test]
     fn sanitised_text_carries_no_markup_that_could_run(text in prop_oneof![
         any::<String>(),
-        prop::collection::vec(prop::sample::select(vec!["<", ">", "/", "script", "SCRIPT", "<!--", "-->", "b",
-            "style", " ", "on", "=", "\0", "iframe", "é", "<svg", "x"]), 0..40).prop_map(|p| p.concat()),
+        prop::collection::vec(prop_oneof![
+            prop::sample::select(vec!["<", ">", "/", "script", "SCRIPT", "<!--", "-->", "b",
+                "style", " ", "on", "=", "\0", "iframe", "é", "<svg", "x", "\"", "'", "</"]),
+            prop::sample::select(REMOVED_WITH_CONTENT.iter().chain(REMOVED_TAGS).copied().collect::<Vec<_>>()),
+        ], 0..40).prop_map(|p| p.concat()),
     ]) {
         let clean = sanitize_text(&text);
-        let lower = clean.to_lowercase();
+        // HTML tag names are ASCII case-insensitive.
+        let lower = clean.to_ascii_lowercase();
         prop_assert!(!clean.contains('\0'));
         prop_assert!(!lower.contains("<!--"), "{text:?} became {clean:?}");
-        for tag in ["<script", "<style", "<iframe", "<svg", "</script"] {
+        for (at, _) in lower.match_indices('<') {
             // An HTML tokenizer ends a tag name at whitespace, `/`, `>` or the end of the text.
-            let opens_the_element = lower.match_indices(tag).any(|(at, _)| {
-                lower[at + tag.len()..].chars().next().is_none_or(|c| c.is_ascii_whitespace() || c == '/' || c == '>')
-            });
-            prop_assert!(!opens_the_element, "{text:?} became {clean:?}");
+            let rest = &lower[at + 1..];
+            let name_and_rest = rest.strip_prefix('/').unwrap_or(rest);
+            let name_len = name_and_rest.bytes().take_while(u8::is_ascii_alphanumeric).count();
+            let (name, after) = name_and_rest.split_at(name_len);
+            let ends_the_name = after.chars().next().is_none_or(|c| c.is_ascii_whitespace() || c == '/' || c == '>');
+            let removed = REMOVED_WITH_CONTENT.contains(&name) || REMOVED_TAGS.contains(&name);
+            prop_assert!(!(removed && ends_the_name), "{text:?} became {clean:?}: <{name} at {at}");
         }
         prop_assert_eq!(sanitize_text(&clean), clean.clone(), "sanitising is idempotent");
     }
@@ -392,6 +399,31 @@ proptest! {
                 "{errors:?}"
             ),
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(Config { cases: (config().cases / 10).max(1), ..config() })]
+
+    #[test]
+    fn secrets_in_command_lines_are_redacted_even_when_split_by_markup(
+        template in prop::sample::select(vec![
+            "export GITHUB_TOKEN={} && make", "mysql -u root -p{} app", "curl -u alice:{} https://x",
+            "docker login -u bob -p {} ghcr.io", "aws configure set aws_secret_access_key {}",
+            "npm config set //registry.npmjs.org/:_authToken {}", "DB_PASS={} ./run", "--password={}",
+            "{\"refresh_tokens\": \"{}\"}", "clientSecret: {}", "Authorization: Bearer {}",
+            "git clone https://bob:{}@example.com/x.git",
+        ]),
+        secret in "[A-Za-z0-9]{16,40}",
+        split in prop_oneof![Just(""), Just("<b></b>"), Just("\0"), Just("<!-- x -->"), Just("<i>")],
+        at in any::<prop::sample::Index>(),
+    ) {
+        let cut = at.index(secret.len() - 1) + 1;
+        let hidden = format!("{}{split}{}", &secret[..cut], &secret[cut..]);
+        let command = template.replace("{}", &hidden);
+        let stored = shared::sanitize::sanitize_text(&shared::redact::redact_text(&command)).into_owned();
+        prop_assert!(!stored.contains(&secret), "{command:?} stored as {stored:?}");
+        prop_assert!(stored.contains(shared::redact::REDACTED), "{stored:?}");
     }
 }
 
