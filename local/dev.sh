@@ -52,6 +52,9 @@ fi
   echo "# Written by make dev: the local stack's settings. Use with: set -a; . .local/stack.env; set +a"
   echo "DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/metrics"
   echo "JWT_SECRET=${JWT_SECRET:-local-dev-secret}"
+  # The local stage: the only one that accepts the public development secret (also when a
+  # binary runs under `cargo lambda watch`, which sets AWS_LAMBDA_FUNCTION_NAME).
+  echo "STAGE=local"
   aws_local_env "http://127.0.0.1:$MOTO_PORT"
   echo "RATE_LIMIT_TABLE_NAME=metrics-rate-limits-local"
   echo "BATCH_QUEUE_URL=http://127.0.0.1:$MOTO_PORT/123456789012/metrics-batch-local"

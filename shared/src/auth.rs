@@ -56,6 +56,9 @@ struct Claims {
     sub: Option<serde_json::Value>,
     #[serde(default)]
     org_id: Option<serde_json::Value>,
+    /// Checked by the validation already; kept for who needs the token's lifetime.
+    #[serde(default)]
+    exp: Option<serde_json::Value>,
 }
 
 impl Authenticator {
@@ -100,22 +103,39 @@ impl Authenticator {
 
     /// Verifies the `Authorization` header and returns who is calling.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        self.authenticate_until(headers).await.map(|(caller, _)| caller)
+    }
+
+    /// Like [`Authenticator::authenticate`], with the token's `exp` (Unix seconds): a WebSocket
+    /// connection lives no longer than the token it was opened with.
+    pub async fn authenticate_until(&self, headers: &HeaderMap) -> Result<(Caller, Option<i64>), AuthError> {
         let token = bearer_token(headers)?;
-        match &self.jwks {
-            None => self.verify(token),
-            Some(jwks) => self.verify_with_jwks(jwks, token).await,
-        }
+        let data = match &self.jwks {
+            None => self.checked(token)?,
+            Some(jwks) => self.verify_with_jwks(jwks, token).await?,
+        };
+        let exp = data
+            .claims
+            .exp
+            .as_ref()
+            .and_then(serde_json::Value::as_f64)
+            .map(|exp| exp as i64);
+        Ok((caller(data)?, exp))
     }
 
     /// Verifies a token against the configured static keys.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        caller(self.checked(token)?)
+    }
+
+    fn checked(&self, token: &str) -> Result<jsonwebtoken::TokenData<Claims>, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Invalid);
         }
-        caller(self.decode(token)?)
+        self.decode(token)
     }
 
-    async fn verify_with_jwks(&self, jwks: &Jwks, token: &str) -> Result<Caller, AuthError> {
+    async fn verify_with_jwks(&self, jwks: &Jwks, token: &str) -> Result<jsonwebtoken::TokenData<Claims>, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Invalid);
         }
@@ -129,7 +149,7 @@ impl Authenticator {
             Ok(None) => return Err(AuthError::UnknownKey),
             Err(JwksError::Unavailable(detail)) => return Err(AuthError::KeysUnavailable(detail)),
         };
-        caller(jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| map_jwt_error(e.kind()))?)
+        jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| map_jwt_error(e.kind()))
     }
 }
 

@@ -26,21 +26,50 @@ impl ConfigError {
     }
 }
 
-/// Where configuration values come from: the process environment, or a map in tests.
+/// Where configuration values come from: the process environment, or a map in tests, plus the
+/// values read from Secrets Manager at start-up (see [`crate::secrets`]), which live only here,
+/// never in the process environment.
 pub struct Env {
     values: HashMap<String, String>,
+    /// Variables whose value came from a secret, and the `*_SECRET_ARN` variable naming it.
+    from_secret: HashMap<String, &'static str>,
 }
 
 impl Env {
     pub fn process() -> Self {
         Self {
             values: std::env::vars().collect(),
+            from_secret: HashMap::new(),
         }
     }
 
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         Self {
             values: pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            from_secret: HashMap::new(),
+        }
+    }
+
+    /// Sets `name` to a value read from the secret that `arn_variable` names.
+    pub fn set_from_secret(&mut self, name: &str, value: String, arn_variable: &'static str) {
+        self.values.insert(name.to_owned(), value);
+        self.from_secret.insert(name.to_owned(), arn_variable);
+    }
+
+    /// The variable an error about `name` should name: the secret's ARN variable when the value
+    /// came from Secrets Manager, else `name` itself.
+    pub fn origin<'a>(&self, name: &'a str) -> &'a str {
+        self.from_secret.get(name).copied().unwrap_or(name)
+    }
+
+    /// Whether this is a deployed stage rather than a local run: `STAGE` set to anything but
+    /// `local` (the template sets it to `dev`, `staging` or `prod`), or, when `STAGE` is unset,
+    /// running inside Lambda (`AWS_LAMBDA_FUNCTION_NAME`), so a deployment that forgets `STAGE`
+    /// is still treated as deployed. `make dev`, the local front and the tests set neither.
+    pub fn is_deployed(&self) -> bool {
+        match self.optional("STAGE") {
+            Some(stage) => stage != LOCAL_STAGE,
+            None => self.optional("AWS_LAMBDA_FUNCTION_NAME").is_some(),
         }
     }
 
@@ -193,8 +222,11 @@ impl std::fmt::Debug for JwtKey {
 }
 
 pub const MIN_JWT_SECRET_BYTES: usize = 16;
-/// The local stack's default secret; the `events/` fixtures are signed with it, so it is public.
+/// The local stack's default secret; the `events/` fixtures are signed with it, so it is public,
+/// and every deployed stage ([`Env::is_deployed`]) refuses it.
 pub const LOCAL_DEV_SECRET: &str = "local-dev-secret";
+/// The `STAGE` of local runs (also what logs and metrics say when `STAGE` is unset).
+pub const LOCAL_STAGE: &str = "local";
 
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -256,15 +288,15 @@ fn key_from_env(env: &Env, algorithm: &str, secret_var: &str, pem_var: &str) -> 
         };
         if secret.len() < MIN_JWT_SECRET_BYTES {
             return Err(ConfigError::new(
-                secret_var,
+                env.origin(secret_var),
                 format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
             ));
         }
-        let stage = env.optional("STAGE").unwrap_or_default();
-        if secret == LOCAL_DEV_SECRET && matches!(stage.as_str(), "staging" | "prod") {
+        if secret == LOCAL_DEV_SECRET && env.is_deployed() {
+            let stage = env.optional("STAGE").unwrap_or_else(|| "Lambda".into());
             return Err(ConfigError::new(
-                secret_var,
-                format!("the public local development secret must not be used in {stage}"),
+                env.origin(secret_var),
+                format!("the public local development secret must not be used in a deployed stage ({stage})"),
             ));
         }
         return Ok(Some(JwtKey::Hs256 { secret }));
@@ -275,7 +307,7 @@ fn key_from_env(env: &Env, algorithm: &str, secret_var: &str, pem_var: &str) -> 
     // Environment variables often carry PEM with literal "\n" sequences.
     let public_key_pem = raw.replace("\\n", "\n");
     if !public_key_pem.contains("-----BEGIN") {
-        return Err(ConfigError::new(pem_var, "must be a PEM public key"));
+        return Err(ConfigError::new(env.origin(pem_var), "must be a PEM public key"));
     }
     Ok(Some(if algorithm == "RS256" {
         JwtKey::Rs256 { public_key_pem }
@@ -506,12 +538,44 @@ mod tests {
     }
 
     #[test]
-    fn the_public_dev_secret_is_refused_in_staging_and_prod() {
-        for stage in ["staging", "prod"] {
+    fn the_public_dev_secret_is_refused_by_every_deployed_stage() {
+        for stage in ["dev", "staging", "prod", "anything-else"] {
             let err = AuthConfig::from_env(&env(&[("JWT_SECRET", LOCAL_DEV_SECRET), ("STAGE", stage)])).unwrap_err();
-            assert_eq!(err.variable, "JWT_SECRET");
+            assert_eq!(err.variable, "JWT_SECRET", "{stage}");
+            assert!(err.problem.contains(stage), "{err}");
         }
-        assert!(AuthConfig::from_env(&env(&[("JWT_SECRET", LOCAL_DEV_SECRET), ("STAGE", "dev")])).is_ok());
+        // Inside Lambda without STAGE: deployed all the same.
+        let in_lambda = [
+            ("JWT_SECRET", LOCAL_DEV_SECRET),
+            ("AWS_LAMBDA_FUNCTION_NAME", "metrics-dev-command-execution"),
+        ];
+        assert_eq!(
+            AuthConfig::from_env(&env(&in_lambda)).unwrap_err().variable,
+            "JWT_SECRET"
+        );
+        // The previous key of a rotation is held to the same rule.
+        let previous = [
+            ("JWT_SECRET", "a-real-secret-0123456789"),
+            ("JWT_PREVIOUS_SECRET", LOCAL_DEV_SECRET),
+            ("STAGE", "dev"),
+        ];
+        assert_eq!(
+            AuthConfig::from_env(&env(&previous)).unwrap_err().variable,
+            "JWT_PREVIOUS_SECRET"
+        );
+        // Local runs (`make dev`, the local front, the tests) keep it: no STAGE, or STAGE=local.
+        assert!(AuthConfig::from_env(&env(&[("JWT_SECRET", LOCAL_DEV_SECRET)])).is_ok());
+        assert!(AuthConfig::from_env(&env(&[("JWT_SECRET", LOCAL_DEV_SECRET), ("STAGE", LOCAL_STAGE)])).is_ok());
+        assert!(
+            AuthConfig::from_env(&env(&[
+                ("JWT_SECRET", LOCAL_DEV_SECRET),
+                ("STAGE", LOCAL_STAGE),
+                ("AWS_LAMBDA_FUNCTION_NAME", "stand-in")
+            ]))
+            .is_ok()
+        );
+        // A real secret is fine everywhere.
+        assert!(AuthConfig::from_env(&env(&[("JWT_SECRET", "a-real-secret-0123456789"), ("STAGE", "prod")])).is_ok());
     }
 
     #[test]

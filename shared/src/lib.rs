@@ -22,6 +22,7 @@ pub mod ratelimit;
 pub mod redact;
 pub mod response;
 pub mod sanitize;
+pub mod secrets;
 pub mod sessions;
 pub mod signing;
 pub mod store;
@@ -53,7 +54,7 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 
 /// The `main` of a function that serves one HTTP route. A Lambda container handles one event at
 /// a time, so a current-thread runtime serves it with no cross-thread hand-offs. JSON logs, then
-/// the SDK configuration
+/// the SDK configuration, the secrets the environment names by ARN (see [`secrets`])
 /// and the function's state (`$state`, an [`app::FromEnv`]; [`App`] when omitted) built once per
 /// container — a bad setting stops the start — then the Lambda runtime calling
 /// `$handle(&state, request)` for every event. When the state publishes live updates, an
@@ -70,7 +71,9 @@ macro_rules! lambda_http_main {
         async fn main() -> Result<(), lambda_http::Error> {
             $crate::telemetry::init();
             let aws = $crate::app::aws_config().await;
-            let env = $crate::config::Env::process();
+            let env = $crate::secrets::resolve($crate::config::Env::process(), &aws)
+                .await
+                .inspect_err($crate::telemetry::startup_failed)?;
             let state = <$state as $crate::app::FromEnv>::from_env(&env, &aws)
                 .inspect_err($crate::telemetry::startup_failed)?;
             let (after, extension) = $crate::live::after_response($crate::app::FromEnv::live(&state)).await?;

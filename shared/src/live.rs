@@ -1,7 +1,9 @@
 //! Live updates: every stored metric is pushed as a compact `metric_update` message to the open
 //! WebSocket connections of its organization, through API Gateway's management API
 //! (`PostToConnection`). Connections live in DynamoDB, each bound to the organization of the
-//! token it was opened with.
+//! token it was opened with, until that token expires (two hours at most): a connection past
+//! its expiry is never pushed to; the first delivery that finds it closes it
+//! (`DeleteConnection`) and forgets it.
 //!
 //! A push never fails or delays a write: [`Broadcaster::publish`] only spawns the delivery, a
 //! failed delivery is logged, and a connection API Gateway reports gone is forgotten. In
@@ -61,18 +63,39 @@ pub struct Connection {
     pub id: String,
     pub org: OrgId,
     pub user: UserId,
-    /// Unix seconds after which the connection is certainly closed (the table's TTL).
+    /// Unix seconds after which the connection receives nothing and is closed: its token's
+    /// `exp`, or two hours after it opened if that comes first (also the table's TTL).
     pub expires_at: i64,
 }
 
 impl Connection {
+    /// A connection opened now, with no token expiry to honour (two hours).
     pub fn opened_now(id: &str, caller: &Caller) -> Self {
+        Self::opened(id, caller, None)
+    }
+
+    /// A connection opened now by a token expiring at `token_expires_at` (Unix seconds).
+    pub fn opened(id: &str, caller: &Caller, token_expires_at: Option<i64>) -> Self {
+        let longest = chrono::Utc::now().timestamp() + CONNECTION_LIFETIME.as_secs() as i64;
         Self {
             id: id.to_owned(),
             org: caller.org.clone(),
             user: caller.user.clone(),
-            expires_at: chrono::Utc::now().timestamp() + CONNECTION_LIFETIME.as_secs() as i64,
+            expires_at: token_expires_at.map_or(longest, |exp| exp.min(longest)),
         }
+    }
+}
+
+/// A connection as the organization index lists it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Listed {
+    pub id: String,
+    pub expires_at: i64,
+}
+
+impl Listed {
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires_at <= now
     }
 }
 
@@ -81,8 +104,15 @@ impl Connection {
 pub trait Connections: Send + Sync {
     async fn add(&self, connection: &Connection) -> Result<(), LiveError>;
     async fn remove(&self, connection_id: &str) -> Result<(), LiveError>;
-    /// The ids of the organization's connections that have not expired.
-    async fn of_org(&self, org: &OrgId) -> Result<Vec<String>, LiveError>;
+    /// The organization's connections, expired ones included (TTL deletes them only
+    /// eventually): the caller skips them, and a delivery closes them.
+    async fn of_org(&self, org: &OrgId) -> Result<Vec<Listed>, LiveError>;
+
+    /// How many of the organization's connections have not expired.
+    async fn open_count(&self, org: &OrgId) -> Result<usize, LiveError> {
+        let now = chrono::Utc::now().timestamp();
+        Ok(self.of_org(org).await?.iter().filter(|c| !c.expired(now)).count())
+    }
 }
 
 /// What became of one message sent to one connection.
@@ -94,10 +124,12 @@ pub enum Delivery {
     Failed(String),
 }
 
-/// Sends a message to one connection.
+/// Sends a message to one connection, or closes it.
 #[async_trait]
 pub trait Pusher: Send + Sync {
     async fn post(&self, connection_id: &str, message: &str) -> Delivery;
+    /// Closes the connection (`DeleteConnection`); [`Delivery::Gone`] when it was closed already.
+    async fn close(&self, connection_id: &str) -> Delivery;
 }
 
 /// The connections table in DynamoDB: `connection_id` is the key, [`ORG_INDEX`] finds an
@@ -145,25 +177,28 @@ impl Connections for DynamoConnections {
         Ok(())
     }
 
-    async fn of_org(&self, org: &OrgId) -> Result<Vec<String>, LiveError> {
-        // TTL deletes expired items only eventually, so they are filtered out here.
-        let now = chrono::Utc::now().timestamp().to_string();
+    async fn of_org(&self, org: &OrgId) -> Result<Vec<Listed>, LiveError> {
+        // The index projects `expires_at`; expired items are listed too, for closing.
         let mut query = json!({
             "TableName": self.table,
             "IndexName": ORG_INDEX,
             "KeyConditionExpression": "org_id = :org",
-            "FilterExpression": "expires_at > :now",
-            "ExpressionAttributeValues": {":org": {"S": org.as_str()}, ":now": {"N": now}},
+            "ExpressionAttributeValues": {":org": {"S": org.as_str()}},
         });
         let mut ids = Vec::new();
         loop {
             let page = self.call("Query", query.clone()).await?;
             let items = page["Items"].as_array().map(Vec::as_slice).unwrap_or_default();
-            ids.extend(
-                items
-                    .iter()
-                    .filter_map(|item| item["connection_id"]["S"].as_str().map(str::to_owned)),
-            );
+            ids.extend(items.iter().filter_map(|item| {
+                Some(Listed {
+                    id: item["connection_id"]["S"].as_str()?.to_owned(),
+                    // An item without a readable expiry is treated as expired.
+                    expires_at: item["expires_at"]["N"]
+                        .as_str()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0),
+                })
+            }));
             match page.get("LastEvaluatedKey") {
                 Some(key) if !key.is_null() => query["ExclusiveStartKey"] = key.clone(),
                 _ => return Ok(ids),
@@ -172,8 +207,8 @@ impl Connections for DynamoConnections {
     }
 }
 
-/// API Gateway's management API of one WebSocket stage: `PostToConnection`, signed for
-/// `execute-api`.
+/// API Gateway's management API of one WebSocket stage: `PostToConnection` and
+/// `DeleteConnection`, signed for `execute-api`.
 pub struct ManagementApi {
     client: HttpClient,
     /// `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`, without a trailing `/`.
@@ -205,29 +240,63 @@ impl ManagementApi {
         credentials: &Credentials,
         time: SystemTime,
     ) -> Result<http::Request<Full<Bytes>>, String> {
+        self.signed(http::Method::POST, connection_id, Some(message), credentials, time)
+    }
+
+    /// The signed `POST /@connections/{id}` carrying `message`, or with no message the signed
+    /// `DELETE /@connections/{id}`.
+    pub fn signed(
+        &self,
+        method: http::Method,
+        connection_id: &str,
+        message: Option<&str>,
+        credentials: &Credentials,
+        time: SystemTime,
+    ) -> Result<http::Request<Full<Bytes>>, String> {
         let uri = format!("{}/@connections/{}", self.endpoint, path_segment(connection_id));
-        let mut request = http::Request::post(uri)
-            .header(http::header::HOST, &self.host)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(())
-            .map_err(|e| e.to_string())?;
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(http::header::HOST, &self.host);
+        if message.is_some() {
+            builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let mut request = builder.body(()).map_err(|e| e.to_string())?;
+        let payload = message.unwrap_or_default().as_bytes();
         self.signer
-            .sign(&mut request, message.as_bytes(), "execute-api", credentials, time)?;
+            .sign(&mut request, payload, "execute-api", credentials, time)?;
         let (parts, ()) = request.into_parts();
         Ok(http::Request::from_parts(
             parts,
-            Full::new(Bytes::copy_from_slice(message.as_bytes())),
+            Full::new(Bytes::copy_from_slice(payload)),
         ))
     }
 
-    async fn send(&self, connection_id: &str, message: &str) -> Result<http::StatusCode, String> {
+    async fn send(&self, connection_id: &str, message: Option<&str>) -> Result<http::StatusCode, String> {
         let credentials = self.signer.credentials().await?;
-        let request = self.signed_request(connection_id, message, &credentials, SystemTime::now())?;
+        let method = if message.is_some() {
+            http::Method::POST
+        } else {
+            http::Method::DELETE
+        };
+        let request = self.signed(method, connection_id, message, &credentials, SystemTime::now())?;
         let response = self.client.request(request).await.map_err(|e| e.to_string())?;
         let status = response.status();
         // Read the (small) answer so the connection can be reused.
         let _ = response.into_body().collect().await;
         Ok(status)
+    }
+}
+
+impl ManagementApi {
+    async fn call(&self, operation: &str, connection_id: &str, message: Option<&str>) -> Delivery {
+        match tokio::time::timeout(PUSH_TIMEOUT, self.send(connection_id, message)).await {
+            Ok(Ok(status)) if status.is_success() => Delivery::Delivered,
+            Ok(Ok(http::StatusCode::GONE)) => Delivery::Gone,
+            Ok(Ok(status)) => Delivery::Failed(format!("{operation} answered {status}")),
+            Ok(Err(err)) => Delivery::Failed(format!("{operation}: {err}")),
+            Err(_) => Delivery::Failed(format!("{operation}: no answer within {PUSH_TIMEOUT:?}")),
+        }
     }
 }
 
@@ -244,13 +313,11 @@ fn path_segment(id: &str) -> String {
 #[async_trait]
 impl Pusher for ManagementApi {
     async fn post(&self, connection_id: &str, message: &str) -> Delivery {
-        match tokio::time::timeout(PUSH_TIMEOUT, self.send(connection_id, message)).await {
-            Ok(Ok(status)) if status.is_success() => Delivery::Delivered,
-            Ok(Ok(http::StatusCode::GONE)) => Delivery::Gone,
-            Ok(Ok(status)) => Delivery::Failed(format!("PostToConnection answered {status}")),
-            Ok(Err(err)) => Delivery::Failed(format!("PostToConnection: {err}")),
-            Err(_) => Delivery::Failed(format!("PostToConnection: no answer within {PUSH_TIMEOUT:?}")),
-        }
+        self.call("PostToConnection", connection_id, Some(message)).await
+    }
+
+    async fn close(&self, connection_id: &str) -> Delivery {
+        self.call("DeleteConnection", connection_id, None).await
     }
 }
 
@@ -298,6 +365,8 @@ pub struct Report {
     pub delivered: usize,
     pub gone: usize,
     pub failed: usize,
+    /// Connections past their expiry: sent nothing, closed and forgotten.
+    pub expired: usize,
 }
 
 /// Pushes messages to an organization's connections.
@@ -340,29 +409,50 @@ impl Broadcaster {
         pending.push(task);
     }
 
-    /// Sends `message` to every connection of `org`, concurrently; forgets connections that
-    /// are gone; logs what failed.
+    /// Sends `message` to every unexpired connection of `org`, concurrently; closes and
+    /// forgets expired connections and forgets those that are gone; logs what failed.
     pub async fn deliver(&self, org: &OrgId, message: &str) -> Report {
         let mut report = Report::default();
-        let ids = match self.connections.of_org(org).await {
-            Ok(ids) => ids,
+        let listed = match self.connections.of_org(org).await {
+            Ok(listed) => listed,
             Err(err) => {
                 tracing::warn!(org = %org, error = %err, "live update not sent: connections unreadable");
                 report.failed = 1;
                 return report;
             }
         };
+        let now = chrono::Utc::now().timestamp();
         let mut sends = tokio::task::JoinSet::new();
-        for id in ids {
-            let (pusher, message) = (self.pusher.clone(), message.to_owned());
+        for connection in listed {
+            let (pusher, connections) = (self.pusher.clone(), self.connections.clone());
+            let id = connection.id;
+            if connection.expires_at <= now {
+                // Its token has expired: it gets nothing more, and is closed and forgotten.
+                report.expired += 1;
+                let org = org.clone();
+                sends.spawn(async move {
+                    if let Delivery::Failed(err) = pusher.close(&id).await {
+                        tracing::warn!(org = %org, connection = %id, error = %err, "expired connection not closed");
+                    }
+                    if let Err(err) = connections.remove(&id).await {
+                        tracing::warn!(org = %org, connection = %id, error = %err, "expired connection not removed");
+                    }
+                    (id, None)
+                });
+                continue;
+            }
+            let message = message.to_owned();
             sends.spawn(async move {
                 let delivery = pusher.post(&id, &message).await;
-                (id, delivery)
+                (id, Some(delivery))
             });
         }
         while let Some(sent) = sends.join_next().await {
             let Ok((id, delivery)) = sent else {
                 report.failed += 1;
+                continue;
+            };
+            let Some(delivery) = delivery else {
                 continue;
             };
             match delivery {
@@ -693,21 +783,24 @@ impl Connections for InMemoryConnections {
         Ok(())
     }
 
-    async fn of_org(&self, org: &OrgId) -> Result<Vec<String>, LiveError> {
-        let now = chrono::Utc::now().timestamp();
+    async fn of_org(&self, org: &OrgId) -> Result<Vec<Listed>, LiveError> {
         Ok(lock(&self.connections)
             .iter()
-            .filter(|c| &c.org == org && c.expires_at > now)
-            .map(|c| c.id.clone())
+            .filter(|c| &c.org == org)
+            .map(|c| Listed {
+                id: c.id.clone(),
+                expires_at: c.expires_at,
+            })
             .collect())
     }
 }
 
-/// A pusher that records what it was asked to send; connections in `gone` answer
+/// A pusher that records what it was asked to send and to close; connections in `gone` answer
 /// [`Delivery::Gone`], those in `failing` [`Delivery::Failed`].
 #[derive(Default)]
 pub struct RecordingPusher {
     pub sent: Mutex<Vec<(String, Value)>>,
+    pub closed: Mutex<Vec<String>>,
     pub gone: Mutex<Vec<String>>,
     pub failing: Mutex<Vec<String>>,
 }
@@ -715,6 +808,10 @@ pub struct RecordingPusher {
 impl RecordingPusher {
     pub fn sent(&self) -> Vec<(String, Value)> {
         lock(&self.sent).clone()
+    }
+
+    pub fn closed(&self) -> Vec<String> {
+        lock(&self.closed).clone()
     }
 }
 
@@ -729,6 +826,11 @@ impl Pusher for RecordingPusher {
         }
         let message = serde_json::from_str(message).unwrap_or(Value::Null);
         lock(&self.sent).push((connection_id.to_owned(), message));
+        Delivery::Delivered
+    }
+
+    async fn close(&self, connection_id: &str) -> Delivery {
+        lock(&self.closed).push(connection_id.to_owned());
         Delivery::Delivered
     }
 }
@@ -794,8 +896,7 @@ mod tests {
             report,
             Report {
                 delivered: 2,
-                gone: 0,
-                failed: 0
+                ..Report::default()
             }
         );
         let mut receivers: Vec<String> = live.pusher.sent().into_iter().map(|(id, _)| id).collect();
@@ -817,7 +918,8 @@ mod tests {
             Report {
                 delivered: 1,
                 gone: 1,
-                failed: 1
+                failed: 1,
+                expired: 0
             }
         );
         let left: Vec<String> = live.connections.all().into_iter().map(|c| c.id).collect();
@@ -825,13 +927,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn expired_connections_receive_nothing() {
+    async fn expired_connections_receive_nothing_and_are_closed_and_forgotten() {
+        // GIVEN a connection whose token expired a second ago, beside an open one
         let live = live();
-        let mut old = Connection::opened_now("old", &caller("acme", "viewer"));
-        old.expires_at = chrono::Utc::now().timestamp() - 1;
-        live.connections.add(&old).await.unwrap();
-        let report = live.broadcaster.deliver(&old.org, "{}").await;
-        assert_eq!(report, Report::default());
+        let viewer = caller("acme", "viewer");
+        let now = chrono::Utc::now().timestamp();
+        live.connections
+            .add(&Connection::opened("old", &viewer, Some(now - 1)))
+            .await
+            .unwrap();
+        connected(&live.connections, "open", "acme").await;
+        assert_eq!(live.connections.open_count(&viewer.org).await.unwrap(), 1);
+        // WHEN a message is delivered to acme
+        let report = live.broadcaster.deliver(&viewer.org, "{}").await;
+        // THEN only the open connection got it; the expired one was closed and removed
+        assert_eq!(
+            report,
+            Report {
+                delivered: 1,
+                expired: 1,
+                ..Report::default()
+            }
+        );
+        let receivers: Vec<String> = live.pusher.sent().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(receivers, ["open"]);
+        assert_eq!(live.pusher.closed(), ["old"]);
+        let left: Vec<String> = live.connections.all().into_iter().map(|c| c.id).collect();
+        assert_eq!(left, ["open"]);
+    }
+
+    #[test]
+    fn a_connection_expires_with_its_token_or_after_two_hours() {
+        let viewer = caller("acme", "viewer");
+        let now = chrono::Utc::now().timestamp();
+        let short = Connection::opened("a", &viewer, Some(now + 5));
+        assert_eq!(short.expires_at, now + 5);
+        let long = Connection::opened("b", &viewer, Some(now + 86_400));
+        assert!((long.expires_at - now - 7200).abs() <= 1, "{}", long.expires_at - now);
+        let unknown = Connection::opened("c", &viewer, None);
+        assert!((unknown.expires_at - now - 7200).abs() <= 1);
     }
 
     #[tokio::test]
@@ -942,7 +1076,7 @@ mod tests {
             async fn remove(&self, _: &str) -> Result<(), LiveError> {
                 Err(LiveError("down".into()))
             }
-            async fn of_org(&self, _: &OrgId) -> Result<Vec<String>, LiveError> {
+            async fn of_org(&self, _: &OrgId) -> Result<Vec<Listed>, LiveError> {
                 Err(LiveError("down".into()))
             }
         }
@@ -1001,6 +1135,22 @@ mod tests {
             "{authorization}"
         );
         assert_eq!(request.headers()["host"], "abc123.execute-api.eu-west-1.amazonaws.com");
+        let close = api
+            .signed(http::Method::DELETE, "L0SM9cOFvHcCIhw=", None, &credentials, time)
+            .unwrap();
+        assert_eq!(close.method(), http::Method::DELETE);
+        assert!(
+            close
+                .uri()
+                .to_string()
+                .ends_with("/dev/@connections/L0SM9cOFvHcCIhw%3D")
+        );
+        assert!(
+            close.headers()["authorization"]
+                .to_str()
+                .unwrap()
+                .contains("/execute-api/aws4_request")
+        );
     }
 
     #[test]

@@ -522,3 +522,19 @@ pub fn venv_python() -> std::path::PathBuf {
     );
     python
 }
+
+/// A new secret in moto's Secrets Manager holding `value` as its `SecretString`; its ARN.
+pub async fn create_secret(value: &str) -> String {
+    services();
+    let aws = shared::app::aws_config().await;
+    let client = shared::secrets::SecretsManager::new(&Env::from_pairs([]), &aws).expect("Secrets Manager client");
+    let name = format!("metrics/test/{}", Uuid::new_v4().simple());
+    let created = client
+        .call(
+            "CreateSecret",
+            &serde_json::json!({ "Name": name, "SecretString": value }),
+        )
+        .await
+        .expect("CreateSecret in moto");
+    created["ARN"].as_str().expect("the new secret's ARN").to_owned()
+}

@@ -8,6 +8,9 @@ shared::fast_allocator!();
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let aws = shared::app::aws_config().await;
-    let worker = Worker::from_env(&Env::process(), &aws).inspect_err(shared::telemetry::startup_failed)?;
+    let env = shared::secrets::resolve(Env::process(), &aws)
+        .await
+        .inspect_err(shared::telemetry::startup_failed)?;
+    let worker = Worker::from_env(&env, &aws).inspect_err(shared::telemetry::startup_failed)?;
     lambda_runtime::run(service_fn(|event| worker.handle(event))).await
 }

@@ -1,7 +1,10 @@
 //! The WebSocket API's connection routes. `$connect` authenticates the same JWT as the HTTP
 //! API — from the `token` query parameter (browsers cannot set headers on a WebSocket) or an
-//! `Authorization: Bearer` header — and keeps the connection under the token's organization;
-//! any other answer than 200 refuses the handshake. `$disconnect` forgets the connection.
+//! `Authorization: Bearer` header — counts against the organization's rate limit (the HTTP
+//! routes' limiter: 429 when refused), refuses an organization at its cap of open connections
+//! (`LIVE_MAX_CONNECTIONS_PER_ORG`, 429), and keeps the connection under the token's
+//! organization until the token expires (two hours at most). Any other answer than 200 refuses
+//! the handshake and keeps nothing. `$disconnect` forgets the connection.
 
 use std::sync::Arc;
 
@@ -13,19 +16,33 @@ use lambda_runtime::{Error, LambdaEvent};
 use serde_json::json;
 use shared::app::FromEnv;
 use shared::auth::Authenticator;
-use shared::config::{AuthConfig, ConfigError, Env};
+use shared::config::{AuthConfig, ConfigError, Env, OnStoreError, RateLimitConfig};
 use shared::live::{Connection, Connections, DynamoConnections};
+use shared::ratelimit::{DynamoRateLimiter, RateLimiter};
+
+/// Open connections an organization may hold by default (`LIVE_MAX_CONNECTIONS_PER_ORG`).
+pub const DEFAULT_MAX_CONNECTIONS_PER_ORG: u64 = 100;
 
 pub struct LiveConnection {
     pub auth: Authenticator,
     pub connections: Arc<dyn Connections>,
+    /// The HTTP routes' per-organization limiter; each `$connect` counts as one request.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// `RATE_LIMIT_ON_STORE_ERROR`, as for the HTTP routes.
+    pub on_store_error: OnStoreError,
+    /// At this many open (unexpired) connections, an organization's `$connect` is refused.
+    pub max_per_org: usize,
 }
 
 impl FromEnv for LiveConnection {
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+        let rate = RateLimitConfig::from_env(env)?;
         Ok(Self {
             auth: Authenticator::new(&AuthConfig::from_env(env)?)?,
             connections: Arc::new(DynamoConnections::new(aws, env.required("CONNECTIONS_TABLE_NAME")?)?),
+            limiter: Arc::new(DynamoRateLimiter::new(aws, &rate)?),
+            on_store_error: rate.on_store_error,
+            max_per_org: env.number_or("LIVE_MAX_CONNECTIONS_PER_ORG", DEFAULT_MAX_CONNECTIONS_PER_ORG, 1)? as usize,
         })
     }
 }
@@ -54,16 +71,36 @@ async fn connect(
     request: &ApiGatewayWebsocketProxyRequest,
     connection_id: &str,
 ) -> ApiGatewayProxyResponse {
-    let caller = match state.auth.authenticate(&credentials(request)).await {
-        Ok(caller) => caller,
+    let (caller, token_expires_at) = match state.auth.authenticate_until(&credentials(request)).await {
+        Ok(verified) => verified,
         Err(err) => {
             tracing::info!(connection = connection_id, error = %err, "WebSocket connection refused");
             return answer(401, &err.to_string());
         }
     };
+    if let Some(refused) = rate_limit(state, connection_id, &caller.org).await {
+        return refused;
+    }
+    match state.connections.open_count(&caller.org).await {
+        Ok(open) if open >= state.max_per_org => {
+            tracing::info!(connection = connection_id, org = %caller.org, open, "WebSocket connection refused: connection cap");
+            return answer(
+                429,
+                &format!(
+                    "Too many open connections for this organization (at most {})",
+                    state.max_per_org
+                ),
+            );
+        }
+        Ok(_) => {}
+        Err(err) => {
+            tracing::error!(connection = connection_id, org = %caller.org, error = %err, "open connections not counted");
+            return answer(503, "Service temporarily unavailable");
+        }
+    }
     match state
         .connections
-        .add(&Connection::opened_now(connection_id, &caller))
+        .add(&Connection::opened(connection_id, &caller, token_expires_at))
         .await
     {
         Ok(()) => {
@@ -74,6 +111,38 @@ async fn connect(
             tracing::error!(connection = connection_id, org = %caller.org, error = %err, "connection not kept");
             answer(503, "Service temporarily unavailable")
         }
+    }
+}
+
+/// `None` when the organization's limiter admits one more request; else the refusal (429 with
+/// `Retry-After`, or 503 when the limiter is unreachable and the policy is `deny`).
+async fn rate_limit(
+    state: &LiveConnection,
+    connection_id: &str,
+    org: &shared::ids::OrgId,
+) -> Option<ApiGatewayProxyResponse> {
+    match state.limiter.check(org).await {
+        Ok(status) if status.admitted() => None,
+        Ok(status) => {
+            tracing::info!(connection = connection_id, org = %org, "WebSocket connection refused: rate limited");
+            let mut refused = answer(429, "Rate limit exceeded");
+            if let Some(seconds) = status.retry_after_seconds() {
+                refused
+                    .headers
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            Some(refused)
+        }
+        Err(err) => match state.on_store_error {
+            OnStoreError::Allow => {
+                tracing::warn!(org = %org, error = %err, "rate limiter unavailable; admitting (RATE_LIMIT_ON_STORE_ERROR=allow)");
+                None
+            }
+            OnStoreError::Deny => {
+                tracing::error!(org = %org, error = %err, "rate limiter unavailable; refusing");
+                Some(answer(503, "Service temporarily unavailable"))
+            }
+        },
     }
 }
 
@@ -113,6 +182,7 @@ fn answer(status: i64, message: &str) -> ApiGatewayProxyResponse {
 mod tests {
     use shared::ids::OrgId;
     use shared::live::InMemoryConnections;
+    use shared::ratelimit::{InMemoryRateLimiter, Limits};
     use shared::testing::token;
 
     use super::*;
@@ -121,18 +191,129 @@ mod tests {
     const DISCONNECT: &str = include_str!("../../../events/live-disconnect.json");
 
     fn state() -> (LiveConnection, Arc<InMemoryConnections>) {
+        limited_state(1000, 100)
+    }
+
+    /// `requests` per minute per organization, `cap` open connections.
+    fn limited_state(requests: u64, cap: usize) -> (LiveConnection, Arc<InMemoryConnections>) {
         let connections = Arc::new(InMemoryConnections::default());
         let auth = Authenticator::new(
             &AuthConfig::from_env(&Env::from_pairs([("JWT_SECRET", shared::config::LOCAL_DEV_SECRET)])).unwrap(),
         )
         .unwrap();
+        let limits = Limits {
+            max_requests: requests,
+            window_ms: 60_000,
+            burst_allowance: 0,
+        };
         (
             LiveConnection {
                 auth,
                 connections: connections.clone(),
+                limiter: Arc::new(InMemoryRateLimiter::new(limits)),
+                on_store_error: OnStoreError::Allow,
+                max_per_org: cap,
             },
             connections,
         )
+    }
+
+    fn connect_as(id: &str, org: &str, exp_in: i64) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
+        let claims = json!({"sub": "viewer", "org_id": org, "exp": chrono_now() + exp_in});
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(shared::config::LOCAL_DEV_SECRET.as_bytes()),
+        )
+        .unwrap();
+        event(CONNECT, |e| {
+            e["requestContext"]["connectionId"] = json!(id);
+            e["queryStringParameters"] = json!({ "token": token });
+        })
+    }
+
+    #[tokio::test]
+    async fn a_connection_expires_with_its_token() {
+        let (state, connections) = state();
+        assert_eq!(
+            handle(&state, connect_as("short", "acme", 30))
+                .await
+                .unwrap()
+                .status_code,
+            200
+        );
+        assert_eq!(
+            handle(&state, connect_as("long", "acme", 86_400))
+                .await
+                .unwrap()
+                .status_code,
+            200
+        );
+        let kept = connections.all();
+        let now = chrono_now();
+        assert!((kept[0].expires_at - (now + 30)).abs() <= 1, "the token's exp");
+        assert!((kept[1].expires_at - (now + 7200)).abs() <= 1, "two hours at most");
+    }
+
+    #[tokio::test]
+    async fn connect_is_rate_limited_per_organization_and_keeps_nothing_when_refused() {
+        let (state, connections) = limited_state(2, 100);
+        for id in ["a1", "a2"] {
+            assert_eq!(
+                handle(&state, connect_as(id, "acme", 600)).await.unwrap().status_code,
+                200
+            );
+        }
+        let refused = handle(&state, connect_as("a3", "acme", 600)).await.unwrap();
+        assert_eq!(refused.status_code, 429);
+        assert!(refused.headers.contains_key("retry-after"));
+        // Another organization has its own budget.
+        assert_eq!(
+            handle(&state, connect_as("g1", "globex", 600))
+                .await
+                .unwrap()
+                .status_code,
+            200
+        );
+        let mut kept: Vec<String> = connections.all().into_iter().map(|c| c.id).collect();
+        kept.sort();
+        assert_eq!(kept, ["a1", "a2", "g1"]);
+    }
+
+    #[tokio::test]
+    async fn an_organization_at_its_connection_cap_is_refused_until_one_closes_or_expires() {
+        let (state, connections) = limited_state(1000, 2);
+        assert_eq!(
+            handle(&state, connect_as("a1", "acme", 600)).await.unwrap().status_code,
+            200
+        );
+        assert_eq!(
+            handle(&state, connect_as("a2", "acme", 600)).await.unwrap().status_code,
+            200
+        );
+        let refused = handle(&state, connect_as("a3", "acme", 600)).await.unwrap();
+        assert_eq!(refused.status_code, 429);
+        let Some(Body::Text(body)) = refused.body else {
+            panic!("a body")
+        };
+        assert!(body.contains("at most 2"), "{body}");
+        assert_eq!(connections.all().len(), 2, "nothing kept");
+        // Other organizations are not counted.
+        assert_eq!(
+            handle(&state, connect_as("g1", "globex", 600))
+                .await
+                .unwrap()
+                .status_code,
+            200
+        );
+        // An expired connection does not count.
+        let mut a1 = connections.all().into_iter().find(|c| c.id == "a1").unwrap();
+        a1.expires_at = chrono_now() - 1;
+        connections.add(&a1).await.unwrap();
+        assert_eq!(
+            handle(&state, connect_as("a4", "acme", 600)).await.unwrap().status_code,
+            200
+        );
     }
 
     fn event(fixture: &str, edit: impl FnOnce(&mut serde_json::Value)) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
@@ -197,7 +378,7 @@ mod tests {
             async fn remove(&self, _: &str) -> Result<(), shared::live::LiveError> {
                 Err(shared::live::LiveError::new("DeleteItem: connection refused"))
             }
-            async fn of_org(&self, _: &OrgId) -> Result<Vec<String>, shared::live::LiveError> {
+            async fn of_org(&self, _: &OrgId) -> Result<Vec<shared::live::Listed>, shared::live::LiveError> {
                 Ok(vec![])
             }
         }

@@ -9,6 +9,9 @@ shared::fast_allocator!();
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let aws = shared::app::aws_config().await;
-    let state = LiveConnection::from_env(&Env::process(), &aws).inspect_err(shared::telemetry::startup_failed)?;
+    let env = shared::secrets::resolve(Env::process(), &aws)
+        .await
+        .inspect_err(shared::telemetry::startup_failed)?;
+    let state = LiveConnection::from_env(&env, &aws).inspect_err(shared::telemetry::startup_failed)?;
     lambda_runtime::run(service_fn(|event| live_connection::handle(&state, event))).await
 }

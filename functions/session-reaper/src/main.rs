@@ -7,6 +7,9 @@ shared::fast_allocator!();
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let reaper = Reaper::from_env(&Env::process()).inspect_err(shared::telemetry::startup_failed)?;
+    let env = shared::secrets::resolve_loading_aws(Env::process())
+        .await
+        .inspect_err(shared::telemetry::startup_failed)?;
+    let reaper = Reaper::from_env(&env).inspect_err(shared::telemetry::startup_failed)?;
     lambda_runtime::run(service_fn(|event| reaper.handle(event))).await
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::StreamExt;
-use integration_tests::{TestApp, dynamo, free_port, fresh_connections_table, http, spec_command_example, token};
+use integration_tests::{
+    SECRET, TestApp, create_secret, dynamo, free_port, fresh_connections_table, http, spec_command_example, token,
+};
 use serde_json::{Value, json};
 use shared::ids::{Caller, OrgId, UserId};
 use shared::live::{Connection, Connections, DynamoConnections};
@@ -173,8 +175,8 @@ async fn a_connection_is_kept_under_its_tokens_organization_until_it_closes() {
     };
     let lifetime = expires_at.parse::<i64>().unwrap() - chrono::Utc::now().timestamp();
     assert!(
-        (7100..=7200).contains(&lifetime),
-        "two hours, as API Gateway: {lifetime}"
+        (3500..=3600).contains(&lifetime),
+        "its token's hour (within API Gateway's two): {lifetime}"
     );
 
     socket.close(None).await.unwrap();
@@ -239,13 +241,18 @@ async fn the_connections_table_finds_an_organizations_open_connections() {
     let acme = OrgId::parse("acme").unwrap();
     let mut found = connections.of_org(&acme).await.unwrap();
     found.sort();
-    assert_eq!(
-        found,
-        ["a1", "a2"],
-        "expired connections are skipped before TTL deletes them"
-    );
+    let now = chrono::Utc::now().timestamp();
+    let ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["a0", "a1", "a2"], "expired ones are listed, for closing");
+    let open: Vec<&str> = found
+        .iter()
+        .filter(|c| !c.expired(now))
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(open, ["a1", "a2"], "and told apart by their expiry");
+    assert_eq!(connections.open_count(&acme).await.unwrap(), 2);
     connections.remove("a1").await.unwrap();
-    assert_eq!(connections.of_org(&acme).await.unwrap(), ["a2"]);
+    assert_eq!(connections.open_count(&acme).await.unwrap(), 1);
 
     let ttl = dynamo()
         .await
@@ -269,6 +276,15 @@ async fn a_deployed_writer_answers_and_its_extension_pushes_after_each_invocatio
         .add(&Connection::opened_now("ZGFzaGJvYXJk", &viewer_of("demo")))
         .await
         .unwrap();
+    // Its secrets come from Secrets Manager, by ARN, as deployed. The fixture is signed with
+    // the public development secret, which only the local stage accepts.
+    let database = shared::config::DatabaseConfig::from_env(&shared::config::Env::from_pairs([(
+        "DATABASE_URL",
+        app.database_url.as_str(),
+    )]))
+    .unwrap();
+    let login = create_secret(&json!({"username": "postgres", "password": "unused"}).to_string()).await;
+    let key = create_secret(shared::config::LOCAL_DEV_SECRET).await;
     let lambda = local_front::runtime_api::RuntimeApi::default();
     let addr = lambda.start().await;
     let _function = tokio::process::Command::new(env!("CARGO_BIN_EXE_live-command-execution"))
@@ -276,8 +292,13 @@ async fn a_deployed_writer_answers_and_its_extension_pushes_after_each_invocatio
         .env("AWS_LAMBDA_FUNCTION_NAME", "command-execution")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("DATABASE_URL", &app.database_url)
-        .env("JWT_SECRET", shared::config::LOCAL_DEV_SECRET)
+        .env("STAGE", shared::config::LOCAL_STAGE)
+        .env("DATABASE_SECRET_ARN", &login)
+        .env("DATABASE_HOST", "127.0.0.1")
+        .env("DATABASE_PORT", database.connection.get_ports()[0].to_string())
+        .env("DATABASE_NAME", database.connection.get_dbname().unwrap())
+        .env("DATABASE_SSL_MODE", "disable")
+        .env("JWT_KEY_SECRET_ARN", &key)
         .env("RATE_LIMIT_TABLE_NAME", &app.table)
         .env("CONNECTIONS_TABLE_NAME", &table)
         .env("LIVE_UPDATES_ENDPOINT", format!("http://{addr}"))
@@ -306,4 +327,119 @@ async fn a_deployed_writer_answers_and_its_extension_pushes_after_each_invocatio
         lambda.extension_done(),
         lambda.pushes()
     );
+}
+
+/// A token of `org` that expires `seconds` from now.
+fn token_expiring_in(org: &str, seconds: i64) -> (String, i64) {
+    let exp = chrono::Utc::now().timestamp() + seconds;
+    let claims = json!({"sub": "viewer", "org_id": org, "exp": exp});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    (token, exp)
+}
+
+/// Whether the server closes `socket` within `wait` (a close frame or the end of the stream),
+/// with no text message before it.
+async fn closed_without_messages(socket: &mut Socket, wait: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => return Err("still open".into()),
+            Ok(None) | Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) => return Ok(()),
+            Ok(Some(Ok(Message::Text(text)))) => return Err(format!("received {text}")),
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+fn refused_status(opened: Result<Socket, tungstenite::Error>) -> u16 {
+    match opened {
+        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("expected a refused handshake, got {other}"),
+        Ok(_) => panic!("expected a refused handshake, got a socket"),
+    }
+}
+
+#[tokio::test]
+async fn a_connection_ends_when_its_token_expires() {
+    // GIVEN a dashboard whose token expires in three seconds, and one with a longer token
+    let (app, addr) = TestApp::spawn_live(&[]).await;
+    let table = table_of(&app);
+    let (short_token, exp) = token_expiring_in("acme", 3);
+    let mut short = open(addr, &format!("?token={short_token}")).await.expect("handshake");
+    let mut long = viewer(addr, "acme").await;
+    // THEN the short one is kept until its token's exp, not for two hours
+    let expiries: Vec<i64> = connection_items(&table)
+        .await
+        .iter()
+        .map(|item| match &item["expires_at"] {
+            AttributeValue::N(n) => n.parse().unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(expiries.contains(&exp), "{expiries:?} holds the token's exp {exp}");
+
+    // WHEN the token has expired and acme stores a metric
+    tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(4)).await;
+    assert!(chrono::Utc::now().timestamp() > exp);
+    post_command(addr, "acme").await;
+
+    // THEN the live dashboard gets the update, the expired one gets nothing and is closed,
+    // and the table forgets it
+    assert!(
+        next_update(&mut long, WITHIN).await.is_some(),
+        "the unexpired dashboard is served"
+    );
+    closed_without_messages(&mut short, Duration::from_secs(3))
+        .await
+        .expect("the expired connection is closed without a message");
+    assert!(
+        eventually(async || connection_items(&table).await.len() == 1).await,
+        "the expired connection is removed"
+    );
+}
+
+#[tokio::test]
+async fn connect_is_rate_limited_with_the_http_routes_budget_and_keeps_nothing_when_refused() {
+    // GIVEN an organization limit of three requests a minute
+    let (app, addr) = TestApp::spawn_live(&[("RATE_LIMIT_MAX_REQUESTS", "3")]).await;
+    let table = table_of(&app);
+    // WHEN acme opens two dashboards and sends one metric, then opens a third dashboard
+    let _first = viewer(addr, "acme").await;
+    let _second = viewer(addr, "acme").await;
+    post_command(addr, "acme").await;
+    let refused = open(addr, &format!("?token={}", token("acme", "viewer"))).await;
+    // THEN the third handshake is refused with 429 and nothing is kept for it
+    assert_eq!(refused_status(refused), 429);
+    assert_eq!(connection_items(&table).await.len(), 2);
+    // ...while another organization has its own budget
+    let _globex = viewer(addr, "globex").await;
+    assert_eq!(connection_items(&table).await.len(), 3);
+}
+
+#[tokio::test]
+async fn an_organization_at_its_connection_cap_is_refused_until_one_closes() {
+    // GIVEN a cap of two open connections per organization
+    let (app, addr) = TestApp::spawn_live(&[("LIVE_MAX_CONNECTIONS_PER_ORG", "2")]).await;
+    let table = table_of(&app);
+    let mut first = viewer(addr, "acme").await;
+    let _second = viewer(addr, "acme").await;
+    // WHEN acme opens a third THEN it is refused with 429, and nothing is kept
+    let refused = open(addr, &format!("?token={}", token("acme", "viewer"))).await;
+    assert_eq!(refused_status(refused), 429);
+    assert_eq!(connection_items(&table).await.len(), 2);
+    // Another organization is not counted against acme's cap
+    let _globex = viewer(addr, "globex").await;
+    // WHEN one of acme's dashboards closes THEN acme may open another
+    first.close(None).await.unwrap();
+    assert!(
+        eventually(async || connection_items(&table).await.len() == 2).await,
+        "$disconnect forgets the closed one"
+    );
+    let _third = viewer(addr, "acme").await;
+    assert_eq!(connection_items(&table).await.len(), 3);
 }

@@ -15,6 +15,7 @@ mod migrations;
 mod openapi;
 mod rate_limit;
 mod routes;
+mod secrets;
 mod sessions;
 mod summary;
 mod template;

@@ -186,8 +186,27 @@ fn every_function_that_stores_metrics_may_push_live_updates_and_no_other() {
         );
         if may_push {
             assert!(policies.contains("dynamodb:Query"), "{name} finds connections");
+            assert!(
+                policies.contains("/POST/@connections/*") && policies.contains("/DELETE/@connections/*"),
+                "{name} pushes, and closes connections past their token's expiry"
+            );
         }
     }
+    // $connect is rate limited and capped: the limiter's table and the organization index.
+    let connect = text(&doc["Resources"]["LiveConnectionFunction"]["Properties"]["Policies"]);
+    assert!(
+        connect.contains("RateLimitTable") && connect.contains("dynamodb:UpdateItem"),
+        "{connect}"
+    );
+    assert!(
+        connect.contains("index/by-organization") && connect.contains("dynamodb:Query"),
+        "{connect}"
+    );
+    let connect_env = &doc["Resources"]["LiveConnectionFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        text(&connect_env["LIVE_MAX_CONNECTIONS_PER_ORG"]).trim(),
+        "!Ref LiveMaxConnectionsPerOrg"
+    );
     let env = text(&doc["Globals"]["Function"]["Environment"]["Variables"]);
     assert!(env.contains("CONNECTIONS_TABLE_NAME") && env.contains("LIVE_UPDATES_ENDPOINT"));
 }
@@ -219,4 +238,166 @@ async fn the_local_front_serves_exactly_the_templates_routes_and_schedules() {
         .filter_map(|(_, r)| function_binary(r))
         .collect();
     assert_eq!(consumers, ["batch-worker"]);
+}
+
+/// The functions that open PostgreSQL (an `App`, `Health`, the worker, the reaper, `migrate`);
+/// `batch` only queues and `live-connection` only keeps connections in DynamoDB.
+const DATABASE_USERS: &[&str] = &[
+    "command-execution",
+    "agent-interaction",
+    "productivity",
+    "session-start",
+    "session-update",
+    "session-end",
+    "metrics-summary",
+    "claude-code-hook",
+    "health",
+    "batch-worker",
+    "session-reaper",
+    "migrate",
+];
+
+/// The functions that check a JWT: every HTTP route but `health`, and the WebSocket `$connect`.
+const AUTHENTICATING: &[&str] = &[
+    "command-execution",
+    "agent-interaction",
+    "productivity",
+    "session-start",
+    "session-update",
+    "session-end",
+    "metrics-summary",
+    "claude-code-hook",
+    "batch",
+    "live-connection",
+];
+
+/// Each environment variable of the template (Globals, then every function), as text.
+fn environment_variables(doc: &Value) -> Vec<(String, String, String)> {
+    let mut all = Vec::new();
+    let mut add = |owner: &str, variables: &Value| {
+        for (name, value) in variables.as_mapping().into_iter().flatten() {
+            all.push((owner.to_owned(), name.as_str().unwrap().to_owned(), text(value)));
+        }
+    };
+    add("Globals", &doc["Globals"]["Function"]["Environment"]["Variables"]);
+    for (name, resource) in functions(doc).unwrap() {
+        add(&name, &resource["Properties"]["Environment"]["Variables"]);
+    }
+    all
+}
+
+#[test]
+fn no_secret_is_written_in_any_environment_variable() {
+    let doc = template();
+    let variables = environment_variables(&doc);
+    assert!(variables.len() > 20, "the environment was read");
+    for (owner, name, value) in &variables {
+        assert!(
+            !value.contains("resolve:secretsmanager"),
+            "{owner}: {name} resolves a secret into the environment: {value}"
+        );
+        assert!(
+            ![
+                "DATABASE_PASSWORD",
+                "DATABASE_USER",
+                "DATABASE_URL",
+                "JWT_SECRET",
+                "JWT_PUBLIC_KEY",
+                "JWT_PREVIOUS_SECRET",
+                "JWT_PREVIOUS_PUBLIC_KEY"
+            ]
+            .contains(&name.as_str()),
+            "{owner}: {name} would carry a secret"
+        );
+    }
+    // Deployed stages are known by STAGE (which refuses the public development secret), and
+    // `local` is not a stage the template can deploy.
+    let stage = &doc["Globals"]["Function"]["Environment"]["Variables"]["STAGE"];
+    assert_eq!(text(stage).trim(), "!Ref Stage");
+    let allowed: Vec<&str> = doc["Parameters"]["Stage"]["AllowedValues"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(!allowed.contains(&shared::config::LOCAL_STAGE), "{allowed:?}");
+}
+
+#[test]
+fn each_function_may_read_exactly_the_secrets_it_uses() {
+    use shared::secrets::{DATABASE_SECRET_ARN, JWT_KEY_SECRET_ARN, JWT_PREVIOUS_KEY_SECRET_ARN};
+    let doc = template();
+    let arn_parameters = [
+        (DATABASE_SECRET_ARN, "DatabaseSecretArn"),
+        (JWT_KEY_SECRET_ARN, "JwtKeySecretArn"),
+        (JWT_PREVIOUS_KEY_SECRET_ARN, "JwtPreviousKeySecretArn"),
+    ];
+    let mut checked = 0;
+    for (name, resource) in functions(&doc).unwrap() {
+        let binary = function_binary(resource).unwrap();
+        // What the function's environment names...
+        let env = &resource["Properties"]["Environment"]["Variables"];
+        let named: BTreeSet<&str> = arn_parameters
+            .iter()
+            .filter(|(variable, _)| !env[*variable].is_null())
+            .map(|(variable, _)| *variable)
+            .collect();
+        // ...is what the code needs...
+        let mut needed = BTreeSet::new();
+        if DATABASE_USERS.contains(&binary.as_str()) {
+            needed.insert(DATABASE_SECRET_ARN);
+        }
+        if AUTHENTICATING.contains(&binary.as_str()) {
+            needed.extend([JWT_KEY_SECRET_ARN, JWT_PREVIOUS_KEY_SECRET_ARN]);
+        }
+        assert_eq!(named, needed, "{name} ({binary}): secret ARNs in its environment");
+        for (variable, parameter) in arn_parameters {
+            if named.contains(variable) {
+                assert_eq!(
+                    text(&env[variable]).trim(),
+                    format!("!Ref {parameter}"),
+                    "{name}: {variable}"
+                );
+            }
+        }
+        // ...and exactly what IAM lets it read.
+        let statements: Vec<&Value> = resource["Properties"]["Policies"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|policy| policy["Statement"].as_sequence())
+            .flatten()
+            .collect();
+        let mut granted = BTreeSet::new();
+        for statement in &statements {
+            let action = text(&statement["Action"]);
+            if !action.contains("secretsmanager") {
+                continue;
+            }
+            assert_eq!(action.trim(), "secretsmanager:GetSecretValue", "{name}: only reads");
+            assert_eq!(statement["Effect"].as_str(), Some("Allow"));
+            let resources = statement["Resource"].as_sequence().expect("a list of ARNs");
+            for arn in resources {
+                let arn = text(arn);
+                let (variable, _) = arn_parameters
+                    .iter()
+                    .find(|(_, parameter)| arn.contains(&format!("!Ref {parameter}")))
+                    .unwrap_or_else(|| panic!("{name}: GetSecretValue on {arn}"));
+                assert!(!arn.contains('*'), "{name}: {arn}");
+                granted.insert(*variable);
+            }
+        }
+        assert_eq!(
+            granted, needed,
+            "{name} ({binary}): secretsmanager:GetSecretValue grants"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, crate_names().len());
+    for crate_name in DATABASE_USERS.iter().chain(AUTHENTICATING) {
+        assert!(
+            crate_names().contains(*crate_name),
+            "{crate_name} is not a function crate"
+        );
+    }
 }

@@ -99,6 +99,8 @@ fn env_for(stack: &Stack, extra: &[(&str, String)]) -> Vec<(String, String)> {
         ("DATABASE_URL".to_owned(), stack.database_url.clone()),
         ("DATABASE_MAX_CONNECTIONS".to_owned(), "8".to_owned()),
         ("JWT_SECRET".to_owned(), shared::config::LOCAL_DEV_SECRET.to_owned()),
+        // The binaries run as in Lambda, where only a local stage accepts the public secret.
+        ("STAGE".to_owned(), shared::config::LOCAL_STAGE.to_owned()),
         ("RATE_LIMIT_TABLE_NAME".to_owned(), stack.table.clone()),
         // High enough that nothing is refused: the benchmark measures admitted requests.
         ("RATE_LIMIT_MAX_REQUESTS".to_owned(), "50000000".to_owned()),
