@@ -4,6 +4,8 @@
 
 shared::fast_allocator!();
 
+mod hostile;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -905,6 +907,18 @@ fn targets(results: &serde_json::Map<String, Value>) -> Vec<(String, f64, f64, b
             true,
         ),
     ];
+    if let Some(hostile) = results.get("hostile_input") {
+        for part in ["sanitiser", "redaction", "hook_content"] {
+            let (flatness, per_mib) = hostile::worst(&hostile[part]);
+            list.push((
+                format!("{part}: worst flatness (ms/MiB at 4 MiB / at 64 KiB)"),
+                flatness,
+                3.0,
+                true,
+            ));
+            list.push((format!("{part}: worst ms per MiB"), per_mib, 250.0, true));
+        }
+    }
     if let Some(Value::Object(functions)) = results.get("functions") {
         for (name, f) in functions {
             list.push((
@@ -934,9 +948,9 @@ fn main() {
     let stack = setup_runtime.block_on(setup());
     let mut results = serde_json::Map::new();
 
-    // BENCH_SECTIONS=in_process,http,live,ingest,functions,summary selects parts (all by default).
-    let sections =
-        std::env::var("BENCH_SECTIONS").unwrap_or_else(|_| "in_process,http,live,ingest,functions,summary".into());
+    // BENCH_SECTIONS=in_process,http,live,ingest,functions,summary,hostile selects parts (all by default).
+    let sections = std::env::var("BENCH_SECTIONS")
+        .unwrap_or_else(|_| "in_process,http,live,ingest,functions,summary,hostile".into());
     let wanted = |name: &str| sections.split(',').any(|s| s.trim() == name);
     if wanted("in_process") {
         eprintln!("measuring baselines, the handler in process and the worker (current-thread runtime)...");
@@ -957,6 +971,10 @@ fn main() {
     if wanted("ingest") {
         eprintln!("measuring sustained worker ingest...");
         setup_runtime.block_on(sustained_ingest(&stack, &n, &mut results));
+    }
+    if wanted("hostile") {
+        eprintln!("timing the sanitiser, the redaction and hook content on the worst input shapes...");
+        hostile::measure_all(&mut results);
     }
     if wanted("summary") {
         eprintln!("writing the summary benchmark's rows through the worker and querying them...");

@@ -1,0 +1,160 @@
+//! Bad input never costs more than its size: the sanitiser, the secret redaction and the hook
+//! endpoint's content handling, timed on the worst input shapes we know, at growing sizes. The
+//! figure is milliseconds per MiB; "flatness" is the per-MiB cost at the largest size over that at
+//! the smallest (about 1 when the work is linear, 64 for quadratic work over these sizes).
+//!
+//! No services are needed: this section runs in process on the release build.
+
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+use shared::hooks::content::{HookContent, kept_payload};
+use shared::redact::redact_text;
+use shared::sanitize::sanitize_text;
+
+/// Input sizes, from 64 KiB to the hook body limit (4 MiB).
+const SIZES: [usize; 4] = [64 << 10, 256 << 10, 1 << 20, 4 << 20];
+const MIB: f64 = (1 << 20) as f64;
+
+/// A named input shape: builds an input of about the given size in bytes.
+type Shape = (&'static str, fn(usize) -> String);
+
+/// `unit` repeated to `size` bytes (whole repetitions).
+fn repeat(unit: &str, size: usize) -> String {
+    unit.repeat(size / unit.len().max(1))
+}
+
+/// Shapes that made the old multi-pass sanitiser quadratic, and others of the same family.
+fn sanitiser_shapes() -> Vec<Shape> {
+    vec![
+        ("open brackets then b>", |n| {
+            format!("{}{}", "<".repeat(n / 3), "b>".repeat(n / 3))
+        }),
+        ("many <svg></svg>", |n| repeat("<svg></svg>", n)),
+        ("nested <scr<b>ipt>", |n| repeat("<scr<b>ipt>x", n)),
+        ("unclosed comments", |n| repeat("<!-- ", n)),
+        ("unclosed tags", |n| repeat("<a href='", n)),
+        ("closing script without opening", |n| repeat("</script", n)),
+        ("code that looks like markup", |n| {
+            repeat("Vec<Option<String>> a < b ", n)
+        }),
+    ]
+}
+
+/// Shapes that wake many redaction rules at once.
+fn redaction_shapes() -> Vec<Shape> {
+    vec![
+        ("api_key= assignments", |n| repeat("api_key=abcdefghijklmnop ", n)),
+        ("GitHub tokens", |n| {
+            repeat("ghp_abcdefghijklmnopqrstuvwxyz0123456789 ", n)
+        }),
+        ("unclosed private key", |n| {
+            format!("-----BEGIN RSA PRIVATE KEY-----{}", "A".repeat(n))
+        }),
+        ("keyword soup (every rule's words)", |n| {
+            repeat(
+                "aws secret token key password bearer basic github slack stripe npm docker ",
+                n,
+            )
+        }),
+        ("high-entropy base64", |n| {
+            repeat("Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6 ", n)
+        }),
+        ("JWT-like", |n| repeat("eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl ", n)),
+    ]
+}
+
+/// Milliseconds of the fastest of three runs of `work` on `input`.
+fn time_ms(input: &str, work: &dyn Fn(&str)) -> f64 {
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            work(input);
+            started.elapsed().as_secs_f64() * 1e3
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Per-MiB cost at each size, and the flatness, for each shape.
+fn measure(shapes: Vec<Shape>, work: &dyn Fn(&str)) -> Value {
+    let mut out = Map::new();
+    for (name, make) in shapes {
+        let per_mib: Vec<f64> = SIZES
+            .iter()
+            .map(|&size| {
+                let input = make(size);
+                time_ms(&input, work) / (input.len() as f64 / MIB)
+            })
+            .collect();
+        let flatness = per_mib[per_mib.len() - 1] / per_mib[0].max(1e-6);
+        out.insert(
+            name.to_owned(),
+            json!({"ms_per_mib": per_mib.iter().map(|v| crate::round3(*v)).collect::<Vec<_>>(),
+                   "flatness": crate::round3(flatness)}),
+        );
+    }
+    Value::Object(out)
+}
+
+/// A hook body of about `size` bytes whose tool response carries `text`, split in lines as a
+/// real tool output is.
+fn hook_body(text: &str) -> Map<String, Value> {
+    let lines: Vec<Value> = text
+        .as_bytes()
+        .chunks(4096)
+        .map(|chunk| json!(String::from_utf8_lossy(chunk)))
+        .collect();
+    json!({"session_id": "s", "hook_event_name": "PostToolUse", "tool_name": "Bash", "tool_use_id": "t",
+           "tool_input": {"command": text.chars().take(100_000).collect::<String>()},
+           "tool_response": {"stdout": text, "lines": lines}})
+    .as_object()
+    .cloned()
+    .unwrap_or_default()
+}
+
+pub fn measure_all(results: &mut Map<String, Value>) {
+    let sanitiser = measure(sanitiser_shapes(), &|text| {
+        std::hint::black_box(sanitize_text(text));
+    });
+    let redaction = measure(redaction_shapes(), &|text| {
+        std::hint::black_box(redact_text(text));
+    });
+    let mut hooks = Map::new();
+    for (mode, content) in [("metrics", HookContent::Metrics), ("redacted", HookContent::Redacted)] {
+        let shapes: Vec<_> = sanitiser_shapes().into_iter().chain(redaction_shapes()).collect();
+        hooks.insert(
+            mode.to_owned(),
+            measure(shapes, &|text| {
+                std::hint::black_box(kept_payload(&hook_body(text), content));
+            }),
+        );
+    }
+    results.insert(
+        "hostile_input".into(),
+        json!({"sanitiser": sanitiser, "redaction": redaction, "hook_content": Value::Object(hooks)}),
+    );
+}
+
+/// The worst flatness and per-MiB cost over every shape of a part of the section.
+pub fn worst(part: &Value) -> (f64, f64) {
+    let mut flatness = 0.0f64;
+    let mut per_mib = 0.0f64;
+    let mut visit = |shape: &Value| {
+        flatness = flatness.max(shape["flatness"].as_f64().unwrap_or(f64::NAN));
+        for v in shape["ms_per_mib"].as_array().into_iter().flatten() {
+            per_mib = per_mib.max(v.as_f64().unwrap_or(f64::NAN));
+        }
+    };
+    for shape in part.as_object().into_iter().flat_map(|m| m.values()) {
+        if shape.get("flatness").is_some() {
+            visit(shape);
+        } else {
+            shape
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.values())
+                .for_each(&mut visit);
+        }
+    }
+    (flatness, per_mib)
+}
