@@ -199,7 +199,7 @@ impl SessionImport {
                 )
                 .unwrap_or_default(),
             productivity_score: f.number("productivity_score", 0.0, 100.0),
-            context: f.object("context"),
+            context: session_context(&mut f).unwrap_or_else(|| Value::Object(Default::default())),
             status,
         };
         f.finish()?;

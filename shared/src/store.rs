@@ -167,7 +167,8 @@ struct Tenant {
     imported_sessions: Vec<(SessionImport, Stored)>,
     hook_events: Vec<KeptHook>,
     /// Who sent each command execution and agent interaction (the table's `user_id`).
-    owners: HashMap<Uuid, UserId>,
+    /// Who first sent each id, per kind (`batch::KINDS` index): ids are unique per table.
+    owners: HashMap<(usize, Uuid), UserId>,
 }
 
 /// A hook event as the in-memory store keeps it.
@@ -286,10 +287,21 @@ impl InMemoryStore {
     }
 }
 
-/// Records the first sender of a metric; an id another user sent first is taken.
-fn own(owners: &mut HashMap<Uuid, UserId>, id: Option<Uuid>, user: &UserId) -> Result<(), StoreError> {
+/// Kinds, as `batch::KINDS` indexes (the tables of the database).
+const COMMANDS: usize = 0;
+const AGENTS: usize = 1;
+const SESSIONS: usize = 2;
+const PRODUCTIVITY: usize = 3;
+
+/// Records the first sender of an id of `kind`; an id another user sent first is taken.
+fn own(
+    owners: &mut HashMap<(usize, Uuid), UserId>,
+    kind: usize,
+    id: Option<Uuid>,
+    user: &UserId,
+) -> Result<(), StoreError> {
     if let Some(id) = id
-        && owners.entry(id).or_insert_with(|| user.clone()) != user
+        && owners.entry((kind, id)).or_insert_with(|| user.clone()) != user
     {
         return Err(StoreError::IdTaken);
     }
@@ -314,6 +326,24 @@ fn insert_once<T: Clone>(rows: &mut Vec<(T, Stored)>, id: Option<Uuid>, metric: 
     Ok(stored)
 }
 
+/// The session record of a batch-imported session, as the database's row would read.
+fn imported_record(session: &SessionImport, now: DateTime<Utc>) -> SessionRecord {
+    SessionRecord {
+        id: session.id.unwrap_or_default(),
+        status: session.status,
+        session_start: session.session_start,
+        session_end: session.session_end,
+        total_duration_ms: session
+            .session_end
+            .map(|end| (end - session.session_start).num_milliseconds().max(0)),
+        commands_executed: session.commands_executed,
+        agents_used: session.agents_used.clone(),
+        productivity_score: session.productivity_score,
+        context: session.context.clone(),
+        updated_at: now,
+    }
+}
+
 /// Inserts each item once; returns how many were new.
 fn insert_all<T: Clone>(
     rows: &mut Vec<(T, Stored)>,
@@ -332,14 +362,14 @@ impl MetricStore for InMemoryStore {
     async fn insert_command_execution(&self, caller: &Caller, metric: &CommandExecution) -> Result<Stored, StoreError> {
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(caller.org.clone()).or_default();
-        own(&mut tenant.owners, metric.id, &caller.user)?;
+        own(&mut tenant.owners, COMMANDS, metric.id, &caller.user)?;
         insert_once(&mut tenant.commands, metric.id, metric)
     }
 
     async fn insert_agent_interaction(&self, caller: &Caller, metric: &AgentInteraction) -> Result<Stored, StoreError> {
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(caller.org.clone()).or_default();
-        own(&mut tenant.owners, metric.id, &caller.user)?;
+        own(&mut tenant.owners, AGENTS, metric.id, &caller.user)?;
         insert_once(&mut tenant.agents, metric.id, metric)
     }
 
@@ -350,7 +380,7 @@ impl MetricStore for InMemoryStore {
     ) -> Result<Stored, StoreError> {
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(caller.org.clone()).or_default();
-        own(&mut tenant.owners, metric.id, &caller.user)?;
+        own(&mut tenant.owners, PRODUCTIVITY, metric.id, &caller.user)?;
         insert_once(&mut tenant.productivity, metric.id, metric)
     }
 
@@ -360,10 +390,8 @@ impl MetricStore for InMemoryStore {
             .ok_or_else(|| StoreError::Internal("session without id".into()))?;
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(caller.org.clone()).or_default();
-        if let Some((owner, existing)) = tenant.sessions.iter().find(|(_, s)| s.id == id) {
-            if *owner != caller.user {
-                return Err(StoreError::IdTaken);
-            }
+        own(&mut tenant.owners, SESSIONS, Some(id), &caller.user)?;
+        if let Some((_, existing)) = tenant.sessions.iter().find(|(_, s)| s.id == id) {
             return Ok(Stored {
                 id,
                 created_at: existing.updated_at,
@@ -416,15 +444,30 @@ impl MetricStore for InMemoryStore {
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(envelope.organization_id.clone()).or_default();
         let m = &envelope.metrics;
-        for id in m.ids().into_iter().flatten() {
-            // An id another user sent is skipped below, as `ON CONFLICT DO NOTHING` skips it;
-            // the worker then asks `ids_taken_by_others` which ones those were.
-            let _first_sender_kept = own(&mut tenant.owners, id, &envelope.user_id);
+        for (kind, ids) in m.ids().into_iter().enumerate() {
+            for id in ids {
+                // An id another user sent is skipped below, as `ON CONFLICT DO NOTHING` skips
+                // it; the worker then asks `ids_taken_by_others` which ones those were.
+                let _first_sender_kept = own(&mut tenant.owners, kind, id, &envelope.user_id);
+            }
+        }
+        // Imported sessions share the table of started ones: an id of either is skipped, and a
+        // new one can be updated and ended like a started one.
+        let mut imported = 0;
+        for session in &m.user_sessions {
+            if tenant.sessions.iter().any(|(_, known)| Some(known.id) == session.id) {
+                continue;
+            }
+            let stored = insert_once(&mut tenant.imported_sessions, session.id, session)?;
+            tenant
+                .sessions
+                .push((envelope.user_id.clone(), imported_record(session, stored.created_at)));
+            imported += 1;
         }
         Ok([
             insert_all(&mut tenant.commands, &m.command_executions, |x| x.id)?,
             insert_all(&mut tenant.agents, &m.agent_interactions, |x| x.id)?,
-            insert_all(&mut tenant.imported_sessions, &m.user_sessions, |x| x.id)?,
+            imported,
             insert_all(&mut tenant.productivity, &m.productivity_metrics, |x| x.id)?,
         ])
     }
@@ -434,13 +477,20 @@ impl MetricStore for InMemoryStore {
         let Some(tenant) = tenants.get(&envelope.organization_id) else {
             return Ok(Default::default());
         };
-        let taken = |id: &Option<Uuid>| {
-            let id = (*id)?;
-            let session_owner = tenant.sessions.iter().find(|(_, s)| s.id == id).map(|(user, _)| user);
-            let owner = tenant.owners.get(&id).or(session_owner)?;
-            (*owner != envelope.user_id).then_some(id)
-        };
-        Ok(envelope.metrics.ids().map(|ids| ids.iter().filter_map(taken).collect()))
+        let mut taken: [Vec<Uuid>; 4] = Default::default();
+        for (kind, ids) in envelope.metrics.ids().into_iter().enumerate() {
+            taken[kind] = ids
+                .into_iter()
+                .flatten()
+                .filter(|id| {
+                    tenant
+                        .owners
+                        .get(&(kind, *id))
+                        .is_some_and(|owner| *owner != envelope.user_id)
+                })
+                .collect();
+        }
+        Ok(taken)
     }
 
     async fn aggregates(&self, caller: &Caller, query: &SummaryQuery) -> Result<Vec<AggregateRow>, StoreError> {
@@ -448,8 +498,8 @@ impl MetricStore for InMemoryStore {
         let Some(tenant) = tenants.get(&caller.org) else {
             return Ok(vec![]);
         };
-        let received = |id: Option<Uuid>| {
-            id.and_then(|id| tenant.owners.get(&id))
+        let received = |kind: usize, id: Option<Uuid>| {
+            id.and_then(|id| tenant.owners.get(&(kind, id)))
                 .map(UserId::as_str)
                 .unwrap_or("")
         };
@@ -458,7 +508,7 @@ impl MetricStore for InMemoryStore {
             let when = m.timestamp.unwrap_or(s.created_at);
             let failed = m.status != crate::metrics::CommandStatus::Success;
             (
-                received(m.id),
+                received(COMMANDS, m.id),
                 "command",
                 m.command_name.as_str(),
                 when,
@@ -472,7 +522,7 @@ impl MetricStore for InMemoryStore {
             let when = m.timestamp.unwrap_or(s.created_at);
             let (tin, tout) = (m.input_tokens, m.output_tokens);
             (
-                received(m.id),
+                received(AGENTS, m.id),
                 "agent",
                 m.agent_name.as_str(),
                 when,

@@ -336,15 +336,19 @@ fn session_change(schema: &str, action: SessionAction, extra_set: &str) -> Strin
     .map(|status| format!("'{}'", status.as_str()))
     .collect::<Vec<_>>()
     .join(", ");
-    // The merged context stays within the bounds `sessions::context_fits` states.
+    // The merged context stays within the bounds `sessions::context_fits` states, checked on the
+    // row being updated (so a concurrent update is checked again on the row it left), and only
+    // when the change brings context: a heartbeat or an end never fails on a full context.
+    // PostgreSQL measures `jsonb` text (a space after `:` and `,`), a little more than the
+    // compact JSON the request check measures.
     let fits = format!(
-        "(SELECT count(*) FROM jsonb_object_keys((SELECT merged FROM target))) <= {} \
-         AND octet_length((SELECT merged FROM target)::text) <= {}",
+        "($5::jsonb IS NULL OR ((SELECT count(*) FROM jsonb_object_keys(context || $5)) <= {} \
+         AND octet_length((context || $5)::text) <= {}))",
         crate::sessions::MAX_CONTEXT_KEYS,
         crate::sessions::MAX_CONTEXT_BYTES
     );
     format!(
-        "WITH target AS (SELECT user_id, status, context || coalesce($5, '{{}}'::jsonb) AS merged FROM {table} WHERE id = $1), \
+        "WITH target AS (SELECT user_id, status FROM {table} WHERE id = $1), \
          changed AS ( \
             UPDATE {table} SET \
                 commands_executed = GREATEST(commands_executed, coalesce($3, commands_executed)), \
@@ -359,7 +363,8 @@ fn session_change(schema: &str, action: SessionAction, extra_set: &str) -> Strin
          SELECT 'changed', to_jsonb(changed) FROM changed \
          UNION ALL \
          SELECT CASE WHEN target.user_id <> $2 THEN 'other_user' \
-                     WHEN target.status IN ({allowed}) THEN 'context_full' ELSE target.status END, NULL::jsonb \
+                     WHEN target.status IN ({allowed}) AND $5::jsonb IS NOT NULL THEN 'context_full' \
+                     ELSE target.status END, NULL::jsonb \
          FROM target WHERE NOT EXISTS (SELECT 1 FROM changed)"
     )
 }

@@ -83,11 +83,9 @@ fn metadata_only(raw: &Map<String, Value>) -> Value {
     let mut kept = Map::new();
     for name in METADATA_FIELDS {
         match raw.get(*name) {
-            Some(Value::String(text)) => {
-                kept.insert(
-                    (*name).into(),
-                    json!(text.chars().take(MAX_METADATA_CHARS).collect::<String>()),
-                );
+            // Names and identifiers only: a value with spaces or punctuation may be content.
+            Some(Value::String(text)) if is_identifier(text) => {
+                kept.insert((*name).into(), json!(text));
             }
             Some(scalar @ (Value::Number(_) | Value::Bool(_))) => {
                 kept.insert((*name).into(), scalar.clone());
@@ -135,14 +133,40 @@ pub fn tool_shape(tool: &str, input: Option<&Value>) -> Value {
     }
 }
 
-/// The program a shell command line runs first: past `NAME=value` assignments, without its
-/// directory (`/usr/bin/git status` → `git`).
+/// The program a shell command line runs first, as the shell would split it (quotes
+/// honoured): past `NAME=value` assignments and wrappers (`sudo`, `env`, `time`, …). A program
+/// named by a path outside the system's program folders is a local script: its name may say
+/// what the developer works on, so it is only `local-script`. `None` when the line cannot be
+/// split (unbalanced quotes) or runs nothing.
 pub fn program(command: &str) -> Option<String> {
-    let first = command.split_whitespace().find(|token| !is_assignment(token))?;
-    let name = first.rsplit('/').next().unwrap_or(first);
-    let name = word(name);
-    (!name.is_empty()).then_some(name)
+    let words = shell_words::split(command).ok()?;
+    let first = words
+        .iter()
+        .find(|word| !is_assignment(word) && !WRAPPERS.contains(&word.as_str()) && !word.starts_with('-'))?;
+    let name = match first.rsplit_once('/') {
+        Some((dir, name)) if SYSTEM_BIN_DIRS.contains(&dir) => name,
+        Some(_) => return Some("local-script".into()),
+        None => first.as_str(),
+    };
+    // Only a plain name is kept; anything else (spaces, quotes, markup) is not a program name.
+    let kept = word(name);
+    (!kept.is_empty() && kept.len() == name.len()).then_some(kept)
 }
+
+/// Commands that run the next word as the program.
+const WRAPPERS: &[&str] = &[
+    "sudo", "env", "time", "nohup", "exec", "command", "builtin", "nice", "doas",
+];
+/// Folders whose programs are the system's, not the developer's.
+const SYSTEM_BIN_DIRS: &[&str] = &[
+    "/bin",
+    "/sbin",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/opt/homebrew/bin",
+];
 
 fn is_assignment(token: &str) -> bool {
     token
@@ -157,6 +181,15 @@ pub fn extension(path: &str) -> Option<String> {
     let (stem, ext) = file.rsplit_once('.')?;
     let ok = !stem.is_empty() && (1..=16).contains(&ext.len()) && ext.bytes().all(|b| b.is_ascii_alphanumeric());
     ok.then(|| ext.to_ascii_lowercase())
+}
+
+/// Whether `text` is a name or an identifier (`claude-sonnet-4-5`, `toolu_01…`, a UUID,
+/// `prompt_input_exit`): at most 200 characters of letters, digits and `._:@/+-`.
+fn is_identifier(text: &str) -> bool {
+    (1..=MAX_METADATA_CHARS).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:@/+-".contains(&b))
 }
 
 /// At most 64 characters of `[A-Za-z0-9._+-]`: a name, never free text.
@@ -205,6 +238,18 @@ mod tests {
     }
 
     #[test]
+    fn metadata_that_is_not_a_name_is_not_kept() {
+        let raw = input(
+            json!({"session_id": "s", "hook_event_name": "Notification", "model": "claude-sonnet-4-5",
+                               "reason": "the merger with ACME", "notification_type": "idle_prompt"}),
+        );
+        let kept = kept_payload(&raw, HookContent::Metrics);
+        assert_eq!(kept["model"], "claude-sonnet-4-5");
+        assert_eq!(kept["notification_type"], "idle_prompt");
+        assert!(kept.get("reason").is_none(), "{kept}");
+    }
+
+    #[test]
     fn an_organization_that_opts_in_keeps_redacted_content() {
         let raw = input(
             json!({"session_id": "s", "hook_event_name": "PostToolUse", "tool_name": "Bash",
@@ -233,6 +278,20 @@ mod tests {
             json!({"program": "git"})
         );
         assert_eq!(shape("Bash", json!({"command": "   "})), json!({}));
+        assert_eq!(
+            shape("Bash", json!({"command": "PGPASSWORD='correct horse' psql -h db"})),
+            json!({"program": "psql"})
+        );
+        assert_eq!(
+            shape("Bash", json!({"command": "MSG=\"Acquire ACME\" sudo -E ./x"})),
+            json!({"program": "local-script"})
+        );
+        assert_eq!(
+            shape("Bash", json!({"command": "./scripts/deploy_acme_merger.sh --now"})),
+            json!({"program": "local-script"})
+        );
+        assert_eq!(shape("Bash", json!({"command": "echo 'unbalanced"})), json!({}));
+        assert_eq!(shape("Bash", json!({"command": "'my program' --x"})), json!({}));
         assert_eq!(
             shape("Edit", json!({"file_path": "/repo/src/Main.RS"})),
             json!({"extension": "rs"})

@@ -266,6 +266,8 @@ impl HookEvent {
                 Some(other) if with_content => other.to_string(),
                 _ => CONTENT_FREE_ERROR.into(),
             };
+            // Within the metric's own limit, so the derived metric is never refused.
+            let error = error.chars().take(crate::validation::MAX_TEXT_CHARS).collect();
             let interrupted = self.field("is_interrupt").and_then(Value::as_bool) == Some(true);
             return (if interrupted { "cancelled" } else { "error" }, Some(error));
         }
@@ -278,7 +280,7 @@ impl HookEvent {
                 .and_then(|r| r.get("error").or_else(|| r.get("stderr")))
                 .and_then(Value::as_str)
                 .filter(|_| with_content)
-                .map(str::to_owned);
+                .map(|text| text.chars().take(crate::validation::MAX_TEXT_CHARS).collect());
             ("error", error.or_else(|| Some(CONTENT_FREE_ERROR.into())))
         } else {
             ("success", None)

@@ -220,8 +220,13 @@ impl RateLimiter for DynamoRateLimiter {
         lock(&self.overrides).get(org).and_then(|(_, s)| s.batch_size)
     }
 
+    /// Only a fresh override counts: while DynamoDB cannot be read, an organization gets the
+    /// stage's default (privacy first), not a setting it may have changed since.
     fn hook_content(&self, org: &OrgId) -> Option<crate::hooks::HookContent> {
-        lock(&self.overrides).get(org).and_then(|(_, s)| s.hook_content)
+        lock(&self.overrides)
+            .get(org)
+            .filter(|(read_at, _)| read_at.elapsed() < self.override_ttl)
+            .and_then(|(_, s)| s.hook_content)
     }
 }
 

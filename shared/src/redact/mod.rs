@@ -204,6 +204,20 @@ enum RuleRef {
 struct Prefilter {
     keywords: AhoCorasick,
     rules: Vec<Vec<RuleRef>>,
+    words: Vec<String>,
+}
+
+/// Most rules one text may wake before it is redacted whole. A text full of secret words (every
+/// rule's keywords fit in a couple of thousand characters) would otherwise make each rule scan it:
+/// hundreds of times its size. Ordinary commands, even with several secrets, wake far fewer.
+pub const MAX_RULES_PER_TEXT: usize = 32;
+
+/// What replaces a text that wakes more than [`MAX_RULES_PER_TEXT`] rules.
+pub const REDACTED_WHOLE: &str = "[REDACTED: too many secret patterns to check]";
+
+/// Every rule's keywords (lower case): what wakes the rules.
+pub fn keywords() -> &'static [String] {
+    &PREFILTER.words
 }
 
 static PREFILTER: LazyLock<Prefilter> = LazyLock::new(|| {
@@ -230,7 +244,7 @@ static PREFILTER: LazyLock<Prefilter> = LazyLock::new(|| {
         .ascii_case_insensitive(true)
         .build(&words)
         .expect("keyword automaton");
-    Prefilter { keywords, rules }
+    Prefilter { keywords, rules, words }
 });
 
 /// Whether a key names a secret (its value is dropped whatever it is). Keys are compared
@@ -302,7 +316,9 @@ fn holds_strings(value: &Value) -> bool {
 /// is sanitised; the result is then sanitised text.
 pub fn redact_text(text: &str) -> Cow<'_, str> {
     let text = sanitize_text(text);
-    let spans = secret_spans(&text);
+    let Some(spans) = secret_spans(&text) else {
+        return Cow::Borrowed(REDACTED_WHOLE);
+    };
     if spans.is_empty() {
         return text;
     }
@@ -317,8 +333,9 @@ pub fn redact_text(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Sorted, disjoint byte ranges of the secrets in `text`.
-fn secret_spans(text: &str) -> Vec<Range<usize>> {
+/// Sorted, disjoint byte ranges of the secrets in `text`; `None` when the text wakes more than
+/// [`MAX_RULES_PER_TEXT`] rules (it is then redacted whole, see there).
+fn secret_spans(text: &str) -> Option<Vec<Range<usize>>> {
     let prefilter = &*PREFILTER;
     let gitleaks = gitleaks::rules();
     let mut context_hit = vec![false; CONTEXT_RULES.len()];
@@ -330,6 +347,10 @@ fn secret_spans(text: &str) -> Vec<Range<usize>> {
                 RuleRef::Gitleaks(i) => gitleaks_hit[i] = true,
             }
         }
+    }
+    let woken = context_hit.iter().chain(&gitleaks_hit).filter(|hit| **hit).count();
+    if woken > MAX_RULES_PER_TEXT {
+        return None;
     }
     let mut spans = Vec::new();
     for (rule, _) in CONTEXT_RULES.iter().zip(&context_hit).filter(|(_, hit)| **hit) {
@@ -346,7 +367,7 @@ fn secret_spans(text: &str) -> Vec<Range<usize>> {
             _ => merged.push(span),
         }
     }
-    merged
+    Some(merged)
 }
 
 /// `value` redacted, then truncated to the bounds above.
@@ -379,7 +400,8 @@ fn bounded(value: &Value, depth: usize) -> Value {
                 } else {
                     bounded(v, depth + 1)
                 };
-                kept.insert(key.chars().take(MAX_STRING_CHARS).collect(), v);
+                // A key is text too (MCP tool inputs, environments): a secret used as one goes.
+                kept.insert(bounded_text(key), v);
             }
             if map.len() > room {
                 kept.insert(
@@ -731,6 +753,50 @@ mod tests {
         ] {
             assert_eq!(clean(text), text);
         }
+    }
+
+    /// How many rules `text` wakes.
+    fn woken(text: &str) -> usize {
+        let mut woken = std::collections::HashSet::new();
+        for found in PREFILTER.keywords.find_overlapping_iter(text) {
+            for rule in &PREFILTER.rules[found.pattern().as_usize()] {
+                woken.insert(match *rule {
+                    RuleRef::Context(i) => (0, i),
+                    RuleRef::Gitleaks(i) => (1, i),
+                });
+            }
+        }
+        woken.len()
+    }
+
+    #[test]
+    fn a_text_that_wakes_too_many_rules_is_redacted_whole_so_its_cost_stays_bounded() {
+        let soup = keywords().join(" ");
+        assert!(woken(&soup) > MAX_RULES_PER_TEXT);
+        assert_eq!(clean(&format!("{soup} hunter2")), REDACTED_WHOLE);
+    }
+
+    #[test]
+    fn ordinary_commands_even_with_secrets_are_redacted_precisely_within_the_rule_budget() {
+        let realistic = [
+            "export AWS_ACCESS_KEY_ID=AKIAABCDEFGHIJKLMNOP AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY && aws s3 ls",
+            "curl -H 'Authorization: Bearer abc.def.ghi-123456' -u alice:pw https://api.github.com/repos --data token=x",
+            "GITHUB_TOKEN=ghp_abcdefghijklmnopqrstuvwxyz0123456789 SLACK_TOKEN=xoxb-1234567890-abcdef npm publish",
+            "docker login -u bob -p s3cr3t ghcr.io && kubectl create secret generic db --from-literal=password=pw",
+            "stripe listen --api-key sk_live_abcdefghijklmnopqrstuvwx --forward-to localhost:3000/webhook",
+        ];
+        for text in realistic {
+            assert!(woken(text) <= MAX_RULES_PER_TEXT, "{} rules for {text}", woken(text));
+            assert_ne!(clean(text), REDACTED_WHOLE);
+        }
+    }
+
+    #[test]
+    fn secrets_used_as_keys_are_redacted_too() {
+        let out = redact_and_truncate(&json!({"ghp_abcdefghijklmnopqrstuvwxyz0123456789": "x", "plain": 1}));
+        let text = out.to_string();
+        assert!(!text.contains("ghp_abcdefghij"), "{text}");
+        assert_eq!(out["plain"], 1);
     }
 
     #[test]

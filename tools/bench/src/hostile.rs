@@ -51,11 +51,12 @@ fn redaction_shapes() -> Vec<Shape> {
         ("unclosed private key", |n| {
             format!("-----BEGIN RSA PRIVATE KEY-----{}", "A".repeat(n))
         }),
-        ("keyword soup (every rule's words)", |n| {
-            repeat(
-                "aws secret token key password bearer basic github slack stripe npm docker ",
-                n,
-            )
+        ("keyword soup (every rule's keywords)", |n| {
+            repeat(&format!("{} ", shared::redact::keywords().join(" ")), n)
+        }),
+        ("every keyword in each 1 KiB", |n| {
+            let soup = shared::redact::keywords().join(" ");
+            repeat(&soup[..soup.len().min(1000)], n)
         }),
         ("high-entropy base64", |n| {
             repeat("Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6 ", n)
@@ -96,17 +97,27 @@ fn measure(shapes: Vec<Shape>, work: &dyn Fn(&str)) -> Value {
     Value::Object(out)
 }
 
-/// A hook body of about `size` bytes whose tool response carries `text`, split in lines as a
-/// real tool output is.
+/// A hook body carrying `text` as a real one would, and as much of it as the redaction would
+/// ever read: a command, an output, and the text cut into 1 KiB strings spread over nested
+/// objects of at most 50 keys (what the truncation keeps), so the work grows with the body.
 fn hook_body(text: &str) -> Map<String, Value> {
-    let lines: Vec<Value> = text
+    let pieces: Vec<Value> = text
         .as_bytes()
-        .chunks(4096)
+        .chunks(1024)
         .map(|chunk| json!(String::from_utf8_lossy(chunk)))
         .collect();
+    let mut files = Map::new();
+    for (i, group) in pieces.chunks(50).enumerate().take(50) {
+        let group: Map<String, Value> = group
+            .iter()
+            .enumerate()
+            .map(|(j, piece)| (format!("line{j}"), piece.clone()))
+            .collect();
+        files.insert(format!("file{i}"), Value::Object(group));
+    }
     json!({"session_id": "s", "hook_event_name": "PostToolUse", "tool_name": "Bash", "tool_use_id": "t",
            "tool_input": {"command": text.chars().take(100_000).collect::<String>()},
-           "tool_response": {"stdout": text, "lines": lines}})
+           "tool_response": {"stdout": text, "files": files}})
     .as_object()
     .cloned()
     .unwrap_or_default()
