@@ -5,9 +5,9 @@ use std::sync::Arc;
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
-use crate::api::Api;
+use crate::adapters::postgres::{Database, PgStore};
 use crate::config::{ConfigError, DatabaseConfig, Env};
-use crate::db::{Database, PgStore};
+use crate::http::api::Api;
 use crate::live::{Broadcaster, BroadcastingStore};
 use crate::store::MetricStore;
 

@@ -27,7 +27,7 @@ impl ConfigError {
 }
 
 /// Where configuration values come from: the process environment, or a map in tests, plus the
-/// values read from Secrets Manager at start-up (see [`crate::secrets`]), which live only here,
+/// values read from Secrets Manager at start-up (see [`crate::adapters::secrets`]), which live only here,
 /// never in the process environment.
 pub struct Env {
     values: HashMap<String, String>,
@@ -394,11 +394,11 @@ pub struct BatchConfig {
 
 impl BatchConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let batch_size = env.number_or("COLLECTION_BATCH_SIZE", crate::batch::DEFAULT_BATCH_SIZE, 1)?;
-        if batch_size as usize > crate::batch::MAX_ENVELOPE_METRICS {
+        let batch_size = env.number_or("COLLECTION_BATCH_SIZE", crate::domain::batch::DEFAULT_BATCH_SIZE, 1)?;
+        if batch_size as usize > crate::domain::batch::MAX_ENVELOPE_METRICS {
             return Err(ConfigError::new(
                 "COLLECTION_BATCH_SIZE",
-                format!("must be at most {}", crate::batch::MAX_ENVELOPE_METRICS),
+                format!("must be at most {}", crate::domain::batch::MAX_ENVELOPE_METRICS),
             ));
         }
         Ok(Self {

@@ -9,8 +9,8 @@ use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Map, Value, json};
 
+use crate::adapters::postgres::Database;
 use crate::config::{ConfigError, DatabaseConfig, Env, QueueConfig, RateLimitConfig};
-use crate::db::Database;
 
 #[async_trait]
 pub trait Probe: Send + Sync {

@@ -4,34 +4,19 @@
 //! response; the modules below hold configuration, authentication, validation, sanitising,
 //! rate limiting, storage and the response envelope.
 
-pub mod api;
+pub mod adapters;
 pub mod app;
-pub mod auth;
-pub mod batch;
 pub mod config;
-pub mod db;
-pub mod error;
+pub mod domain;
 pub mod health;
-pub mod hooks;
-pub mod ids;
-pub mod jwks;
+pub mod http;
 pub mod live;
-pub mod metrics;
 pub mod queue;
 pub mod ratelimit;
-pub mod redact;
-pub mod response;
-pub mod sanitize;
-pub mod secrets;
-pub mod sessions;
-pub mod signing;
 pub mod store;
-pub mod summary;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod tls;
-pub mod validation;
 
 pub use app::App;
 pub use mimalloc::MiMalloc;
@@ -45,7 +30,7 @@ macro_rules! fast_allocator {
         static ALLOCATOR: $crate::MiMalloc = $crate::MiMalloc;
     };
 }
-pub use error::ApiError;
+pub use http::error::ApiError;
 
 /// A mutex's guard; a panic elsewhere while it was held leaves data still worth using.
 pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -71,7 +56,7 @@ macro_rules! lambda_http_main {
         async fn main() -> Result<(), lambda_http::Error> {
             $crate::telemetry::init();
             let aws = $crate::app::aws_config().await;
-            let env = $crate::secrets::resolve($crate::config::Env::process(), &aws)
+            let env = $crate::adapters::secrets::resolve($crate::config::Env::process(), &aws)
                 .await
                 .inspect_err($crate::telemetry::startup_failed)?;
             let state = <$state as $crate::app::FromEnv>::from_env(&env, &aws)

@@ -25,17 +25,17 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::batch::{Envelope, KINDS};
+use crate::adapters::signing::Signer;
+use crate::adapters::tls::HttpClient;
 use crate::config::{ConfigError, Env};
-use crate::ids::{Caller, OrgId, UserId};
+use crate::domain::batch::{Envelope, KINDS};
+use crate::domain::ids::{Caller, OrgId, UserId};
+use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
+use crate::domain::sessions::{SessionActivity, SessionChange, SessionEnd, SessionStart};
+use crate::domain::summary::{AggregateRow, SummaryQuery};
 use crate::lock;
-use crate::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::ratelimit::dynamo_http::{DynamoError, DynamoHttp};
-use crate::sessions::{SessionActivity, SessionChange, SessionEnd, SessionStart};
-use crate::signing::Signer;
 use crate::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, Stored};
-use crate::summary::{AggregateRow, SummaryQuery};
-use crate::tls::HttpClient;
 
 /// The `type` of every message pushed to a connection.
 pub const MESSAGE_TYPE: &str = "metric_update";
@@ -223,9 +223,9 @@ const PUSH_TIMEOUT: Duration = Duration::from_millis(1500);
 impl ManagementApi {
     /// `endpoint` is the stage's management endpoint (locally, the local front).
     pub fn new(aws: &SdkConfig, endpoint: &str) -> Result<Self, ConfigError> {
-        let (_, host) = crate::signing::endpoint(endpoint, "LIVE_UPDATES_ENDPOINT")?;
+        let (_, host) = crate::adapters::signing::endpoint(endpoint, "LIVE_UPDATES_ENDPOINT")?;
         Ok(Self {
-            client: crate::tls::http_client("LIVE_UPDATES_ENDPOINT")?,
+            client: crate::adapters::tls::http_client("LIVE_UPDATES_ENDPOINT")?,
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             host,
             signer: Signer::new(aws)?,
@@ -837,7 +837,7 @@ impl Pusher for RecordingPusher {
 
 #[cfg(test)]
 mod tests {
-    use crate::batch::{Metrics, Source};
+    use crate::domain::batch::{Metrics, Source};
     use crate::store::InMemoryStore;
 
     use super::*;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
-use crate::batch::Envelope;
-use crate::error::{ApiError, Dependency};
-use crate::validation::Choice;
+use crate::domain::batch::Envelope;
+use crate::domain::validation::Choice;
+use crate::http::error::{ApiError, Dependency};
 
 #[derive(Debug, thiserror::Error)]
 #[error("queue unavailable: {0}")]

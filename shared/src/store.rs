@@ -9,15 +9,15 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::batch::Envelope;
-use crate::error::{ApiError, Dependency};
-use crate::ids::{Caller, OrgId, UserId};
-use crate::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
-use crate::sessions::{
+use crate::domain::batch::Envelope;
+use crate::domain::ids::{Caller, OrgId, UserId};
+use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
+use crate::domain::sessions::{
     MAX_AGENTS, SessionAction, SessionActivity, SessionChange, SessionEnd, SessionImport, SessionRecord, SessionStart,
     SessionStatus,
 };
-use crate::summary::{AggregateRow, GroupBy, HISTOGRAM_BUCKETS, SummaryQuery, latency_bucket};
+use crate::domain::summary::{AggregateRow, GroupBy, HISTOGRAM_BUCKETS, SummaryQuery, latency_bucket};
+use crate::http::error::{ApiError, Dependency};
 use serde_json::Value;
 
 /// What the API returns for a stored record.
@@ -260,7 +260,7 @@ impl InMemoryStore {
         if let (Some(Value::Object(new)), Value::Object(old)) = (&activity.context, &session.context) {
             let mut merged = old.clone();
             merged.extend(new.clone());
-            if !crate::sessions::context_fits(&Value::Object(merged)) {
+            if !crate::domain::sessions::context_fits(&Value::Object(merged)) {
                 return Ok(SessionChange::ContextFull);
             }
         }
@@ -506,7 +506,7 @@ impl MetricStore for InMemoryStore {
         // (user, kind, name, when, ms, failed, tokens in, tokens out)
         let commands = tenant.commands.iter().map(|(m, s)| {
             let when = m.timestamp.unwrap_or(s.created_at);
-            let failed = m.status != crate::metrics::CommandStatus::Success;
+            let failed = m.status != crate::domain::metrics::CommandStatus::Success;
             (
                 received(COMMANDS, m.id),
                 "command",

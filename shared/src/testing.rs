@@ -9,9 +9,9 @@ use lambda_http::{Body, Request};
 use serde_json::{Value, json};
 
 use crate::App;
-use crate::api::Api;
-use crate::auth::Authenticator;
 use crate::config::{AuthConfig, JwtKey, LOCAL_DEV_SECRET, OnStoreError};
+use crate::http::api::Api;
+use crate::http::auth::Authenticator;
 use crate::ratelimit::{InMemoryRateLimiter, Limits, RateLimiter};
 use crate::store::InMemoryStore;
 

@@ -7,17 +7,17 @@ use http::HeaderMap;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use serde_json::{Map, Value, json};
-use shared::api::json_body;
-use shared::auth::Authenticator;
-use shared::batch::{Envelope, Metrics, Source};
 use shared::config::{AuthConfig, JwtKey};
-use shared::hooks::{HookContent, HookEvent};
-use shared::ids::{Caller, OrgId, UserId};
-use shared::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
-use shared::sanitize::{REMOVED_TAGS, REMOVED_WITH_CONTENT, sanitize_text};
-use shared::sessions::{SessionActivity, SessionEnd, SessionImport, SessionStart};
+use shared::domain::batch::{Envelope, Metrics, Source};
+use shared::domain::hooks::{HookContent, HookEvent};
+use shared::domain::ids::{Caller, OrgId, UserId};
+use shared::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
+use shared::domain::sanitize::{REMOVED_TAGS, REMOVED_WITH_CONTENT, sanitize_text};
+use shared::domain::sessions::{SessionActivity, SessionEnd, SessionImport, SessionStart};
+use shared::domain::validation::FieldError;
+use shared::http::api::json_body;
+use shared::http::auth::Authenticator;
 use shared::store::{HookReceipt, TOOL_USE_EVENTS};
-use shared::validation::FieldError;
 
 fn config() -> Config {
     let cases = std::env::var("FUZZ_CASES")
@@ -193,7 +193,7 @@ fn is_known_field(name: &str) -> bool {
         SessionStart::FIELDS,
         SessionEnd::FIELDS,
         SessionImport::FIELDS,
-        &shared::batch::KINDS,
+        &shared::domain::batch::KINDS,
     ]
     .iter()
     .any(|fields| fields.contains(&name))
@@ -372,7 +372,7 @@ proptest! {
         extra in nasty_json(),
         session in prop_oneof![nasty_string().prop_map(Value::String), nasty_json()],
         event in prop_oneof![
-            prop::sample::select(shared::hooks::KNOWN_EVENTS.to_vec()).prop_map(|e| json!(e)),
+            prop::sample::select(shared::domain::hooks::KNOWN_EVENTS.to_vec()).prop_map(|e| json!(e)),
             nasty_json(),
         ],
         secret in "[A-Za-z0-9]{24,40}",
@@ -383,7 +383,7 @@ proptest! {
         body.insert("session_id".into(), session);
         body.insert("hook_event_name".into(), event);
         body.insert("tool_input".into(), json!({"command": format!("export API_TOKEN={secret} && make")}));
-        let user = shared::ids::UserId::parse("alice").unwrap();
+        let user = shared::domain::ids::UserId::parse("alice").unwrap();
         match HookEvent::from_json(&Value::Object(body), &user, content) {
             Ok(hook) => {
                 let kept = hook.payload.to_string();
@@ -421,9 +421,9 @@ proptest! {
         let cut = at.index(secret.len() - 1) + 1;
         let hidden = format!("{}{split}{}", &secret[..cut], &secret[cut..]);
         let command = template.replace("{}", &hidden);
-        let stored = shared::sanitize::sanitize_text(&shared::redact::redact_text(&command)).into_owned();
+        let stored = shared::domain::sanitize::sanitize_text(&shared::domain::redact::redact_text(&command)).into_owned();
         prop_assert!(!stored.contains(&secret), "{command:?} stored as {stored:?}");
-        prop_assert!(stored.contains(shared::redact::REDACTED), "{stored:?}");
+        prop_assert!(stored.contains(shared::domain::redact::REDACTED), "{stored:?}");
     }
 }
 

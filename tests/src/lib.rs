@@ -527,7 +527,8 @@ pub fn venv_python() -> std::path::PathBuf {
 pub async fn create_secret(value: &str) -> String {
     services();
     let aws = shared::app::aws_config().await;
-    let client = shared::secrets::SecretsManager::new(&Env::from_pairs([]), &aws).expect("Secrets Manager client");
+    let client =
+        shared::adapters::secrets::SecretsManager::new(&Env::from_pairs([]), &aws).expect("Secrets Manager client");
     let name = format!("metrics/test/{}", Uuid::new_v4().simple());
     let created = client
         .call(

@@ -4,7 +4,7 @@
 use http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
 use shared::App;
-use shared::metrics::AgentInteraction;
+use shared::domain::metrics::AgentInteraction;
 
 pub const ROUTE: &str = "POST /api/v1/metrics/agent-interaction";
 
@@ -22,8 +22,8 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use shared::ids::OrgId;
-    use shared::metrics::InteractionType;
+    use shared::domain::ids::OrgId;
+    use shared::domain::metrics::InteractionType;
     use shared::testing::{a_working_service, error_fields, fixture, parts, request};
 
     use super::*;

@@ -15,8 +15,8 @@ use aws_config::SdkConfig;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
 use shared::app::Storage;
-use shared::batch::Envelope;
 use shared::config::{ConfigError, DatabaseConfig, Env};
+use shared::domain::batch::Envelope;
 use shared::live::{Broadcaster, FLUSH_BUDGET};
 use shared::queue::{DeadLetters, SqsDeadLetters};
 use shared::store::MetricStore;
@@ -203,7 +203,7 @@ async fn dead_letter(
 /// Names the metrics that were not written because their id belongs to another user.
 fn taken_reason(envelope: &Envelope, taken: &[Vec<uuid::Uuid>; 4]) -> String {
     let ids = envelope.metrics.ids();
-    let located: Vec<String> = shared::batch::KINDS
+    let located: Vec<String> = shared::domain::batch::KINDS
         .iter()
         .zip(ids.iter().zip(taken))
         .flat_map(|(kind, (ids, taken))| {
@@ -222,8 +222,8 @@ fn taken_reason(envelope: &Envelope, taken: &[Vec<uuid::Uuid>; 4]) -> String {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use shared::batch::{Metrics, Source};
-    use shared::ids::{Caller, OrgId, UserId};
+    use shared::domain::batch::{Metrics, Source};
+    use shared::domain::ids::{Caller, OrgId, UserId};
     use shared::queue::InMemoryDeadLetters;
     use shared::store::InMemoryStore;
 

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
-use shared::api::Api;
 use shared::app::FromEnv;
-use shared::batch::{Envelope, Metrics, Source};
 use shared::config::{BatchConfig, ConfigError, Env, QueueConfig};
+use shared::domain::batch::{Envelope, Metrics, Source};
+use shared::http::api::Api;
 use shared::queue::{BatchQueue, SqsQueue};
 
 pub const ROUTE: &str = "POST /api/v1/metrics/batch";
@@ -54,9 +54,9 @@ pub async fn handle(app: &BatchApp, req: Request) -> Result<Response<Body>, Erro
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
-    use shared::batch::Envelope;
     use shared::config::OnStoreError;
-    use shared::ids::OrgId;
+    use shared::domain::batch::Envelope;
+    use shared::domain::ids::OrgId;
     use shared::queue::InMemoryQueue;
     use shared::ratelimit::InMemoryRateLimiter;
     use shared::store::InMemoryStore;

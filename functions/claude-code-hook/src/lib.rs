@@ -1,6 +1,6 @@
 //! `POST /api/v1/hooks/claude-code`: Claude Code posts a hook's own JSON input here (hooks of
 //! `type: "http"`). Success is a `204` with an empty body, because Claude Code would inject any
-//! text it received into the model's context. What an event means is in `shared::hooks`.
+//! text it received into the model's context. What an event means is in `shared::domain::hooks`.
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use lambda_http::{Body, Error, Request, Response};
 use shared::App;
 use shared::app::FromEnv;
 use shared::config::{ConfigError, Env, RequestConfig};
-use shared::hooks::{HookContent, HookEvent, record};
+use shared::domain::hooks::{HookContent, HookEvent, record};
 use shared::live::Broadcaster;
 
 pub const ROUTE: &str = "POST /api/v1/hooks/claude-code";
@@ -59,9 +59,9 @@ pub async fn handle(state: &HookApp, req: Request) -> Result<Response<Body>, Err
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
-    use shared::ids::OrgId;
-    use shared::metrics::CommandStatus;
-    use shared::sessions::SessionStatus;
+    use shared::domain::ids::OrgId;
+    use shared::domain::metrics::CommandStatus;
+    use shared::domain::sessions::SessionStatus;
     use shared::testing::{a_working_service, error_fields, fixture, request};
 
     use super::*;
@@ -87,7 +87,7 @@ mod tests {
 
     /// Every known event of a session (and one unknown), as `user` of `demo`.
     async fn send_whole_session(state: &HookApp, user: &str) {
-        let (ending, rest) = shared::hooks::KNOWN_EVENTS.split_last().unwrap();
+        let (ending, rest) = shared::domain::hooks::KNOWN_EVENTS.split_last().unwrap();
         for name in rest.iter().chain(&["TeammateIdle", ending]) {
             let response = handle(state, request(EVENT, "demo", user, &fixture_of(name)))
                 .await
@@ -209,7 +209,7 @@ mod tests {
     async fn a_whole_session_becomes_a_session_commands_and_an_agent_interaction() {
         let (state, store) = hook_app();
         // Every known event, and one this version does not know before the session ends.
-        let (ending, rest) = shared::hooks::KNOWN_EVENTS.split_last().unwrap();
+        let (ending, rest) = shared::domain::hooks::KNOWN_EVENTS.split_last().unwrap();
         for name in rest.iter().chain(&["TeammateIdle", ending]) {
             let (status, body) = send(&state, &fixture_of(name)).await;
             assert_eq!((status, body.len()), (204, 0), "{name}");

@@ -4,7 +4,7 @@
 use http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
 use shared::App;
-use shared::metrics::CommandExecution;
+use shared::domain::metrics::CommandExecution;
 
 pub const ROUTE: &str = "POST /api/v1/metrics/command-execution";
 
@@ -24,7 +24,7 @@ mod tests {
     use lambda_http::http::HeaderValue;
     use serde_json::json;
     use shared::config::OnStoreError;
-    use shared::ids::OrgId;
+    use shared::domain::ids::OrgId;
     use shared::ratelimit::InMemoryRateLimiter;
     use shared::store::InMemoryStore;
     use shared::testing::{self, Given, a_working_service, error_fields, given, limits, parts};

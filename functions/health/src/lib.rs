@@ -3,9 +3,9 @@
 
 use http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
-use shared::api::request_id;
 use shared::health::Health;
-use shared::response::Reply;
+use shared::http::api::request_id;
+use shared::http::response::Reply;
 
 pub async fn handle(health: &Health, req: Request) -> Result<Response<Body>, Error> {
     let reply = Reply::start(request_id(&req));

@@ -15,8 +15,8 @@ use http::{HeaderMap, HeaderValue};
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::json;
 use shared::app::FromEnv;
-use shared::auth::Authenticator;
 use shared::config::{AuthConfig, ConfigError, Env, OnStoreError, RateLimitConfig};
+use shared::http::auth::Authenticator;
 use shared::live::{Connection, Connections, DynamoConnections};
 use shared::ratelimit::{DynamoRateLimiter, RateLimiter};
 
@@ -119,7 +119,7 @@ async fn connect(
 async fn rate_limit(
     state: &LiveConnection,
     connection_id: &str,
-    org: &shared::ids::OrgId,
+    org: &shared::domain::ids::OrgId,
 ) -> Option<ApiGatewayProxyResponse> {
     match state.limiter.check(org).await {
         Ok(status) if status.admitted() => None,
@@ -180,7 +180,7 @@ fn answer(status: i64, message: &str) -> ApiGatewayProxyResponse {
 
 #[cfg(test)]
 mod tests {
-    use shared::ids::OrgId;
+    use shared::domain::ids::OrgId;
     use shared::live::InMemoryConnections;
     use shared::ratelimit::{InMemoryRateLimiter, Limits};
     use shared::testing::token;

@@ -9,7 +9,7 @@ shared::fast_allocator!();
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let aws = shared::app::aws_config().await;
-    let env = shared::secrets::resolve(Env::process(), &aws)
+    let env = shared::adapters::secrets::resolve(Env::process(), &aws)
         .await
         .inspect_err(shared::telemetry::startup_failed)?;
     let state = LiveConnection::from_env(&env, &aws).inspect_err(shared::telemetry::startup_failed)?;

@@ -1,10 +1,10 @@
 //! `GET /api/v1/metrics/summary`: the caller's organization's rolling aggregates; query
 //! parameters `since`, `until` (RFC 3339), `group_by` (`user`, `command`, `agent`, `hour`,
-//! `day`) and `limit`. See `shared::summary`.
+//! `day`) and `limit`. See `shared::domain::summary`.
 
 use lambda_http::{Body, Error, Request, Response};
 use shared::App;
-use shared::summary::{SummaryQuery, summary_data};
+use shared::domain::summary::{SummaryQuery, summary_data};
 
 pub const ROUTE: &str = "GET /api/v1/metrics/summary";
 
@@ -25,8 +25,8 @@ mod tests {
     use lambda_http::RequestExt;
     use lambda_http::aws_lambda_events::query_map::QueryMap;
     use serde_json::json;
-    use shared::ids::{Caller, OrgId, UserId};
-    use shared::metrics::CommandExecution;
+    use shared::domain::ids::{Caller, OrgId, UserId};
+    use shared::domain::metrics::CommandExecution;
     use shared::store::MetricStore;
     use shared::testing::{a_working_service, error_fields, parts, request};
 

@@ -5,9 +5,9 @@
 
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Value;
+use shared::adapters::postgres::connect_one;
+use shared::adapters::postgres::migrate::{MigrationReport, migrate_database};
 use shared::config::{ConfigError, DatabaseConfig, Env};
-use shared::db::connect_one;
-use shared::db::migrate::{MigrationReport, migrate_database};
 
 pub struct Migrator {
     pub database: DatabaseConfig,

@@ -4,7 +4,7 @@
 use http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
 use shared::App;
-use shared::metrics::ProductivityMetric;
+use shared::domain::metrics::ProductivityMetric;
 
 pub const ROUTE: &str = "POST /api/v1/metrics/productivity";
 
@@ -22,7 +22,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use shared::ids::OrgId;
+    use shared::domain::ids::OrgId;
     use shared::testing::{a_working_service, error_fields, fixture, parts, request};
 
     use super::*;

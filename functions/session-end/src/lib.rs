@@ -4,7 +4,7 @@
 use http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
 use shared::App;
-use shared::sessions::{SessionAction, SessionEnd};
+use shared::domain::sessions::{SessionAction, SessionEnd};
 
 pub const ROUTE: &str = "POST /api/v1/metrics/session/end";
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::{Value, json};
+use shared::adapters::postgres::{Database, PgStore};
 use shared::config::{ConfigError, DatabaseConfig, Env, session_idle_timeout};
-use shared::db::{Database, PgStore};
 use shared::store::MetricStore;
 
 pub struct Reaper {
@@ -35,8 +35,8 @@ impl Reaper {
 
 #[cfg(test)]
 mod tests {
-    use shared::ids::OrgId;
-    use shared::sessions::{SessionStart, SessionStatus};
+    use shared::domain::ids::OrgId;
+    use shared::domain::sessions::{SessionStart, SessionStatus};
     use shared::store::InMemoryStore;
     use shared::testing::a_working_service;
 
@@ -51,9 +51,9 @@ mod tests {
     #[tokio::test]
     async fn silent_sessions_are_abandoned_and_recent_ones_kept() {
         let given = a_working_service();
-        let caller = shared::ids::Caller {
+        let caller = shared::domain::ids::Caller {
             org: OrgId::parse("acme").unwrap(),
-            user: shared::ids::UserId::parse("alice").unwrap(),
+            user: shared::domain::ids::UserId::parse("alice").unwrap(),
         };
         let start = SessionStart::from_json(&json!({})).unwrap().with_id();
         given.store.start_session(&caller, &start).await.unwrap();

@@ -7,7 +7,7 @@ shared::fast_allocator!();
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let env = shared::secrets::resolve_loading_aws(Env::process())
+    let env = shared::adapters::secrets::resolve_loading_aws(Env::process())
         .await
         .inspect_err(shared::telemetry::startup_failed)?;
     let reaper = Reaper::from_env(&env).inspect_err(shared::telemetry::startup_failed)?;

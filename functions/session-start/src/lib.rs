@@ -4,7 +4,7 @@
 use http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
 use shared::App;
-use shared::sessions::SessionStart;
+use shared::domain::sessions::SessionStart;
 
 pub const ROUTE: &str = "POST /api/v1/metrics/session/start";
 
@@ -22,8 +22,8 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use shared::ids::OrgId;
-    use shared::sessions::SessionStatus;
+    use shared::domain::ids::OrgId;
+    use shared::domain::sessions::SessionStatus;
     use shared::testing::{a_working_service, error_fields, fixture, parts, request};
 
     use super::*;

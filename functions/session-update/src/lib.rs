@@ -5,7 +5,7 @@
 use http::StatusCode;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use shared::App;
-use shared::sessions::{SessionAction, SessionActivity, session_id};
+use shared::domain::sessions::{SessionAction, SessionActivity, session_id};
 
 pub const ROUTE: &str = "PUT /api/v1/metrics/session/{id}";
 
@@ -29,7 +29,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
 mod tests {
     use lambda_http::aws_lambda_events::query_map::QueryMap;
     use serde_json::json;
-    use shared::ids::OrgId;
+    use shared::domain::ids::OrgId;
     use shared::testing::{Given, a_working_service, error_fields, parts, request};
 
     use super::*;

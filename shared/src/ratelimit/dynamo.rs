@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use super::dynamo_http::{DynamoError, DynamoHttp};
 use super::{Limits, OrgSettings, RateLimiter, RateStatus, StoreUnavailable, gcra, now_us};
 use crate::config::{ConfigError, RateLimitConfig};
-use crate::ids::OrgId;
+use crate::domain::ids::OrgId;
 use crate::lock;
 
 /// Conditional updates tried before giving up under contention (then: refused, never admitted).
@@ -222,7 +222,7 @@ impl RateLimiter for DynamoRateLimiter {
 
     /// Only a fresh override counts: while DynamoDB cannot be read, an organization gets the
     /// stage's default (privacy first), not a setting it may have changed since.
-    fn hook_content(&self, org: &OrgId) -> Option<crate::hooks::HookContent> {
+    fn hook_content(&self, org: &OrgId) -> Option<crate::domain::hooks::HookContent> {
         lock(&self.overrides)
             .get(org)
             .filter(|(read_at, _)| read_at.elapsed() < self.override_ttl)
@@ -268,7 +268,7 @@ fn parse_override(item: &Value, defaults: Limits) -> Result<OrgSettings, String>
     limits.check()?;
     // One envelope carries at most this many: a larger override would be answered 202 and then
     // refused by the worker.
-    let most = crate::batch::MAX_ENVELOPE_METRICS as u64;
+    let most = crate::domain::batch::MAX_ENVELOPE_METRICS as u64;
     let batch_size = match number("batch_size")? {
         Some(n) if !(1..=most).contains(&n) => return Err(format!("batch_size must be from 1 to {most}")),
         other => other,
@@ -324,7 +324,7 @@ mod tests {
         assert_eq!(settings.limits.max_requests, 50);
         assert_eq!(settings.limits.window_ms, 60_000);
         assert_eq!(settings.batch_size, Some(1000));
-        assert_eq!(settings.hook_content, Some(crate::hooks::HookContent::Redacted));
+        assert_eq!(settings.hook_content, Some(crate::domain::hooks::HookContent::Redacted));
     }
 
     #[test]

@@ -12,9 +12,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::Value;
 
+use crate::adapters::signing::Signer;
+use crate::adapters::tls::HttpClient;
 use crate::config::ConfigError;
-use crate::signing::Signer;
-use crate::tls::HttpClient;
 
 #[derive(Debug)]
 pub enum DynamoError {
@@ -41,9 +41,9 @@ impl DynamoHttp {
             .filter(|e| !e.is_empty())
             .or_else(|| sdk.endpoint_url().map(str::to_owned))
             .unwrap_or_else(|| default_endpoint(signer.region()));
-        let (endpoint, host) = crate::signing::endpoint(&endpoint, "AWS_ENDPOINT_URL")?;
+        let (endpoint, host) = crate::adapters::signing::endpoint(&endpoint, "AWS_ENDPOINT_URL")?;
         Ok(Self {
-            client: crate::tls::http_client("AWS_ENDPOINT_URL")?,
+            client: crate::adapters::tls::http_client("AWS_ENDPOINT_URL")?,
             endpoint,
             host,
             signer,

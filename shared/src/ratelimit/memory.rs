@@ -4,14 +4,14 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{Limits, RateLimiter, RateStatus, StoreUnavailable, gcra, now_us};
-use crate::ids::OrgId;
+use crate::domain::ids::OrgId;
 
 /// A rate limiter that keeps its state in this process; for unit tests of handlers.
 pub struct InMemoryRateLimiter {
     defaults: Limits,
     overrides: HashMap<OrgId, Limits>,
     batch_sizes: HashMap<OrgId, u64>,
-    hook_contents: HashMap<OrgId, crate::hooks::HookContent>,
+    hook_contents: HashMap<OrgId, crate::domain::hooks::HookContent>,
     tats: Mutex<HashMap<OrgId, i64>>,
     unavailable: bool,
 }
@@ -38,7 +38,7 @@ impl InMemoryRateLimiter {
         self
     }
 
-    pub fn with_hook_content(mut self, org: OrgId, mode: crate::hooks::HookContent) -> Self {
+    pub fn with_hook_content(mut self, org: OrgId, mode: crate::domain::hooks::HookContent) -> Self {
         self.hook_contents.insert(org, mode);
         self
     }
@@ -76,7 +76,7 @@ impl RateLimiter for InMemoryRateLimiter {
         self.batch_sizes.get(org).copied()
     }
 
-    fn hook_content(&self, org: &OrgId) -> Option<crate::hooks::HookContent> {
+    fn hook_content(&self, org: &OrgId) -> Option<crate::domain::hooks::HookContent> {
         self.hook_contents.get(org).copied()
     }
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use dynamo::DynamoRateLimiter;
 pub use memory::InMemoryRateLimiter;
 
-use crate::ids::OrgId;
+use crate::domain::ids::OrgId;
 
 /// An organization's limits: the defaults, or an override stored for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,7 +89,7 @@ pub struct OrgSettings {
     /// Most metrics in one batch request, instead of `COLLECTION_BATCH_SIZE`.
     pub batch_size: Option<u64>,
     /// How much Claude Code hook content to keep, instead of `HOOK_CONTENT`.
-    pub hook_content: Option<crate::hooks::HookContent>,
+    pub hook_content: Option<crate::domain::hooks::HookContent>,
 }
 
 /// What a response reports about the caller's limit.
@@ -153,7 +153,7 @@ pub trait RateLimiter: Send + Sync {
 
     /// The organization's hook-content override (`hook_content`: `metrics` or `redacted`), as
     /// read by its last [`RateLimiter::check`] (no extra call).
-    fn hook_content(&self, _org: &OrgId) -> Option<crate::hooks::HookContent> {
+    fn hook_content(&self, _org: &OrgId) -> Option<crate::domain::hooks::HookContent> {
         None
     }
 }

@@ -5,8 +5,8 @@ use integration_tests::{
     PgCluster, TestApp, answer, deliver, fresh_database_on, http, receive_all, request, sqs, token,
 };
 use serde_json::{Value, json};
-use shared::batch::{Envelope, Metrics, Source};
-use shared::ids::{Caller, OrgId, UserId};
+use shared::domain::batch::{Envelope, Metrics, Source};
+use shared::domain::ids::{Caller, OrgId, UserId};
 
 fn spec_batch() -> Value {
     json!({

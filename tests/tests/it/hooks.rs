@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use integration_tests::{TestApp, http_raw, repo_root, token};
 use serde_json::{Value, json};
-use shared::hooks::KNOWN_EVENTS;
+use shared::domain::hooks::KNOWN_EVENTS;
 
 const PATH: &str = "/api/v1/hooks/claude-code";
 const SESSION: &str = "0b9e3c8a-5f1d-4c2e-9a7b-3d6f8e1c2a40";

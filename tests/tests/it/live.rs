@@ -10,7 +10,7 @@ use integration_tests::{
     SECRET, TestApp, create_secret, dynamo, free_port, fresh_connections_table, http, spec_command_example, token,
 };
 use serde_json::{Value, json};
-use shared::ids::{Caller, OrgId, UserId};
+use shared::domain::ids::{Caller, OrgId, UserId};
 use shared::live::{Connection, Connections, DynamoConnections};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;

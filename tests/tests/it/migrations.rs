@@ -2,8 +2,8 @@
 //! and indexes in every tenant schema.
 
 use integration_tests::{connect, fresh_database, services, with_database};
-use shared::db::migrate::{migrate_public, provision_tenant};
-use shared::ids::OrgId;
+use shared::adapters::postgres::migrate::{migrate_public, provision_tenant};
+use shared::domain::ids::OrgId;
 
 #[tokio::test]
 async fn public_migrations_apply_once_even_when_raced() {
@@ -97,7 +97,7 @@ async fn a_tenant_schema_has_the_specifications_tables_and_indexes() {
 
 #[tokio::test]
 async fn a_new_tenant_migration_upgrades_every_existing_tenant() {
-    use shared::db::migrate::{Migration, TENANT, migrate_all_tenants_with, provision_tenant_with};
+    use shared::adapters::postgres::migrate::{Migration, TENANT, migrate_all_tenants_with, provision_tenant_with};
     let url = fresh_database().await;
     let mut client = connect(&url).await;
     for org in ["acme", "globex"] {
@@ -169,6 +169,6 @@ async fn the_migrate_function_reports_what_it_did() {
     assert_eq!(report.tenants_upgraded, 0, "already current");
     assert_eq!(
         report.tenant_schema_version,
-        shared::db::migrate::latest_tenant_version()
+        shared::adapters::postgres::migrate::latest_tenant_version()
     );
 }

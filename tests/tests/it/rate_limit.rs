@@ -9,7 +9,7 @@ use integration_tests::{
     TestApp, answer, command_execution_request, dynamo, fresh_database, fresh_table, spec_command_example,
 };
 use shared::config::{OnStoreError, RateLimitConfig};
-use shared::ids::OrgId;
+use shared::domain::ids::OrgId;
 use shared::ratelimit::{DynamoRateLimiter, Limits, RateLimiter};
 
 /// A day-long window: no request is refilled while a test runs, so counts are exact however

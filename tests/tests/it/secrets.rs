@@ -4,8 +4,8 @@
 use integration_tests::{SECRET, TestApp, answer, command_execution_request, create_secret, fresh_database, services};
 use serde_json::json;
 use shared::App;
+use shared::adapters::secrets::{DATABASE_SECRET_ARN, JWT_KEY_SECRET_ARN, JWT_PREVIOUS_KEY_SECRET_ARN};
 use shared::config::{DatabaseConfig, Env};
-use shared::secrets::{DATABASE_SECRET_ARN, JWT_KEY_SECRET_ARN, JWT_PREVIOUS_KEY_SECRET_ARN};
 
 /// The parts of the test database's URL, as a stage gives them (`DATABASE_HOST`, ...).
 fn database_parts(url: &str) -> Vec<(String, String)> {
@@ -49,7 +49,9 @@ async fn a_function_started_from_secret_arns_reads_its_database_login_and_token_
     .await;
     // WHEN the function starts
     let aws = shared::app::aws_config().await;
-    let env = shared::secrets::resolve(env, &aws).await.expect("secrets read");
+    let env = shared::adapters::secrets::resolve(env, &aws)
+        .await
+        .expect("secrets read");
     let app = App::from_env(&env, &aws).expect("state built from the secrets");
     // THEN a token signed with the secret's key stores a metric through the secret's login
     let body = json!({"command_name": "from_secrets", "execution_time_ms": 5, "status": "success"});
@@ -90,7 +92,7 @@ async fn the_login_really_comes_from_the_secret() {
     )
     .await;
     let aws = shared::app::aws_config().await;
-    let app = App::from_env(&shared::secrets::resolve(env, &aws).await.unwrap(), &aws).unwrap();
+    let app = App::from_env(&shared::adapters::secrets::resolve(env, &aws).await.unwrap(), &aws).unwrap();
     // WHEN a metric is sent THEN the database refuses that login: a 5xx naming nothing internal
     let body = json!({"command_name": "x", "execution_time_ms": 5, "status": "success"});
     let refused = answer(
@@ -120,7 +122,7 @@ async fn a_secret_that_cannot_be_read_stops_the_start_naming_its_variable() {
             extra.push((JWT_KEY_SECRET_ARN, key.as_str()));
         }
         let env = stage_env(&database_url, &extra).await;
-        let err = match shared::secrets::resolve(env, &aws).await {
+        let err = match shared::adapters::secrets::resolve(env, &aws).await {
             Ok(_) => panic!("{variable}: a missing secret must stop the start"),
             Err(err) => err,
         };
@@ -137,7 +139,10 @@ async fn a_secret_that_cannot_be_read_stops_the_start_naming_its_variable() {
         ],
     )
     .await;
-    let err = shared::secrets::resolve(env, &aws).await.err().expect("refused");
+    let err = shared::adapters::secrets::resolve(env, &aws)
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(err.variable, JWT_PREVIOUS_KEY_SECRET_ARN);
 }
 
@@ -152,7 +157,7 @@ async fn a_deployed_stage_refuses_the_public_development_secret_even_from_secret
     )
     .await;
     let aws = shared::app::aws_config().await;
-    let env = shared::secrets::resolve(env, &aws).await.unwrap();
+    let env = shared::adapters::secrets::resolve(env, &aws).await.unwrap();
     let err = match App::from_env(&env, &aws) {
         Ok(_) => panic!("the dev stage must refuse the public secret"),
         Err(err) => err,

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use integration_tests::{TestApp, connect, fresh_database, http, request, token};
 use serde_json::{Value, json};
-use shared::db::migrate::{Migration, TENANT, provision_tenant, provision_tenant_with};
-use shared::summary::latency_bucket;
+use shared::adapters::postgres::migrate::{Migration, TENANT, provision_tenant, provision_tenant_with};
+use shared::domain::summary::latency_bucket;
 
 async fn summary(addr: SocketAddr, org: &str, query: &str) -> Value {
     let path = format!("/api/v1/metrics/summary?{query}");
@@ -311,7 +311,7 @@ async fn the_database_and_rust_agree_on_latency_buckets() {
 async fn metrics_stored_before_the_aggregates_existed_are_counted_by_the_migration() {
     let url = fresh_database().await;
     let mut client = connect(&url).await;
-    let org = shared::ids::OrgId::parse("legacy").unwrap();
+    let org = shared::domain::ids::OrgId::parse("legacy").unwrap();
     let before_aggregates: Vec<Migration> = TENANT
         .iter()
         .filter(|m| !m.name.contains("aggregates"))

@@ -325,7 +325,7 @@ fn no_secret_is_written_in_any_environment_variable() {
 
 #[test]
 fn each_function_may_read_exactly_the_secrets_it_uses() {
-    use shared::secrets::{DATABASE_SECRET_ARN, JWT_KEY_SECRET_ARN, JWT_PREVIOUS_KEY_SECRET_ARN};
+    use shared::adapters::secrets::{DATABASE_SECRET_ARN, JWT_KEY_SECRET_ARN, JWT_PREVIOUS_KEY_SECRET_ARN};
     let doc = template();
     let arn_parameters = [
         (DATABASE_SECRET_ARN, "DatabaseSecretArn"),

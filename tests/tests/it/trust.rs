@@ -15,10 +15,10 @@ use lambda_http::RequestExt;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
-use shared::batch::{Envelope, Metrics, Source};
-use shared::ids::{Caller, OrgId, UserId};
-use shared::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
-use shared::sessions::{SessionImport, SessionStart};
+use shared::domain::batch::{Envelope, Metrics, Source};
+use shared::domain::ids::{Caller, OrgId, UserId};
+use shared::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
+use shared::domain::sessions::{SessionImport, SessionStart};
 use uuid::Uuid;
 
 fn caller(org: &str, user: &str) -> Caller {
@@ -175,7 +175,10 @@ fn session() -> impl Strategy<Value = Value> {
 
 /// The generated metrics the validator accepts, one list per kind.
 fn accepted(commands: &[Value], agents: &[Value], productivity: &[Value], sessions: &[Value]) -> Metrics {
-    fn keep<T>(items: &[Value], parse: fn(&Value, &str) -> Result<T, Vec<shared::validation::FieldError>>) -> Vec<T> {
+    fn keep<T>(
+        items: &[Value],
+        parse: fn(&Value, &str) -> Result<T, Vec<shared::domain::validation::FieldError>>,
+    ) -> Vec<T> {
         items.iter().filter_map(|item| parse(item, "").ok()).collect()
     }
     Metrics {

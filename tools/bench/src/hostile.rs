@@ -8,9 +8,9 @@
 use std::time::Instant;
 
 use serde_json::{Map, Value, json};
-use shared::hooks::content::{HookContent, kept_payload};
-use shared::redact::redact_text;
-use shared::sanitize::sanitize_text;
+use shared::domain::hooks::content::{HookContent, kept_payload};
+use shared::domain::redact::redact_text;
+use shared::domain::sanitize::sanitize_text;
 
 /// Input sizes, from 64 KiB to the hook body limit (4 MiB).
 const SIZES: [usize; 4] = [64 << 10, 256 << 10, 1 << 20, 4 << 20];
@@ -52,10 +52,10 @@ fn redaction_shapes() -> Vec<Shape> {
             format!("-----BEGIN RSA PRIVATE KEY-----{}", "A".repeat(n))
         }),
         ("keyword soup (every rule's keywords)", |n| {
-            repeat(&format!("{} ", shared::redact::keywords().join(" ")), n)
+            repeat(&format!("{} ", shared::domain::redact::keywords().join(" ")), n)
         }),
         ("every keyword in each 1 KiB", |n| {
-            let soup = shared::redact::keywords().join(" ");
+            let soup = shared::domain::redact::keywords().join(" ");
             repeat(&soup[..soup.len().min(1000)], n)
         }),
         ("high-entropy base64", |n| {

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use lambda_http::Request;
 use serde_json::{Value, json};
 use shared::App;
-use shared::api::Api;
-use shared::auth::Authenticator;
-use shared::batch::{Envelope, Metrics, Source};
+use shared::adapters::postgres::{Database, PgStore};
 use shared::config::{AuthConfig, DatabaseConfig, Env, OnStoreError, RateLimitConfig};
-use shared::db::{Database, PgStore};
-use shared::ids::{Caller, OrgId, UserId};
+use shared::domain::batch::{Envelope, Metrics, Source};
+use shared::domain::ids::{Caller, OrgId, UserId};
+use shared::http::api::Api;
+use shared::http::auth::Authenticator;
 use shared::ratelimit::DynamoRateLimiter;
 use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
@@ -217,7 +217,7 @@ fn in_process(stack: &Stack, n: &Sizes, results: &mut serde_json::Map<String, Va
         // Raw PostgreSQL: the same row into a same-shaped table, prepared, one round trip.
         let (mut raw, connection) = tokio_postgres::connect(&stack.database_url, tokio_postgres::NoTls).await.expect("connect");
         tokio::spawn(connection);
-        shared::db::migrate::provision_tenant(&mut raw, &OrgId::parse("raw").expect("org")).await.expect("tenant");
+        shared::adapters::postgres::migrate::provision_tenant(&mut raw, &OrgId::parse("raw").expect("org")).await.expect("tenant");
         let insert = raw
             .prepare_typed(
                 "INSERT INTO \"org_raw\".command_executions (id, organization_id, user_id, command_name, command_args, \
@@ -639,8 +639,8 @@ async fn summary_query(stack: &Stack, results: &mut serde_json::Map<String, Valu
     let handler_p95 = time_summaries(&app, &token, &since, true, 60).await;
     // The specification's query (count and average time per user since a time) alone: the
     // aggregates' statement and its decoding, without authentication and rate limiting.
-    let query =
-        shared::summary::SummaryQuery::parse([("group_by", "user"), ("since", since.as_str())], now).expect("query");
+    let query = shared::domain::summary::SummaryQuery::parse([("group_by", "user"), ("since", since.as_str())], now)
+        .expect("query");
     let caller = Caller {
         org: OrgId::parse("summary_bench").expect("org"),
         user: UserId::parse("user00").expect("user"),

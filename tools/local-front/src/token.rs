@@ -3,7 +3,7 @@
 
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
-use shared::ids::{OrgId, UserId};
+use shared::domain::ids::{OrgId, UserId};
 
 pub fn mint(secret: &str, org: &str, user: &str, ttl_hours: u64) -> Result<String, String> {
     mint_for(secret, org, user, ttl_hours, None, None)

@@ -14,11 +14,11 @@ use std::io::BufRead;
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde_json::Value;
-use shared::batch::{Envelope, MAX_ENVELOPE_METRICS, MAX_MESSAGE_BYTES, Metrics, Source};
-use shared::ids::{Caller, OrgId, UserId};
-use shared::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
-use shared::sessions::SessionImport;
-use shared::validation::FieldError;
+use shared::domain::batch::{Envelope, MAX_ENVELOPE_METRICS, MAX_MESSAGE_BYTES, Metrics, Source};
+use shared::domain::ids::{Caller, OrgId, UserId};
+use shared::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
+use shared::domain::sessions::SessionImport;
+use shared::domain::validation::FieldError;
 use uuid::Uuid;
 
 /// Namespace of the ids derived from import lines.
@@ -55,7 +55,7 @@ pub struct Plan {
     pub envelopes: Vec<Envelope>,
     pub invalid: Vec<LineError>,
     pub lines: usize,
-    /// Valid metrics per kind (`shared::batch::KINDS` order).
+    /// Valid metrics per kind (`shared::domain::batch::KINDS` order).
     pub counts: [usize; 4],
     /// Lines identical to an earlier line (same id, same text): they would store nothing new.
     pub repeated: Vec<usize>,
@@ -158,7 +158,7 @@ impl LineMetric {
         serialized.map_or(MESSAGE_BUDGET, |v| v.len() + 1)
     }
 
-    /// Its kind (`shared::batch::KINDS` index) and id (always set by `read_line`).
+    /// Its kind (`shared::domain::batch::KINDS` index) and id (always set by `read_line`).
     fn key(&self) -> (usize, Uuid) {
         let (kind, id) = match self {
             LineMetric::Command(m) => (0, m.id),

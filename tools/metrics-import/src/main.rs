@@ -6,8 +6,8 @@
 use std::io::{BufReader, IsTerminal, Write};
 
 use metrics_import::{DEFAULT_PER_ENVELOPE, plan, send};
-use shared::batch::KINDS;
-use shared::ids::{OrgId, UserId};
+use shared::domain::batch::KINDS;
+use shared::domain::ids::{OrgId, UserId};
 
 struct Options {
     org: OrgId,

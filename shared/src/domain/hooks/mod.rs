@@ -25,11 +25,11 @@ use uuid::Uuid;
 
 pub use content::HookContent;
 
-use crate::ids::{Caller, UserId};
-use crate::metrics::{AgentInteraction, CommandExecution};
-use crate::sessions::{SessionActivity, SessionEnd, SessionStart};
+use crate::domain::ids::{Caller, UserId};
+use crate::domain::metrics::{AgentInteraction, CommandExecution};
+use crate::domain::sessions::{SessionActivity, SessionEnd, SessionStart};
+use crate::domain::validation::FieldError;
 use crate::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, TOOL_USE_EVENTS};
-use crate::validation::FieldError;
 
 /// The events this version interprets, in the order Claude Code sends them in a session; any
 /// other event is kept as it is.
@@ -188,7 +188,7 @@ impl HookEvent {
         let agent = self
             .text("agent_type")
             .filter(|_| self.event_name.starts_with("Subagent"))
-            .map(|a| vec![a.chars().take(crate::metrics::MAX_AGENT_NAME_CHARS).collect()]);
+            .map(|a| vec![a.chars().take(crate::domain::metrics::MAX_AGENT_NAME_CHARS).collect()]);
         let mut context = json!({"last_event": self.event_name});
         if self.event_name == "SessionEnd"
             && let Some(reason) = self.field("reason")
@@ -240,7 +240,7 @@ impl HookEvent {
             .text("agent_type")
             .unwrap_or("subagent")
             .chars()
-            .take(crate::metrics::MAX_AGENT_NAME_CHARS)
+            .take(crate::domain::metrics::MAX_AGENT_NAME_CHARS)
             .collect();
         let body = json!({
             "id": self.metric_id("agent"),
@@ -267,7 +267,7 @@ impl HookEvent {
                 _ => CONTENT_FREE_ERROR.into(),
             };
             // Within the metric's own limit, so the derived metric is never refused.
-            let error = error.chars().take(crate::validation::MAX_TEXT_CHARS).collect();
+            let error = error.chars().take(crate::domain::validation::MAX_TEXT_CHARS).collect();
             let interrupted = self.field("is_interrupt").and_then(Value::as_bool) == Some(true);
             return (if interrupted { "cancelled" } else { "error" }, Some(error));
         }
@@ -280,7 +280,7 @@ impl HookEvent {
                 .and_then(|r| r.get("error").or_else(|| r.get("stderr")))
                 .and_then(Value::as_str)
                 .filter(|_| with_content)
-                .map(|text| text.chars().take(crate::validation::MAX_TEXT_CHARS).collect());
+                .map(|text| text.chars().take(crate::domain::validation::MAX_TEXT_CHARS).collect());
             ("error", error.or_else(|| Some(CONTENT_FREE_ERROR.into())))
         } else {
             ("success", None)
@@ -340,7 +340,7 @@ pub async fn record(store: &dyn MetricStore, caller: &Caller, event: &HookEvent)
     } else {
         store.update_session(caller, event.session_key(), &activity).await?
     };
-    if !matches!(change, crate::sessions::SessionChange::Changed(_)) {
+    if !matches!(change, crate::domain::sessions::SessionChange::Changed(_)) {
         // Ended already, another user's, or reaped: the event itself is kept.
         tracing::debug!(event = %event.event_name, "hook event left its session unchanged");
     }
@@ -429,7 +429,7 @@ mod tests {
 
     #[test]
     fn a_tool_use_gets_its_status_from_the_outcome() {
-        use crate::metrics::CommandStatus;
+        use crate::domain::metrics::CommandStatus;
         assert_eq!(
             command(json!({"tool_response": {"stdout": "ok"}})).status,
             CommandStatus::Success

@@ -9,7 +9,7 @@
 use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
-use crate::ids::OrgId;
+use crate::domain::ids::OrgId;
 
 pub struct Migration {
     pub version: i32,

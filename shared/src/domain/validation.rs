@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::sanitize::{sanitize_text, sanitize_value};
+use crate::domain::sanitize::{sanitize_text, sanitize_value};
 
 /// At most this many properties in a free-form object (the specification's `maxProperties`).
 pub const MAX_OBJECT_PROPERTIES: usize = 50;

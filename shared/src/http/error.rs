@@ -2,9 +2,9 @@
 
 use http::StatusCode;
 
-use crate::auth::AuthError;
+use crate::domain::validation::FieldError;
+use crate::http::auth::AuthError;
 use crate::ratelimit::RateStatus;
-use crate::validation::FieldError;
 
 /// A dependency whose outage turns into a 503.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::validation::{FieldError, Fields, Text};
+use crate::domain::validation::{FieldError, Fields, Text};
+use crate::http::error::ApiError;
 
 /// Most agents a session lists (per update and in total).
 pub const MAX_AGENTS: usize = 100;
@@ -82,7 +82,7 @@ impl SessionActivity {
             agents_used: f.text_list(
                 "agents_used",
                 MAX_AGENTS,
-                Text::free(crate::metrics::MAX_AGENT_NAME_CHARS),
+                Text::free(crate::domain::metrics::MAX_AGENT_NAME_CHARS),
             ),
             context: session_context(f),
         }
@@ -195,7 +195,7 @@ impl SessionImport {
                 .text_list(
                     "agents_used",
                     MAX_AGENTS,
-                    Text::free(crate::metrics::MAX_AGENT_NAME_CHARS),
+                    Text::free(crate::domain::metrics::MAX_AGENT_NAME_CHARS),
                 )
                 .unwrap_or_default(),
             productivity_score: f.number("productivity_score", 0.0, 100.0),
@@ -243,7 +243,7 @@ pub enum SessionChange {
 }
 
 /// Most top-level keys a session's context may reach by merging updates.
-pub const MAX_CONTEXT_KEYS: usize = crate::validation::MAX_OBJECT_PROPERTIES;
+pub const MAX_CONTEXT_KEYS: usize = crate::domain::validation::MAX_OBJECT_PROPERTIES;
 /// Largest a session's context may grow, as JSON text.
 pub const MAX_CONTEXT_BYTES: usize = 64 * 1024;
 
@@ -312,7 +312,7 @@ impl SessionAction {
 
 /// The session id of `PUT /metrics/session/{id}`.
 pub fn session_id(raw: Option<&str>) -> Result<Uuid, ApiError> {
-    raw.and_then(crate::validation::parse_uuid)
+    raw.and_then(crate::domain::validation::parse_uuid)
         .ok_or_else(|| ApiError::validation("id", "Must be a UUID"))
 }
 

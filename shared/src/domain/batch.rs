@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::ids::{Caller, OrgId, UserId};
-use crate::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
-use crate::sessions::SessionImport;
-use crate::validation::{Choice, FieldError, Fields, Text};
+use crate::domain::ids::{Caller, OrgId, UserId};
+use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
+use crate::domain::sessions::SessionImport;
+use crate::domain::validation::{Choice, FieldError, Fields, Text};
+use crate::http::error::ApiError;
 
 pub const ENVELOPE_VERSION: i64 = 1;
 /// Most metrics one envelope may carry (the API allows `COLLECTION_BATCH_SIZE` per request;
@@ -210,7 +210,7 @@ impl Envelope {
             batch_id: Uuid::now_v7(),
             organization_id: caller.org.clone(),
             user_id: caller.user.clone(),
-            received_at: crate::validation::at_storage_precision(Utc::now()),
+            received_at: crate::domain::validation::at_storage_precision(Utc::now()),
             source,
             metrics: metrics.with_ids(),
         }
@@ -266,8 +266,8 @@ impl Envelope {
             f.error("batch_id", "Required");
         }
         let batch_id = f.uuid("batch_id").unwrap_or_default();
-        let org = f.required_text("organization_id", Text::name(crate::ids::MAX_ORG_ID_LEN));
-        let user = f.required_text("user_id", Text::free(crate::ids::MAX_USER_ID_LEN));
+        let org = f.required_text("organization_id", Text::name(crate::domain::ids::MAX_ORG_ID_LEN));
+        let user = f.required_text("user_id", Text::free(crate::domain::ids::MAX_USER_ID_LEN));
         let received_at = f.required_timestamp("received_at");
         let source = f.required_choice::<Source>("source");
         let metrics = Metrics::read(&mut f, MAX_ENVELOPE_METRICS);

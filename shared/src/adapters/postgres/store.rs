@@ -9,15 +9,15 @@ use uuid::Uuid;
 
 use super::migrate::{provision_tenant, quote_ident};
 use super::{Database, with_client};
-use crate::batch::Envelope;
-use crate::ids::{Caller, OrgId};
-use crate::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
-use crate::sessions::{
+use crate::domain::batch::Envelope;
+use crate::domain::ids::{Caller, OrgId};
+use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
+use crate::domain::sessions::{
     MAX_AGENTS, SessionAction, SessionActivity, SessionChange, SessionEnd, SessionRecord, SessionStart, SessionStatus,
 };
+use crate::domain::summary::{AggregateRow, GroupBy, SummaryQuery};
+use crate::domain::validation::Choice;
 use crate::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, Stored};
-use crate::summary::{AggregateRow, GroupBy, SummaryQuery};
-use crate::validation::Choice;
 
 /// The request-path statements of one tenant, with its quoted schema name filled in once.
 struct TenantSql {
@@ -344,8 +344,8 @@ fn session_change(schema: &str, action: SessionAction, extra_set: &str) -> Strin
     let fits = format!(
         "($5::jsonb IS NULL OR ((SELECT count(*) FROM jsonb_object_keys(context || $5)) <= {} \
          AND octet_length((context || $5)::text) <= {}))",
-        crate::sessions::MAX_CONTEXT_KEYS,
-        crate::sessions::MAX_CONTEXT_BYTES
+        crate::domain::sessions::MAX_CONTEXT_KEYS,
+        crate::domain::sessions::MAX_CONTEXT_BYTES
     );
     format!(
         "WITH target AS (SELECT user_id, status FROM {table} WHERE id = $1), \
@@ -447,7 +447,7 @@ fn summary_statement(schema: &str, group_by: GroupBy, p95: bool) -> String {
 
 /// A dense histogram from the buckets (1-based) that have counts.
 fn histogram(buckets: Option<Vec<i16>>, counts: Option<Vec<i64>>) -> Vec<i64> {
-    let mut dense = vec![0; crate::summary::HISTOGRAM_BUCKETS];
+    let mut dense = vec![0; crate::domain::summary::HISTOGRAM_BUCKETS];
     for (bucket, count) in buckets.unwrap_or_default().into_iter().zip(counts.unwrap_or_default()) {
         if let Some(slot) = usize::try_from(bucket)
             .ok()

@@ -12,8 +12,8 @@ use hyper::body::Bytes;
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+use crate::adapters::tls::HttpClient;
 use crate::config::ConfigError;
-use crate::tls::HttpClient;
 
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -47,7 +47,7 @@ impl Jwks {
         Ok(Self {
             url,
             algorithm,
-            client: crate::tls::http_client("JWT_JWKS_URL")?,
+            client: crate::adapters::tls::http_client("JWT_JWKS_URL")?,
             timeout,
             min_refresh,
             keys: RwLock::new(HashMap::new()),

@@ -16,7 +16,7 @@
 //! text is ever part of an error.
 //!
 //! The client is the service's own SigV4-signed JSON call (`secretsmanager.GetSecretValue`), as
-//! for DynamoDB and the management API (`crate::signing`), rather than `aws-sdk-secretsmanager`:
+//! for DynamoDB and the management API (`crate::adapters::signing`), rather than `aws-sdk-secretsmanager`:
 //! it is one call at start-up, the signer, credentials and TLS stack are linked already, and an
 //! SDK client would add another crate tree to every function's build and binary (~1 MB, as the
 //! management API's client did) for fewer lines than its set-up takes.
@@ -29,9 +29,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 
+use crate::adapters::signing::Signer;
+use crate::adapters::tls::HttpClient;
 use crate::config::{ConfigError, Env};
-use crate::signing::Signer;
-use crate::tls::HttpClient;
 
 pub const DATABASE_SECRET_ARN: &str = "DATABASE_SECRET_ARN";
 pub const JWT_KEY_SECRET_ARN: &str = "JWT_KEY_SECRET_ARN";
@@ -65,9 +65,9 @@ impl SecretsManager {
                 None => ("AWS_REGION", default_endpoint(signer.region())),
             },
         };
-        let (endpoint, host) = crate::signing::endpoint(&endpoint, variable)?;
+        let (endpoint, host) = crate::adapters::signing::endpoint(&endpoint, variable)?;
         Ok(Self {
-            client: crate::tls::http_client(variable)?,
+            client: crate::adapters::tls::http_client(variable)?,
             endpoint,
             host,
             signer,

@@ -14,9 +14,9 @@ use std::str::FromStr;
 
 use serde_json::{Map, Value, json};
 
-use crate::redact::redact_and_truncate;
-use crate::sanitize::sanitize_value;
-use crate::validation::Choice;
+use crate::domain::redact::redact_and_truncate;
+use crate::domain::sanitize::sanitize_value;
+use crate::domain::validation::Choice;
 
 /// How much of a hook's content is kept (`HOOK_CONTENT`, per stage, overridable per
 /// organization).

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::validation::{Choice, FieldError, Fields, MAX_TEXT_CHARS, Text};
+use crate::domain::validation::{Choice, FieldError, Fields, MAX_TEXT_CHARS, Text};
 
 /// Longest command name (the specification's `maxLength`).
 pub const MAX_COMMAND_NAME_CHARS: usize = 100;

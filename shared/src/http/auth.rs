@@ -8,8 +8,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::{AuthConfig, ConfigError, JwtKey};
-use crate::ids::{Caller, OrgId, UserId};
-use crate::jwks::{Jwks, JwksError};
+use crate::domain::ids::{Caller, OrgId, UserId};
+use crate::http::jwks::{Jwks, JwksError};
 
 /// Longest token we try to decode; anything larger is refused unread.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -279,11 +279,11 @@ mod tests {
     const SECRET: &str = "unit-test-secret-0123456789";
 
     // Test-only key pairs, generated for these tests and used nowhere else.
-    const RSA_PRIVATE: &str = include_str!("../testdata/rsa_private.pem");
-    const RSA_PUBLIC: &str = include_str!("../testdata/rsa_public.pem");
-    const RSA_OTHER_PRIVATE: &str = include_str!("../testdata/rsa_other_private.pem");
-    const EC_PRIVATE: &str = include_str!("../testdata/ec_private.pem");
-    const EC_PUBLIC: &str = include_str!("../testdata/ec_public.pem");
+    const RSA_PRIVATE: &str = include_str!("../../testdata/rsa_private.pem");
+    const RSA_PUBLIC: &str = include_str!("../../testdata/rsa_public.pem");
+    const RSA_OTHER_PRIVATE: &str = include_str!("../../testdata/rsa_other_private.pem");
+    const EC_PRIVATE: &str = include_str!("../../testdata/ec_private.pem");
+    const EC_PUBLIC: &str = include_str!("../../testdata/ec_public.pem");
 
     fn config(key: JwtKey) -> AuthConfig {
         AuthConfig {

@@ -8,9 +8,9 @@ use lambda_http::Body;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::error::{ApiError, RETRY_AFTER_UNAVAILABLE_SECONDS};
+use crate::domain::validation::FieldError;
+use crate::http::error::{ApiError, RETRY_AFTER_UNAVAILABLE_SECONDS};
 use crate::ratelimit::RateStatus;
-use crate::validation::FieldError;
 
 #[derive(Serialize)]
 struct Envelope<'a> {
@@ -183,7 +183,7 @@ fn set_rate_headers(headers: &mut http::HeaderMap, status: &RateStatus) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Dependency;
+    use crate::http::error::Dependency;
 
     fn body_of(response: &Response<Body>) -> Value {
         serde_json::from_slice(response.body().as_ref()).unwrap()
@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn unauthorized_asks_for_a_bearer_token() {
-        let response = Reply::start(None).error(&ApiError::Unauthorized(crate::auth::AuthError::Missing));
+        let response = Reply::start(None).error(&ApiError::Unauthorized(crate::http::auth::AuthError::Missing));
         assert_eq!(response.status(), 401);
         assert_eq!(response.headers()["www-authenticate"], "Bearer");
         assert_eq!(body_of(&response)["message"], "Missing bearer token");

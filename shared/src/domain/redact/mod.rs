@@ -35,7 +35,7 @@ use aho_corasick::AhoCorasick;
 use regex::{Captures, Regex};
 use serde_json::{Map, Value};
 
-use crate::sanitize::sanitize_text;
+use crate::domain::sanitize::sanitize_text;
 
 pub const REDACTED: &str = "[REDACTED]";
 pub const MAX_STRING_CHARS: usize = 2_000;

@@ -80,19 +80,19 @@ impl Database {
 /// connection cannot yet be proven `Send` for every lifetime, which the Lambda runtime needs.
 macro_rules! with_client {
     ($db:expr, |$client:ident| $work:expr) => {{
-        let db: &$crate::db::Database = $db;
+        let db: &$crate::adapters::postgres::Database = $db;
         db.within_budget(async {
             #[allow(unused_mut)]
             let mut $client = db.client().await?;
             match $work {
-                Err(err) if $crate::db::is_connection_error(&err) => {
+                Err(err) if $crate::adapters::postgres::is_connection_error(&err) => {
                     tracing::warn!(error = %err, "database connection lost; retrying once");
                     drop($client);
                     #[allow(unused_mut)]
                     let mut $client = db.client().await?;
-                    $work.map_err($crate::db::classify)
+                    $work.map_err($crate::adapters::postgres::classify)
                 }
-                other => other.map_err($crate::db::classify),
+                other => other.map_err($crate::adapters::postgres::classify),
             }
         })
         .await
@@ -103,7 +103,7 @@ pub(crate) use with_client;
 /// TLS for PostgreSQL: the public roots (enough for RDS Proxy and most managed services) plus
 /// the configured CA certificates (e.g. the RDS bundle). Whether TLS is used follows `sslmode`.
 pub fn tls(config: &DatabaseConfig) -> Result<MakeRustlsConnect, ConfigError> {
-    let tls = crate::tls::client_config(config.ca_certificates.as_deref(), "DATABASE_CA_CERT")?;
+    let tls = crate::adapters::tls::client_config(config.ca_certificates.as_deref(), "DATABASE_CA_CERT")?;
     Ok(MakeRustlsConnect::new(tls))
 }
 

@@ -9,12 +9,12 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::Value;
 
-use crate::auth::Authenticator;
 use crate::config::{AuthConfig, ConfigError, Env, OnStoreError, RateLimitConfig, RequestConfig};
-use crate::error::{ApiError, Dependency};
-use crate::ids::Caller;
+use crate::domain::ids::Caller;
+use crate::http::auth::Authenticator;
+use crate::http::error::{ApiError, Dependency};
+use crate::http::response::Reply;
 use crate::ratelimit::{DynamoRateLimiter, RateLimiter, RateStatus, now_us};
-use crate::response::Reply;
 
 pub struct Api {
     auth: Authenticator,
@@ -90,7 +90,7 @@ impl Api {
             let mut repeated: Vec<_> = params
                 .windows(2)
                 .filter(|pair| pair[0].0 == pair[1].0)
-                .map(|pair| crate::validation::FieldError::new(&pair[0].0, "Must be given at most once"))
+                .map(|pair| crate::domain::validation::FieldError::new(&pair[0].0, "Must be given at most once"))
                 .collect();
             repeated.dedup();
             if !repeated.is_empty() {
@@ -146,9 +146,9 @@ impl Api {
     }
 
     /// Most metrics `org` may send in one batch: its override, else `default`.
-    pub fn batch_size(&self, org: &crate::ids::OrgId, default: usize) -> usize {
+    pub fn batch_size(&self, org: &crate::domain::ids::OrgId, default: usize) -> usize {
         // Whatever an override says, one envelope never carries more than the worker accepts.
-        let most = crate::batch::MAX_ENVELOPE_METRICS;
+        let most = crate::domain::batch::MAX_ENVELOPE_METRICS;
         self.limiter
             .batch_size(org)
             .map_or(default, |n| usize::try_from(n).unwrap_or(most).min(most))
@@ -157,9 +157,9 @@ impl Api {
     /// How much hook content `org` keeps: its override, else `default`.
     pub fn hook_content(
         &self,
-        org: &crate::ids::OrgId,
-        default: crate::hooks::HookContent,
-    ) -> crate::hooks::HookContent {
+        org: &crate::domain::ids::OrgId,
+        default: crate::domain::hooks::HookContent,
+    ) -> crate::domain::hooks::HookContent {
         self.limiter.hook_content(org).unwrap_or(default)
     }
 

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{Value, json};
 
-use crate::validation::FieldError;
+use crate::domain::validation::FieldError;
 
 /// Most groups in one answer (`limit`, default [`DEFAULT_GROUPS`]).
 pub const MAX_GROUPS: u32 = 1000;
