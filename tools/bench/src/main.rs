@@ -908,16 +908,7 @@ fn targets(results: &serde_json::Map<String, Value>) -> Vec<(String, f64, f64, b
         ),
     ];
     if let Some(hostile) = results.get("hostile_input") {
-        for part in ["sanitiser", "redaction", "hook_content"] {
-            let (flatness, per_mib) = hostile::worst(&hostile[part]);
-            list.push((
-                format!("{part}: worst flatness (ms/MiB at 4 MiB / at 64 KiB)"),
-                flatness,
-                3.0,
-                true,
-            ));
-            list.push((format!("{part}: worst ms per MiB"), per_mib, 250.0, true));
-        }
+        list.extend(hostile::targets(hostile));
     }
     if let Some(Value::Object(functions)) = results.get("functions") {
         for (name, f) in functions {
