@@ -3,7 +3,8 @@
 //! figure is milliseconds per MiB; "flatness" is the per-MiB cost at the largest size over that at
 //! the smallest (about 1 when the work is linear, 64 for quadratic work over these sizes).
 //!
-//! No services are needed: this section runs in process on the release build.
+//! No services are needed: this section runs in process on the release build. May use `stats` (for
+//! rounding) and the service's sanitiser, redaction and hook content handling; nothing else.
 
 use std::time::Instant;
 
@@ -90,8 +91,8 @@ fn measure(shapes: Vec<Shape>, work: &dyn Fn(&str)) -> Value {
         let flatness = per_mib[per_mib.len() - 1] / per_mib[0].max(1e-6);
         out.insert(
             name.to_owned(),
-            json!({"ms_per_mib": per_mib.iter().map(|v| crate::round3(*v)).collect::<Vec<_>>(),
-                   "flatness": crate::round3(flatness)}),
+            json!({"ms_per_mib": per_mib.iter().map(|v| crate::stats::round3(*v)).collect::<Vec<_>>(),
+                   "flatness": crate::stats::round3(flatness)}),
         );
     }
     Value::Object(out)
