@@ -8,7 +8,7 @@ use std::fmt::Display;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::ratelimit::Limits;
+use crate::domain::ratelimit::Limits;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("configuration error: {variable}: {problem}")]

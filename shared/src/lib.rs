@@ -8,15 +8,11 @@ pub mod adapters;
 pub mod app;
 pub mod config;
 pub mod domain;
-pub mod health;
+#[cfg(any(test, feature = "testing"))]
+pub mod fakes;
 pub mod http;
-pub mod live;
-pub mod queue;
-pub mod ratelimit;
-pub mod store;
+pub mod ports;
 pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use app::App;
 pub use mimalloc::MiMalloc;
@@ -43,7 +39,7 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 /// and the function's state (`$state`, an [`app::FromEnv`]; [`App`] when omitted) built once per
 /// container — a bad setting stops the start — then the Lambda runtime calling
 /// `$handle(&state, request)` for every event. When the state publishes live updates, an
-/// internal extension sends them after each response (see [`live::after_response`]).
+/// internal extension sends them after each response (see [`app::lambda::after_response`]).
 #[macro_export]
 macro_rules! lambda_http_main {
     ($handle:path) => {
@@ -61,7 +57,7 @@ macro_rules! lambda_http_main {
                 .inspect_err($crate::telemetry::startup_failed)?;
             let state = <$state as $crate::app::FromEnv>::from_env(&env, &aws)
                 .inspect_err($crate::telemetry::startup_failed)?;
-            let (after, extension) = $crate::live::after_response($crate::app::FromEnv::live(&state)).await?;
+            let (after, extension) = $crate::app::lambda::after_response($crate::app::FromEnv::live(&state)).await?;
             let serve = lambda_http::run(lambda_http::service_fn(|req| async {
                 let _handled = after.on_drop();
                 $handle(&state, req).await

@@ -17,7 +17,7 @@ use shared::domain::sessions::{SessionActivity, SessionEnd, SessionImport, Sessi
 use shared::domain::validation::FieldError;
 use shared::http::api::json_body;
 use shared::http::auth::Authenticator;
-use shared::store::{HookReceipt, TOOL_USE_EVENTS};
+use shared::ports::store::{HookReceipt, TOOL_USE_EVENTS};
 
 fn config() -> Config {
     let cases = std::env::var("FUZZ_CASES")

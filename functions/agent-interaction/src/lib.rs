@@ -24,7 +24,7 @@ mod tests {
     use serde_json::json;
     use shared::domain::ids::OrgId;
     use shared::domain::metrics::InteractionType;
-    use shared::testing::{a_working_service, error_fields, fixture, parts, request};
+    use shared::fakes::{a_working_service, error_fields, fixture, parts, request};
 
     use super::*;
 

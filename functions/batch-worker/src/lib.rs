@@ -14,12 +14,14 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
+use shared::adapters::sqs::SqsDeadLetters;
 use shared::app::Storage;
+use shared::app::lambda::FLUSH_BUDGET;
+use shared::app::live::Broadcaster;
 use shared::config::{ConfigError, DatabaseConfig, Env};
 use shared::domain::batch::Envelope;
-use shared::live::{Broadcaster, FLUSH_BUDGET};
-use shared::queue::{DeadLetters, SqsDeadLetters};
-use shared::store::MetricStore;
+use shared::ports::queue::DeadLetters;
+use shared::ports::store::MetricStore;
 use tokio::task::JoinSet;
 
 pub struct Worker {
@@ -224,8 +226,8 @@ mod tests {
     use serde_json::json;
     use shared::domain::batch::{Metrics, Source};
     use shared::domain::ids::{Caller, OrgId, UserId};
-    use shared::queue::InMemoryDeadLetters;
-    use shared::store::InMemoryStore;
+    use shared::fakes::queue::InMemoryDeadLetters;
+    use shared::fakes::store::InMemoryStore;
 
     use super::*;
 

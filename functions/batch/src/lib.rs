@@ -7,11 +7,12 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
+use shared::adapters::sqs::SqsQueue;
 use shared::app::FromEnv;
 use shared::config::{BatchConfig, ConfigError, Env, QueueConfig};
 use shared::domain::batch::{Envelope, Metrics, Source};
 use shared::http::api::Api;
-use shared::queue::{BatchQueue, SqsQueue};
+use shared::ports::queue::BatchQueue;
 
 pub const ROUTE: &str = "POST /api/v1/metrics/batch";
 
@@ -57,10 +58,10 @@ mod tests {
     use shared::config::OnStoreError;
     use shared::domain::batch::Envelope;
     use shared::domain::ids::OrgId;
-    use shared::queue::InMemoryQueue;
-    use shared::ratelimit::InMemoryRateLimiter;
-    use shared::store::InMemoryStore;
-    use shared::testing::{error_fields, fixture, given, limits, parts, request};
+    use shared::fakes::queue::InMemoryQueue;
+    use shared::fakes::rate_limit::InMemoryRateLimiter;
+    use shared::fakes::store::InMemoryStore;
+    use shared::fakes::{error_fields, fixture, given, limits, parts, request};
 
     use super::*;
 

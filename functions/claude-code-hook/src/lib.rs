@@ -8,9 +8,9 @@ use aws_config::SdkConfig;
 use lambda_http::{Body, Error, Request, Response};
 use shared::App;
 use shared::app::FromEnv;
+use shared::app::live::Broadcaster;
 use shared::config::{ConfigError, Env, RequestConfig};
 use shared::domain::hooks::{HookContent, HookEvent, record};
-use shared::live::Broadcaster;
 
 pub const ROUTE: &str = "POST /api/v1/hooks/claude-code";
 
@@ -62,21 +62,21 @@ mod tests {
     use shared::domain::ids::OrgId;
     use shared::domain::metrics::CommandStatus;
     use shared::domain::sessions::SessionStatus;
-    use shared::testing::{a_working_service, error_fields, fixture, request};
+    use shared::fakes::{a_working_service, error_fields, fixture, request};
 
     use super::*;
 
     const EVENT: &str = include_str!("../../../events/claude-code-hook.json");
 
     /// A hook endpoint whose organizations opted into (redacted) content.
-    fn hook_app() -> (HookApp, Arc<shared::store::InMemoryStore>) {
+    fn hook_app() -> (HookApp, Arc<shared::fakes::store::InMemoryStore>) {
         hook_app_keeping(a_working_service(), HookContent::Redacted)
     }
 
     fn hook_app_keeping(
-        given: shared::testing::Given,
+        given: shared::fakes::Given,
         content: HookContent,
-    ) -> (HookApp, Arc<shared::store::InMemoryStore>) {
+    ) -> (HookApp, Arc<shared::fakes::store::InMemoryStore>) {
         let state = HookApp {
             app: Arc::new(given.app),
             max_body_bytes: 1 << 20,
@@ -97,7 +97,7 @@ mod tests {
     }
 
     /// Everything the store holds for `demo`, as text.
-    fn stored_text(store: &shared::store::InMemoryStore) -> String {
+    fn stored_text(store: &shared::fakes::store::InMemoryStore) -> String {
         let org = demo();
         format!(
             "{:?} {:?} {:?} {:?}",
@@ -143,10 +143,10 @@ mod tests {
     #[tokio::test]
     async fn an_organization_that_opts_in_keeps_redacted_content_whatever_the_stage_default() {
         // GIVEN a stage keeping metrics only, and an organization that opted into content
-        let limiter = shared::ratelimit::InMemoryRateLimiter::new(shared::testing::limits(1000))
+        let limiter = shared::fakes::rate_limit::InMemoryRateLimiter::new(shared::fakes::limits(1000))
             .with_hook_content(demo(), HookContent::Redacted);
-        let given = shared::testing::given(
-            shared::store::InMemoryStore::new(),
+        let given = shared::fakes::given(
+            shared::fakes::store::InMemoryStore::new(),
             limiter,
             shared::config::OnStoreError::Allow,
         );

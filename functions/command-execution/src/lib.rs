@@ -25,20 +25,20 @@ mod tests {
     use serde_json::json;
     use shared::config::OnStoreError;
     use shared::domain::ids::OrgId;
-    use shared::ratelimit::InMemoryRateLimiter;
-    use shared::store::InMemoryStore;
-    use shared::testing::{self, Given, a_working_service, error_fields, given, limits, parts};
+    use shared::fakes::rate_limit::InMemoryRateLimiter;
+    use shared::fakes::store::InMemoryStore;
+    use shared::fakes::{self, Given, a_working_service, error_fields, given, limits, parts};
 
     use super::*;
 
     const EVENT: &str = include_str!("../../../events/command-execution.json");
 
     fn fixture() -> Request {
-        testing::fixture(EVENT)
+        fakes::fixture(EVENT)
     }
 
     fn request(body: &str) -> Request {
-        let mut req = testing::request(EVENT, "acme", "alice", &json!({}));
+        let mut req = fakes::request(EVENT, "acme", "alice", &json!({}));
         *req.body_mut() = Body::from(body.to_owned());
         req
     }
@@ -122,7 +122,7 @@ mod tests {
         let given = a_working_service();
         let big = format!(
             r#"{{"command_name":"x","error_message":"{}"}}"#,
-            "a".repeat(testing::MAX_BODY_BYTES)
+            "a".repeat(fakes::MAX_BODY_BYTES)
         );
         let (status, body) = call(&given, request(&big)).await;
         assert_eq!(status, 413);

@@ -3,7 +3,7 @@
 
 use http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
-use shared::health::Health;
+use shared::app::health::Health;
 use shared::http::api::request_id;
 use shared::http::response::Reply;
 
@@ -33,7 +33,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use shared::health::Probe;
+    use shared::app::health::Probe;
 
     use super::*;
 

@@ -14,11 +14,13 @@ use aws_lambda_events::encodings::Body;
 use http::{HeaderMap, HeaderValue};
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::json;
+use shared::adapters::dynamodb::DynamoRateLimiter;
+use shared::adapters::dynamodb::connections::DynamoConnections;
 use shared::app::FromEnv;
 use shared::config::{AuthConfig, ConfigError, Env, OnStoreError, RateLimitConfig};
 use shared::http::auth::Authenticator;
-use shared::live::{Connection, Connections, DynamoConnections};
-use shared::ratelimit::{DynamoRateLimiter, RateLimiter};
+use shared::ports::live::{Connection, Connections};
+use shared::ports::rate_limit::RateLimiter;
 
 /// Open connections an organization may hold by default (`LIVE_MAX_CONNECTIONS_PER_ORG`).
 pub const DEFAULT_MAX_CONNECTIONS_PER_ORG: u64 = 100;
@@ -181,9 +183,10 @@ fn answer(status: i64, message: &str) -> ApiGatewayProxyResponse {
 #[cfg(test)]
 mod tests {
     use shared::domain::ids::OrgId;
-    use shared::live::InMemoryConnections;
-    use shared::ratelimit::{InMemoryRateLimiter, Limits};
-    use shared::testing::token;
+    use shared::domain::ratelimit::Limits;
+    use shared::fakes::live::InMemoryConnections;
+    use shared::fakes::rate_limit::InMemoryRateLimiter;
+    use shared::fakes::token;
 
     use super::*;
 
@@ -370,15 +373,18 @@ mod tests {
         struct Unavailable;
         #[async_trait::async_trait]
         impl Connections for Unavailable {
-            async fn add(&self, _: &Connection) -> Result<(), shared::live::LiveError> {
-                Err(shared::live::LiveError::new(
+            async fn add(&self, _: &Connection) -> Result<(), shared::ports::live::LiveError> {
+                Err(shared::ports::live::LiveError::new(
                     "PutItem: connection refused (10.0.0.7:443)",
                 ))
             }
-            async fn remove(&self, _: &str) -> Result<(), shared::live::LiveError> {
-                Err(shared::live::LiveError::new("DeleteItem: connection refused"))
+            async fn remove(&self, _: &str) -> Result<(), shared::ports::live::LiveError> {
+                Err(shared::ports::live::LiveError::new("DeleteItem: connection refused"))
             }
-            async fn of_org(&self, _: &OrgId) -> Result<Vec<shared::live::Listed>, shared::live::LiveError> {
+            async fn of_org(
+                &self,
+                _: &OrgId,
+            ) -> Result<Vec<shared::ports::live::Listed>, shared::ports::live::LiveError> {
                 Ok(vec![])
             }
         }

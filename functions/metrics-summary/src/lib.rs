@@ -27,8 +27,8 @@ mod tests {
     use serde_json::json;
     use shared::domain::ids::{Caller, OrgId, UserId};
     use shared::domain::metrics::CommandExecution;
-    use shared::store::MetricStore;
-    use shared::testing::{a_working_service, error_fields, parts, request};
+    use shared::fakes::{a_working_service, error_fields, parts, request};
+    use shared::ports::store::MetricStore;
 
     use super::*;
 

@@ -23,7 +23,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
 mod tests {
     use serde_json::json;
     use shared::domain::ids::OrgId;
-    use shared::testing::{a_working_service, error_fields, fixture, parts, request};
+    use shared::fakes::{a_working_service, error_fields, fixture, parts, request};
 
     use super::*;
 

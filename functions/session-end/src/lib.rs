@@ -22,7 +22,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use shared::testing::{Given, a_working_service, parts, request};
+    use shared::fakes::{Given, a_working_service, parts, request};
 
     use super::*;
 

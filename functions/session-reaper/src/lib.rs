@@ -9,7 +9,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use serde_json::{Value, json};
 use shared::adapters::postgres::{Database, PgStore};
 use shared::config::{ConfigError, DatabaseConfig, Env, session_idle_timeout};
-use shared::store::MetricStore;
+use shared::ports::store::MetricStore;
 
 pub struct Reaper {
     pub store: Arc<dyn MetricStore>,
@@ -37,8 +37,8 @@ impl Reaper {
 mod tests {
     use shared::domain::ids::OrgId;
     use shared::domain::sessions::{SessionStart, SessionStatus};
-    use shared::store::InMemoryStore;
-    use shared::testing::a_working_service;
+    use shared::fakes::a_working_service;
+    use shared::fakes::store::InMemoryStore;
 
     use super::*;
 

@@ -30,7 +30,7 @@ mod tests {
     use lambda_http::aws_lambda_events::query_map::QueryMap;
     use serde_json::json;
     use shared::domain::ids::OrgId;
-    use shared::testing::{Given, a_working_service, error_fields, parts, request};
+    use shared::fakes::{Given, a_working_service, error_fields, parts, request};
 
     use super::*;
 

@@ -263,6 +263,23 @@ impl ProductivityMetric {
     }
 }
 
+/// What the API returns for a stored record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stored {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// Written by this call (false when the id was stored already).
+    #[serde(skip)]
+    pub new: bool,
+}
+
+impl Stored {
+    /// The response's `data`: `{id, created_at}`.
+    pub fn data(&self) -> serde_json::Value {
+        serde_json::json!({ "id": self.id, "created_at": self.created_at })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

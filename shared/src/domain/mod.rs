@@ -9,7 +9,9 @@
 pub mod batch;
 pub mod hooks;
 pub mod ids;
+pub mod live;
 pub mod metrics;
+pub mod ratelimit;
 pub mod redact;
 pub mod sanitize;
 pub mod sessions;

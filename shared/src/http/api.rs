@@ -9,12 +9,14 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::Value;
 
+use crate::adapters::dynamodb::DynamoRateLimiter;
 use crate::config::{AuthConfig, ConfigError, Env, OnStoreError, RateLimitConfig, RequestConfig};
 use crate::domain::ids::Caller;
+use crate::domain::ratelimit::{RateStatus, now_us};
 use crate::http::auth::Authenticator;
 use crate::http::error::{ApiError, Dependency};
 use crate::http::response::Reply;
-use crate::ratelimit::{DynamoRateLimiter, RateLimiter, RateStatus, now_us};
+use crate::ports::rate_limit::RateLimiter;
 
 pub struct Api {
     auth: Authenticator,

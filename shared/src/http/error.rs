@@ -2,9 +2,11 @@
 
 use http::StatusCode;
 
+use crate::domain::ratelimit::RateStatus;
 use crate::domain::validation::FieldError;
 use crate::http::auth::AuthError;
-use crate::ratelimit::RateStatus;
+use crate::ports::queue::QueueUnavailable;
+use crate::ports::store::{ID_TAKEN_MESSAGE, StoreError};
 
 /// A dependency whose outage turns into a 503.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,5 +120,36 @@ impl From<AuthError> for ApiError {
 impl From<Vec<FieldError>> for ApiError {
     fn from(errors: Vec<FieldError>) -> Self {
         ApiError::Validation(errors)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(detail) => ApiError::Unavailable {
+                dependency: Dependency::Database,
+                detail,
+            },
+            StoreError::IdTaken => ApiError::Conflict(ID_TAKEN_MESSAGE.into()),
+            // The validator should have caught it: a 400 naming the field, never a 500 (the
+            // reason is the server's own words about the value, not internal state).
+            StoreError::Rejected { field, reason } => {
+                tracing::error!(reason, "the database refused a record the validator accepted");
+                ApiError::validation(
+                    field.as_deref().unwrap_or("body"),
+                    "Refused by the database: the value is out of the range it can store",
+                )
+            }
+            StoreError::Internal(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl From<QueueUnavailable> for ApiError {
+    fn from(err: QueueUnavailable) -> Self {
+        ApiError::Unavailable {
+            dependency: Dependency::Queue,
+            detail: err.0,
+        }
     }
 }

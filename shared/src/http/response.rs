@@ -8,9 +8,9 @@ use lambda_http::Body;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::domain::ratelimit::RateStatus;
 use crate::domain::validation::FieldError;
 use crate::http::error::{ApiError, RETRY_AFTER_UNAVAILABLE_SECONDS};
-use crate::ratelimit::RateStatus;
 
 #[derive(Serialize)]
 struct Envelope<'a> {

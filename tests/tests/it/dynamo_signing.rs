@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use shared::ratelimit::dynamo_http::DynamoHttp;
+use shared::adapters::dynamodb::client::DynamoHttp;
 
 const BOTOCORE: &str = r#"
 import sys, botocore.auth, botocore.credentials, botocore.awsrequest

@@ -10,8 +10,9 @@ use integration_tests::{
     SECRET, TestApp, create_secret, dynamo, free_port, fresh_connections_table, http, spec_command_example, token,
 };
 use serde_json::{Value, json};
+use shared::adapters::dynamodb::connections::DynamoConnections;
 use shared::domain::ids::{Caller, OrgId, UserId};
-use shared::live::{Connection, Connections, DynamoConnections};
+use shared::ports::live::{Connection, Connections};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};

@@ -8,9 +8,11 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use integration_tests::{
     TestApp, answer, command_execution_request, dynamo, fresh_database, fresh_table, spec_command_example,
 };
+use shared::adapters::dynamodb::DynamoRateLimiter;
 use shared::config::{OnStoreError, RateLimitConfig};
 use shared::domain::ids::OrgId;
-use shared::ratelimit::{DynamoRateLimiter, Limits, RateLimiter};
+use shared::domain::ratelimit::Limits;
+use shared::ports::rate_limit::RateLimiter;
 
 /// A day-long window: no request is refilled while a test runs, so counts are exact however
 /// slow the machine is.

@@ -168,7 +168,7 @@ fn the_websocket_api_sends_connect_and_disconnect_to_the_live_connection_functio
     );
     assert_eq!(
         table["GlobalSecondaryIndexes"][0]["IndexName"].as_str(),
-        Some(shared::live::ORG_INDEX)
+        Some(shared::adapters::dynamodb::connections::ORG_INDEX)
     );
 }
 

@@ -503,7 +503,9 @@ async fn a_batch_size_override_past_one_envelope_is_refused_so_no_202_is_refused
         .table_name(&given.table)
         .item(
             "pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(shared::ratelimit::DynamoRateLimiter::override_key(&org)),
+            aws_sdk_dynamodb::types::AttributeValue::S(shared::adapters::dynamodb::DynamoRateLimiter::override_key(
+                &org,
+            )),
         )
         .item("batch_size", aws_sdk_dynamodb::types::AttributeValue::N("5000".into()))
         .send()
@@ -543,7 +545,9 @@ async fn limits_whose_arithmetic_would_overflow_are_ignored_with_a_log_line_not_
         .table_name(&given.table)
         .item(
             "pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(shared::ratelimit::DynamoRateLimiter::override_key(&org)),
+            aws_sdk_dynamodb::types::AttributeValue::S(shared::adapters::dynamodb::DynamoRateLimiter::override_key(
+                &org,
+            )),
         )
         .item("max_requests", n("1"))
         .item("window_ms", n("31536000000"))

@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use shared::App;
+use shared::adapters::dynamodb::DynamoRateLimiter;
 use shared::adapters::postgres::{Database, PgStore};
 use shared::config::{AuthConfig, DatabaseConfig, Env, OnStoreError, RateLimitConfig};
 use shared::domain::batch::{Envelope, Source};
 use shared::domain::ids::OrgId;
 use shared::http::api::Api;
 use shared::http::auth::Authenticator;
-use shared::ratelimit::DynamoRateLimiter;
 use tokio_postgres::Statement;
 use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
@@ -52,7 +52,7 @@ pub fn measure(stack: &Stack, sizes: &Sizes, results: &mut Map<String, Value>) {
         let raw = RawPostgres::prepare(&stack.database_url).await;
         let dynamo = RawDynamo {
             sdk: aws_sdk_dynamodb::Client::new(&aws),
-            direct: shared::ratelimit::dynamo_http::DynamoHttp::new(&aws).expect("client"),
+            direct: shared::adapters::dynamodb::client::DynamoHttp::new(&aws).expect("client"),
             table: &stack.table,
         };
         let (app, limiter) = command_app(&env, &aws);
@@ -128,7 +128,7 @@ impl RawPostgres {
 /// direct client.
 struct RawDynamo<'a> {
     sdk: aws_sdk_dynamodb::Client,
-    direct: shared::ratelimit::dynamo_http::DynamoHttp,
+    direct: shared::adapters::dynamodb::client::DynamoHttp,
     table: &'a str,
 }
 
@@ -225,12 +225,12 @@ async fn single_metric_rounds(
         pg.time(warming, raw.client.execute(&raw.insert, &params))
             .await
             .expect("raw insert");
-        let now = shared::ratelimit::now_us();
+        let now = shared::domain::ratelimit::now_us();
         sdk_ddb
             .time(warming, dynamo.sdk_update(now).send())
             .await
             .expect("raw update");
-        let request = dynamo.direct_update(shared::ratelimit::now_us());
+        let request = dynamo.direct_update(shared::domain::ratelimit::now_us());
         direct_ddb
             .time(warming, dynamo.direct.call("UpdateItem", &request))
             .await

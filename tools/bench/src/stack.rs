@@ -121,9 +121,9 @@ async fn create_database() -> String {
 /// One dashboard of the fixtures' organization, so that the writers' pushes are real.
 async fn connect_dashboard(aws: &aws_config::SdkConfig, connections_table: &str) {
     let demo = caller("demo", "dashboard");
-    shared::live::Connections::add(
-        &shared::live::DynamoConnections::new(aws, connections_table).expect("connections"),
-        &shared::live::Connection::opened_now("bench-dashboard=", &demo),
+    shared::ports::live::Connections::add(
+        &shared::adapters::dynamodb::connections::DynamoConnections::new(aws, connections_table).expect("connections"),
+        &shared::ports::live::Connection::opened_now("bench-dashboard=", &demo),
     )
     .await
     .expect("connection");

@@ -25,9 +25,9 @@ use scheduler::Job;
 use session_reaper::Reaper;
 use shared::App;
 use shared::app::FromEnv;
+use shared::app::health::Health;
+use shared::app::live::LiveConfig;
 use shared::config::{ConfigError, Env};
-use shared::health::Health;
-use shared::live::LiveConfig;
 
 /// The functions that store metrics, and so push live updates (and may, in `template.yaml`).
 pub const LIVE_WRITERS: &[&str] = &[

@@ -8,8 +8,8 @@
 use local_front::poller::Poller;
 use local_front::scheduler::Scheduler;
 use local_front::{Stack, TEMPLATE, jobs, provision, token};
+use shared::app::live::LiveConfig;
 use shared::config::{ConfigError, DatabaseConfig, Env, QueueConfig, RateLimitConfig};
-use shared::live::LiveConfig;
 
 #[tokio::main]
 async fn main() {

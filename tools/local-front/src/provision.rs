@@ -22,7 +22,7 @@ pub async fn ensure_rate_limit_table(dynamo: &Client, table: &str) -> Result<(),
 /// `by-organization` index on `org_id` (with `expires_at`), on-demand, TTL on `expires_at`.
 pub async fn ensure_connections_table(dynamo: &Client, table: &str) -> Result<(), String> {
     let index = GlobalSecondaryIndex::builder()
-        .index_name(shared::live::ORG_INDEX)
+        .index_name(shared::adapters::dynamodb::connections::ORG_INDEX)
         .key_schema(hash_key("org_id")?)
         .projection(
             Projection::builder()

@@ -327,7 +327,7 @@ async fn send_group(
             SendMessageBatchRequestEntry::builder()
                 .id(i.to_string())
                 .message_body(message)
-                .set_message_attributes(Some(shared::queue::envelope_attributes(envelope)))
+                .set_message_attributes(Some(shared::adapters::sqs::envelope_attributes(envelope)))
                 .build()
                 .ok()
         })

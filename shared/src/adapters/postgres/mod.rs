@@ -15,7 +15,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub use store::PgStore;
 
 use crate::config::{ConfigError, DatabaseConfig};
-use crate::store::StoreError;
+use crate::ports::store::StoreError;
 
 #[derive(Clone)]
 pub struct Database {

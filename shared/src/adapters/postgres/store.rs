@@ -17,7 +17,7 @@ use crate::domain::sessions::{
 };
 use crate::domain::summary::{AggregateRow, GroupBy, SummaryQuery};
 use crate::domain::validation::Choice;
-use crate::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, Stored};
+use crate::ports::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, Stored};
 
 /// The request-path statements of one tenant, with its quoted schema name filled in once.
 struct TenantSql {
@@ -481,7 +481,7 @@ fn taken_ids_statement(schema: &str) -> String {
 /// and its partner were received and how many tool uses its session has.
 fn hook_event_statement(schema: &str) -> String {
     let table = format!("{schema}.hook_events");
-    let tool_uses = crate::store::TOOL_USE_EVENTS
+    let tool_uses = crate::ports::store::TOOL_USE_EVENTS
         .iter()
         .map(|e| format!("'{e}'"))
         .collect::<Vec<_>>()

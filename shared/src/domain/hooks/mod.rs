@@ -29,7 +29,7 @@ use crate::domain::ids::{Caller, UserId};
 use crate::domain::metrics::{AgentInteraction, CommandExecution};
 use crate::domain::sessions::{SessionActivity, SessionEnd, SessionStart};
 use crate::domain::validation::FieldError;
-use crate::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, TOOL_USE_EVENTS};
+use crate::ports::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, TOOL_USE_EVENTS};
 
 /// The events this version interprets, in the order Claude Code sends them in a session; any
 /// other event is kept as it is.

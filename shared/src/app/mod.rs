@@ -1,4 +1,11 @@
-//! What a single-metric function needs, built once per container.
+//! The application: the state each function builds once per container from its configuration,
+//! wiring adapters to ports; the live-update broadcaster; the Lambda glue; health checks.
+//!
+//! May import every layer: this is where they meet.
+
+pub mod health;
+pub mod lambda;
+pub mod live;
 
 use std::sync::Arc;
 
@@ -6,10 +13,10 @@ use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
 use crate::adapters::postgres::{Database, PgStore};
+use crate::app::live::{Broadcaster, BroadcastingStore};
 use crate::config::{ConfigError, DatabaseConfig, Env};
 use crate::http::api::Api;
-use crate::live::{Broadcaster, BroadcastingStore};
-use crate::store::MetricStore;
+use crate::ports::store::MetricStore;
 
 pub struct App {
     pub api: Api,
@@ -72,9 +79,9 @@ impl FromEnv for App {
     }
 }
 
-impl FromEnv for crate::health::Health {
+impl FromEnv for crate::app::health::Health {
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
-        crate::health::Health::from_env(env, aws)
+        crate::app::health::Health::from_env(env, aws)
     }
 }
 

@@ -23,11 +23,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::dynamo_http::{DynamoError, DynamoHttp};
-use super::{Limits, OrgSettings, RateLimiter, RateStatus, StoreUnavailable, gcra, now_us};
+use super::client::{DynamoError, DynamoHttp};
 use crate::config::{ConfigError, RateLimitConfig};
 use crate::domain::ids::OrgId;
+use crate::domain::ratelimit::{Limits, OrgSettings, RateStatus, gcra, now_us};
 use crate::lock;
+use crate::ports::rate_limit::{RateLimiter, StoreUnavailable};
 
 /// Conditional updates tried before giving up under contention (then: refused, never admitted).
 const MAX_ATTEMPTS: usize = 4;

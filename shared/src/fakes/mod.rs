@@ -1,6 +1,11 @@
 //! Fixtures for unit tests of handlers (feature `testing`): an [`App`] on in-memory fakes,
 //! tokens, and requests built from the `events/` fixtures.
 
+pub mod live;
+pub mod queue;
+pub mod rate_limit;
+pub mod store;
+
 use std::sync::Arc;
 
 use http::HeaderValue;
@@ -10,10 +15,12 @@ use serde_json::{Value, json};
 
 use crate::App;
 use crate::config::{AuthConfig, JwtKey, LOCAL_DEV_SECRET, OnStoreError};
+use crate::domain::ratelimit::Limits;
+use crate::fakes::rate_limit::InMemoryRateLimiter;
+use crate::fakes::store::InMemoryStore;
 use crate::http::api::Api;
 use crate::http::auth::Authenticator;
-use crate::ratelimit::{InMemoryRateLimiter, Limits, RateLimiter};
-use crate::store::InMemoryStore;
+use crate::ports::rate_limit::RateLimiter;
 
 pub const MAX_BODY_BYTES: usize = 4096;
 

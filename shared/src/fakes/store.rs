@@ -1,13 +1,5 @@
-//! The port through which handlers store metrics, and an in-memory implementation for tests.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
-
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use uuid::Uuid;
+//! Records in memory, per organization, behaving as the PostgreSQL store does (the contract
+//! suite proves it); for unit tests of handlers.
 
 use crate::domain::batch::Envelope;
 use crate::domain::ids::{Caller, OrgId, UserId};
@@ -17,146 +9,14 @@ use crate::domain::sessions::{
     SessionStatus,
 };
 use crate::domain::summary::{AggregateRow, GroupBy, HISTOGRAM_BUCKETS, SummaryQuery, latency_bucket};
-use crate::http::error::{ApiError, Dependency};
+use crate::ports::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, Stored, TOOL_USE_EVENTS};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
-
-/// What the API returns for a stored record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Stored {
-    pub id: Uuid,
-    pub created_at: DateTime<Utc>,
-    /// Written by this call (false when the id was stored already).
-    #[serde(skip)]
-    pub new: bool,
-}
-
-/// A Claude Code hook event to keep: its deterministic id, where it belongs, and its payload
-/// (already redacted and truncated). `partner` is the id of the event that opened it (the
-/// `PreToolUse` of a `PostToolUse`, the `SubagentStart` of a `SubagentStop`).
-#[derive(Debug, Clone)]
-pub struct KeptHookEvent<'a> {
-    pub id: Uuid,
-    pub session_id: &'a str,
-    pub event_name: &'a str,
-    pub correlation_id: Option<&'a str>,
-    pub payload: &'a Value,
-    pub partner: Option<Uuid>,
-}
-
-/// What the store knows once a hook event is kept.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HookReceipt {
-    /// When the event was first received (a repeat keeps the first time).
-    pub received_at: DateTime<Utc>,
-    /// When its partner was received, if it was.
-    pub partner_received_at: Option<DateTime<Utc>>,
-    /// Tool uses (`PostToolUse` and `PostToolUseFailure`) kept for the session, this one included.
-    pub tool_uses: i64,
-}
-
-/// Hook events whose arrival counts as one tool use of the session.
-pub const TOOL_USE_EVENTS: [&str; 2] = ["PostToolUse", "PostToolUseFailure"];
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database cannot be reached or did not answer in time: worth retrying.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// The id is already used by another user of the organization: nothing was written, and
-    /// nothing is said about the other record.
-    #[error("id already used by another user")]
-    IdTaken,
-    /// The database refused the data itself (a data exception or a constraint): sending it
-    /// again can never succeed. `field` names the column when the server says which.
-    #[error("database refused the record: {reason}")]
-    Rejected { field: Option<String>, reason: String },
-    /// Anything else: a bug or a broken schema.
-    #[error("database error: {0}")]
-    Internal(String),
-}
-
-impl StoreError {
-    /// Whether the same write can never succeed (the batch worker forwards it to the
-    /// dead-letter queue at once instead of retrying it).
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, StoreError::IdTaken | StoreError::Rejected { .. })
-    }
-}
-
-/// The 409 answer to an id another user of the organization has taken.
-pub const ID_TAKEN_MESSAGE: &str = "This id is already used: choose another id";
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Unavailable(detail) => ApiError::Unavailable {
-                dependency: Dependency::Database,
-                detail,
-            },
-            StoreError::IdTaken => ApiError::Conflict(ID_TAKEN_MESSAGE.into()),
-            // The validator should have caught it: a 400 naming the field, never a 500 (the
-            // reason is the server's own words about the value, not internal state).
-            StoreError::Rejected { field, reason } => {
-                tracing::error!(reason, "the database refused a record the validator accepted");
-                ApiError::validation(
-                    field.as_deref().unwrap_or("body"),
-                    "Refused by the database: the value is out of the range it can store",
-                )
-            }
-            StoreError::Internal(detail) => ApiError::Internal(detail),
-        }
-    }
-}
-
-#[async_trait]
-pub trait MetricStore: Send + Sync {
-    /// Stores one command execution in the caller's organization. `metric.id` must be set; when
-    /// a record with that id exists already, nothing is written and the stored one is returned.
-    /// The other inserts behave the same way.
-    async fn insert_command_execution(&self, caller: &Caller, metric: &CommandExecution) -> Result<Stored, StoreError>;
-
-    async fn insert_agent_interaction(&self, caller: &Caller, metric: &AgentInteraction) -> Result<Stored, StoreError>;
-
-    async fn insert_productivity_metric(
-        &self,
-        caller: &Caller,
-        metric: &ProductivityMetric,
-    ) -> Result<Stored, StoreError>;
-
-    /// Starts a session (`start.id` must be set) for the caller.
-    async fn start_session(&self, caller: &Caller, start: &SessionStart) -> Result<Stored, StoreError>;
-
-    /// Records activity on one of the caller's active sessions.
-    async fn update_session(
-        &self,
-        caller: &Caller,
-        id: Uuid,
-        activity: &SessionActivity,
-    ) -> Result<SessionChange, StoreError>;
-
-    /// Completes one of the caller's sessions; the server computes its end and duration.
-    async fn end_session(&self, caller: &Caller, end: &SessionEnd) -> Result<SessionChange, StoreError>;
-
-    /// Marks every organization's sessions without activity for `idle` as abandoned;
-    /// returns how many.
-    async fn abandon_idle_sessions(&self, idle: Duration) -> Result<u64, StoreError>;
-
-    /// Writes every metric of the envelope (all with ids) in one transaction, skipping ids
-    /// already stored; returns how many rows of each kind were new (in `batch::KINDS` order).
-    async fn write_envelope(&self, envelope: &Envelope) -> Result<[u64; 4], StoreError>;
-
-    /// The ids of the envelope's metrics (in `batch::KINDS` order) that are stored as another
-    /// user's: [`MetricStore::write_envelope`] skipped them, so they were not written.
-    async fn ids_taken_by_others(&self, envelope: &Envelope) -> Result<[Vec<Uuid>; 4], StoreError>;
-
-    /// Keeps a hook event once per id (a repeat writes nothing) in one round trip.
-    async fn keep_hook_event(&self, caller: &Caller, event: &KeptHookEvent<'_>) -> Result<HookReceipt, StoreError>;
-
-    /// The caller's organization's rolling aggregates over the query's span, summed per group
-    /// and kind: the `limit + 1` first groups (busiest first, or in time order for hour and
-    /// day), so the caller can tell whether groups were left out.
-    async fn aggregates(&self, caller: &Caller, query: &SummaryQuery) -> Result<Vec<AggregateRow>, StoreError>;
-}
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use uuid::Uuid;
 
 #[derive(Default)]
 struct Tenant {
@@ -289,8 +149,11 @@ impl InMemoryStore {
 
 /// Kinds, as `batch::KINDS` indexes (the tables of the database).
 const COMMANDS: usize = 0;
+
 const AGENTS: usize = 1;
+
 const SESSIONS: usize = 2;
+
 const PRODUCTIVITY: usize = 3;
 
 /// Records the first sender of an id of `kind`; an id another user sent first is taken.
@@ -642,12 +505,5 @@ impl MetricStore for InMemoryStore {
             }
         }
         Ok(abandoned)
-    }
-}
-
-impl Stored {
-    /// The response's `data`: `{id, created_at}`.
-    pub fn data(&self) -> serde_json::Value {
-        serde_json::json!({ "id": self.id, "created_at": self.created_at })
     }
 }

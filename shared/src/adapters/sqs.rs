@@ -1,40 +1,12 @@
-//! The batch queue (SQS) and its dead-letter queue, behind small ports with in-memory fakes.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
-
-use async_trait::async_trait;
-use aws_sdk_sqs::types::MessageAttributeValue;
+//! SQS: the batch queue and the dead-letter queue, through the AWS SDK.
 
 use crate::domain::batch::Envelope;
 use crate::domain::validation::Choice;
-use crate::http::error::{ApiError, Dependency};
-
-#[derive(Debug, thiserror::Error)]
-#[error("queue unavailable: {0}")]
-pub struct QueueUnavailable(pub String);
-
-impl From<QueueUnavailable> for ApiError {
-    fn from(err: QueueUnavailable) -> Self {
-        ApiError::Unavailable {
-            dependency: Dependency::Queue,
-            detail: err.0,
-        }
-    }
-}
-
-#[async_trait]
-pub trait BatchQueue: Send + Sync {
-    /// Queues one envelope whose message body is `message`; returns only once SQS has it.
-    async fn send(&self, envelope: &Envelope, message: &str) -> Result<(), QueueUnavailable>;
-}
-
-/// Where a message goes that can never be processed, with the reason for an operator.
-#[async_trait]
-pub trait DeadLetters: Send + Sync {
-    async fn forward(&self, message_id: &str, body: &str, reason: &str) -> Result<(), QueueUnavailable>;
-}
+use crate::ports::queue::{BatchQueue, DeadLetters, QueueUnavailable};
+use async_trait::async_trait;
+use aws_sdk_sqs::types::MessageAttributeValue;
+use std::collections::HashMap;
+use std::time::Duration;
 
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
@@ -124,67 +96,5 @@ impl DeadLetters for SqsDeadLetters {
             .message_attributes("failed_at", attribute(chrono::Utc::now().to_rfc3339()))
             .send();
         within(self.timeout, call).await.map(|_| ())
-    }
-}
-
-/// Keeps queued messages in memory; for unit tests.
-#[derive(Default)]
-pub struct InMemoryQueue {
-    messages: Mutex<Vec<String>>,
-    unavailable: bool,
-}
-
-impl InMemoryQueue {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn unavailable() -> Self {
-        Self {
-            unavailable: true,
-            ..Self::default()
-        }
-    }
-
-    pub fn messages(&self) -> Vec<String> {
-        self.messages.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-#[async_trait]
-impl BatchQueue for InMemoryQueue {
-    async fn send(&self, _envelope: &Envelope, message: &str) -> Result<(), QueueUnavailable> {
-        if self.unavailable {
-            return Err(QueueUnavailable("in-memory queue set to unavailable".into()));
-        }
-        self.messages
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(message.to_owned());
-        Ok(())
-    }
-}
-
-/// Keeps dead letters in memory: (message id, body, reason); for unit tests.
-#[derive(Default)]
-pub struct InMemoryDeadLetters {
-    letters: Mutex<Vec<(String, String, String)>>,
-}
-
-impl InMemoryDeadLetters {
-    pub fn letters(&self) -> Vec<(String, String, String)> {
-        self.letters.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-#[async_trait]
-impl DeadLetters for InMemoryDeadLetters {
-    async fn forward(&self, message_id: &str, body: &str, reason: &str) -> Result<(), QueueUnavailable> {
-        self.letters.lock().unwrap_or_else(|p| p.into_inner()).push((
-            message_id.to_owned(),
-            body.to_owned(),
-            reason.to_owned(),
-        ));
-        Ok(())
     }
 }

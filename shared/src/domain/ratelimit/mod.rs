@@ -7,20 +7,14 @@
 //!
 //! [`gcra`] holds the arithmetic; [`DynamoRateLimiter`] keeps `tat` in DynamoDB with conditional
 //! updates, exact across any number of Lambda instances; [`InMemoryRateLimiter`] is for tests.
+//!
+//! This module holds the arithmetic and the values; the limiters are adapters
+//! (`adapters::dynamodb`) and fakes.
 
-mod dynamo;
-pub mod dynamo_http;
 pub mod gcra;
-mod memory;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-
-pub use dynamo::DynamoRateLimiter;
-pub use memory::InMemoryRateLimiter;
-
-use crate::domain::ids::OrgId;
 
 /// An organization's limits: the defaults, or an override stored for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,8 +26,10 @@ pub struct Limits {
 
 /// Largest bucket we accept; keeps every product below in range.
 const MAX_CAPACITY: u64 = 1_000_000_000;
+
 /// Longest window we accept: a year.
 const MAX_WINDOW_MS: u64 = 365 * 24 * 3_600_000;
+
 /// Longest time a full bucket may take to refill (`tolerance_us`): a year. Larger values would
 /// push `tat` arithmetic out of range or lock an organization out for good.
 const MAX_TOLERANCE_US: u64 = MAX_WINDOW_MS * 1000;
@@ -130,31 +126,6 @@ impl RateStatus {
     /// Whole seconds to wait, rounded up (never 0 for a refused request).
     pub fn retry_after_seconds(&self) -> Option<u64> {
         self.retry_after_us.map(|us| (us.max(1) as u64).div_ceil(1_000_000))
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("rate-limit store unavailable: {0}")]
-pub struct StoreUnavailable(pub String);
-
-#[async_trait]
-pub trait RateLimiter: Send + Sync {
-    /// Counts one request of `org` and says whether it is admitted.
-    async fn check(&self, org: &OrgId) -> Result<RateStatus, StoreUnavailable>;
-
-    /// The limits that apply to `org` when nothing else is known (for reporting on failures).
-    fn default_limits(&self) -> Limits;
-
-    /// The organization's batch-size override, as read by its last [`RateLimiter::check`]
-    /// (no extra call).
-    fn batch_size(&self, _org: &OrgId) -> Option<u64> {
-        None
-    }
-
-    /// The organization's hook-content override (`hook_content`: `metrics` or `redacted`), as
-    /// read by its last [`RateLimiter::check`] (no extra call).
-    fn hook_content(&self, _org: &OrgId) -> Option<crate::domain::hooks::HookContent> {
-        None
     }
 }
 

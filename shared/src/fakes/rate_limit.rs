@@ -3,8 +3,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Limits, RateLimiter, RateStatus, StoreUnavailable, gcra, now_us};
 use crate::domain::ids::OrgId;
+use crate::domain::ratelimit::{Limits, RateStatus, gcra, now_us};
+use crate::ports::rate_limit::{RateLimiter, StoreUnavailable};
 
 /// A rate limiter that keeps its state in this process; for unit tests of handlers.
 pub struct InMemoryRateLimiter {

@@ -10,316 +10,28 @@
 //! Lambda, [`after_response`] keeps the container awake after the response until the pending
 //! deliveries are done (an internal extension), so the caller never waits for them.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
-
-use async_trait::async_trait;
-use aws_config::SdkConfig;
-use aws_credential_types::Credentials;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use uuid::Uuid;
-
-use crate::adapters::signing::Signer;
-use crate::adapters::tls::HttpClient;
+use crate::adapters::dynamodb::connections::DynamoConnections;
+use crate::adapters::management_api::ManagementApi;
 use crate::config::{ConfigError, Env};
-use crate::domain::batch::{Envelope, KINDS};
-use crate::domain::ids::{Caller, OrgId, UserId};
+use crate::domain::batch::Envelope;
+use crate::domain::ids::{Caller, OrgId};
+use crate::domain::live::{
+    agent_interaction_update, batch_update, command_execution_update, productivity_update, session_started,
+    session_update,
+};
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::domain::sessions::{SessionActivity, SessionChange, SessionEnd, SessionStart};
 use crate::domain::summary::{AggregateRow, SummaryQuery};
 use crate::lock;
-use crate::ratelimit::dynamo_http::{DynamoError, DynamoHttp};
-use crate::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, Stored};
-
-/// The `type` of every message pushed to a connection.
-pub const MESSAGE_TYPE: &str = "metric_update";
-/// The connections table's index from an organization to its connections.
-pub const ORG_INDEX: &str = "by-organization";
-/// API Gateway closes a WebSocket connection after two hours at most; the table's TTL
-/// removes what a lost `$disconnect` left behind.
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(2 * 60 * 60);
-/// How long a Lambda container stays awake after a response to finish its pushes.
-pub const FLUSH_BUDGET: Duration = Duration::from_secs(2);
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct LiveError(String);
-
-impl LiveError {
-    pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
-    }
-}
-
-/// An open WebSocket connection, bound to the organization of the token it opened with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Connection {
-    pub id: String,
-    pub org: OrgId,
-    pub user: UserId,
-    /// Unix seconds after which the connection receives nothing and is closed: its token's
-    /// `exp`, or two hours after it opened if that comes first (also the table's TTL).
-    pub expires_at: i64,
-}
-
-impl Connection {
-    /// A connection opened now, with no token expiry to honour (two hours).
-    pub fn opened_now(id: &str, caller: &Caller) -> Self {
-        Self::opened(id, caller, None)
-    }
-
-    /// A connection opened now by a token expiring at `token_expires_at` (Unix seconds).
-    pub fn opened(id: &str, caller: &Caller, token_expires_at: Option<i64>) -> Self {
-        let longest = chrono::Utc::now().timestamp() + CONNECTION_LIFETIME.as_secs() as i64;
-        Self {
-            id: id.to_owned(),
-            org: caller.org.clone(),
-            user: caller.user.clone(),
-            expires_at: token_expires_at.map_or(longest, |exp| exp.min(longest)),
-        }
-    }
-}
-
-/// A connection as the organization index lists it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Listed {
-    pub id: String,
-    pub expires_at: i64,
-}
-
-impl Listed {
-    pub fn expired(&self, now: i64) -> bool {
-        self.expires_at <= now
-    }
-}
-
-/// Where open connections are kept.
-#[async_trait]
-pub trait Connections: Send + Sync {
-    async fn add(&self, connection: &Connection) -> Result<(), LiveError>;
-    async fn remove(&self, connection_id: &str) -> Result<(), LiveError>;
-    /// The organization's connections, expired ones included (TTL deletes them only
-    /// eventually): the caller skips them, and a delivery closes them.
-    async fn of_org(&self, org: &OrgId) -> Result<Vec<Listed>, LiveError>;
-
-    /// How many of the organization's connections have not expired.
-    async fn open_count(&self, org: &OrgId) -> Result<usize, LiveError> {
-        let now = chrono::Utc::now().timestamp();
-        Ok(self.of_org(org).await?.iter().filter(|c| !c.expired(now)).count())
-    }
-}
-
-/// What became of one message sent to one connection.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Delivery {
-    Delivered,
-    /// The connection is closed (API Gateway's `GoneException`, HTTP 410).
-    Gone,
-    Failed(String),
-}
-
-/// Sends a message to one connection, or closes it.
-#[async_trait]
-pub trait Pusher: Send + Sync {
-    async fn post(&self, connection_id: &str, message: &str) -> Delivery;
-    /// Closes the connection (`DeleteConnection`); [`Delivery::Gone`] when it was closed already.
-    async fn close(&self, connection_id: &str) -> Delivery;
-}
-
-/// The connections table in DynamoDB: `connection_id` is the key, [`ORG_INDEX`] finds an
-/// organization's connections, `expires_at` is the TTL attribute. Spoken to with the direct
-/// client the rate limiter uses, so no SDK client is built for it.
-pub struct DynamoConnections {
-    dynamo: DynamoHttp,
-    table: String,
-}
-
-impl DynamoConnections {
-    pub fn new(aws: &SdkConfig, table: impl Into<String>) -> Result<Self, ConfigError> {
-        Ok(Self {
-            dynamo: DynamoHttp::new(aws)?,
-            table: table.into(),
-        })
-    }
-
-    async fn call(&self, operation: &str, body: Value) -> Result<Value, LiveError> {
-        self.dynamo.call(operation, &body).await.map_err(|err| match err {
-            DynamoError::Failed(message) => LiveError(message),
-            DynamoError::ConditionFailed { .. } => LiveError(format!("{operation}: condition failed")),
-        })
-    }
-}
-
-#[async_trait]
-impl Connections for DynamoConnections {
-    async fn add(&self, connection: &Connection) -> Result<(), LiveError> {
-        let item = json!({
-            "connection_id": {"S": connection.id},
-            "org_id": {"S": connection.org.as_str()},
-            "user_id": {"S": connection.user.as_str()},
-            "expires_at": {"N": connection.expires_at.to_string()},
-        });
-        self.call("PutItem", json!({"TableName": self.table, "Item": item}))
-            .await?;
-        Ok(())
-    }
-
-    async fn remove(&self, connection_id: &str) -> Result<(), LiveError> {
-        let key = json!({"connection_id": {"S": connection_id}});
-        self.call("DeleteItem", json!({"TableName": self.table, "Key": key}))
-            .await?;
-        Ok(())
-    }
-
-    async fn of_org(&self, org: &OrgId) -> Result<Vec<Listed>, LiveError> {
-        // The index projects `expires_at`; expired items are listed too, for closing.
-        let mut query = json!({
-            "TableName": self.table,
-            "IndexName": ORG_INDEX,
-            "KeyConditionExpression": "org_id = :org",
-            "ExpressionAttributeValues": {":org": {"S": org.as_str()}},
-        });
-        let mut ids = Vec::new();
-        loop {
-            let page = self.call("Query", query.clone()).await?;
-            let items = page["Items"].as_array().map(Vec::as_slice).unwrap_or_default();
-            ids.extend(items.iter().filter_map(|item| {
-                Some(Listed {
-                    id: item["connection_id"]["S"].as_str()?.to_owned(),
-                    // An item without a readable expiry is treated as expired.
-                    expires_at: item["expires_at"]["N"]
-                        .as_str()
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(0),
-                })
-            }));
-            match page.get("LastEvaluatedKey") {
-                Some(key) if !key.is_null() => query["ExclusiveStartKey"] = key.clone(),
-                _ => return Ok(ids),
-            }
-        }
-    }
-}
-
-/// API Gateway's management API of one WebSocket stage: `PostToConnection` and
-/// `DeleteConnection`, signed for `execute-api`.
-pub struct ManagementApi {
-    client: HttpClient,
-    /// `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`, without a trailing `/`.
-    endpoint: String,
-    host: String,
-    signer: Signer,
-}
-
-/// A push is never worth holding a container for.
-const PUSH_TIMEOUT: Duration = Duration::from_millis(1500);
-
-impl ManagementApi {
-    /// `endpoint` is the stage's management endpoint (locally, the local front).
-    pub fn new(aws: &SdkConfig, endpoint: &str) -> Result<Self, ConfigError> {
-        let (_, host) = crate::adapters::signing::endpoint(endpoint, "LIVE_UPDATES_ENDPOINT")?;
-        Ok(Self {
-            client: crate::adapters::tls::http_client("LIVE_UPDATES_ENDPOINT")?,
-            endpoint: endpoint.trim_end_matches('/').to_owned(),
-            host,
-            signer: Signer::new(aws)?,
-        })
-    }
-
-    /// The signed `POST /@connections/{id}` carrying `message`.
-    pub fn signed_request(
-        &self,
-        connection_id: &str,
-        message: &str,
-        credentials: &Credentials,
-        time: SystemTime,
-    ) -> Result<http::Request<Full<Bytes>>, String> {
-        self.signed(http::Method::POST, connection_id, Some(message), credentials, time)
-    }
-
-    /// The signed `POST /@connections/{id}` carrying `message`, or with no message the signed
-    /// `DELETE /@connections/{id}`.
-    pub fn signed(
-        &self,
-        method: http::Method,
-        connection_id: &str,
-        message: Option<&str>,
-        credentials: &Credentials,
-        time: SystemTime,
-    ) -> Result<http::Request<Full<Bytes>>, String> {
-        let uri = format!("{}/@connections/{}", self.endpoint, path_segment(connection_id));
-        let mut builder = http::Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(http::header::HOST, &self.host);
-        if message.is_some() {
-            builder = builder.header(http::header::CONTENT_TYPE, "application/json");
-        }
-        let mut request = builder.body(()).map_err(|e| e.to_string())?;
-        let payload = message.unwrap_or_default().as_bytes();
-        self.signer
-            .sign(&mut request, payload, "execute-api", credentials, time)?;
-        let (parts, ()) = request.into_parts();
-        Ok(http::Request::from_parts(
-            parts,
-            Full::new(Bytes::copy_from_slice(payload)),
-        ))
-    }
-
-    async fn send(&self, connection_id: &str, message: Option<&str>) -> Result<http::StatusCode, String> {
-        let credentials = self.signer.credentials().await?;
-        let method = if message.is_some() {
-            http::Method::POST
-        } else {
-            http::Method::DELETE
-        };
-        let request = self.signed(method, connection_id, message, &credentials, SystemTime::now())?;
-        let response = self.client.request(request).await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        // Read the (small) answer so the connection can be reused.
-        let _ = response.into_body().collect().await;
-        Ok(status)
-    }
-}
-
-impl ManagementApi {
-    async fn call(&self, operation: &str, connection_id: &str, message: Option<&str>) -> Delivery {
-        match tokio::time::timeout(PUSH_TIMEOUT, self.send(connection_id, message)).await {
-            Ok(Ok(status)) if status.is_success() => Delivery::Delivered,
-            Ok(Ok(http::StatusCode::GONE)) => Delivery::Gone,
-            Ok(Ok(status)) => Delivery::Failed(format!("{operation} answered {status}")),
-            Ok(Err(err)) => Delivery::Failed(format!("{operation}: {err}")),
-            Err(_) => Delivery::Failed(format!("{operation}: no answer within {PUSH_TIMEOUT:?}")),
-        }
-    }
-}
-
-/// `id` percent-encoded as one path segment (connection ids end in `=`).
-fn path_segment(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-#[async_trait]
-impl Pusher for ManagementApi {
-    async fn post(&self, connection_id: &str, message: &str) -> Delivery {
-        self.call("PostToConnection", connection_id, Some(message)).await
-    }
-
-    async fn close(&self, connection_id: &str) -> Delivery {
-        self.call("DeleteConnection", connection_id, None).await
-    }
-}
+use crate::ports::live::{Connections, Delivery, Pusher};
+use crate::ports::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, Stored};
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 /// Where live updates go: `CONNECTIONS_TABLE_NAME` and `LIVE_UPDATES_ENDPOINT` (the WebSocket
 /// stage's management endpoint), both or neither.
@@ -490,111 +202,6 @@ impl Broadcaster {
     }
 }
 
-/// The message for one stored record: what a dashboard needs to show it, never its payload
-/// (arguments, context, metadata).
-fn update(caller: &Caller, kind: &str, id: Uuid, summary: Value) -> Value {
-    json!({
-        "type": MESSAGE_TYPE,
-        "organization_id": caller.org.as_str(),
-        "user_id": caller.user.as_str(),
-        "kind": kind,
-        "id": id,
-        "metric": summary,
-    })
-}
-
-pub fn command_execution_update(caller: &Caller, metric: &CommandExecution, stored: &Stored) -> Value {
-    update(
-        caller,
-        "command_execution",
-        stored.id,
-        json!({
-            "command_name": metric.command_name,
-            "status": metric.status,
-            "execution_time_ms": metric.execution_time_ms,
-            "timestamp": metric.timestamp.unwrap_or(stored.created_at),
-        }),
-    )
-}
-
-pub fn agent_interaction_update(caller: &Caller, metric: &AgentInteraction, stored: &Stored) -> Value {
-    update(
-        caller,
-        "agent_interaction",
-        stored.id,
-        json!({
-            "agent_name": metric.agent_name,
-            "interaction_type": metric.interaction_type,
-            "input_tokens": metric.input_tokens,
-            "output_tokens": metric.output_tokens,
-            "processing_time_ms": metric.processing_time_ms,
-            "success": metric.success,
-            "timestamp": metric.timestamp.unwrap_or(stored.created_at),
-        }),
-    )
-}
-
-pub fn productivity_update(caller: &Caller, metric: &ProductivityMetric, stored: &Stored) -> Value {
-    update(
-        caller,
-        "productivity_metric",
-        stored.id,
-        json!({
-            "metric_type": metric.metric_type,
-            "value": metric.value,
-            "unit": metric.unit,
-            "period_start": metric.period_start,
-            "period_end": metric.period_end,
-        }),
-    )
-}
-
-fn session_started(caller: &Caller, start: &SessionStart, stored: &Stored) -> Value {
-    update(
-        caller,
-        "user_session",
-        stored.id,
-        json!({
-            "status": "active",
-            "session_start": start.session_start.unwrap_or(stored.created_at),
-            "session_end": null,
-            "total_duration_ms": null,
-            "commands_executed": 0,
-        }),
-    )
-}
-
-fn session_update(caller: &Caller, change: &SessionChange) -> Option<Value> {
-    let SessionChange::Changed(session) = change else {
-        return None;
-    };
-    Some(update(
-        caller,
-        "user_session",
-        session.id,
-        json!({
-            "status": session.status,
-            "session_start": session.session_start,
-            "session_end": session.session_end,
-            "total_duration_ms": session.total_duration_ms,
-            "commands_executed": session.commands_executed,
-        }),
-    ))
-}
-
-/// One message per batch envelope: how many records of each kind it added.
-pub fn batch_update(envelope: &Envelope, new: &[u64; 4]) -> Value {
-    let counts: HashMap<&str, u64> = KINDS.iter().copied().zip(new.iter().copied()).collect();
-    json!({
-        "type": MESSAGE_TYPE,
-        "organization_id": envelope.organization_id.as_str(),
-        "user_id": envelope.user_id.as_str(),
-        "kind": "batch",
-        "id": envelope.batch_id,
-        "metric": { "new": counts },
-    })
-}
-
 /// A [`MetricStore`] that publishes every newly written record after the inner store wrote it.
 pub struct BroadcastingStore {
     inner: Arc<dyn MetricStore>,
@@ -700,147 +307,20 @@ impl MetricStore for BroadcastingStore {
     }
 }
 
-/// Signals the end of each invocation's handler, so the flush can start.
-#[derive(Clone)]
-pub struct AfterResponse {
-    done: Option<tokio::sync::mpsc::UnboundedSender<()>>,
-}
-
-impl AfterResponse {
-    /// Signals the end of the handler when dropped — also when the handler panics, so the
-    /// extension never waits for a signal that will not come.
-    pub fn on_drop(&self) -> Handled {
-        Handled(self.done.clone())
-    }
-}
-
-pub struct Handled(Option<tokio::sync::mpsc::UnboundedSender<()>>);
-
-impl Drop for Handled {
-    fn drop(&mut self) {
-        if let Some(done) = &self.0 {
-            let _ = done.send(());
-        }
-    }
-}
-
-pub type Extension = Pin<Box<dyn Future<Output = Result<(), lambda_extension::Error>> + Send>>;
-
-/// For a Lambda function that publishes live updates: registers an internal extension that,
-/// on every invocation, waits for the handler to finish and then for the pending deliveries
-/// (at most [`FLUSH_BUDGET`]). Lambda returns the response to the caller as soon as the
-/// handler's response is posted, and freezes the container only once the extension is done.
-/// Without live updates, nothing is registered and the extension future never ends.
-pub async fn after_response(
-    live: Option<Arc<Broadcaster>>,
-) -> Result<(AfterResponse, Extension), lambda_extension::Error> {
-    let Some(live) = live else {
-        return Ok((AfterResponse { done: None }, Box::pin(std::future::pending())));
-    };
-    let (done, handled) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let handled = Arc::new(tokio::sync::Mutex::new(handled));
-    let extension = lambda_extension::Extension::new()
-        // Internal extensions receive only INVOKE events.
-        .with_events(&["INVOKE"])
-        .with_events_processor(lambda_extension::service_fn(
-            move |_event: lambda_extension::LambdaEvent| {
-                let (live, handled) = (live.clone(), handled.clone());
-                async move {
-                    handled.lock().await.recv().await;
-                    live.flush(FLUSH_BUDGET).await;
-                    Ok::<(), lambda_extension::Error>(())
-                }
-            },
-        ))
-        .register()
-        .await?;
-    Ok((AfterResponse { done: Some(done) }, Box::pin(extension.run())))
-}
-
-/// Connections kept in memory, for unit tests.
-#[derive(Default)]
-pub struct InMemoryConnections {
-    connections: Mutex<Vec<Connection>>,
-}
-
-impl InMemoryConnections {
-    pub fn all(&self) -> Vec<Connection> {
-        lock(&self.connections).clone()
-    }
-}
-
-#[async_trait]
-impl Connections for InMemoryConnections {
-    async fn add(&self, connection: &Connection) -> Result<(), LiveError> {
-        let mut all = lock(&self.connections);
-        all.retain(|c| c.id != connection.id);
-        all.push(connection.clone());
-        Ok(())
-    }
-
-    async fn remove(&self, connection_id: &str) -> Result<(), LiveError> {
-        lock(&self.connections).retain(|c| c.id != connection_id);
-        Ok(())
-    }
-
-    async fn of_org(&self, org: &OrgId) -> Result<Vec<Listed>, LiveError> {
-        Ok(lock(&self.connections)
-            .iter()
-            .filter(|c| &c.org == org)
-            .map(|c| Listed {
-                id: c.id.clone(),
-                expires_at: c.expires_at,
-            })
-            .collect())
-    }
-}
-
-/// A pusher that records what it was asked to send and to close; connections in `gone` answer
-/// [`Delivery::Gone`], those in `failing` [`Delivery::Failed`].
-#[derive(Default)]
-pub struct RecordingPusher {
-    pub sent: Mutex<Vec<(String, Value)>>,
-    pub closed: Mutex<Vec<String>>,
-    pub gone: Mutex<Vec<String>>,
-    pub failing: Mutex<Vec<String>>,
-}
-
-impl RecordingPusher {
-    pub fn sent(&self) -> Vec<(String, Value)> {
-        lock(&self.sent).clone()
-    }
-
-    pub fn closed(&self) -> Vec<String> {
-        lock(&self.closed).clone()
-    }
-}
-
-#[async_trait]
-impl Pusher for RecordingPusher {
-    async fn post(&self, connection_id: &str, message: &str) -> Delivery {
-        if lock(&self.gone).iter().any(|id| id == connection_id) {
-            return Delivery::Gone;
-        }
-        if lock(&self.failing).iter().any(|id| id == connection_id) {
-            return Delivery::Failed("connection refused".into());
-        }
-        let message = serde_json::from_str(message).unwrap_or(Value::Null);
-        lock(&self.sent).push((connection_id.to_owned(), message));
-        Delivery::Delivered
-    }
-
-    async fn close(&self, connection_id: &str) -> Delivery {
-        lock(&self.closed).push(connection_id.to_owned());
-        Delivery::Delivered
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use crate::domain::batch::{Metrics, Source};
-    use crate::store::InMemoryStore;
+    use crate::fakes::store::InMemoryStore;
 
     use super::*;
+
+    use serde_json::json;
+
+    use crate::domain::ids::UserId;
+    use crate::domain::live::MESSAGE_TYPE;
+    use crate::ports::live::{Connection, Connections, Listed, LiveError};
+
+    use crate::fakes::live::{InMemoryConnections, RecordingPusher};
 
     fn caller(org: &str, user: &str) -> Caller {
         Caller {
@@ -1071,13 +551,13 @@ mod tests {
         #[async_trait]
         impl Connections for Broken {
             async fn add(&self, _: &Connection) -> Result<(), LiveError> {
-                Err(LiveError("down".into()))
+                Err(LiveError::new("down"))
             }
             async fn remove(&self, _: &str) -> Result<(), LiveError> {
-                Err(LiveError("down".into()))
+                Err(LiveError::new("down"))
             }
             async fn of_org(&self, _: &OrgId) -> Result<Vec<Listed>, LiveError> {
-                Err(LiveError("down".into()))
+                Err(LiveError::new("down"))
             }
         }
         let broadcaster = Broadcaster::new(Arc::new(Broken), Arc::new(RecordingPusher::default()));
@@ -1091,66 +571,6 @@ mod tests {
         assert_eq!(inner.command_executions(&OrgId::parse("acme").unwrap()).len(), 1);
         let report = broadcaster.deliver(&OrgId::parse("acme").unwrap(), "{}").await;
         assert_eq!(report.failed, 1);
-    }
-
-    #[test]
-    fn the_end_of_a_handler_is_signalled_even_when_it_panics() {
-        let (done, mut handled) = tokio::sync::mpsc::unbounded_channel();
-        let after = AfterResponse { done: Some(done) };
-        drop(after.on_drop());
-        assert!(handled.try_recv().is_ok());
-        let panicked = std::panic::catch_unwind(|| {
-            let _handled = after.on_drop();
-            panic!("handler bug");
-        });
-        assert!(panicked.is_err());
-        assert!(handled.try_recv().is_ok(), "the flush is not left waiting");
-        assert!(handled.try_recv().is_err(), "one signal per invocation");
-    }
-
-    #[test]
-    fn pushes_are_signed_for_execute_api_on_the_connections_path() {
-        let sdk = SdkConfig::builder()
-            .region(aws_config::Region::new("eu-west-1"))
-            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
-                Credentials::new("AKIDEXAMPLE", "secret", None, None, "test"),
-            ))
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .build();
-        let api = ManagementApi::new(&sdk, "https://abc123.execute-api.eu-west-1.amazonaws.com/dev/").unwrap();
-        let credentials = Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
-        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_757_327_400);
-        let request = api
-            .signed_request("L0SM9cOFvHcCIhw=", "{}", &credentials, time)
-            .unwrap();
-        assert_eq!(request.method(), http::Method::POST);
-        assert_eq!(
-            request.uri().to_string(),
-            "https://abc123.execute-api.eu-west-1.amazonaws.com/dev/@connections/L0SM9cOFvHcCIhw%3D"
-        );
-        let authorization = request.headers()["authorization"].to_str().unwrap();
-        assert!(
-            authorization
-                .starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20250908/eu-west-1/execute-api/aws4_request"),
-            "{authorization}"
-        );
-        assert_eq!(request.headers()["host"], "abc123.execute-api.eu-west-1.amazonaws.com");
-        let close = api
-            .signed(http::Method::DELETE, "L0SM9cOFvHcCIhw=", None, &credentials, time)
-            .unwrap();
-        assert_eq!(close.method(), http::Method::DELETE);
-        assert!(
-            close
-                .uri()
-                .to_string()
-                .ends_with("/dev/@connections/L0SM9cOFvHcCIhw%3D")
-        );
-        assert!(
-            close.headers()["authorization"]
-                .to_str()
-                .unwrap()
-                .contains("/execute-api/aws4_request")
-        );
     }
 
     #[test]

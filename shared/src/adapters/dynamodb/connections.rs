@@ -1,0 +1,88 @@
+//! Open WebSocket connections in DynamoDB (the connections table and its `by-organization`
+//! index), through the direct DynamoDB client.
+
+use crate::adapters::dynamodb::client::{DynamoError, DynamoHttp};
+use crate::config::ConfigError;
+use crate::domain::ids::OrgId;
+use crate::ports::live::{Connection, Connections, Listed, LiveError};
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use serde_json::{Value, json};
+
+/// The connections table's index from an organization to its connections.
+pub const ORG_INDEX: &str = "by-organization";
+
+/// The connections table in DynamoDB: `connection_id` is the key, [`ORG_INDEX`] finds an
+/// organization's connections, `expires_at` is the TTL attribute. Spoken to with the direct
+/// client the rate limiter uses, so no SDK client is built for it.
+pub struct DynamoConnections {
+    dynamo: DynamoHttp,
+    table: String,
+}
+
+impl DynamoConnections {
+    pub fn new(aws: &SdkConfig, table: impl Into<String>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            dynamo: DynamoHttp::new(aws)?,
+            table: table.into(),
+        })
+    }
+
+    async fn call(&self, operation: &str, body: Value) -> Result<Value, LiveError> {
+        self.dynamo.call(operation, &body).await.map_err(|err| match err {
+            DynamoError::Failed(message) => LiveError::new(message),
+            DynamoError::ConditionFailed { .. } => LiveError::new(format!("{operation}: condition failed")),
+        })
+    }
+}
+
+#[async_trait]
+impl Connections for DynamoConnections {
+    async fn add(&self, connection: &Connection) -> Result<(), LiveError> {
+        let item = json!({
+            "connection_id": {"S": connection.id},
+            "org_id": {"S": connection.org.as_str()},
+            "user_id": {"S": connection.user.as_str()},
+            "expires_at": {"N": connection.expires_at.to_string()},
+        });
+        self.call("PutItem", json!({"TableName": self.table, "Item": item}))
+            .await?;
+        Ok(())
+    }
+
+    async fn remove(&self, connection_id: &str) -> Result<(), LiveError> {
+        let key = json!({"connection_id": {"S": connection_id}});
+        self.call("DeleteItem", json!({"TableName": self.table, "Key": key}))
+            .await?;
+        Ok(())
+    }
+
+    async fn of_org(&self, org: &OrgId) -> Result<Vec<Listed>, LiveError> {
+        // The index projects `expires_at`; expired items are listed too, for closing.
+        let mut query = json!({
+            "TableName": self.table,
+            "IndexName": ORG_INDEX,
+            "KeyConditionExpression": "org_id = :org",
+            "ExpressionAttributeValues": {":org": {"S": org.as_str()}},
+        });
+        let mut ids = Vec::new();
+        loop {
+            let page = self.call("Query", query.clone()).await?;
+            let items = page["Items"].as_array().map(Vec::as_slice).unwrap_or_default();
+            ids.extend(items.iter().filter_map(|item| {
+                Some(Listed {
+                    id: item["connection_id"]["S"].as_str()?.to_owned(),
+                    // An item without a readable expiry is treated as expired.
+                    expires_at: item["expires_at"]["N"]
+                        .as_str()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0),
+                })
+            }));
+            match page.get("LastEvaluatedKey") {
+                Some(key) if !key.is_null() => query["ExclusiveStartKey"] = key.clone(),
+                _ => return Ok(ids),
+            }
+        }
+    }
+}

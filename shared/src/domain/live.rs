@@ -1,0 +1,121 @@
+//! The live-update messages: what a dashboard receives after a record is stored (`metric_update`,
+//! compact: names, statuses, times and counts, never arguments, context or metadata).
+//!
+//! May import: the domain only.
+
+use crate::domain::batch::{Envelope, KINDS};
+use crate::domain::ids::Caller;
+use crate::domain::metrics::Stored;
+use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
+use crate::domain::sessions::{SessionChange, SessionStart};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// The `type` of every message pushed to a connection.
+pub const MESSAGE_TYPE: &str = "metric_update";
+
+/// The message for one stored record: what a dashboard needs to show it, never its payload
+/// (arguments, context, metadata).
+pub fn update(caller: &Caller, kind: &str, id: Uuid, summary: Value) -> Value {
+    json!({
+        "type": MESSAGE_TYPE,
+        "organization_id": caller.org.as_str(),
+        "user_id": caller.user.as_str(),
+        "kind": kind,
+        "id": id,
+        "metric": summary,
+    })
+}
+
+pub fn command_execution_update(caller: &Caller, metric: &CommandExecution, stored: &Stored) -> Value {
+    update(
+        caller,
+        "command_execution",
+        stored.id,
+        json!({
+            "command_name": metric.command_name,
+            "status": metric.status,
+            "execution_time_ms": metric.execution_time_ms,
+            "timestamp": metric.timestamp.unwrap_or(stored.created_at),
+        }),
+    )
+}
+
+pub fn agent_interaction_update(caller: &Caller, metric: &AgentInteraction, stored: &Stored) -> Value {
+    update(
+        caller,
+        "agent_interaction",
+        stored.id,
+        json!({
+            "agent_name": metric.agent_name,
+            "interaction_type": metric.interaction_type,
+            "input_tokens": metric.input_tokens,
+            "output_tokens": metric.output_tokens,
+            "processing_time_ms": metric.processing_time_ms,
+            "success": metric.success,
+            "timestamp": metric.timestamp.unwrap_or(stored.created_at),
+        }),
+    )
+}
+
+pub fn productivity_update(caller: &Caller, metric: &ProductivityMetric, stored: &Stored) -> Value {
+    update(
+        caller,
+        "productivity_metric",
+        stored.id,
+        json!({
+            "metric_type": metric.metric_type,
+            "value": metric.value,
+            "unit": metric.unit,
+            "period_start": metric.period_start,
+            "period_end": metric.period_end,
+        }),
+    )
+}
+
+pub fn session_started(caller: &Caller, start: &SessionStart, stored: &Stored) -> Value {
+    update(
+        caller,
+        "user_session",
+        stored.id,
+        json!({
+            "status": "active",
+            "session_start": start.session_start.unwrap_or(stored.created_at),
+            "session_end": null,
+            "total_duration_ms": null,
+            "commands_executed": 0,
+        }),
+    )
+}
+
+pub fn session_update(caller: &Caller, change: &SessionChange) -> Option<Value> {
+    let SessionChange::Changed(session) = change else {
+        return None;
+    };
+    Some(update(
+        caller,
+        "user_session",
+        session.id,
+        json!({
+            "status": session.status,
+            "session_start": session.session_start,
+            "session_end": session.session_end,
+            "total_duration_ms": session.total_duration_ms,
+            "commands_executed": session.commands_executed,
+        }),
+    ))
+}
+
+/// One message per batch envelope: how many records of each kind it added.
+pub fn batch_update(envelope: &Envelope, new: &[u64; 4]) -> Value {
+    let counts: HashMap<&str, u64> = KINDS.iter().copied().zip(new.iter().copied()).collect();
+    json!({
+        "type": MESSAGE_TYPE,
+        "organization_id": envelope.organization_id.as_str(),
+        "user_id": envelope.user_id.as_str(),
+        "kind": "batch",
+        "id": envelope.batch_id,
+        "metric": { "new": counts },
+    })
+}
