@@ -5,6 +5,7 @@ mod auth;
 mod batch;
 mod command_execution;
 mod database_outage;
+mod docs;
 mod dynamo_signing;
 mod faults;
 mod hooks;

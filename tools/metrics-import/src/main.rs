@@ -1,5 +1,5 @@
 //! `metrics-import --org ORG [--user USER] [--queue-url URL] [--per-envelope N] [--skip-invalid]
-//! [--dry-run] [FILE]` — see the README's "Batch imports". Reads FILE (or standard input).
+//! [--dry-run] [FILE]` — see "Batch imports" in docs/batches.md. Reads FILE (or standard input).
 //! Exit status: 0 all sent; 1 bad usage or configuration; 2 invalid lines (nothing sent unless
 //! `--skip-invalid`); 3 some envelopes could not be queued.
 
