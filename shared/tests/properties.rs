@@ -193,10 +193,10 @@ fn is_known_field(name: &str) -> bool {
         SessionStart::FIELDS,
         SessionEnd::FIELDS,
         SessionImport::FIELDS,
-        &shared::domain::batch::KINDS,
     ]
     .iter()
     .any(|fields| fields.contains(&name))
+        || shared::domain::kind::Kind::ALL.iter().any(|kind| kind.plural() == name)
 }
 
 proptest! {

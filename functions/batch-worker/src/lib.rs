@@ -20,6 +20,7 @@ use shared::app::lambda::FLUSH_BUDGET;
 use shared::app::live::Broadcaster;
 use shared::config::{ConfigError, DatabaseConfig, Env};
 use shared::domain::batch::Envelope;
+use shared::domain::kind::PerKind;
 use shared::ports::queue::DeadLetters;
 use shared::ports::store::MetricStore;
 use tokio::task::JoinSet;
@@ -140,7 +141,7 @@ pub async fn process(store: &dyn MetricStore, dead_letters: &dyn DeadLetters, re
         Err(reason) => return dead_letter(dead_letters, message_id, body, &reason, Outcome::DeadLettered).await,
     };
     let new = match store.write_envelope(&envelope).await {
-        Ok(new) => new.iter().sum::<u64>(),
+        Ok(new) => new.total(),
         // A permanent refusal comes back identical on every delivery: poison, at once.
         Err(err) if err.is_permanent() => {
             let reason = format!("the database refuses this envelope: {err}");
@@ -171,7 +172,7 @@ pub async fn process(store: &dyn MetricStore, dead_letters: &dyn DeadLetters, re
     // Skipped ids are usually a redelivery; those another user of the organization holds were
     // not written at all, and must not vanish silently.
     match store.ids_taken_by_others(&envelope).await {
-        Ok(taken) if taken.iter().all(Vec::is_empty) => written,
+        Ok(taken) if taken.iter().all(|(_, ids)| ids.is_empty()) => written,
         Ok(taken) => {
             let reason = taken_reason(&envelope, &taken);
             dead_letter(dead_letters, message_id, body, &reason, written).await
@@ -203,16 +204,16 @@ async fn dead_letter(
 }
 
 /// Names the metrics that were not written because their id belongs to another user.
-fn taken_reason(envelope: &Envelope, taken: &[Vec<uuid::Uuid>; 4]) -> String {
+fn taken_reason(envelope: &Envelope, taken: &PerKind<Vec<uuid::Uuid>>) -> String {
     let ids = envelope.metrics.ids();
-    let located: Vec<String> = shared::domain::batch::KINDS
+    let located: Vec<String> = ids
         .iter()
-        .zip(ids.iter().zip(taken))
-        .flat_map(|(kind, (ids, taken))| {
+        .flat_map(|(kind, ids)| {
+            let taken = &taken[kind];
             ids.iter()
                 .enumerate()
                 .filter(|(_, id)| id.is_some_and(|id| taken.contains(&id)))
-                .map(move |(i, id)| format!("{kind}[{i}].id {}", id.unwrap_or_default()))
+                .map(move |(i, id)| format!("{}[{i}].id {}", kind.plural(), id.unwrap_or_default()))
         })
         .collect();
     format!(

@@ -8,9 +8,10 @@ use aws_config::SdkConfig;
 use lambda_http::{Body, Error, Request, Response};
 use shared::App;
 use shared::app::FromEnv;
+use shared::app::hooks::record;
 use shared::app::live::Broadcaster;
 use shared::config::{ConfigError, Env, RequestConfig};
-use shared::domain::hooks::{HookContent, HookEvent, record};
+use shared::domain::hooks::{HookContent, HookEvent};
 
 pub const ROUTE: &str = "POST /api/v1/hooks/claude-code";
 

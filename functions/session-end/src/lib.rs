@@ -14,7 +14,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
         .handle_json(&req, ROUTE, StatusCode::OK, async |caller, body| {
             let end = SessionEnd::from_json(&body)?;
             let change = app.store.end_session(&caller, &end).await?;
-            change.into_data(SessionAction::End)
+            shared::http::response::session_change_data(change, SessionAction::End)
         })
         .await)
 }

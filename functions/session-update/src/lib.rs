@@ -20,7 +20,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
             let id = session_id(raw_id.as_deref())?;
             let activity = SessionActivity::from_json(&body)?;
             let change = app.store.update_session(&caller, id, &activity).await?;
-            change.into_data(SessionAction::Update)
+            shared::http::response::session_change_data(change, SessionAction::Update)
         })
         .await)
 }

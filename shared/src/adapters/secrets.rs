@@ -240,7 +240,7 @@ pub async fn resolve_loading_aws(env: Env) -> Result<Env, ConfigError> {
     if wanted(&env)?.is_empty() {
         return Ok(env);
     }
-    let aws = crate::app::aws_config().await;
+    let aws = crate::adapters::aws_config().await;
     resolve(env, &aws).await
 }
 

@@ -15,6 +15,7 @@ use crate::adapters::management_api::ManagementApi;
 use crate::config::{ConfigError, Env};
 use crate::domain::batch::Envelope;
 use crate::domain::ids::{Caller, OrgId};
+use crate::domain::kind::PerKind;
 use crate::domain::live::{
     agent_interaction_update, batch_update, command_execution_update, productivity_update, session_started,
     session_update,
@@ -284,17 +285,17 @@ impl MetricStore for BroadcastingStore {
         self.inner.abandon_idle_sessions(idle).await
     }
 
-    async fn write_envelope(&self, envelope: &Envelope) -> Result<[u64; 4], StoreError> {
+    async fn write_envelope(&self, envelope: &Envelope) -> Result<PerKind<u64>, StoreError> {
         let new = self.inner.write_envelope(envelope).await?;
         // A redelivered envelope adds nothing and says nothing.
-        if new.iter().any(|&n| n > 0) {
+        if new.total() > 0 {
             self.live
                 .publish(&envelope.organization_id, batch_update(envelope, &new));
         }
         Ok(new)
     }
 
-    async fn ids_taken_by_others(&self, envelope: &Envelope) -> Result<[Vec<uuid::Uuid>; 4], StoreError> {
+    async fn ids_taken_by_others(&self, envelope: &Envelope) -> Result<PerKind<Vec<uuid::Uuid>>, StoreError> {
         self.inner.ids_taken_by_others(envelope).await
     }
 

@@ -3,8 +3,9 @@
 //! worker parses every envelope with the same rules (`schemas/batch-envelope.schema.json`
 //! documents the format).
 
+use crate::domain::kind::{Kind, PerKind};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -12,7 +13,6 @@ use crate::domain::ids::{Caller, OrgId, UserId};
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::domain::sessions::SessionImport;
 use crate::domain::validation::{Choice, FieldError, Fields, Text};
-use crate::http::error::ApiError;
 
 pub const ENVELOPE_VERSION: i64 = 1;
 /// Most metrics one envelope may carry (the API allows `COLLECTION_BATCH_SIZE` per request;
@@ -23,12 +23,12 @@ pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Default of `COLLECTION_BATCH_SIZE`, the specification's 20 metrics per batch.
 pub const DEFAULT_BATCH_SIZE: u64 = 20;
 
-/// The four kinds of metric a batch may carry, by their array names.
-pub const KINDS: [&str; 4] = [
-    "command_executions",
-    "agent_interactions",
-    "user_sessions",
-    "productivity_metrics",
+/// The arrays a batch may carry: one per kind, by its plural name.
+const ARRAYS: [&str; 4] = [
+    Kind::CommandExecution.plural_const(),
+    Kind::AgentInteraction.plural_const(),
+    Kind::UserSession.plural_const(),
+    Kind::ProductivityMetric.plural_const(),
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -41,33 +41,28 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn total(&self) -> usize {
-        self.counts().iter().sum()
+        self.counts().total()
     }
 
-    /// Metrics per kind, in [`KINDS`] order.
-    pub fn counts(&self) -> [usize; 4] {
-        [
-            self.command_executions.len(),
-            self.agent_interactions.len(),
-            self.user_sessions.len(),
-            self.productivity_metrics.len(),
-        ]
+    /// Metrics per kind.
+    pub fn counts(&self) -> PerKind<usize> {
+        self.ids().map(|_, ids| ids.len())
     }
 
     /// The body of `POST /metrics/batch`: at most `max` metrics, at least one, every error
     /// located (`agent_interactions[3].input_tokens`).
     pub fn from_request(value: &Value, max: usize) -> Result<Self, Vec<FieldError>> {
-        let mut f = Fields::new(value, "", &KINDS)?;
+        let mut f = Fields::new(value, "", &ARRAYS)?;
         let metrics = Self::read(&mut f, max);
         f.finish()?;
         Ok(metrics)
     }
 
     fn read(f: &mut Fields<'_>, max: usize) -> Self {
-        for kind in KINDS {
+        for kind in ARRAYS {
             f.expect_array(kind);
         }
-        let total: usize = KINDS.iter().filter_map(|kind| f.array(kind)).map(Vec::len).sum();
+        let total: usize = ARRAYS.iter().filter_map(|kind| f.array(kind)).map(Vec::len).sum();
         if total > max {
             f.error_at(
                 "body",
@@ -75,17 +70,17 @@ impl Metrics {
             );
             return Self::default();
         }
-        if total == 0 && KINDS.iter().all(|kind| f.is_valid(kind)) {
+        if total == 0 && ARRAYS.iter().all(|kind| f.is_valid(kind)) {
             f.error_at(
                 "body",
-                format!("A batch must hold at least one metric in {}", KINDS.join(", ")),
+                format!("A batch must hold at least one metric in {}", ARRAYS.join(", ")),
             );
         }
         let metrics = Self {
-            command_executions: read_all(f, KINDS[0], CommandExecution::from_json),
-            agent_interactions: read_all(f, KINDS[1], AgentInteraction::from_json),
-            user_sessions: read_all(f, KINDS[2], SessionImport::from_json),
-            productivity_metrics: read_all(f, KINDS[3], ProductivityMetric::from_json),
+            command_executions: read_all(f, Kind::CommandExecution, CommandExecution::from_json),
+            agent_interactions: read_all(f, Kind::AgentInteraction, AgentInteraction::from_json),
+            user_sessions: read_all(f, Kind::UserSession, SessionImport::from_json),
+            productivity_metrics: read_all(f, Kind::ProductivityMetric, ProductivityMetric::from_json),
         };
         metrics.refuse_repeated_ids(f);
         metrics
@@ -94,7 +89,8 @@ impl Metrics {
     /// Two metrics of one kind with the same id would be acknowledged as two and stored as one:
     /// the second is refused where it stands.
     fn refuse_repeated_ids(&self, f: &mut Fields<'_>) {
-        for (kind, ids) in KINDS.iter().zip(self.ids()) {
+        for (kind, ids) in self.ids().iter() {
+            let kind = kind.plural();
             let mut first_at = std::collections::HashMap::new();
             for (i, id) in ids.iter().enumerate() {
                 let Some(id) = id else { continue };
@@ -132,19 +128,20 @@ impl Metrics {
         }
     }
 
-    /// Every metric's id, in [`KINDS`] order (`None` where none is assigned yet).
-    pub fn ids(&self) -> [Vec<Option<Uuid>>; 4] {
-        [
-            self.command_executions.iter().map(|m| m.id).collect(),
-            self.agent_interactions.iter().map(|m| m.id).collect(),
-            self.user_sessions.iter().map(|m| m.id).collect(),
-            self.productivity_metrics.iter().map(|m| m.id).collect(),
-        ]
+    /// Every metric's id, per kind (`None` where none is assigned yet).
+    pub fn ids(&self) -> PerKind<Vec<Option<Uuid>>> {
+        PerKind {
+            command_executions: self.command_executions.iter().map(|m| m.id).collect(),
+            agent_interactions: self.agent_interactions.iter().map(|m| m.id).collect(),
+            user_sessions: self.user_sessions.iter().map(|m| m.id).collect(),
+            productivity_metrics: self.productivity_metrics.iter().map(|m| m.id).collect(),
+        }
     }
 }
 
 /// Validates every item of the array `kind`, located as `kind[i]`.
-fn read_all<T>(f: &mut Fields<'_>, kind: &str, parse: fn(&Value, &str) -> Result<T, Vec<FieldError>>) -> Vec<T> {
+fn read_all<T>(f: &mut Fields<'_>, kind: Kind, parse: fn(&Value, &str) -> Result<T, Vec<FieldError>>) -> Vec<T> {
+    let kind = kind.plural();
     let Some(items) = f.array(kind) else {
         return Vec::new();
     };
@@ -158,22 +155,23 @@ fn read_all<T>(f: &mut Fields<'_>, kind: &str, parse: fn(&Value, &str) -> Result
     out
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Api,
     Import,
 }
 
+crate::choice_serde!(Source);
+
 impl Choice for Source {
     const ALL: &'static [(&'static str, Self)] = &[("api", Self::Api), ("import", Self::Import)];
+}
 
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Api => "api",
-            Self::Import => "import",
-        }
-    }
+/// A batch whose envelope would not fit one SQS message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the envelope is over the {limit}-byte message limit")]
+pub struct EnvelopeTooLarge {
+    pub limit: usize,
 }
 
 /// One SQS message: a batch of one organization's metrics, every metric with its id.
@@ -224,10 +222,11 @@ impl Envelope {
     }
 
     /// The SQS message body; a batch that cannot fit one message is refused, never split.
-    pub fn to_message(&self) -> Result<String, ApiError> {
-        let message = serde_json::to_string(self).map_err(|e| ApiError::Internal(format!("envelope: {e}")))?;
+    pub fn to_message(&self) -> Result<String, EnvelopeTooLarge> {
+        // An envelope is plain data with string keys: serialising it cannot fail.
+        let message = serde_json::to_string(self).unwrap_or_default();
         if message.len() > MAX_MESSAGE_BYTES {
-            return Err(ApiError::PayloadTooLarge {
+            return Err(EnvelopeTooLarge {
                 limit: MAX_MESSAGE_BYTES,
             });
         }
@@ -271,7 +270,8 @@ impl Envelope {
         let received_at = f.required_timestamp("received_at");
         let source = f.required_choice::<Source>("source");
         let metrics = Metrics::read(&mut f, MAX_ENVELOPE_METRICS);
-        for (kind, ids) in KINDS.iter().zip(metrics.ids()) {
+        for (kind, ids) in metrics.ids().iter() {
+            let kind = kind.plural();
             for (i, id) in ids.iter().enumerate() {
                 if id.is_none() {
                     f.error(
@@ -305,11 +305,11 @@ impl Envelope {
         data.insert("batch_id".into(), json!(self.batch_id));
         data.insert("status".into(), json!("queued"));
         let mut ids = Map::new();
-        for ((kind, count), kind_ids) in KINDS.iter().zip(self.metrics.counts()).zip(self.metrics.ids()) {
-            data.insert((*kind).into(), json!(count));
+        for (kind, kind_ids) in self.metrics.ids().iter() {
+            data.insert(kind.plural().into(), json!(kind_ids.len()));
             ids.insert(
-                (*kind).into(),
-                json!(kind_ids.into_iter().flatten().collect::<Vec<_>>()),
+                kind.plural().into(),
+                json!(kind_ids.iter().flatten().collect::<Vec<_>>()),
             );
         }
         data.insert("total".into(), json!(self.metrics.total()));
@@ -351,7 +351,15 @@ mod tests {
     #[test]
     fn the_specification_example_is_a_valid_batch() {
         let metrics = Metrics::from_request(&spec_batch(), 20).unwrap();
-        assert_eq!(metrics.counts(), [1, 1, 0, 1]);
+        assert_eq!(
+            metrics.counts(),
+            PerKind {
+                command_executions: 1,
+                agent_interactions: 1,
+                user_sessions: 0,
+                productivity_metrics: 1
+            }
+        );
     }
 
     #[test]
@@ -390,7 +398,13 @@ mod tests {
     fn an_envelope_round_trips_through_its_message() {
         let metrics = Metrics::from_request(&spec_batch(), 20).unwrap();
         let envelope = Envelope::new(&caller(), Source::Api, metrics);
-        assert!(envelope.metrics.ids().iter().flatten().all(Option::is_some));
+        assert!(
+            envelope
+                .metrics
+                .ids()
+                .iter()
+                .all(|(_, ids)| ids.iter().all(Option::is_some))
+        );
         let message = envelope.to_message().unwrap();
         let parsed = Envelope::parse(&message).unwrap();
         assert_eq!(parsed, envelope);
@@ -439,6 +453,11 @@ mod tests {
         let mut metrics = Metrics::from_request(&spec_batch(), 20).unwrap();
         metrics.command_executions[0].error_message = Some("x".repeat(MAX_MESSAGE_BYTES));
         let envelope = Envelope::new(&caller(), Source::Api, metrics);
-        assert!(matches!(envelope.to_message(), Err(ApiError::PayloadTooLarge { .. })));
+        assert_eq!(
+            envelope.to_message(),
+            Err(EnvelopeTooLarge {
+                limit: MAX_MESSAGE_BYTES
+            })
+        );
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! May import: the domain only.
 
-use crate::domain::batch::{Envelope, KINDS};
+use crate::domain::batch::Envelope;
 use crate::domain::ids::Caller;
+use crate::domain::kind::PerKind;
 use crate::domain::metrics::Stored;
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::domain::sessions::{SessionChange, SessionStart};
@@ -108,8 +109,8 @@ pub fn session_update(caller: &Caller, change: &SessionChange) -> Option<Value> 
 }
 
 /// One message per batch envelope: how many records of each kind it added.
-pub fn batch_update(envelope: &Envelope, new: &[u64; 4]) -> Value {
-    let counts: HashMap<&str, u64> = KINDS.iter().copied().zip(new.iter().copied()).collect();
+pub fn batch_update(envelope: &Envelope, new: &PerKind<u64>) -> Value {
+    let counts: HashMap<&str, u64> = new.iter().map(|(kind, n)| (kind.plural(), *n)).collect();
     json!({
         "type": MESSAGE_TYPE,
         "organization_id": envelope.organization_id.as_str(),

@@ -12,14 +12,15 @@ pub const MAX_COMMAND_NAME_CHARS: usize = 100;
 /// Longest accepted execution time: five minutes.
 pub const MAX_EXECUTION_TIME_MS: f64 = 300_000.0;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommandStatus {
     Success,
     Error,
     Timeout,
     Cancelled,
 }
+
+crate::choice_serde!(CommandStatus);
 
 impl Choice for CommandStatus {
     const ALL: &'static [(&'static str, Self)] = &[
@@ -28,15 +29,6 @@ impl Choice for CommandStatus {
         ("timeout", Self::Timeout),
         ("cancelled", Self::Cancelled),
     ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Error => "error",
-            Self::Timeout => "timeout",
-            Self::Cancelled => "cancelled",
-        }
-    }
 }
 
 /// One command execution, validated and sanitised, as it will be stored.
@@ -99,13 +91,14 @@ pub const MAX_PROCESSING_TIME_MS: f64 = 86_400_000.0;
 /// Most tokens one interaction may report in either direction.
 pub const MAX_TOKENS: i64 = 1_000_000_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InteractionType {
     ToolCall,
     Delegation,
     Response,
 }
+
+crate::choice_serde!(InteractionType);
 
 impl Choice for InteractionType {
     const ALL: &'static [(&'static str, Self)] = &[
@@ -113,14 +106,6 @@ impl Choice for InteractionType {
         ("delegation", Self::Delegation),
         ("response", Self::Response),
     ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::ToolCall => "tool_call",
-            Self::Delegation => "delegation",
-            Self::Response => "response",
-        }
-    }
 }
 
 /// One agent interaction, with its token counts.
@@ -174,13 +159,14 @@ impl AgentInteraction {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProductivityMetricType {
     CompletionRate,
     ErrorRate,
     EfficiencyScore,
 }
+
+crate::choice_serde!(ProductivityMetricType);
 
 impl Choice for ProductivityMetricType {
     const ALL: &'static [(&'static str, Self)] = &[
@@ -188,14 +174,6 @@ impl Choice for ProductivityMetricType {
         ("error_rate", Self::ErrorRate),
         ("efficiency_score", Self::EfficiencyScore),
     ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::CompletionRate => "completion_rate",
-            Self::ErrorRate => "error_rate",
-            Self::EfficiencyScore => "efficiency_score",
-        }
-    }
 }
 
 impl ProductivityMetricType {

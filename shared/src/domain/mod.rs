@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod hooks;
 pub mod ids;
+pub mod kind;
 pub mod live;
 pub mod metrics;
 pub mod ratelimit;

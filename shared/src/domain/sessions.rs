@@ -10,30 +10,28 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::domain::validation::{FieldError, Fields, Text};
-use crate::http::error::ApiError;
+use crate::domain::validation::{Choice, FieldError, Fields, Text};
 
 /// Most agents a session lists (per update and in total).
 pub const MAX_AGENTS: usize = 100;
 /// Largest plausible command count of one session.
 pub const MAX_COMMANDS: i64 = 10_000_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionStatus {
     Active,
     Completed,
     Abandoned,
 }
 
-impl SessionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Completed => "completed",
-            Self::Abandoned => "abandoned",
-        }
-    }
+crate::choice_serde!(SessionStatus);
+
+impl Choice for SessionStatus {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("active", Self::Active),
+        ("completed", Self::Completed),
+        ("abandoned", Self::Abandoned),
+    ];
 }
 
 /// `POST /metrics/session/start`.
@@ -266,33 +264,6 @@ pub fn context_fits(context: &Value) -> bool {
     keys <= MAX_CONTEXT_KEYS && context.to_string().len() <= MAX_CONTEXT_BYTES
 }
 
-impl SessionChange {
-    /// The response's `data`, or the error the API answers with.
-    pub fn into_data(self, action: SessionAction) -> Result<Value, ApiError> {
-        match self {
-            SessionChange::Changed(record) => {
-                serde_json::to_value(record).map_err(|e| ApiError::Internal(e.to_string()))
-            }
-            SessionChange::NotFound => Err(ApiError::NotFound("session")),
-            SessionChange::OtherUser => Err(ApiError::Forbidden("the session belongs to another user")),
-            SessionChange::ContextFull => Err(ApiError::validation(
-                "context",
-                &format!(
-                    "The session's context would pass {MAX_CONTEXT_KEYS} keys or {MAX_CONTEXT_BYTES} bytes once merged"
-                ),
-            )),
-            SessionChange::Refused(status) => Err(ApiError::Conflict(format!(
-                "Session is {}: {}",
-                status.as_str(),
-                match action {
-                    SessionAction::Update => "only active sessions can be updated",
-                    SessionAction::End => "it has already ended",
-                }
-            ))),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionAction {
     Update,
@@ -311,9 +282,9 @@ impl SessionAction {
 }
 
 /// The session id of `PUT /metrics/session/{id}`.
-pub fn session_id(raw: Option<&str>) -> Result<Uuid, ApiError> {
+pub fn session_id(raw: Option<&str>) -> Result<Uuid, Vec<FieldError>> {
     raw.and_then(crate::domain::validation::parse_uuid)
-        .ok_or_else(|| ApiError::validation("id", "Must be a UUID"))
+        .ok_or_else(|| vec![FieldError::new("id", "Must be a UUID")])
 }
 
 #[cfg(test)]
@@ -390,29 +361,6 @@ mod tests {
         let id = Uuid::new_v4();
         let end = SessionEnd::from_json(&json!({"session_id": id.to_string(), "productivity_score": 87.5})).unwrap();
         assert_eq!((end.session_id, end.productivity_score), (id, Some(87.5)));
-    }
-
-    #[test]
-    fn outcomes_map_to_status_codes() {
-        assert_eq!(
-            SessionChange::NotFound
-                .into_data(SessionAction::Update)
-                .unwrap_err()
-                .status(),
-            404
-        );
-        assert_eq!(
-            SessionChange::OtherUser
-                .into_data(SessionAction::End)
-                .unwrap_err()
-                .status(),
-            403
-        );
-        let conflict = SessionChange::Refused(SessionStatus::Completed)
-            .into_data(SessionAction::End)
-            .unwrap_err();
-        assert_eq!(conflict.status(), 409);
-        assert!(conflict.public_message().contains("already ended"));
     }
 
     #[test]

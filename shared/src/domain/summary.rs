@@ -7,7 +7,7 @@
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{Value, json};
 
-use crate::domain::validation::FieldError;
+use crate::domain::validation::{Choice, FieldError};
 
 /// Most groups in one answer (`limit`, default [`DEFAULT_GROUPS`]).
 pub const MAX_GROUPS: u32 = 1000;
@@ -17,7 +17,7 @@ pub const MAX_SPAN_DAYS: i64 = 366;
 /// Buckets of the latency histogram (see the migration): four per doubling from 0.1 ms.
 pub const HISTOGRAM_BUCKETS: usize = 124;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GroupBy {
     User,
     Command,
@@ -26,22 +26,17 @@ pub enum GroupBy {
     Day,
 }
 
-impl GroupBy {
-    const ALL: [(&'static str, GroupBy); 5] = [
+impl Choice for GroupBy {
+    const ALL: &'static [(&'static str, Self)] = &[
         ("user", GroupBy::User),
         ("command", GroupBy::Command),
         ("agent", GroupBy::Agent),
         ("hour", GroupBy::Hour),
         ("day", GroupBy::Day),
     ];
+}
 
-    pub fn as_str(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, g)| *g == self)
-            .map_or("user", |(name, _)| name)
-    }
-
+impl GroupBy {
     /// Groups by time come in time order; the others by activity, busiest first.
     pub fn chronological(self) -> bool {
         matches!(self, GroupBy::Hour | GroupBy::Day)

@@ -86,6 +86,27 @@ pub trait Choice: Sized + Copy + PartialEq + 'static {
     }
 }
 
+/// Serde for a [`Choice`]: it reads and writes the wire names of [`Choice::ALL`], so each name
+/// is spelt once.
+#[macro_export]
+macro_rules! choice_serde {
+    ($ty:ty) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str($crate::domain::validation::Choice::as_str(*self))
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(deserializer)?;
+                <$ty as $crate::domain::validation::Choice>::parse(&raw)
+                    .ok_or_else(|| serde::de::Error::custom(<$ty as $crate::domain::validation::Choice>::expected()))
+            }
+        }
+    };
+}
+
 /// Walks one JSON object, collecting every problem.
 pub struct Fields<'a> {
     object: &'a Map<String, Value>,

@@ -3,6 +3,7 @@
 
 use crate::domain::batch::Envelope;
 use crate::domain::ids::{Caller, OrgId, UserId};
+use crate::domain::kind::{Kind, PerKind};
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::domain::sessions::{
     MAX_AGENTS, SessionAction, SessionActivity, SessionChange, SessionEnd, SessionImport, SessionRecord, SessionStart,
@@ -28,7 +29,7 @@ struct Tenant {
     hook_events: Vec<KeptHook>,
     /// Who sent each command execution and agent interaction (the table's `user_id`).
     /// Who first sent each id, per kind (`batch::KINDS` index): ids are unique per table.
-    owners: HashMap<(usize, Uuid), UserId>,
+    owners: HashMap<(Kind, Uuid), UserId>,
 }
 
 /// A hook event as the in-memory store keeps it.
@@ -147,19 +148,10 @@ impl InMemoryStore {
     }
 }
 
-/// Kinds, as `batch::KINDS` indexes (the tables of the database).
-const COMMANDS: usize = 0;
-
-const AGENTS: usize = 1;
-
-const SESSIONS: usize = 2;
-
-const PRODUCTIVITY: usize = 3;
-
 /// Records the first sender of an id of `kind`; an id another user sent first is taken.
 fn own(
-    owners: &mut HashMap<(usize, Uuid), UserId>,
-    kind: usize,
+    owners: &mut HashMap<(Kind, Uuid), UserId>,
+    kind: Kind,
     id: Option<Uuid>,
     user: &UserId,
 ) -> Result<(), StoreError> {
@@ -225,14 +217,14 @@ impl MetricStore for InMemoryStore {
     async fn insert_command_execution(&self, caller: &Caller, metric: &CommandExecution) -> Result<Stored, StoreError> {
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(caller.org.clone()).or_default();
-        own(&mut tenant.owners, COMMANDS, metric.id, &caller.user)?;
+        own(&mut tenant.owners, Kind::CommandExecution, metric.id, &caller.user)?;
         insert_once(&mut tenant.commands, metric.id, metric)
     }
 
     async fn insert_agent_interaction(&self, caller: &Caller, metric: &AgentInteraction) -> Result<Stored, StoreError> {
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(caller.org.clone()).or_default();
-        own(&mut tenant.owners, AGENTS, metric.id, &caller.user)?;
+        own(&mut tenant.owners, Kind::AgentInteraction, metric.id, &caller.user)?;
         insert_once(&mut tenant.agents, metric.id, metric)
     }
 
@@ -243,7 +235,7 @@ impl MetricStore for InMemoryStore {
     ) -> Result<Stored, StoreError> {
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(caller.org.clone()).or_default();
-        own(&mut tenant.owners, PRODUCTIVITY, metric.id, &caller.user)?;
+        own(&mut tenant.owners, Kind::ProductivityMetric, metric.id, &caller.user)?;
         insert_once(&mut tenant.productivity, metric.id, metric)
     }
 
@@ -253,7 +245,7 @@ impl MetricStore for InMemoryStore {
             .ok_or_else(|| StoreError::Internal("session without id".into()))?;
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(caller.org.clone()).or_default();
-        own(&mut tenant.owners, SESSIONS, Some(id), &caller.user)?;
+        own(&mut tenant.owners, Kind::UserSession, Some(id), &caller.user)?;
         if let Some((_, existing)) = tenant.sessions.iter().find(|(_, s)| s.id == id) {
             return Ok(Stored {
                 id,
@@ -303,12 +295,12 @@ impl MetricStore for InMemoryStore {
         )
     }
 
-    async fn write_envelope(&self, envelope: &Envelope) -> Result<[u64; 4], StoreError> {
+    async fn write_envelope(&self, envelope: &Envelope) -> Result<PerKind<u64>, StoreError> {
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(envelope.organization_id.clone()).or_default();
         let m = &envelope.metrics;
-        for (kind, ids) in m.ids().into_iter().enumerate() {
-            for id in ids {
+        for (kind, ids) in m.ids().iter() {
+            for id in ids.iter().copied() {
                 // An id another user sent is skipped below, as `ON CONFLICT DO NOTHING` skips
                 // it; the worker then asks `ids_taken_by_others` which ones those were.
                 let _first_sender_kept = own(&mut tenant.owners, kind, id, &envelope.user_id);
@@ -327,24 +319,25 @@ impl MetricStore for InMemoryStore {
                 .push((envelope.user_id.clone(), imported_record(session, stored.created_at)));
             imported += 1;
         }
-        Ok([
-            insert_all(&mut tenant.commands, &m.command_executions, |x| x.id)?,
-            insert_all(&mut tenant.agents, &m.agent_interactions, |x| x.id)?,
-            imported,
-            insert_all(&mut tenant.productivity, &m.productivity_metrics, |x| x.id)?,
-        ])
+        Ok(PerKind {
+            command_executions: insert_all(&mut tenant.commands, &m.command_executions, |x| x.id)?,
+            agent_interactions: insert_all(&mut tenant.agents, &m.agent_interactions, |x| x.id)?,
+            user_sessions: imported,
+            productivity_metrics: insert_all(&mut tenant.productivity, &m.productivity_metrics, |x| x.id)?,
+        })
     }
 
-    async fn ids_taken_by_others(&self, envelope: &Envelope) -> Result<[Vec<Uuid>; 4], StoreError> {
+    async fn ids_taken_by_others(&self, envelope: &Envelope) -> Result<PerKind<Vec<Uuid>>, StoreError> {
         let tenants = self.tenants()?;
         let Some(tenant) = tenants.get(&envelope.organization_id) else {
             return Ok(Default::default());
         };
-        let mut taken: [Vec<Uuid>; 4] = Default::default();
-        for (kind, ids) in envelope.metrics.ids().into_iter().enumerate() {
+        let mut taken = PerKind::<Vec<Uuid>>::default();
+        for (kind, ids) in envelope.metrics.ids().iter() {
             taken[kind] = ids
-                .into_iter()
+                .iter()
                 .flatten()
+                .copied()
                 .filter(|id| {
                     tenant
                         .owners
@@ -361,7 +354,7 @@ impl MetricStore for InMemoryStore {
         let Some(tenant) = tenants.get(&caller.org) else {
             return Ok(vec![]);
         };
-        let received = |kind: usize, id: Option<Uuid>| {
+        let received = |kind: Kind, id: Option<Uuid>| {
             id.and_then(|id| tenant.owners.get(&(kind, id)))
                 .map(UserId::as_str)
                 .unwrap_or("")
@@ -371,7 +364,7 @@ impl MetricStore for InMemoryStore {
             let when = m.timestamp.unwrap_or(s.created_at);
             let failed = m.status != crate::domain::metrics::CommandStatus::Success;
             (
-                received(COMMANDS, m.id),
+                received(Kind::CommandExecution, m.id),
                 "command",
                 m.command_name.as_str(),
                 when,
@@ -385,7 +378,7 @@ impl MetricStore for InMemoryStore {
             let when = m.timestamp.unwrap_or(s.created_at);
             let (tin, tout) = (m.input_tokens, m.output_tokens);
             (
-                received(AGENTS, m.id),
+                received(Kind::AgentInteraction, m.id),
                 "agent",
                 m.agent_name.as_str(),
                 when,

@@ -153,3 +153,9 @@ impl From<QueueUnavailable> for ApiError {
         }
     }
 }
+
+impl From<crate::domain::batch::EnvelopeTooLarge> for ApiError {
+    fn from(err: crate::domain::batch::EnvelopeTooLarge) -> Self {
+        ApiError::PayloadTooLarge { limit: err.limit }
+    }
+}

@@ -9,6 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::ratelimit::RateStatus;
+use crate::domain::sessions::{MAX_CONTEXT_BYTES, MAX_CONTEXT_KEYS, SessionAction, SessionChange};
+use crate::domain::validation::Choice;
 use crate::domain::validation::FieldError;
 use crate::http::error::{ApiError, RETRY_AFTER_UNAVAILABLE_SECONDS};
 
@@ -180,9 +182,33 @@ fn set_rate_headers(headers: &mut http::HeaderMap, status: &RateStatus) {
     headers.insert("x-ratelimit-reset", HeaderValue::from(status.reset_epoch_seconds()));
 }
 
+/// The answer to a session update or end: the session as `data`, or the error for each refusal.
+pub fn session_change_data(change: SessionChange, action: SessionAction) -> Result<Value, ApiError> {
+    match change {
+        SessionChange::Changed(record) => serde_json::to_value(record).map_err(|e| ApiError::Internal(e.to_string())),
+        SessionChange::NotFound => Err(ApiError::NotFound("session")),
+        SessionChange::OtherUser => Err(ApiError::Forbidden("the session belongs to another user")),
+        SessionChange::ContextFull => Err(ApiError::validation(
+            "context",
+            &format!(
+                "The session's context would pass {MAX_CONTEXT_KEYS} keys or {MAX_CONTEXT_BYTES} bytes once merged"
+            ),
+        )),
+        SessionChange::Refused(status) => Err(ApiError::Conflict(format!(
+            "Session is {}: {}",
+            status.as_str(),
+            match action {
+                SessionAction::Update => "only active sessions can be updated",
+                SessionAction::End => "it has already ended",
+            }
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::sessions::SessionStatus;
     use crate::http::error::Dependency;
 
     fn body_of(response: &Response<Body>) -> Value {
@@ -271,5 +297,27 @@ mod tests {
         assert_eq!(response.status(), 401);
         assert_eq!(response.headers()["www-authenticate"], "Bearer");
         assert_eq!(body_of(&response)["message"], "Missing bearer token");
+    }
+
+    #[test]
+    fn session_outcomes_map_to_status_codes() {
+        assert_eq!(
+            session_change_data(SessionChange::NotFound, SessionAction::Update)
+                .unwrap_err()
+                .status(),
+            404
+        );
+        assert_eq!(
+            session_change_data(SessionChange::OtherUser, SessionAction::End)
+                .unwrap_err()
+                .status(),
+            403
+        );
+        let conflict =
+            session_change_data(SessionChange::Refused(SessionStatus::Completed), SessionAction::End).unwrap_err();
+        assert_eq!(conflict.status(), 409);
+        assert!(conflict.public_message().contains("already ended"));
+        let full = session_change_data(SessionChange::ContextFull, SessionAction::Update).unwrap_err();
+        assert_eq!(full.status(), 400);
     }
 }

@@ -2,43 +2,17 @@
 
 use crate::domain::batch::Envelope;
 use crate::domain::ids::Caller;
+use crate::domain::kind::PerKind;
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::domain::sessions::{SessionActivity, SessionChange, SessionEnd, SessionStart};
 use crate::domain::summary::{AggregateRow, SummaryQuery};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde_json::Value;
 use std::time::Duration;
 use uuid::Uuid;
 
 pub use crate::domain::metrics::Stored;
 
-/// A Claude Code hook event to keep: its deterministic id, where it belongs, and its payload
-/// (already redacted and truncated). `partner` is the id of the event that opened it (the
-/// `PreToolUse` of a `PostToolUse`, the `SubagentStart` of a `SubagentStop`).
-#[derive(Debug, Clone)]
-pub struct KeptHookEvent<'a> {
-    pub id: Uuid,
-    pub session_id: &'a str,
-    pub event_name: &'a str,
-    pub correlation_id: Option<&'a str>,
-    pub payload: &'a Value,
-    pub partner: Option<Uuid>,
-}
-
-/// What the store knows once a hook event is kept.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HookReceipt {
-    /// When the event was first received (a repeat keeps the first time).
-    pub received_at: DateTime<Utc>,
-    /// When its partner was received, if it was.
-    pub partner_received_at: Option<DateTime<Utc>>,
-    /// Tool uses (`PostToolUse` and `PostToolUseFailure`) kept for the session, this one included.
-    pub tool_uses: i64,
-}
-
-/// Hook events whose arrival counts as one tool use of the session.
-pub const TOOL_USE_EVENTS: [&str; 2] = ["PostToolUse", "PostToolUseFailure"];
+pub use crate::domain::hooks::{HookReceipt, KeptHookEvent, TOOL_USE_EVENTS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -103,12 +77,12 @@ pub trait MetricStore: Send + Sync {
     async fn abandon_idle_sessions(&self, idle: Duration) -> Result<u64, StoreError>;
 
     /// Writes every metric of the envelope (all with ids) in one transaction, skipping ids
-    /// already stored; returns how many rows of each kind were new (in `batch::KINDS` order).
-    async fn write_envelope(&self, envelope: &Envelope) -> Result<[u64; 4], StoreError>;
+    /// already stored; returns how many rows of each kind were new.
+    async fn write_envelope(&self, envelope: &Envelope) -> Result<PerKind<u64>, StoreError>;
 
-    /// The ids of the envelope's metrics (in `batch::KINDS` order) that are stored as another
+    /// The ids of the envelope's metrics, per kind, that are stored as another
     /// user's: [`MetricStore::write_envelope`] skipped them, so they were not written.
-    async fn ids_taken_by_others(&self, envelope: &Envelope) -> Result<[Vec<Uuid>; 4], StoreError>;
+    async fn ids_taken_by_others(&self, envelope: &Envelope) -> Result<PerKind<Vec<Uuid>>, StoreError>;
 
     /// Keeps a hook event once per id (a repeat writes nothing) in one round trip.
     async fn keep_hook_event(&self, caller: &Caller, event: &KeptHookEvent<'_>) -> Result<HookReceipt, StoreError>;

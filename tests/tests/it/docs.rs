@@ -361,7 +361,7 @@ fn names_a_function(sources: &Sources, files: &[&PathBuf], name: &str) -> bool {
 ///   `tests/tests/it/<module>.rs` (else a `<module>.rs` or `<module>/mod.rs` of the repository, or
 ///   a source path the cell gives) and holds a function so named (with inner modules declared); `*`
 ///   needs tests in the module;
-/// - a path (`shared/src/health.rs`, `shared/src/redact/`) or a function crate
+/// - a path (`shared/src/app/health.rs`, `shared/src/domain/redact/`) or a function crate
 ///   (`claude-code-hook`): it exists and holds tests;
 /// - a bare test name (`callers_share_one_probe_per_period_…`) after a path or crate: a function
 ///   of that path or crate.
@@ -507,7 +507,7 @@ fn the_checkers_catch_broken_links_and_unknown_tests() {
     assert_eq!(
         check_proof(
             &sources,
-            "`shared/src/health.rs` `callers_share_one_probe_per_period_…`"
+            "`shared/src/app/health.rs` `callers_share_one_probe_per_period_…`"
         ),
         Ok(2)
     );
@@ -517,7 +517,7 @@ fn the_checkers_catch_broken_links_and_unknown_tests() {
         "`no_such_module::*`",
         "`docs::the_checkers_catch`",
         "`shared/src/no_such_file.rs`",
-        "`shared/src/health.rs` `no_such_function_…`",
+        "`shared/src/app/health.rs` `no_such_function_…`",
     ] {
         assert!(check_proof(&sources, wrong).is_err(), "{wrong} was accepted");
     }

@@ -16,6 +16,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde_json::Value;
 use shared::domain::batch::{Envelope, MAX_ENVELOPE_METRICS, MAX_MESSAGE_BYTES, Metrics, Source};
 use shared::domain::ids::{Caller, OrgId, UserId};
+use shared::domain::kind::{Kind, PerKind};
 use shared::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use shared::domain::sessions::SessionImport;
 use shared::domain::validation::FieldError;
@@ -55,15 +56,15 @@ pub struct Plan {
     pub envelopes: Vec<Envelope>,
     pub invalid: Vec<LineError>,
     pub lines: usize,
-    /// Valid metrics per kind (`shared::domain::batch::KINDS` order).
-    pub counts: [usize; 4],
+    /// Valid metrics per kind.
+    pub counts: PerKind<usize>,
     /// Lines identical to an earlier line (same id, same text): they would store nothing new.
     pub repeated: Vec<usize>,
 }
 
 impl Plan {
     pub fn metrics(&self) -> usize {
-        self.counts.iter().sum()
+        self.counts.total()
     }
 }
 
@@ -74,7 +75,7 @@ pub fn plan(input: impl BufRead, org: &OrgId, default_user: &UserId, per_envelop
     // Each user's envelopes so far, with the serialized size of their metrics.
     let mut by_user: BTreeMap<String, Vec<(Metrics, usize)>> = BTreeMap::new();
     // The first line of each (kind, id), and a hash of its text.
-    let mut seen: HashMap<(usize, Uuid), (usize, Uuid)> = HashMap::new();
+    let mut seen: HashMap<(Kind, Uuid), (usize, Uuid)> = HashMap::new();
     for (index, line) in input.lines().enumerate() {
         let line = line?;
         let number = index + 1;
@@ -158,34 +159,40 @@ impl LineMetric {
         serialized.map_or(MESSAGE_BUDGET, |v| v.len() + 1)
     }
 
-    /// Its kind (`shared::domain::batch::KINDS` index) and id (always set by `read_line`).
-    fn key(&self) -> (usize, Uuid) {
-        let (kind, id) = match self {
-            LineMetric::Command(m) => (0, m.id),
-            LineMetric::Agent(m) => (1, m.id),
-            LineMetric::Session(m) => (2, m.id),
-            LineMetric::Productivity(m) => (3, m.id),
+    /// Its kind and id (always set by `read_line`).
+    fn key(&self) -> (Kind, Uuid) {
+        let id = match self {
+            LineMetric::Command(m) => m.id,
+            LineMetric::Agent(m) => m.id,
+            LineMetric::Session(m) => m.id,
+            LineMetric::Productivity(m) => m.id,
         };
-        (kind, id.unwrap_or_default())
+        (self.kind(), id.unwrap_or_default())
     }
 
-    fn add_to(self, metrics: &mut Metrics, counts: &mut [usize; 4]) {
+    fn kind(&self) -> Kind {
+        match self {
+            LineMetric::Command(_) => Kind::CommandExecution,
+            LineMetric::Agent(_) => Kind::AgentInteraction,
+            LineMetric::Session(_) => Kind::UserSession,
+            LineMetric::Productivity(_) => Kind::ProductivityMetric,
+        }
+    }
+
+    fn add_to(self, metrics: &mut Metrics, counts: &mut PerKind<usize>) {
+        counts[self.kind()] += 1;
         match self {
             LineMetric::Command(m) => {
                 metrics.command_executions.push(m);
-                counts[0] += 1;
             }
             LineMetric::Agent(m) => {
                 metrics.agent_interactions.push(m);
-                counts[1] += 1;
             }
             LineMetric::Session(m) => {
                 metrics.user_sessions.push(m);
-                counts[2] += 1;
             }
             LineMetric::Productivity(m) => {
                 metrics.productivity_metrics.push(m);
-                counts[3] += 1;
             }
         }
     }
@@ -203,33 +210,36 @@ fn read_line(line: &str, org: &OrgId, default_user: &UserId) -> Result<(UserId, 
         Some(Value::String(raw)) => UserId::parse(&raw).map_err(|problem| FieldError::new("user_id", problem)),
         Some(_) => Err(FieldError::new("user_id", "Must be a string")),
     };
-    let kind = kind.as_ref().and_then(Value::as_str).unwrap_or_default().to_owned();
+    let kind = kind.as_ref().and_then(Value::as_str).and_then(Kind::from_singular);
     let user = user.map_err(|e| vec![e])?;
     let derived = Uuid::new_v5(
         &ID_NAMESPACE,
-        format!("{org}\n{user}\n{kind}\n{}", line.trim()).as_bytes(),
+        format!("{org}\n{user}\n{}\n{}", kind.map_or("", Kind::singular), line.trim()).as_bytes(),
     );
-    let metric = match kind.as_str() {
-        "command_execution" => LineMetric::Command(with_id(
+    let metric = match kind {
+        Some(Kind::CommandExecution) => LineMetric::Command(with_id(
             CommandExecution::from_json(&value, "")?,
             |m| &mut m.id,
             derived,
         )),
-        "agent_interaction" => LineMetric::Agent(with_id(
+        Some(Kind::AgentInteraction) => LineMetric::Agent(with_id(
             AgentInteraction::from_json(&value, "")?,
             |m| &mut m.id,
             derived,
         )),
-        "user_session" => LineMetric::Session(with_id(SessionImport::from_json(&value, "")?, |m| &mut m.id, derived)),
-        "productivity_metric" => LineMetric::Productivity(with_id(
+        Some(Kind::UserSession) => {
+            LineMetric::Session(with_id(SessionImport::from_json(&value, "")?, |m| &mut m.id, derived))
+        }
+        Some(Kind::ProductivityMetric) => LineMetric::Productivity(with_id(
             ProductivityMetric::from_json(&value, "")?,
             |m| &mut m.id,
             derived,
         )),
-        _ => {
+        None => {
+            let names: Vec<&str> = Kind::ALL.iter().map(|kind| kind.singular()).collect();
             return Err(vec![FieldError::new(
                 "kind",
-                "Must be one of: command_execution, agent_interaction, user_session, productivity_metric",
+                format!("Must be one of: {}", names.join(", ")),
             )]);
         }
     };
@@ -377,7 +387,7 @@ not json
     fn lines_become_envelopes_per_user_and_invalid_lines_are_named() {
         let plan = plan(FILE.as_bytes(), &org(), &importer(), 100).unwrap();
         assert_eq!(plan.lines, 8);
-        assert_eq!(plan.counts, [1, 1, 1, 1]);
+        assert_eq!(plan.counts, PerKind::from_fn(|_| 1));
         assert_eq!(plan.envelopes.len(), 2, "one envelope for alice, one for the importer");
         assert!(plan.envelopes.iter().all(|e| e.source == Source::Import));
         let lines: Vec<usize> = plan.invalid.iter().map(|e| e.line).collect();
@@ -398,7 +408,13 @@ not json
         let ids = |p: &Plan| {
             p.envelopes
                 .iter()
-                .flat_map(|e| e.metrics.ids().concat())
+                .flat_map(|e| {
+                    e.metrics
+                        .ids()
+                        .iter()
+                        .flat_map(|(_, ids)| ids.clone())
+                        .collect::<Vec<_>>()
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(ids(&first), ids(&second));
@@ -418,7 +434,8 @@ not json
         let plain = r#"{"kind":"command_execution","command_name":"x","execution_time_ms":1,"status":"success"}"#;
         let file = [line("a"), plain.to_owned(), line("a"), plain.to_owned(), line("b")].join("\n");
         let plan = plan(file.as_bytes(), &org(), &importer(), 100).unwrap();
-        assert_eq!(plan.counts, [2, 0, 0, 0]);
+        assert_eq!(plan.counts.total(), 2);
+        assert_eq!(plan.counts[Kind::CommandExecution], 2);
         assert_eq!(plan.repeated, [3, 4]);
         assert_eq!(plan.invalid.len(), 1);
         assert_eq!(plan.invalid[0].line, 5);

@@ -6,7 +6,6 @@
 use std::io::{BufReader, IsTerminal, Write};
 
 use metrics_import::{DEFAULT_PER_ENVELOPE, plan, send};
-use shared::domain::batch::KINDS;
 use shared::domain::ids::{OrgId, UserId};
 
 struct Options {
@@ -90,10 +89,10 @@ async fn run(options: Options) -> i32 {
             return 1;
         }
     };
-    let counts: Vec<String> = KINDS
+    let counts: Vec<String> = plan
+        .counts
         .iter()
-        .zip(plan.counts)
-        .map(|(k, n)| format!("{k}: {n}"))
+        .map(|(kind, n)| format!("{}: {n}", kind.plural()))
         .collect();
     eprintln!(
         "read {} lines: {} valid metrics ({}), {} invalid lines, {} repeated lines skipped, {} envelopes",

@@ -4,7 +4,9 @@
 //! round trip, unnamed, no session state), so they also work behind RDS Proxy or PgBouncer in
 //! transaction mode. Tenant schema names are quoted and every value is a bind parameter.
 
+mod envelope;
 pub mod migrate;
+mod sql;
 mod store;
 
 use std::time::Duration;

@@ -25,11 +25,10 @@ use uuid::Uuid;
 
 pub use content::HookContent;
 
-use crate::domain::ids::{Caller, UserId};
+use crate::domain::ids::UserId;
 use crate::domain::metrics::{AgentInteraction, CommandExecution};
-use crate::domain::sessions::{SessionActivity, SessionEnd, SessionStart};
+use crate::domain::sessions::{SessionActivity, SessionStart};
 use crate::domain::validation::FieldError;
-use crate::ports::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, TOOL_USE_EVENTS};
 
 /// The events this version interprets, in the order Claude Code sends them in a session; any
 /// other event is kept as it is.
@@ -54,6 +53,33 @@ pub const MAX_ID_CHARS: usize = 200;
 const MAX_COMMAND_NAME_CHARS: usize = 100;
 const MAX_EXECUTION_MS: i64 = 300_000;
 const MAX_AGENT_MS: i64 = 86_400_000;
+
+/// A Claude Code hook event to keep: its deterministic id, where it belongs, and its payload
+/// (already redacted and truncated). `partner` is the id of the event that opened it (the
+/// `PreToolUse` of a `PostToolUse`, the `SubagentStart` of a `SubagentStop`).
+#[derive(Debug, Clone)]
+pub struct KeptHookEvent<'a> {
+    pub id: Uuid,
+    pub session_id: &'a str,
+    pub event_name: &'a str,
+    pub correlation_id: Option<&'a str>,
+    pub payload: &'a Value,
+    pub partner: Option<Uuid>,
+}
+
+/// What the store knows once a hook event is kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HookReceipt {
+    /// When the event was first received (a repeat keeps the first time).
+    pub received_at: DateTime<Utc>,
+    /// When its partner was received, if it was.
+    pub partner_received_at: Option<DateTime<Utc>>,
+    /// Tool uses (`PostToolUse` and `PostToolUseFailure`) kept for the session, this one included.
+    pub tool_uses: i64,
+}
+
+/// Hook events whose arrival counts as one tool use of the session.
+pub const TOOL_USE_EVENTS: [&str; 2] = ["PostToolUse", "PostToolUseFailure"];
 
 /// One hook event, checked and made safe to store.
 #[derive(Debug, Clone)]
@@ -314,37 +340,6 @@ impl HookEvent {
         }
         Value::Object(context)
     }
-}
-
-/// Keeps the event, then writes what it means; every step is idempotent, so a repeated event
-/// changes nothing and a partly failed one can simply be sent again.
-pub async fn record(store: &dyn MetricStore, caller: &Caller, event: &HookEvent) -> Result<(), StoreError> {
-    let receipt = store.keep_hook_event(caller, &event.kept()).await?;
-    store
-        .start_session(caller, &event.session_start(receipt.received_at))
-        .await?;
-    if let Some(command) = event.command_execution(&receipt) {
-        store.insert_command_execution(caller, &command).await?;
-    }
-    if let Some(agent) = event.agent_interaction(&receipt) {
-        store.insert_agent_interaction(caller, &agent).await?;
-    }
-    let activity = event.activity(&receipt);
-    let change = if event.ends_session() {
-        let end = SessionEnd {
-            session_id: event.session_key(),
-            productivity_score: None,
-            activity,
-        };
-        store.end_session(caller, &end).await?
-    } else {
-        store.update_session(caller, event.session_key(), &activity).await?
-    };
-    if !matches!(change, crate::domain::sessions::SessionChange::Changed(_)) {
-        // Ended already, another user's, or reaped: the event itself is kept.
-        tracing::debug!(event = %event.event_name, "hook event left its session unchanged");
-    }
-    Ok(())
 }
 
 /// A deterministic id from `parts` (the first is always the user).

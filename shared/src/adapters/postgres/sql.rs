@@ -1,0 +1,476 @@
+//! The SQL of one tenant: every statement the store runs, built once per tenant with its quoted
+//! schema name (values are always bind parameters).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::migrate::quote_ident;
+use crate::domain::ids::OrgId;
+use crate::domain::kind::{Kind, PerKind};
+use crate::domain::sessions::{MAX_AGENTS, SessionAction, SessionStatus};
+use crate::domain::summary::GroupBy;
+use crate::domain::validation::Choice;
+use crate::lock;
+
+/// The request-path statements of one tenant, with its quoted schema name filled in once.
+pub(super) struct TenantSql {
+    pub(super) command_execution: InsertSql,
+    pub(super) agent_interaction: InsertSql,
+    pub(super) productivity_metric: InsertSql,
+    pub(super) session_start: InsertSql,
+    pub(super) session_update: String,
+    pub(super) session_end: String,
+    pub(super) abandon_idle: String,
+    pub(super) hook_event: String,
+    pub(super) taken_ids: String,
+    schema: String,
+    /// The envelope statements, by the set of kinds present, built on first use.
+    envelopes: Mutex<HashMap<PerKind<bool>, Arc<str>>>,
+    /// The summary statements, by grouping and whether p95 is asked for, built on first use.
+    summaries: Mutex<HashMap<(GroupBy, bool), Arc<str>>>,
+}
+
+impl TenantSql {
+    pub(super) fn new(org: &OrgId) -> Self {
+        let schema = quote_ident(&org.schema_name());
+        Self {
+            command_execution: InsertSql::aggregated(
+                &format!("{schema}.command_executions"),
+                "id, organization_id, user_id, command_name, command_args, execution_time_ms, status, \
+                 error_message, context, \"timestamp\"",
+                "$1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, now())",
+                &aggregate_upserts(&schema, Kind::CommandExecution, "inserted"),
+            ),
+            agent_interaction: InsertSql::aggregated(
+                &format!("{schema}.agent_interactions"),
+                "id, organization_id, user_id, agent_name, interaction_type, input_tokens, output_tokens, \
+                 processing_time_ms, success, metadata, \"timestamp\"",
+                "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now())",
+                &aggregate_upserts(&schema, Kind::AgentInteraction, "inserted"),
+            ),
+            productivity_metric: InsertSql::new(
+                &format!("{schema}.productivity_metrics"),
+                "id, organization_id, user_id, metric_type, value, unit, period_start, period_end, dimensions",
+                "$1, $2, $3, $4, $5, $6, $7, $8, $9",
+            ),
+            session_start: InsertSql::new(
+                &format!("{schema}.user_sessions"),
+                "id, organization_id, user_id, session_start, context",
+                "$1, $2, $3, coalesce($4, now()), $5",
+            ),
+            session_update: session_change(&schema, SessionAction::Update, ""),
+            session_end: session_change(
+                &schema,
+                SessionAction::End,
+                ", status = 'completed', session_end = now(), \
+                 total_duration_ms = GREATEST(0, floor(extract(epoch FROM now() - session_start) * 1000))::bigint, \
+                 productivity_score = coalesce($6, productivity_score)",
+            ),
+            envelopes: Default::default(),
+            summaries: Default::default(),
+            abandon_idle: format!(
+                "UPDATE {schema}.user_sessions SET status = 'abandoned', session_end = updated_at, \
+                 total_duration_ms = GREATEST(0, floor(extract(epoch FROM updated_at - session_start) * 1000))::bigint, \
+                 updated_at = now() \
+                 WHERE status = 'active' AND updated_at < now() - make_interval(secs => $1) RETURNING id"
+            ),
+            hook_event: hook_event_statement(&schema),
+            taken_ids: taken_ids_statement(&schema),
+            schema,
+        }
+    }
+
+    /// The statement writing the kinds in `present` (see [`envelope_statement`]).
+    pub(super) fn envelope(&self, present: &PerKind<bool>) -> Arc<str> {
+        lock(&self.envelopes)
+            .entry(present.clone())
+            .or_insert_with(|| envelope_statement(&self.schema, present).into())
+            .clone()
+    }
+
+    /// The statement of a summary (see [`summary_statement`]).
+    pub(super) fn summary(&self, group_by: GroupBy, p95: bool) -> Arc<str> {
+        lock(&self.summaries)
+            .entry((group_by, p95))
+            .or_insert_with(|| summary_statement(&self.schema, group_by, p95).into())
+            .clone()
+    }
+}
+
+/// An idempotent insert, and the read that finds the stored row when the id existed.
+pub(super) struct InsertSql {
+    pub(super) insert: String,
+    pub(super) select_existing: String,
+}
+
+impl InsertSql {
+    /// [`InsertSql::new`] whose inserted row also updates the rolling aggregates (`upserts`, CTEs
+    /// reading the CTE `inserted`), in the same statement: a skipped (already stored) id counts
+    /// nothing.
+    fn aggregated(table: &str, columns: &str, values: &str, upserts: &str) -> Self {
+        Self {
+            insert: format!(
+                "WITH inserted AS (INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING RETURNING *), \
+                 {upserts} SELECT id, created_at, user_id FROM inserted"
+            ),
+            select_existing: format!("SELECT id, created_at, user_id FROM {table} WHERE id = $1"),
+        }
+    }
+
+    /// A plain insert that skips an existing id (cheap to plan on every call); when it returns
+    /// no row, `select_existing` reads the stored one. `$1` must be the id.
+    fn new(table: &str, columns: &str, values: &str) -> Self {
+        Self {
+            insert: format!(
+                "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING RETURNING id, created_at, user_id"
+            ),
+            select_existing: format!("SELECT id, created_at, user_id FROM {table} WHERE id = $1"),
+        }
+    }
+}
+
+/// How each kind of metric is inserted from arrays (one array per column): its table and
+/// columns, the `SELECT` over `unnest` (columns `id`, `a1`, `a2`, ...) and the array types, in
+/// `$1` is the organization, `$2` the user, `$3` the envelope's
+/// `received_at` (the default timestamp).
+struct KindInsert {
+    columns: &'static str,
+    select: &'static str,
+    arrays: &'static [&'static str],
+}
+
+fn kind_insert(kind: Kind) -> KindInsert {
+    match kind {
+        Kind::CommandExecution => KindInsert {
+            columns: "id, organization_id, user_id, command_name, command_args, execution_time_ms, status, error_message, \
+                      context, \"timestamp\"",
+            select: "r.id, $1, $2, r.a1, r.a2, r.a3, r.a4, r.a5, r.a6, coalesce(r.a7, $3)",
+            arrays: &[
+                "uuid",
+                "text",
+                "jsonb",
+                "float8",
+                "text",
+                "text",
+                "jsonb",
+                "timestamptz",
+            ],
+        },
+        Kind::AgentInteraction => KindInsert {
+            columns: "id, organization_id, user_id, agent_name, interaction_type, input_tokens, output_tokens, \
+                      processing_time_ms, success, metadata, \"timestamp\"",
+            select: "r.id, $1, $2, r.a1, r.a2, r.a3, r.a4, r.a5, r.a6, r.a7, coalesce(r.a8, $3)",
+            arrays: &[
+                "uuid",
+                "text",
+                "text",
+                "int8",
+                "int8",
+                "float8",
+                "bool",
+                "jsonb",
+                "timestamptz",
+            ],
+        },
+        Kind::UserSession => KindInsert {
+            columns: "id, organization_id, user_id, session_start, session_end, total_duration_ms, commands_executed, \
+                      agents_used, productivity_score, context, status",
+            select: "r.id, $1, $2, r.a1, r.a2, \
+                     CASE WHEN r.a2 IS NULL THEN NULL \
+                          ELSE GREATEST(0, floor(extract(epoch FROM r.a2 - r.a1) * 1000))::bigint END, \
+                     r.a3::integer, ARRAY(SELECT jsonb_array_elements_text(r.a4)), r.a5, r.a6, r.a7",
+            arrays: &[
+                "uuid",
+                "timestamptz",
+                "timestamptz",
+                "int8",
+                "jsonb",
+                "float8",
+                "jsonb",
+                "text",
+            ],
+        },
+        Kind::ProductivityMetric => KindInsert {
+            columns: "id, organization_id, user_id, metric_type, value, unit, period_start, period_end, dimensions",
+            select: "r.id, $1, $2, r.a1, r.a2, r.a3, r.a4, r.a5, r.a6",
+            arrays: &["uuid", "text", "float8", "text", "timestamptz", "timestamptz", "jsonb"],
+        },
+    }
+}
+
+/// Whether the envelope statement for `present` is one plain insert (its row count the answer).
+fn is_plain_insert(present: &PerKind<bool>) -> bool {
+    let kinds: Vec<Kind> = present.iter().filter(|(_, p)| **p).map(|(k, _)| k).collect();
+    kinds.len() == 1 && !kinds[0].is_aggregated()
+}
+
+/// Data-modifying CTEs (`name AS (...)`, comma-separated) adding the rows of the CTE `source`
+/// (freshly inserted metrics of `kind`) to the hourly and daily aggregates and latency buckets:
+/// grouped first (one upsert per key) and in key order (no deadlock between concurrent writers).
+fn aggregate_upserts(schema: &str, kind: Kind, source: &str) -> String {
+    let (label, name, failed, ms, tokens) = if kind == Kind::CommandExecution {
+        (
+            "command",
+            "command_name",
+            "status <> 'success'",
+            "execution_time_ms",
+            "0, 0",
+        )
+    } else {
+        (
+            "agent",
+            "agent_name",
+            "NOT success",
+            "processing_time_ms",
+            "sum(input_tokens), sum(output_tokens)",
+        )
+    };
+    [("hour", "hourly"), ("day", "daily")]
+        .iter()
+        .map(|(unit, period)| {
+            let time = format!("date_trunc('{unit}', \"timestamp\", 'UTC')");
+            let totals = format!(
+                "INSERT INTO {schema}.{period}_aggregates AS agg \
+                 ({unit}, user_id, kind, name, count, error_count, total_ms, tokens_in, tokens_out) \
+                 SELECT {time}, user_id, '{label}', {name}, count(*), count(*) FILTER (WHERE {failed}), sum({ms}), {tokens} \
+                 FROM {source} GROUP BY 1, 2, 4 ORDER BY 1, 2, 4 \
+                 ON CONFLICT ({unit}, user_id, kind, name) DO UPDATE SET count = agg.count + excluded.count, \
+                 error_count = agg.error_count + excluded.error_count, total_ms = agg.total_ms + excluded.total_ms, \
+                 tokens_in = agg.tokens_in + excluded.tokens_in, tokens_out = agg.tokens_out + excluded.tokens_out"
+            );
+            let latency = format!(
+                "INSERT INTO {schema}.{period}_latency AS lat ({unit}, user_id, kind, name, bucket, count) \
+                 SELECT {time}, user_id, '{label}', {name}, {schema}.latency_bucket({ms}), count(*) \
+                 FROM {source} GROUP BY 1, 2, 4, 5 ORDER BY 1, 2, 4, 5 \
+                 ON CONFLICT ({unit}, user_id, kind, name, bucket) DO UPDATE SET count = lat.count + excluded.count"
+            );
+            format!("{source}_{unit} AS ({totals}), {source}_{unit}_latency AS ({latency})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The statement that writes the kinds in `present`, each `ON CONFLICT (id) DO NOTHING`.
+/// Sessions or productivity metrics alone are one plain insert (its row count is the answer);
+/// otherwise the kinds, and the aggregates of commands and agents, are data-modifying CTEs of
+/// one statement, atomic together, answering one count per kind in [`Kind::ALL`] order.
+pub(super) fn envelope_statement(schema: &str, present: &PerKind<bool>) -> String {
+    let mut next_param = 4;
+    let mut inserts = Vec::new();
+    for kind in Kind::ALL.into_iter().filter(|kind| present[*kind]) {
+        let spec = kind_insert(kind);
+        let arrays: Vec<String> = spec
+            .arrays
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| format!("${}::{ty}[]", next_param + i))
+            .collect();
+        let names: Vec<String> = std::iter::once("id".to_owned())
+            .chain((1..spec.arrays.len()).map(|i| format!("a{i}")))
+            .collect();
+        next_param += spec.arrays.len();
+        inserts.push((
+            kind,
+            format!(
+                "INSERT INTO {schema}.{} ({}) SELECT {} FROM unnest({}) AS r({}) ON CONFLICT (id) DO NOTHING",
+                kind.plural(),
+                spec.columns,
+                spec.select,
+                arrays.join(", "),
+                names.join(", ")
+            ),
+        ));
+    }
+    if is_plain_insert(present) {
+        return inserts[0].1.clone();
+    }
+    // Each kind's inserted rows are the CTE `new_<kind>`.
+    let ctes: Vec<String> = inserts
+        .iter()
+        .flat_map(|(kind, sql)| {
+            let name = format!("new_{}", kind.plural());
+            if kind.is_aggregated() {
+                vec![
+                    format!("{name} AS ({sql} RETURNING *)"),
+                    aggregate_upserts(schema, *kind, &name),
+                ]
+            } else {
+                vec![format!("{name} AS ({sql} RETURNING 1)")]
+            }
+        })
+        .collect();
+    let counts: Vec<String> = Kind::ALL
+        .iter()
+        .map(|kind| {
+            if present[*kind] {
+                format!("(SELECT count(*) FROM new_{})", kind.plural())
+            } else {
+                "0::bigint".to_owned()
+            }
+        })
+        .collect();
+    format!("WITH {} SELECT {}", ctes.join(", "), counts.join(", "))
+}
+
+pub(super) const SESSION_COLUMNS: &str = "id, status, session_start, session_end, total_duration_ms, commands_executed, \
+                               agents_used, productivity_score, context, updated_at";
+
+/// One statement that applies `action` to session `$1` of user `$2` when its status allows,
+/// merging the activity (`$3` commands, `$4` agents, `$5` context) and `extra_set`, and says
+/// what happened: `changed` with the record, the session's status when refused, `other_user`,
+/// or no row for an unknown session.
+pub(super) fn session_change(schema: &str, action: SessionAction, extra_set: &str) -> String {
+    let table = format!("{schema}.user_sessions");
+    let allowed = [
+        SessionStatus::Active,
+        SessionStatus::Completed,
+        SessionStatus::Abandoned,
+    ]
+    .into_iter()
+    .filter(|status| action.allowed_from(*status))
+    .map(|status| format!("'{}'", status.as_str()))
+    .collect::<Vec<_>>()
+    .join(", ");
+    // The merged context stays within the bounds `sessions::context_fits` states, checked on the
+    // row being updated (so a concurrent update is checked again on the row it left), and only
+    // when the change brings context: a heartbeat or an end never fails on a full context.
+    // PostgreSQL measures `jsonb` text (a space after `:` and `,`), a little more than the
+    // compact JSON the request check measures.
+    let fits = format!(
+        "($5::jsonb IS NULL OR ((SELECT count(*) FROM jsonb_object_keys(context || $5)) <= {} \
+         AND octet_length((context || $5)::text) <= {}))",
+        crate::domain::sessions::MAX_CONTEXT_KEYS,
+        crate::domain::sessions::MAX_CONTEXT_BYTES
+    );
+    format!(
+        "WITH target AS (SELECT user_id, status FROM {table} WHERE id = $1), \
+         changed AS ( \
+            UPDATE {table} SET \
+                commands_executed = GREATEST(commands_executed, coalesce($3, commands_executed)), \
+                agents_used = (SELECT coalesce(array_agg(agent ORDER BY first_seen), '{{}}') FROM ( \
+                    SELECT agent, min(n) AS first_seen \
+                    FROM unnest(agents_used || coalesce($4, '{{}}'::text[])) WITH ORDINALITY AS u(agent, n) \
+                    GROUP BY agent ORDER BY first_seen LIMIT {MAX_AGENTS}) AS merged), \
+                context = context || coalesce($5, '{{}}'::jsonb), \
+                updated_at = now(){extra_set} \
+            WHERE id = $1 AND user_id = $2 AND status IN ({allowed}) AND {fits} \
+            RETURNING {SESSION_COLUMNS}) \
+         SELECT 'changed', to_jsonb(changed) FROM changed \
+         UNION ALL \
+         SELECT CASE WHEN target.user_id <> $2 THEN 'other_user' \
+                     WHEN target.status IN ({allowed}) AND $5::jsonb IS NOT NULL THEN 'context_full' \
+                     ELSE target.status END, NULL::jsonb \
+         FROM target WHERE NOT EXISTS (SELECT 1 FROM changed)"
+    )
+}
+
+/// The aggregates of `$1 <= time < $2`, summed per group and kind, for the first `$3` groups:
+/// whole days `$4 <= day < $5` from the daily rows, the hours around them from the hourly rows
+/// (grouping by hour reads hourly rows only); with `p95`, each group's latency buckets too
+/// (`bucket` and `count` arrays).
+pub(super) fn summary_statement(schema: &str, group_by: GroupBy, p95: bool) -> String {
+    let only = match group_by {
+        GroupBy::Command => "AND kind = 'command'",
+        GroupBy::Agent => "AND kind = 'agent'",
+        _ => "",
+    };
+    let key = |time: &str| match group_by {
+        GroupBy::User => "user_id".to_owned(),
+        GroupBy::Command | GroupBy::Agent => "name".to_owned(),
+        GroupBy::Hour => format!("to_char({time} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"')"),
+        GroupBy::Day => format!("to_char({time} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+    };
+    // Each range its own branch, so each is an index range scan.
+    let ranges: Vec<(&str, &str, &str)> = if group_by == GroupBy::Hour {
+        vec![("hourly", "hour", "hour >= $1 AND hour < $2")]
+    } else {
+        vec![
+            ("daily", "day", "day >= $4 AND day < $5"),
+            ("hourly", "hour", "hour >= $1 AND hour < $4"),
+            ("hourly", "hour", "hour >= $5 AND hour < $2"),
+        ]
+    };
+    let pick = |table: &str, columns: &str| {
+        ranges
+            .iter()
+            .map(|(period, unit, range)| {
+                format!(
+                    "SELECT {} AS key, {columns} FROM {schema}.{period}_{table} WHERE {range} {only}",
+                    key(unit)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
+    };
+    let order = if group_by.chronological() {
+        "key"
+    } else {
+        "sum(count) DESC, key"
+    };
+    let (latency_cte, buckets, join) = if p95 {
+        (
+            format!(
+                ", latency AS (SELECT key, kind, bucket, sum(count)::bigint AS n FROM ({}) l \
+                   WHERE key IN (SELECT key FROM keys) GROUP BY 1, 2, 3), \
+                 histograms AS (SELECT key, kind, array_agg(bucket ORDER BY bucket) AS buckets, \
+                   array_agg(n ORDER BY bucket) AS counts FROM latency GROUP BY 1, 2)",
+                pick("latency", "kind, bucket, count")
+            ),
+            "h.buckets, h.counts",
+            "LEFT JOIN histograms h USING (key, kind)",
+        )
+    } else {
+        (String::new(), "NULL::smallint[], NULL::bigint[]", "")
+    };
+    format!(
+        "WITH picked AS ({}), \
+         grouped AS ( \
+            SELECT key, kind, sum(count)::bigint AS count, sum(error_count)::bigint AS error_count, \
+                sum(total_ms) AS total_ms, sum(tokens_in)::bigint AS tokens_in, sum(tokens_out)::bigint AS tokens_out \
+            FROM picked GROUP BY 1, 2), \
+         keys AS ( \
+            SELECT key, row_number() OVER (ORDER BY {order}) AS position \
+            FROM grouped GROUP BY key ORDER BY {order} LIMIT $3){latency_cte} \
+         SELECT g.key, g.kind, g.count, g.error_count, g.total_ms, g.tokens_in, g.tokens_out, {buckets} \
+         FROM grouped g JOIN keys USING (key) {join} ORDER BY keys.position, g.kind DESC",
+        pick(
+            "aggregates",
+            "kind, count, error_count, total_ms, tokens_in, tokens_out"
+        )
+    )
+}
+
+/// The ids among `$1`..`$4` (arrays of ids, one per kind in [`Kind::ALL`] order) stored as
+/// another user's than `$5`, each with its kind's plural name.
+fn taken_ids_statement(schema: &str) -> String {
+    Kind::ALL
+        .iter()
+        .zip(1..)
+        .map(|(kind, param)| {
+            let table = kind.plural();
+            format!("SELECT '{table}', id FROM {schema}.{table} WHERE id = ANY(${param}::uuid[]) AND user_id <> $5")
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
+/// Keeps a hook event once (`$1` id, `$2` organization, `$3` user, `$4` session, `$5` event,
+/// `$6` correlation, `$7` payload, `$8` partner id) and answers, in the same round trip, when it
+/// and its partner were received and how many tool uses its session has.
+pub(super) fn hook_event_statement(schema: &str) -> String {
+    let table = format!("{schema}.hook_events");
+    let tool_uses = crate::ports::store::TOOL_USE_EVENTS
+        .iter()
+        .map(|e| format!("'{e}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "WITH kept AS ( \
+            INSERT INTO {table} (id, organization_id, user_id, session_id, event_name, correlation_id, payload) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING received_at) \
+         SELECT coalesce((SELECT received_at FROM kept), (SELECT received_at FROM {table} WHERE id = $1), now()), \
+            (SELECT received_at FROM {table} WHERE id = $8), \
+            (SELECT count(*) FROM {table} WHERE session_id = $4 AND user_id = $3 AND event_name IN ({tool_uses})) \
+              + (SELECT count(*) FROM kept WHERE $5 IN ({tool_uses}))"
+    )
+}
