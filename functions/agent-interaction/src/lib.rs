@@ -6,6 +6,10 @@ use lambda_http::{Body, Error, Request, Response};
 use shared::App;
 use shared::domain::metrics::AgentInteraction;
 
+/// What this function builds once per container: it writes metrics, so it publishes live
+/// updates.
+pub type State = shared::App;
+
 pub const ROUTE: &str = "POST /api/v1/metrics/agent-interaction";
 
 pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {

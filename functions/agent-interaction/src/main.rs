@@ -1,1 +1,1 @@
-shared::lambda_http_main!(agent_interaction::handle);
+shared::lambda_http_main!(agent_interaction::State, agent_interaction::handle);

@@ -25,6 +25,9 @@ use shared::ports::queue::DeadLetters;
 use shared::ports::store::MetricStore;
 use tokio::task::JoinSet;
 
+/// What this function builds once per container.
+pub type State = Worker;
+
 pub struct Worker {
     pub store: Arc<dyn MetricStore>,
     /// Live updates of what `store` writes, when configured (`store` publishes them).
@@ -32,6 +35,15 @@ pub struct Worker {
     pub dead_letters: Arc<dyn DeadLetters>,
     /// Messages written at the same time (each needs a database connection).
     pub concurrency: usize,
+}
+
+impl shared::app::FromEnv for Worker {
+    /// The worker writes envelopes: it publishes what they add.
+    const PUBLISHES_LIVE: bool = true;
+
+    fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+        Worker::from_env(env, aws)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

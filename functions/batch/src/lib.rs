@@ -16,6 +16,9 @@ use shared::ports::queue::BatchQueue;
 
 pub const ROUTE: &str = "POST /api/v1/metrics/batch";
 
+/// What this function builds once per container.
+pub type State = BatchApp;
+
 pub struct BatchApp {
     pub api: Api,
     pub queue: Arc<dyn BatchQueue>,

@@ -1,1 +1,1 @@
-shared::lambda_http_main!(batch::BatchApp, batch::handle);
+shared::lambda_http_main!(batch::State, batch::handle);

@@ -13,6 +13,9 @@ use shared::app::live::Broadcaster;
 use shared::config::{ConfigError, Env, RequestConfig};
 use shared::domain::hooks::{HookContent, HookEvent};
 
+/// What this function builds once per container.
+pub type State = HookApp;
+
 pub const ROUTE: &str = "POST /api/v1/hooks/claude-code";
 
 /// The single-metric state plus the hook's own body limit (`HOOK_MAX_BODY_BYTES`) and how
@@ -36,6 +39,8 @@ impl HookApp {
 }
 
 impl FromEnv for HookApp {
+    const PUBLISHES_LIVE: bool = true;
+
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         Self::around(Arc::new(App::from_env(env, aws)?), env)
     }

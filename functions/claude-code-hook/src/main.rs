@@ -1,1 +1,1 @@
-shared::lambda_http_main!(claude_code_hook::HookApp, claude_code_hook::handle);
+shared::lambda_http_main!(claude_code_hook::State, claude_code_hook::handle);

@@ -1,1 +1,1 @@
-shared::lambda_http_main!(command_execution::handle);
+shared::lambda_http_main!(command_execution::State, command_execution::handle);

@@ -7,6 +7,9 @@ use shared::app::health::Health;
 use shared::http::api::request_id;
 use shared::http::response::Reply;
 
+/// What this function builds once per container.
+pub type State = Health;
+
 pub async fn handle(health: &Health, req: Request) -> Result<Response<Body>, Error> {
     let reply = Reply::start(request_id(&req));
     let report = health.check().await;

@@ -1,1 +1,1 @@
-shared::lambda_http_main!(shared::app::health::Health, health::handle);
+shared::lambda_http_main!(health::State, health::handle);

@@ -25,6 +25,9 @@ use shared::ports::rate_limit::RateLimiter;
 /// Open connections an organization may hold by default (`LIVE_MAX_CONNECTIONS_PER_ORG`).
 pub const DEFAULT_MAX_CONNECTIONS_PER_ORG: u64 = 100;
 
+/// What this function builds once per container.
+pub type State = LiveConnection;
+
 pub struct LiveConnection {
     pub auth: Authenticator,
     pub connections: Arc<dyn Connections>,

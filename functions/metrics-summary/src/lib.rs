@@ -3,12 +3,15 @@
 //! `day`) and `limit`. See `shared::domain::summary`.
 
 use lambda_http::{Body, Error, Request, Response};
-use shared::App;
+use shared::app::Reader;
 use shared::domain::summary::{SummaryQuery, summary_data};
+
+/// What this function builds once per container: it only reads, so it publishes nothing.
+pub type State = Reader;
 
 pub const ROUTE: &str = "GET /api/v1/metrics/summary";
 
-pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
+pub async fn handle(app: &Reader, req: Request) -> Result<Response<Body>, Error> {
     Ok(app
         .api
         .handle_query(&req, ROUTE, async |caller, params| {
@@ -60,7 +63,8 @@ mod tests {
         store_command(given.store.as_ref(), "alice", "build", 10.0, "success").await;
         store_command(given.store.as_ref(), "alice", "test", 30.0, "error").await;
         store_command(given.store.as_ref(), "bob", "build", 5.0, "success").await;
-        let (status, body) = parts(handle(&given.app, with_query(&[("group_by", "user")])).await.unwrap());
+        let reader = Reader::from(given.app);
+        let (status, body) = parts(handle(&reader, with_query(&[("group_by", "user")])).await.unwrap());
         assert_eq!(status, 200, "{body}");
         let groups = body["data"]["groups"].as_array().unwrap();
         assert_eq!(groups[0]["key"], "alice");
@@ -73,9 +77,9 @@ mod tests {
 
     #[tokio::test]
     async fn bad_parameters_are_named() {
-        let given = a_working_service();
+        let reader = Reader::from(a_working_service().app);
         let (status, body) = parts(
-            handle(&given.app, with_query(&[("group_by", "team"), ("since", "monday")]))
+            handle(&reader, with_query(&[("group_by", "team"), ("since", "monday")]))
                 .await
                 .unwrap(),
         );

@@ -1,1 +1,1 @@
-shared::lambda_http_main!(metrics_summary::handle);
+shared::lambda_http_main!(metrics_summary::State, metrics_summary::handle);

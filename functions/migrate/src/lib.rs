@@ -9,6 +9,9 @@ use shared::adapters::postgres::connect_one;
 use shared::adapters::postgres::migrate::{MigrationReport, migrate_database};
 use shared::config::{ConfigError, DatabaseConfig, Env};
 
+/// What this function builds once per container.
+pub type State = Migrator;
+
 pub struct Migrator {
     pub database: DatabaseConfig,
 }
@@ -37,5 +40,10 @@ impl Migrator {
     /// Any event (e.g. `{}`); answers the report.
     pub async fn handle(&self, _event: LambdaEvent<Value>) -> Result<MigrationReport, Error> {
         Ok(self.run().await?)
+    }
+}
+impl shared::app::FromEnv for Migrator {
+    fn from_env(env: &Env, _aws: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        Migrator::from_env(env)
     }
 }

@@ -1,1 +1,1 @@
-shared::lambda_http_main!(productivity::handle);
+shared::lambda_http_main!(productivity::State, productivity::handle);

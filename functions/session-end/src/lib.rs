@@ -6,6 +6,10 @@ use lambda_http::{Body, Error, Request, Response};
 use shared::App;
 use shared::domain::sessions::{SessionAction, SessionEnd};
 
+/// What this function builds once per container: it writes metrics, so it publishes live
+/// updates.
+pub type State = shared::App;
+
 pub const ROUTE: &str = "POST /api/v1/metrics/session/end";
 
 pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {

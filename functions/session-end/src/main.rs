@@ -1,1 +1,1 @@
-shared::lambda_http_main!(session_end::handle);
+shared::lambda_http_main!(session_end::State, session_end::handle);

@@ -11,6 +11,9 @@ use shared::adapters::postgres::{Database, PgStore};
 use shared::config::{ConfigError, DatabaseConfig, Env, session_idle_timeout};
 use shared::ports::store::MetricStore;
 
+/// What this function builds once per container.
+pub type State = Reaper;
+
 pub struct Reaper {
     pub store: Arc<dyn MetricStore>,
     pub idle: Duration,
@@ -30,6 +33,12 @@ impl Reaper {
         let abandoned = self.store.abandon_idle_sessions(self.idle).await?;
         tracing::info!(abandoned, idle_ms = self.idle.as_millis() as u64, "session reaper ran");
         Ok(json!({ "abandoned": abandoned }))
+    }
+}
+
+impl shared::app::FromEnv for Reaper {
+    fn from_env(env: &Env, _aws: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        Reaper::from_env(env)
     }
 }
 

@@ -1,1 +1,1 @@
-shared::lambda_http_main!(session_start::handle);
+shared::lambda_http_main!(session_start::State, session_start::handle);

@@ -7,6 +7,10 @@ use lambda_http::{Body, Error, Request, RequestExt, Response};
 use shared::App;
 use shared::domain::sessions::{SessionAction, SessionActivity, session_id};
 
+/// What this function builds once per container: it writes metrics, so it publishes live
+/// updates.
+pub type State = shared::App;
+
 pub const ROUTE: &str = "PUT /api/v1/metrics/session/{id}";
 
 pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {

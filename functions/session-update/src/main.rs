@@ -1,1 +1,1 @@
-shared::lambda_http_main!(session_update::handle);
+shared::lambda_http_main!(session_update::State, session_update::handle);

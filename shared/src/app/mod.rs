@@ -41,6 +41,32 @@ impl App {
     }
 }
 
+/// What a function that only reads needs: the request pipeline and the store, with no live
+/// updates (it writes nothing to publish).
+pub struct Reader {
+    pub api: Api,
+    pub store: Arc<dyn MetricStore>,
+}
+
+impl From<App> for Reader {
+    /// A writer's pipeline and store, without its live updates (tests build readers this way).
+    fn from(app: App) -> Self {
+        Self {
+            api: app.api,
+            store: app.store,
+        }
+    }
+}
+
+impl FromEnv for Reader {
+    fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            api: Api::from_env(env, aws)?,
+            store: Arc::new(PgStore::new(Database::connect(&DatabaseConfig::from_env(env)?)?)),
+        })
+    }
+}
+
 /// The PostgreSQL store, wrapped to publish what it writes when live updates are configured.
 pub struct Storage {
     pub store: Arc<dyn MetricStore>,
@@ -61,6 +87,10 @@ impl Storage {
 
 /// State a function builds once per container from its environment.
 pub trait FromEnv: Sized {
+    /// Whether this state's writes publish live updates (it then needs the connections table
+    /// and the management API; the template test checks IAM and environment against it).
+    const PUBLISHES_LIVE: bool = false;
+
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError>;
 
     /// Live updates this state publishes, which must be sent after each response.
@@ -70,6 +100,8 @@ pub trait FromEnv: Sized {
 }
 
 impl FromEnv for App {
+    const PUBLISHES_LIVE: bool = true;
+
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         App::from_env(env, aws)
     }

@@ -500,3 +500,13 @@ impl MetricStore for InMemoryStore {
         Ok(abandoned)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_in_memory_store_keeps_the_store_contract() {
+        crate::fakes::contract::every_case(&InMemoryStore::new(), "contract").await;
+    }
+}

@@ -4,6 +4,7 @@
 mod auth;
 mod batch;
 mod command_execution;
+mod contract;
 mod database_outage;
 mod docs;
 mod dynamo_signing;

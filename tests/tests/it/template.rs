@@ -179,10 +179,21 @@ fn every_function_that_stores_metrics_may_push_live_updates_and_no_other() {
         let binary = function_binary(resource).unwrap();
         let policies = text(&resource["Properties"]["Policies"]);
         let may_push = policies.contains("execute-api:ManageConnections");
+        // What each function's own `State` says (`FromEnv::PUBLISHES_LIVE`), not a list kept here.
+        let publishes = local_front::live_writers().contains(&binary.as_str());
+        assert_eq!(may_push, publishes, "{name}: {policies}");
+        // Only the publishers are told where the management API is (so no other function builds
+        // a broadcaster or registers the Lambda extension).
+        let environment = &resource["Properties"]["Environment"]["Variables"];
         assert_eq!(
-            may_push,
-            local_front::LIVE_WRITERS.contains(&binary.as_str()),
-            "{name}: {policies}"
+            environment.get("LIVE_UPDATES_ENDPOINT").is_some(),
+            publishes,
+            "{name}: LIVE_UPDATES_ENDPOINT"
+        );
+        assert_eq!(
+            environment.get("CONNECTIONS_TABLE_NAME").is_some(),
+            publishes || binary == "live-connection",
+            "{name}: CONNECTIONS_TABLE_NAME"
         );
         if may_push {
             assert!(policies.contains("dynamodb:Query"), "{name} finds connections");
@@ -192,6 +203,13 @@ fn every_function_that_stores_metrics_may_push_live_updates_and_no_other() {
             );
         }
     }
+    let declared: BTreeSet<String> = local_front::functions()
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .collect();
+    assert_eq!(declared, crate_names(), "every function crate's State is read");
+    let globals = &doc["Globals"]["Function"]["Environment"]["Variables"];
+    assert!(globals.get("LIVE_UPDATES_ENDPOINT").is_none() && globals.get("CONNECTIONS_TABLE_NAME").is_none());
     // $connect is rate limited and capped: the limiter's table and the organization index.
     let connect = text(&doc["Resources"]["LiveConnectionFunction"]["Properties"]["Policies"]);
     assert!(

@@ -136,10 +136,10 @@ fn launch(binary: &Path, name: &str, addr: SocketAddr, stack: &Stack) -> tokio::
         .kill_on_drop(true);
     // Live updates on, as deployed: the writers push to the fixtures' organization's dashboard
     // through the Runtime API stand-in, which also plays the management API.
-    if name == "live-connection" || local_front::LIVE_WRITERS.contains(&name) {
+    if name == "live-connection" || local_front::live_writers().contains(&name) {
         command.env("CONNECTIONS_TABLE_NAME", &stack.connections_table);
     }
-    if local_front::LIVE_WRITERS.contains(&name) {
+    if local_front::live_writers().contains(&name) {
         command.env("LIVE_UPDATES_ENDPOINT", format!("http://{addr}"));
     }
     command

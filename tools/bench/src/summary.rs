@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
-use shared::App;
+use shared::app::{FromEnv, Reader};
 use shared::domain::batch::{Envelope, Source};
 
 use crate::stack::{Stack, authorized_request, caller, connect_postgres, env, env_for, env_number, metrics};
@@ -46,7 +46,7 @@ pub async fn measure(stack: &Stack, results: &mut Map<String, Value>) {
     // A settled table, as autovacuum leaves it in service.
     let admin = connect_postgres(&stack.database_url).await;
     admin.batch_execute("ANALYZE").await.expect("analyze");
-    let app = App::from_env(&env(&vars), &aws).expect("app");
+    let app = Reader::from_env(&env(&vars), &aws).expect("app");
     let token = crate::stack::token(ORG, "user00");
     // The last 30 days, from an arbitrary minute: whole days from daily rows, the rest hourly.
     let since = now - chrono::Duration::days(DAYS);
@@ -106,7 +106,7 @@ fn message(m: usize, first_day: DateTime<Utc>) -> String {
 }
 
 /// Milliseconds of `runs` summary requests (group_by user, command and day in turn), after warm-up.
-async fn time_summaries(app: &App, token: &str, since: &str, p95: bool, runs: usize) -> Vec<f64> {
+async fn time_summaries(app: &Reader, token: &str, since: &str, p95: bool, runs: usize) -> Vec<f64> {
     let mut samples = Vec::new();
     for i in 0..runs + WARM_UP {
         let group_by = ["user", "command", "day"][i % 3];
@@ -132,7 +132,7 @@ async fn time_summaries(app: &App, token: &str, since: &str, p95: bool, runs: us
 
 /// The specification's query (count and average time per user since a time) alone: the
 /// aggregates' statement and its decoding, without authentication and rate limiting.
-async fn time_aggregates_query(app: &App, since: &str, now: DateTime<Utc>) -> Vec<f64> {
+async fn time_aggregates_query(app: &Reader, since: &str, now: DateTime<Utc>) -> Vec<f64> {
     let query =
         shared::domain::summary::SummaryQuery::parse([("group_by", "user"), ("since", since)], now).expect("query");
     let caller = caller(ORG, "user00");

@@ -25,21 +25,48 @@ use scheduler::Job;
 use session_reaper::Reaper;
 use shared::App;
 use shared::app::FromEnv;
+use shared::app::Reader;
 use shared::app::health::Health;
 use shared::app::live::LiveConfig;
 use shared::config::{ConfigError, Env};
 
-/// The functions that store metrics, and so push live updates (and may, in `template.yaml`).
-pub const LIVE_WRITERS: &[&str] = &[
-    "command-execution",
-    "agent-interaction",
-    "productivity",
-    "session-start",
-    "session-update",
-    "session-end",
-    "claude-code-hook",
-    "batch-worker",
-];
+/// Every function of the template with whether its state publishes live updates, read from
+/// each crate's `State` (`FromEnv::PUBLISHES_LIVE`): the template test checks each function's
+/// IAM and environment against it, and the local front feeds the same states.
+pub fn functions() -> [(&'static str, bool); 14] {
+    use shared::app::FromEnv;
+    [
+        (
+            "command-execution",
+            <command_execution::State as FromEnv>::PUBLISHES_LIVE,
+        ),
+        (
+            "agent-interaction",
+            <agent_interaction::State as FromEnv>::PUBLISHES_LIVE,
+        ),
+        ("productivity", <productivity::State as FromEnv>::PUBLISHES_LIVE),
+        ("session-start", <session_start::State as FromEnv>::PUBLISHES_LIVE),
+        ("session-update", <session_update::State as FromEnv>::PUBLISHES_LIVE),
+        ("session-end", <session_end::State as FromEnv>::PUBLISHES_LIVE),
+        ("claude-code-hook", <claude_code_hook::State as FromEnv>::PUBLISHES_LIVE),
+        ("metrics-summary", <metrics_summary::State as FromEnv>::PUBLISHES_LIVE),
+        ("batch", <batch::State as FromEnv>::PUBLISHES_LIVE),
+        ("batch-worker", <batch_worker::State as FromEnv>::PUBLISHES_LIVE),
+        ("health", <health::State as FromEnv>::PUBLISHES_LIVE),
+        ("session-reaper", <session_reaper::State as FromEnv>::PUBLISHES_LIVE),
+        ("migrate", <migrate::State as FromEnv>::PUBLISHES_LIVE),
+        ("live-connection", <live_connection::State as FromEnv>::PUBLISHES_LIVE),
+    ]
+}
+
+/// The functions whose writes publish live updates.
+pub fn live_writers() -> Vec<&'static str> {
+    functions()
+        .into_iter()
+        .filter(|(_, publishes)| *publishes)
+        .map(|(name, _)| name)
+        .collect()
+}
 
 /// `template.yaml`, compiled in, so the routes served are the routes deployed.
 pub const TEMPLATE: &str = include_str!("../../../template.yaml");
@@ -54,6 +81,8 @@ pub struct Stack {
     pub worker: Arc<Worker>,
     /// The WebSocket API's connection function, when live updates are configured.
     pub live: Option<Arc<LiveConnection>>,
+    /// The summary's state: it reads, and publishes nothing.
+    pub reader: Arc<Reader>,
 }
 
 impl Stack {
@@ -64,6 +93,7 @@ impl Stack {
             app,
             health: Arc::new(Health::from_env(env, aws)?),
             reaper: Arc::new(Reaper::from_env(env)?),
+            reader: Arc::new(Reader::from_env(env, aws)?),
             batch: Arc::new(BatchApp::from_env(env, aws)?),
             worker: Arc::new(Worker::from_env(env, aws)?),
             live: match LiveConfig::from_env(env)? {
@@ -113,7 +143,7 @@ pub fn handlers(stack: &Stack) -> HashMap<String, Handler> {
         ("batch".to_owned(), handler!(stack.batch, batch::handle)),
         (
             "metrics-summary".to_owned(),
-            handler!(stack.app, metrics_summary::handle),
+            handler!(stack.reader, metrics_summary::handle),
         ),
         (
             "claude-code-hook".to_owned(),

@@ -1,0 +1,359 @@
+//! The store contract: what every `MetricStore` must do, as one suite that runs against the
+//! in-memory fake (`shared` unit tests) and against PostgreSQL (`tests/tests/it/contract.rs`), so
+//! handlers tested on the fake behave the same on the real store.
+//!
+//! Each case takes the store and an organization of its own, and panics naming what differs.
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::domain::batch::{Envelope, Metrics, Source};
+use crate::domain::hooks::KeptHookEvent;
+use crate::domain::ids::{Caller, OrgId, UserId};
+use crate::domain::kind::{Kind, PerKind};
+use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
+use crate::domain::sessions::{SessionActivity, SessionChange, SessionEnd, SessionStart, SessionStatus};
+use crate::domain::summary::{GroupBy, SummaryQuery};
+use crate::ports::store::{MetricStore, StoreError};
+
+/// Every case of the contract, each in an organization of its own (`org_prefix` + a suffix).
+pub async fn every_case(store: &dyn MetricStore, org_prefix: &str) {
+    let org = |case: &str| format!("{org_prefix}{case}");
+    ids_are_idempotent_for_their_user_and_taken_for_others(store, &org("ids")).await;
+    sessions_follow_their_lifecycle(store, &org("sessions")).await;
+    a_session_context_stays_bounded(store, &org("context")).await;
+    envelopes_count_what_is_new_and_name_what_others_hold(store, &org("envelopes")).await;
+    hook_events_are_kept_once_and_counted_per_user(store, &org("hooks")).await;
+    aggregates_count_what_was_stored(store, &org("aggregates")).await;
+}
+
+fn caller(org: &str, user: &str) -> Caller {
+    Caller {
+        org: OrgId::parse(org).expect("org"),
+        user: UserId::parse(user).expect("user"),
+    }
+}
+
+fn command(id: Uuid, name: &str) -> CommandExecution {
+    CommandExecution::from_json(
+        &json!({"id": id, "command_name": name, "execution_time_ms": 120.5, "status": "success"}),
+        "",
+    )
+    .expect("command")
+}
+
+fn agent(id: Uuid) -> AgentInteraction {
+    AgentInteraction::from_json(
+        &json!({"id": id, "agent_name": "coder", "interaction_type": "response", "input_tokens": 10,
+                "output_tokens": 20, "processing_time_ms": 30, "success": true}),
+        "",
+    )
+    .expect("agent")
+}
+
+fn productivity(id: Uuid) -> ProductivityMetric {
+    ProductivityMetric::from_json(
+        &json!({"id": id, "metric_type": "efficiency_score", "value": 71, "unit": "index",
+                "period_start": "2025-09-08T09:00:00Z", "period_end": "2025-09-08T10:00:00Z"}),
+        "",
+    )
+    .expect("productivity")
+}
+
+fn start(id: Uuid) -> SessionStart {
+    SessionStart {
+        id: Some(id),
+        session_start: None,
+        context: json!({}),
+    }
+}
+
+fn taken(outcome: Result<crate::ports::store::Stored, StoreError>, what: &str) {
+    assert!(
+        matches!(outcome, Err(StoreError::IdTaken)),
+        "{what}: another user's id must be taken"
+    );
+}
+
+pub async fn ids_are_idempotent_for_their_user_and_taken_for_others(store: &dyn MetricStore, org: &str) {
+    let (alice, bob) = (caller(org, "alice"), caller(org, "bob"));
+    let id = Uuid::new_v4();
+    let first = store
+        .insert_command_execution(&alice, &command(id, "build"))
+        .await
+        .expect("insert");
+    assert!(first.new, "a new id is written");
+    let again = store
+        .insert_command_execution(&alice, &command(id, "other"))
+        .await
+        .expect("repeat");
+    assert_eq!(
+        (again.id, again.created_at, again.new),
+        (first.id, first.created_at, false)
+    );
+    taken(
+        store.insert_command_execution(&bob, &command(id, "build")).await,
+        "command",
+    );
+
+    let id = Uuid::new_v4();
+    store.insert_agent_interaction(&alice, &agent(id)).await.expect("agent");
+    taken(store.insert_agent_interaction(&bob, &agent(id)).await, "agent");
+    let id = Uuid::new_v4();
+    store
+        .insert_productivity_metric(&alice, &productivity(id))
+        .await
+        .expect("productivity");
+    taken(
+        store.insert_productivity_metric(&bob, &productivity(id)).await,
+        "productivity",
+    );
+    let id = Uuid::new_v4();
+    store.start_session(&alice, &start(id)).await.expect("session");
+    assert!(!store.start_session(&alice, &start(id)).await.expect("again").new);
+    taken(store.start_session(&bob, &start(id)).await, "session");
+
+    // Ids are unique per kind: the same id may name records of two kinds.
+    let shared_id = Uuid::new_v4();
+    store
+        .insert_command_execution(&alice, &command(shared_id, "x"))
+        .await
+        .expect("command");
+    assert!(
+        store
+            .insert_agent_interaction(&bob, &agent(shared_id))
+            .await
+            .expect("agent")
+            .new
+    );
+}
+
+pub async fn sessions_follow_their_lifecycle(store: &dyn MetricStore, org: &str) {
+    let (alice, bob) = (caller(org, "alice"), caller(org, "bob"));
+    let id = Uuid::new_v4();
+    store.start_session(&alice, &start(id)).await.expect("start");
+    let activity = |commands: i64, agents: &[&str], context: Value| SessionActivity {
+        commands_executed: Some(commands),
+        agents_used: Some(agents.iter().map(|a| a.to_string()).collect()),
+        context: Some(context),
+    };
+    store
+        .update_session(&alice, id, &activity(3, &["coder", "reviewer"], json!({"a": 1})))
+        .await
+        .expect("update");
+    let SessionChange::Changed(record) = store
+        .update_session(&alice, id, &activity(2, &["reviewer", "tester"], json!({"b": 2})))
+        .await
+        .expect("update")
+    else {
+        panic!("an active session takes updates");
+    };
+    assert_eq!(record.commands_executed, 3, "the running total never goes down");
+    assert_eq!(record.agents_used, ["coder", "reviewer", "tester"]);
+    assert_eq!(record.context, json!({"a": 1, "b": 2}));
+    assert_eq!(
+        store
+            .update_session(&bob, id, &SessionActivity::default())
+            .await
+            .expect("bob"),
+        SessionChange::OtherUser
+    );
+    assert_eq!(
+        store
+            .update_session(&alice, Uuid::new_v4(), &SessionActivity::default())
+            .await
+            .expect("unknown"),
+        SessionChange::NotFound
+    );
+    let end = SessionEnd {
+        session_id: id,
+        productivity_score: Some(80.0),
+        activity: SessionActivity::default(),
+    };
+    let SessionChange::Changed(ended) = store.end_session(&alice, &end).await.expect("end") else {
+        panic!("an active session ends");
+    };
+    assert_eq!(ended.status, SessionStatus::Completed);
+    assert!(ended.session_end.is_some() && ended.total_duration_ms.is_some_and(|ms| ms >= 0));
+    assert_eq!(ended.productivity_score, Some(80.0));
+    assert_eq!(
+        store.end_session(&alice, &end).await.expect("again"),
+        SessionChange::Refused(SessionStatus::Completed)
+    );
+    assert_eq!(
+        store
+            .update_session(&alice, id, &SessionActivity::default())
+            .await
+            .expect("late"),
+        SessionChange::Refused(SessionStatus::Completed)
+    );
+}
+
+pub async fn a_session_context_stays_bounded(store: &dyn MetricStore, org: &str) {
+    let alice = caller(org, "alice");
+    let id = Uuid::new_v4();
+    store.start_session(&alice, &start(id)).await.expect("start");
+    let keys = |from: usize, n: usize| -> Value {
+        Value::Object((from..from + n).map(|i| (format!("k{i}"), json!(i))).collect())
+    };
+    let with_context = |context: Value| SessionActivity {
+        context: Some(context),
+        ..SessionActivity::default()
+    };
+    let full = store
+        .update_session(&alice, id, &with_context(keys(0, 50)))
+        .await
+        .expect("50 keys");
+    assert!(matches!(full, SessionChange::Changed(_)), "50 keys fit");
+    assert_eq!(
+        store
+            .update_session(&alice, id, &with_context(keys(50, 1)))
+            .await
+            .expect("51"),
+        SessionChange::ContextFull
+    );
+    let heartbeat = store
+        .update_session(&alice, id, &SessionActivity::default())
+        .await
+        .expect("beat");
+    assert!(
+        matches!(heartbeat, SessionChange::Changed(_)),
+        "a full session still takes heartbeats"
+    );
+    let changed = store
+        .update_session(&alice, id, &with_context(json!({"k0": "x"})))
+        .await
+        .expect("change");
+    assert!(
+        matches!(changed, SessionChange::Changed(_)),
+        "an existing key may change"
+    );
+}
+
+fn envelope(org: &str, user: &str, metrics: Value) -> Envelope {
+    let metrics = Metrics::from_request(&metrics, 1000).expect("metrics").with_ids();
+    Envelope::new(&caller(org, user), Source::Import, metrics)
+}
+
+pub async fn envelopes_count_what_is_new_and_name_what_others_hold(store: &dyn MetricStore, org: &str) {
+    let alice_id = Uuid::new_v4();
+    store
+        .insert_command_execution(&caller(org, "alice"), &command(alice_id, "build"))
+        .await
+        .expect("alice");
+    let batch = envelope(
+        org,
+        "bob",
+        json!({
+            "command_executions": [
+                {"command_name": "test", "execution_time_ms": 1, "status": "success"},
+                {"id": alice_id, "command_name": "lint", "execution_time_ms": 2, "status": "error"}
+            ],
+            "user_sessions": [{"session_start": "2025-09-08T09:00:00Z", "session_end": "2025-09-08T10:00:00Z"}],
+            "productivity_metrics": [{"metric_type": "error_rate", "value": 3, "unit": "percent",
+                "period_start": "2025-09-08T09:00:00Z", "period_end": "2025-09-08T10:00:00Z"}]
+        }),
+    );
+    let new = store.write_envelope(&batch).await.expect("write");
+    let expected = PerKind {
+        command_executions: 1,
+        agent_interactions: 0,
+        user_sessions: 1,
+        productivity_metrics: 1,
+    };
+    assert_eq!(new, expected, "only new records count");
+    assert_eq!(
+        store.write_envelope(&batch).await.expect("again").total(),
+        0,
+        "a redelivery adds nothing"
+    );
+    let others = store.ids_taken_by_others(&batch).await.expect("taken");
+    assert_eq!(others[Kind::CommandExecution], [alice_id]);
+    assert_eq!(others.iter().map(|(_, ids)| ids.len()).sum::<usize>(), 1);
+
+    // An imported session is a session like a started one.
+    let imported = batch.metrics.user_sessions[0].id.expect("id");
+    let bob = caller(org, "bob");
+    assert!(!store.start_session(&bob, &start(imported)).await.expect("restart").new);
+    taken(
+        store.start_session(&caller(org, "carol"), &start(imported)).await,
+        "imported session",
+    );
+}
+
+pub async fn hook_events_are_kept_once_and_counted_per_user(store: &dyn MetricStore, org: &str) {
+    let (alice, bob) = (caller(org, "alice"), caller(org, "bob"));
+    let payload = json!({"hook_event_name": "PostToolUse"});
+    let event = |id: Uuid, name: &'static str, partner: Option<Uuid>| KeptHookEvent {
+        id,
+        session_id: "claude-session",
+        event_name: name,
+        correlation_id: Some("tool-1"),
+        payload: &payload,
+        partner,
+    };
+    let pre = Uuid::new_v4();
+    let opened = store
+        .keep_hook_event(&alice, &event(pre, "PreToolUse", None))
+        .await
+        .expect("pre");
+    assert_eq!(opened.tool_uses, 0);
+    let post = Uuid::new_v4();
+    let first = store
+        .keep_hook_event(&alice, &event(post, "PostToolUse", Some(pre)))
+        .await
+        .expect("post");
+    assert_eq!(first.partner_received_at, Some(opened.received_at));
+    assert_eq!(first.tool_uses, 1);
+    let repeated = store
+        .keep_hook_event(&alice, &event(post, "PostToolUse", Some(pre)))
+        .await
+        .expect("repeat");
+    assert_eq!((repeated.received_at, repeated.tool_uses), (first.received_at, 1));
+    let bobs = store
+        .keep_hook_event(&bob, &event(Uuid::new_v4(), "PostToolUse", None))
+        .await
+        .expect("bob");
+    assert_eq!(
+        bobs.tool_uses, 1,
+        "bob's session of the same Claude id counts his tool uses only"
+    );
+}
+
+pub async fn aggregates_count_what_was_stored(store: &dyn MetricStore, org: &str) {
+    let (alice, bob) = (caller(org, "alice"), caller(org, "bob"));
+    for name in ["build", "build", "test"] {
+        store
+            .insert_command_execution(&alice, &command(Uuid::new_v4(), name))
+            .await
+            .expect("alice");
+    }
+    store
+        .insert_command_execution(&bob, &command(Uuid::new_v4(), "build"))
+        .await
+        .expect("bob");
+    store
+        .insert_agent_interaction(&bob, &agent(Uuid::new_v4()))
+        .await
+        .expect("agent");
+    let now = Utc::now();
+    let query = SummaryQuery::parse([("group_by", "user")], now).expect("query");
+    assert_eq!(query.group_by, GroupBy::User);
+    let rows = store.aggregates(&alice, &query).await.expect("aggregates");
+    let count = |key: &str, kind: &str| {
+        rows.iter()
+            .filter(|row| row.key == key && row.kind == kind)
+            .map(|row| row.count)
+            .sum::<i64>()
+    };
+    assert_eq!(count("alice", "command"), 3);
+    assert_eq!(count("bob", "command"), 1);
+    assert_eq!(count("bob", "agent"), 1);
+    let tokens: i64 = rows
+        .iter()
+        .filter(|row| row.key == "bob")
+        .map(|row| row.tokens_in)
+        .sum();
+    assert_eq!(tokens, 10);
+}
