@@ -338,6 +338,7 @@ impl FromStr for OnStoreError {
 
 #[derive(Debug, Clone)]
 pub struct RateLimitConfig {
+    pub dynamodb: DynamoDbConfig,
     pub defaults: Limits,
     pub table_name: String,
     pub on_store_error: OnStoreError,
@@ -345,6 +346,24 @@ pub struct RateLimitConfig {
     pub override_ttl: Duration,
     /// Budget for one call to the store; past it, `on_store_error` decides.
     pub store_timeout: Duration,
+}
+
+/// Where DynamoDB answers, for the direct client (`adapters::dynamodb::client`); the SDK finds
+/// the same variables itself. Unset: the region's public endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DynamoDbConfig {
+    /// `AWS_ENDPOINT_URL_DYNAMODB`, else `AWS_ENDPOINT_URL`.
+    pub endpoint: Option<String>,
+}
+
+impl DynamoDbConfig {
+    pub fn from_env(env: &Env) -> Self {
+        Self {
+            endpoint: env
+                .optional("AWS_ENDPOINT_URL_DYNAMODB")
+                .or_else(|| env.optional("AWS_ENDPOINT_URL")),
+        }
+    }
 }
 
 impl RateLimitConfig {
@@ -358,6 +377,7 @@ impl RateLimitConfig {
             .check()
             .map_err(|problem| ConfigError::new("RATE_LIMIT_MAX_REQUESTS", problem))?;
         Ok(Self {
+            dynamodb: DynamoDbConfig::from_env(env),
             defaults,
             table_name: env.required("RATE_LIMIT_TABLE_NAME")?,
             on_store_error: env.parse_or("RATE_LIMIT_ON_STORE_ERROR", OnStoreError::Allow)?,

@@ -17,7 +17,7 @@ use serde_json::json;
 use shared::adapters::dynamodb::DynamoRateLimiter;
 use shared::adapters::dynamodb::connections::DynamoConnections;
 use shared::app::FromEnv;
-use shared::config::{AuthConfig, ConfigError, Env, OnStoreError, RateLimitConfig};
+use shared::config::{AuthConfig, ConfigError, DynamoDbConfig, Env, OnStoreError, RateLimitConfig};
 use shared::http::auth::Authenticator;
 use shared::ports::live::{Connection, Connections};
 use shared::ports::rate_limit::RateLimiter;
@@ -44,7 +44,11 @@ impl FromEnv for LiveConnection {
         let rate = RateLimitConfig::from_env(env)?;
         Ok(Self {
             auth: Authenticator::new(&AuthConfig::from_env(env)?)?,
-            connections: Arc::new(DynamoConnections::new(aws, env.required("CONNECTIONS_TABLE_NAME")?)?),
+            connections: Arc::new(DynamoConnections::new(
+                aws,
+                &DynamoDbConfig::from_env(env),
+                env.required("CONNECTIONS_TABLE_NAME")?,
+            )?),
             limiter: Arc::new(DynamoRateLimiter::new(aws, &rate)?),
             on_store_error: rate.on_store_error,
             max_per_org: env.number_or("LIVE_MAX_CONNECTIONS_PER_ORG", DEFAULT_MAX_CONNECTIONS_PER_ORG, 1)? as usize,

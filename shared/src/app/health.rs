@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
-use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Map, Value, json};
 
+use crate::adapters::dynamodb::client::{DynamoHttp, Operation};
 use crate::adapters::postgres::Database;
 use crate::config::{ConfigError, DatabaseConfig, Env, QueueConfig, RateLimitConfig};
 
@@ -27,22 +27,21 @@ impl Probe for Postgres {
     }
 }
 
+/// The rate-limit table, read through the same direct client the requests use.
 struct DynamoDb {
-    client: aws_sdk_dynamodb::Client,
+    client: DynamoHttp,
     table: String,
 }
 
 #[async_trait]
 impl Probe for DynamoDb {
     async fn probe(&self) -> Result<(), String> {
+        let request = serde_json::json!({"TableName": self.table, "Key": {"pk": {"S": "health#probe"}}});
         self.client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S("health#probe".into()))
-            .send()
+            .call(Operation::GetItem, &request)
             .await
             .map(|_| ())
-            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+            .map_err(|err| format!("{err:?}"))
     }
 }
 
@@ -96,7 +95,7 @@ impl Health {
     /// PostgreSQL, DynamoDB (the rate-limit table) and SQS (the batch queue).
     pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         let db = Database::connect(&DatabaseConfig::from_env(env)?)?;
-        let table = RateLimitConfig::from_env(env)?.table_name;
+        let rate = RateLimitConfig::from_env(env)?;
         let queue_url = QueueConfig::from_env(env)?.url;
         Ok(Self::cached(
             vec![
@@ -104,8 +103,8 @@ impl Health {
                 (
                     "dynamodb",
                     Arc::new(DynamoDb {
-                        client: aws_sdk_dynamodb::Client::new(aws),
-                        table,
+                        client: DynamoHttp::new(aws, &rate.dynamodb)?,
+                        table: rate.table_name,
                     }),
                 ),
                 (

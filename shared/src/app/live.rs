@@ -12,7 +12,7 @@
 
 use crate::adapters::dynamodb::connections::DynamoConnections;
 use crate::adapters::management_api::ManagementApi;
-use crate::config::{ConfigError, Env};
+use crate::config::{ConfigError, DynamoDbConfig, Env};
 use crate::domain::batch::Envelope;
 use crate::domain::ids::{Caller, OrgId};
 use crate::domain::kind::PerKind;
@@ -40,6 +40,7 @@ use uuid::Uuid;
 pub struct LiveConfig {
     pub connections_table: String,
     pub endpoint: String,
+    pub dynamodb: DynamoDbConfig,
 }
 
 impl LiveConfig {
@@ -66,6 +67,7 @@ impl LiveConfig {
                 Ok(Some(Self {
                     connections_table,
                     endpoint,
+                    dynamodb: DynamoDbConfig::from_env(env),
                 }))
             }
         }
@@ -105,7 +107,7 @@ impl Broadcaster {
             return Ok(None);
         };
         Ok(Some(Self::new(
-            Arc::new(DynamoConnections::new(aws, config.connections_table)?),
+            Arc::new(DynamoConnections::new(aws, &config.dynamodb, config.connections_table)?),
             Arc::new(ManagementApi::new(aws, &config.endpoint)?),
         )))
     }

@@ -33,7 +33,7 @@ fn signatures_match_botocore() {
         .credentials_provider(SharedCredentialsProvider::new(credentials.clone()))
         .behavior_version(BehaviorVersion::latest())
         .build();
-    let client = DynamoHttp::new(&sdk).unwrap();
+    let client = DynamoHttp::new(&sdk, &shared::config::DynamoDbConfig::default()).unwrap();
     let body = r#"{"TableName":"metrics-rate-limits-prod","Key":{"pk":{"S":"org#acme"}}}"#;
     let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_757_327_400);
     let request = client

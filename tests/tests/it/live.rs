@@ -192,7 +192,12 @@ async fn a_connection_found_gone_is_forgotten_and_the_write_still_succeeds() {
     // GIVEN a connection the table remembers but API Gateway no longer has
     let (app, addr) = TestApp::spawn_live(&[]).await;
     let table = table_of(&app);
-    let connections = DynamoConnections::new(&shared::app::aws_config().await, &table).unwrap();
+    let connections = DynamoConnections::new(
+        &shared::app::aws_config().await,
+        &shared::config::DynamoDbConfig::from_env(&shared::config::Env::process()),
+        &table,
+    )
+    .unwrap();
     let acme = viewer_of("acme");
     connections
         .add(&Connection::opened_now("c3RhbGUtY29ubg==", &acme))
@@ -228,7 +233,12 @@ async fn an_unreachable_management_api_never_fails_or_loses_a_write() {
 #[tokio::test]
 async fn the_connections_table_finds_an_organizations_open_connections() {
     let table = fresh_connections_table().await;
-    let connections = DynamoConnections::new(&shared::app::aws_config().await, &table).unwrap();
+    let connections = DynamoConnections::new(
+        &shared::app::aws_config().await,
+        &shared::config::DynamoDbConfig::from_env(&shared::config::Env::process()),
+        &table,
+    )
+    .unwrap();
     for (id, org) in [("a1", "acme"), ("a2", "acme"), ("g1", "globex")] {
         connections
             .add(&Connection::opened_now(id, &viewer_of(org)))
@@ -272,11 +282,15 @@ async fn a_deployed_writer_answers_and_its_extension_pushes_after_each_invocatio
     // that also plays the management API, and a dashboard of the fixture's organization
     let app = TestApp::spawn().await;
     let table = fresh_connections_table().await;
-    DynamoConnections::new(&shared::app::aws_config().await, &table)
-        .unwrap()
-        .add(&Connection::opened_now("ZGFzaGJvYXJk", &viewer_of("demo")))
-        .await
-        .unwrap();
+    DynamoConnections::new(
+        &shared::app::aws_config().await,
+        &shared::config::DynamoDbConfig::from_env(&shared::config::Env::process()),
+        &table,
+    )
+    .unwrap()
+    .add(&Connection::opened_now("ZGFzaGJvYXJk", &viewer_of("demo")))
+    .await
+    .unwrap();
     // Its secrets come from Secrets Manager, by ARN, as deployed. The fixture is signed with
     // the public development secret, which only the local stage accepts.
     let database = shared::config::DatabaseConfig::from_env(&shared::config::Env::from_pairs([(

@@ -20,6 +20,7 @@ const WINDOW_MS: u64 = 86_400_000;
 
 fn config(table: &str, max_requests: u64) -> RateLimitConfig {
     RateLimitConfig {
+        dynamodb: shared::config::DynamoDbConfig::from_env(&shared::config::Env::process()),
         defaults: Limits {
             max_requests,
             window_ms: WINDOW_MS,

@@ -52,7 +52,11 @@ pub fn measure(stack: &Stack, sizes: &Sizes, results: &mut Map<String, Value>) {
         let raw = RawPostgres::prepare(&stack.database_url).await;
         let dynamo = RawDynamo {
             sdk: aws_sdk_dynamodb::Client::new(&aws),
-            direct: shared::adapters::dynamodb::client::DynamoHttp::new(&aws).expect("client"),
+            direct: shared::adapters::dynamodb::client::DynamoHttp::new(
+                &aws,
+                &shared::config::DynamoDbConfig::from_env(&shared::config::Env::process()),
+            )
+            .expect("client"),
             table: &stack.table,
         };
         let (app, limiter) = command_app(&env, &aws);
@@ -232,7 +236,12 @@ async fn single_metric_rounds(
             .expect("raw update");
         let request = dynamo.direct_update(shared::domain::ratelimit::now_us());
         direct_ddb
-            .time(warming, dynamo.direct.call("UpdateItem", &request))
+            .time(
+                warming,
+                dynamo
+                    .direct
+                    .call(shared::adapters::dynamodb::client::Operation::UpdateItem, &request),
+            )
             .await
             .expect("direct update");
         let req = command_request(&token);

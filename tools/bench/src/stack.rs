@@ -122,7 +122,12 @@ async fn create_database() -> String {
 async fn connect_dashboard(aws: &aws_config::SdkConfig, connections_table: &str) {
     let demo = caller("demo", "dashboard");
     shared::ports::live::Connections::add(
-        &shared::adapters::dynamodb::connections::DynamoConnections::new(aws, connections_table).expect("connections"),
+        &shared::adapters::dynamodb::connections::DynamoConnections::new(
+            aws,
+            &shared::config::DynamoDbConfig::from_env(&shared::config::Env::process()),
+            connections_table,
+        )
+        .expect("connections"),
         &shared::ports::live::Connection::opened_now("bench-dashboard=", &demo),
     )
     .await

@@ -1,8 +1,8 @@
 //! Open WebSocket connections in DynamoDB (the connections table and its `by-organization`
 //! index), through the direct DynamoDB client.
 
-use crate::adapters::dynamodb::client::{DynamoError, DynamoHttp};
-use crate::config::ConfigError;
+use crate::adapters::dynamodb::client::{DynamoError, DynamoHttp, Operation};
+use crate::config::{ConfigError, DynamoDbConfig};
 use crate::domain::ids::OrgId;
 use crate::ports::live::{Connection, Connections, Listed, LiveError};
 use async_trait::async_trait;
@@ -21,17 +21,17 @@ pub struct DynamoConnections {
 }
 
 impl DynamoConnections {
-    pub fn new(aws: &SdkConfig, table: impl Into<String>) -> Result<Self, ConfigError> {
+    pub fn new(aws: &SdkConfig, config: &DynamoDbConfig, table: impl Into<String>) -> Result<Self, ConfigError> {
         Ok(Self {
-            dynamo: DynamoHttp::new(aws)?,
+            dynamo: DynamoHttp::new(aws, config)?,
             table: table.into(),
         })
     }
 
-    async fn call(&self, operation: &str, body: Value) -> Result<Value, LiveError> {
+    async fn call(&self, operation: Operation, body: Value) -> Result<Value, LiveError> {
         self.dynamo.call(operation, &body).await.map_err(|err| match err {
-            DynamoError::Failed(message) => LiveError::new(message),
-            DynamoError::ConditionFailed { .. } => LiveError::new(format!("{operation}: condition failed")),
+            DynamoError::Failed(message) | DynamoError::Retryable(message) => LiveError::new(message),
+            DynamoError::ConditionFailed { .. } => LiveError::new(format!("{}: condition failed", operation.as_str())),
         })
     }
 }
@@ -45,14 +45,14 @@ impl Connections for DynamoConnections {
             "user_id": {"S": connection.user.as_str()},
             "expires_at": {"N": connection.expires_at.to_string()},
         });
-        self.call("PutItem", json!({"TableName": self.table, "Item": item}))
+        self.call(Operation::PutItem, json!({"TableName": self.table, "Item": item}))
             .await?;
         Ok(())
     }
 
     async fn remove(&self, connection_id: &str) -> Result<(), LiveError> {
         let key = json!({"connection_id": {"S": connection_id}});
-        self.call("DeleteItem", json!({"TableName": self.table, "Key": key}))
+        self.call(Operation::DeleteItem, json!({"TableName": self.table, "Key": key}))
             .await?;
         Ok(())
     }
@@ -67,7 +67,7 @@ impl Connections for DynamoConnections {
         });
         let mut ids = Vec::new();
         loop {
-            let page = self.call("Query", query.clone()).await?;
+            let page = self.call(Operation::Query, query.clone()).await?;
             let items = page["Items"].as_array().map(Vec::as_slice).unwrap_or_default();
             ids.extend(items.iter().filter_map(|item| {
                 Some(Listed {

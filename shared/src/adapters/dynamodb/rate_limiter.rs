@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::client::{DynamoError, DynamoHttp};
+use super::client::{DynamoError, DynamoHttp, Operation};
 use crate::config::{ConfigError, RateLimitConfig};
 use crate::domain::ids::OrgId;
 use crate::domain::ratelimit::{Limits, OrgSettings, RateStatus, gcra, now_us};
@@ -57,7 +57,7 @@ impl DynamoRateLimiter {
     /// Talks to the DynamoDB endpoint of `aws` (region, endpoint and credentials as the SDK finds them).
     pub fn new(aws: &aws_config::SdkConfig, config: &RateLimitConfig) -> Result<Self, ConfigError> {
         Ok(Self {
-            client: DynamoHttp::new(aws)?,
+            client: DynamoHttp::new(aws, &config.dynamodb)?,
             table: config.table_name.clone(),
             defaults: config.defaults,
             override_ttl: config.override_ttl,
@@ -104,7 +104,7 @@ impl DynamoRateLimiter {
             "Key": {"pk": {"S": Self::override_key(org)}},
             "ConsistentRead": true,
         });
-        let output = match self.timed(self.client.call("GetItem", &request)).await? {
+        let output = match self.timed(self.client.call(Operation::GetItem, &request)).await? {
             Ok(output) => output,
             Err(err) => return Err(unavailable(err)),
         };
@@ -143,7 +143,7 @@ impl DynamoRateLimiter {
             "ReturnValues": "UPDATED_NEW",
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         });
-        match self.timed(self.client.call("UpdateItem", &request)).await? {
+        match self.timed(self.client.call(Operation::UpdateItem, &request)).await? {
             Ok(output) => output
                 .get("Attributes")
                 .and_then(|attributes| number_of(attributes, "tat"))
@@ -168,7 +168,7 @@ impl DynamoRateLimiter {
             },
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         });
-        match self.timed(self.client.call("UpdateItem", &request)).await? {
+        match self.timed(self.client.call(Operation::UpdateItem, &request)).await? {
             Ok(_) => Ok(Attempt::Admitted(new_tat)),
             Err(err) => conflict_or_unavailable(err),
         }
@@ -241,11 +241,10 @@ fn conflict_or_unavailable(err: DynamoError) -> Result<Attempt, StoreUnavailable
 fn unavailable(err: DynamoError) -> StoreUnavailable {
     StoreUnavailable(match err {
         DynamoError::ConditionFailed { .. } => "unexpected condition failure".into(),
-        DynamoError::Failed(detail) => detail,
+        DynamoError::Failed(detail) | DynamoError::Retryable(detail) => detail,
     })
 }
 
-/// A numeric attribute (`{"N": "123"}`) of an item.
 /// An override item's settings over `defaults`: every attribute present must be valid (a whole
 /// number in range, a known mode) and the limits' arithmetic must stay in range, or the whole
 /// override is refused with the reason.
@@ -291,6 +290,7 @@ fn parse_override(item: &Value, defaults: Limits) -> Result<OrgSettings, String>
     })
 }
 
+/// A numeric attribute (`{"N": "123"}`) of an item.
 fn number_of(item: &Value, name: &str) -> Option<i64> {
     item.get(name)?.get("N")?.as_str()?.parse().ok()
 }
