@@ -261,6 +261,10 @@ proptest! {
         if let Err(errors) = validate(&body) {
             prop_assert!(blamed_correctly(kind, &field, &errors), "{kind}.{field}: {errors:?}");
         }
+        // A value no field of any body accepts is always refused, and by this field's name.
+        body[&field] = json!([[null]]);
+        let errors = validate(&body).expect_err("a nested array of nulls is never valid");
+        prop_assert!(blamed_correctly(kind, &field, &errors), "{kind}.{field}: {errors:?}");
     }
 
     #[test]
@@ -289,9 +293,15 @@ proptest! {
             list.as_array_mut().unwrap().push(metric);
         }
         let body = Value::Object(body);
-        if let Err(errors) = Metrics::from_request(&body, 20) {
-            prop_assert!(errors.iter().all(|e| e.field == "body" || kinds.iter().any(|k| e.field.starts_with(k))
-                || e.field == "*"), "{errors:?}");
+        match Metrics::from_request(&body, 20) {
+            Err(errors) => prop_assert!(errors.iter().all(|e| e.field == "body" || kinds.iter().any(|k| e.field.starts_with(k))
+                || e.field == "*"), "{errors:?}"),
+            // Accepted: every metric sent is there, and the batch is within its bounds.
+            Ok(accepted) => {
+                let sent = kinds.iter().map(|k| body[*k].as_array().map_or(0, Vec::len)).sum::<usize>();
+                prop_assert_eq!(accepted.total(), sent);
+                prop_assert!((1..=20).contains(&sent));
+            }
         }
     }
 
