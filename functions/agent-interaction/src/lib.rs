@@ -4,6 +4,7 @@
 use http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
 use shared::App;
+use shared::domain::identified::Identify;
 use shared::domain::metrics::AgentInteraction;
 
 /// What this function builds once per container: it writes metrics, so it publishes live
@@ -16,7 +17,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
     Ok(app
         .api
         .handle_json(&req, ROUTE, StatusCode::CREATED, async |caller, body| {
-            let metric = AgentInteraction::from_json(&body, "")?.with_id();
+            let metric = AgentInteraction::from_json(&body, "")?.identified();
             let stored = app.store.insert_agent_interaction(&caller, &metric).await?;
             Ok(stored.data())
         })

@@ -28,6 +28,7 @@ mod tests {
     use lambda_http::RequestExt;
     use lambda_http::aws_lambda_events::query_map::QueryMap;
     use serde_json::json;
+    use shared::domain::identified::Identify;
     use shared::domain::ids::{Caller, OrgId, UserId};
     use shared::domain::metrics::CommandExecution;
     use shared::fakes::{a_working_service, error_fields, parts, request};
@@ -53,7 +54,7 @@ mod tests {
             "",
         )
         .unwrap()
-        .with_id();
+        .identified();
         store.insert_command_execution(&caller, &metric).await.unwrap();
     }
 

@@ -4,6 +4,7 @@
 use http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
 use shared::App;
+use shared::domain::identified::Identify;
 use shared::domain::metrics::ProductivityMetric;
 
 /// What this function builds once per container: it writes metrics, so it publishes live
@@ -16,7 +17,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
     Ok(app
         .api
         .handle_json(&req, ROUTE, StatusCode::CREATED, async |caller, body| {
-            let metric = ProductivityMetric::from_json(&body, "")?.with_id();
+            let metric = ProductivityMetric::from_json(&body, "")?.identified();
             let stored = app.store.insert_productivity_metric(&caller, &metric).await?;
             Ok(stored.data())
         })

@@ -44,6 +44,7 @@ impl shared::app::FromEnv for Reaper {
 
 #[cfg(test)]
 mod tests {
+    use shared::domain::identified::Identify;
     use shared::domain::ids::OrgId;
     use shared::domain::sessions::{SessionStart, SessionStatus};
     use shared::fakes::a_working_service;
@@ -64,7 +65,7 @@ mod tests {
             org: OrgId::parse("acme").unwrap(),
             user: shared::domain::ids::UserId::parse("alice").unwrap(),
         };
-        let start = SessionStart::from_json(&json!({})).unwrap().with_id();
+        let start = SessionStart::from_json(&json!({})).unwrap().identified();
         given.store.start_session(&caller, &start).await.unwrap();
 
         let patient = Reaper {

@@ -4,6 +4,7 @@
 use http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
 use shared::App;
+use shared::domain::identified::Identify;
 use shared::domain::sessions::SessionStart;
 
 /// What this function builds once per container: it writes metrics, so it publishes live
@@ -16,7 +17,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
     Ok(app
         .api
         .handle_json(&req, ROUTE, StatusCode::CREATED, async |caller, body| {
-            let start = SessionStart::from_json(&body)?.with_id();
+            let start = SessionStart::from_json(&body)?.identified();
             let stored = app.store.start_session(&caller, &start).await?;
             Ok(stored.data())
         })

@@ -14,6 +14,7 @@ use crate::adapters::dynamodb::connections::DynamoConnections;
 use crate::adapters::management_api::ManagementApi;
 use crate::config::{ConfigError, DynamoDbConfig, Env};
 use crate::domain::batch::Envelope;
+use crate::domain::identified::Identified;
 use crate::domain::ids::{Caller, OrgId};
 use crate::domain::kind::PerKind;
 use crate::domain::live::{
@@ -234,7 +235,11 @@ impl BroadcastingStore {
 
 #[async_trait]
 impl MetricStore for BroadcastingStore {
-    async fn insert_command_execution(&self, caller: &Caller, metric: &CommandExecution) -> Result<Stored, StoreError> {
+    async fn insert_command_execution(
+        &self,
+        caller: &Caller,
+        metric: &Identified<CommandExecution>,
+    ) -> Result<Stored, StoreError> {
         let stored = self.inner.insert_command_execution(caller, metric).await?;
         self.publish_new(&caller.org, &stored, || {
             command_execution_update(caller, metric, &stored)
@@ -242,7 +247,11 @@ impl MetricStore for BroadcastingStore {
         Ok(stored)
     }
 
-    async fn insert_agent_interaction(&self, caller: &Caller, metric: &AgentInteraction) -> Result<Stored, StoreError> {
+    async fn insert_agent_interaction(
+        &self,
+        caller: &Caller,
+        metric: &Identified<AgentInteraction>,
+    ) -> Result<Stored, StoreError> {
         let stored = self.inner.insert_agent_interaction(caller, metric).await?;
         self.publish_new(&caller.org, &stored, || {
             agent_interaction_update(caller, metric, &stored)
@@ -253,14 +262,14 @@ impl MetricStore for BroadcastingStore {
     async fn insert_productivity_metric(
         &self,
         caller: &Caller,
-        metric: &ProductivityMetric,
+        metric: &Identified<ProductivityMetric>,
     ) -> Result<Stored, StoreError> {
         let stored = self.inner.insert_productivity_metric(caller, metric).await?;
         self.publish_new(&caller.org, &stored, || productivity_update(caller, metric, &stored));
         Ok(stored)
     }
 
-    async fn start_session(&self, caller: &Caller, start: &SessionStart) -> Result<Stored, StoreError> {
+    async fn start_session(&self, caller: &Caller, start: &Identified<SessionStart>) -> Result<Stored, StoreError> {
         let stored = self.inner.start_session(caller, start).await?;
         self.publish_new(&caller.org, &stored, || session_started(caller, start, &stored));
         Ok(stored)
@@ -313,6 +322,7 @@ impl MetricStore for BroadcastingStore {
 #[cfg(test)]
 mod tests {
     use crate::domain::batch::{Metrics, Source};
+    use crate::domain::identified::{Identified, Identify};
     use crate::fakes::store::InMemoryStore;
 
     use super::*;
@@ -339,10 +349,10 @@ mod tests {
             .unwrap();
     }
 
-    fn command() -> CommandExecution {
+    fn command() -> Identified<CommandExecution> {
         let body = json!({"command_name": "cargo-test", "execution_time_ms": 12.5, "status": "success",
                           "command_args": {"token": "never pushed"}});
-        CommandExecution::from_json(&body, "").unwrap().with_id()
+        CommandExecution::from_json(&body, "").unwrap().identified()
     }
 
     struct Live {
@@ -490,15 +500,15 @@ mod tests {
             "",
         )
         .unwrap()
-        .with_id();
+        .identified();
         let productivity = ProductivityMetric::from_json(
             &json!({"metric_type": "completion_rate", "value": 0.5, "unit": "ratio",
                     "period_start": "2026-11-28T09:00:00Z", "period_end": "2026-11-28T10:00:00Z"}),
             "",
         )
         .unwrap()
-        .with_id();
-        let session = SessionStart::from_json(&json!({})).unwrap().with_id();
+        .identified();
+        let session = SessionStart::from_json(&json!({})).unwrap().identified();
         for _ in 0..2 {
             store.insert_command_execution(&alice, &command()).await.unwrap();
             store.insert_agent_interaction(&alice, &agent).await.unwrap();

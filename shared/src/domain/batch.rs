@@ -3,6 +3,7 @@
 //! worker parses every envelope with the same rules (`schemas/batch-envelope.schema.json`
 //! documents the format).
 
+use crate::domain::identified::Identify;
 use crate::domain::kind::{Kind, PerKind};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -109,22 +110,10 @@ impl Metrics {
     /// redelivered message writes nothing twice.
     pub fn with_ids(self) -> Self {
         Self {
-            command_executions: self
-                .command_executions
-                .into_iter()
-                .map(CommandExecution::with_id)
-                .collect(),
-            agent_interactions: self
-                .agent_interactions
-                .into_iter()
-                .map(AgentInteraction::with_id)
-                .collect(),
-            user_sessions: self.user_sessions.into_iter().map(SessionImport::with_id).collect(),
-            productivity_metrics: self
-                .productivity_metrics
-                .into_iter()
-                .map(ProductivityMetric::with_id)
-                .collect(),
+            command_executions: self.command_executions.into_iter().map(Identify::with_id).collect(),
+            agent_interactions: self.agent_interactions.into_iter().map(Identify::with_id).collect(),
+            user_sessions: self.user_sessions.into_iter().map(Identify::with_id).collect(),
+            productivity_metrics: self.productivity_metrics.into_iter().map(Identify::with_id).collect(),
         }
     }
 

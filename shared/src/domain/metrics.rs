@@ -34,7 +34,7 @@ impl Choice for CommandStatus {
 /// One command execution, validated and sanitised, as it will be stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CommandExecution {
-    /// The client's id, or one the server assigned (see [`CommandExecution::with_id`]).
+    /// The client's id, or one the server assigned (see `domain::identified`).
     pub id: Option<Uuid>,
     pub command_name: String,
     pub command_args: Value,
@@ -75,12 +75,6 @@ impl CommandExecution {
         };
         f.finish()?;
         Ok(metric)
-    }
-
-    /// Keeps the client's id, or assigns a time-ordered one.
-    pub fn with_id(mut self) -> Self {
-        self.id.get_or_insert_with(Uuid::now_v7);
-        self
     }
 }
 
@@ -151,11 +145,6 @@ impl AgentInteraction {
         };
         f.finish()?;
         Ok(metric)
-    }
-
-    pub fn with_id(mut self) -> Self {
-        self.id.get_or_insert_with(Uuid::now_v7);
-        self
     }
 }
 
@@ -234,11 +223,6 @@ impl ProductivityMetric {
         f.finish()?;
         Ok(metric)
     }
-
-    pub fn with_id(mut self) -> Self {
-        self.id.get_or_insert_with(Uuid::now_v7);
-        self
-    }
 }
 
 /// What the API returns for a stored record.
@@ -261,6 +245,7 @@ impl Stored {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::identified::Identify;
     use serde_json::json;
 
     fn spec_example() -> Value {

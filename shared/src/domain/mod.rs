@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod hooks;
+pub mod identified;
 pub mod ids;
 pub mod kind;
 pub mod live;

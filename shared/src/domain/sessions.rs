@@ -56,11 +56,6 @@ impl SessionStart {
         f.finish()?;
         Ok(start)
     }
-
-    pub fn with_id(mut self) -> Self {
-        self.id.get_or_insert_with(Uuid::now_v7);
-        self
-    }
 }
 
 /// What an update or an end may change; every part is optional.
@@ -203,11 +198,6 @@ impl SessionImport {
         f.finish()?;
         Ok(session)
     }
-
-    pub fn with_id(mut self) -> Self {
-        self.id.get_or_insert_with(Uuid::now_v7);
-        self
-    }
 }
 
 /// A session as the API returns it.
@@ -290,6 +280,7 @@ pub fn session_id(raw: Option<&str>) -> Result<Uuid, Vec<FieldError>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::identified::Identify;
     use serde_json::json;
 
     #[test]

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::domain::batch::{Envelope, Metrics, Source};
 use crate::domain::hooks::KeptHookEvent;
+use crate::domain::identified::{Identified, Identify};
 use crate::domain::ids::{Caller, OrgId, UserId};
 use crate::domain::kind::{Kind, PerKind};
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
@@ -35,38 +36,42 @@ fn caller(org: &str, user: &str) -> Caller {
     }
 }
 
-fn command(id: Uuid, name: &str) -> CommandExecution {
+fn command(id: Uuid, name: &str) -> Identified<CommandExecution> {
     CommandExecution::from_json(
         &json!({"id": id, "command_name": name, "execution_time_ms": 120.5, "status": "success"}),
         "",
     )
     .expect("command")
+    .identified()
 }
 
-fn agent(id: Uuid) -> AgentInteraction {
+fn agent(id: Uuid) -> Identified<AgentInteraction> {
     AgentInteraction::from_json(
         &json!({"id": id, "agent_name": "coder", "interaction_type": "response", "input_tokens": 10,
                 "output_tokens": 20, "processing_time_ms": 30, "success": true}),
         "",
     )
     .expect("agent")
+    .identified()
 }
 
-fn productivity(id: Uuid) -> ProductivityMetric {
+fn productivity(id: Uuid) -> Identified<ProductivityMetric> {
     ProductivityMetric::from_json(
         &json!({"id": id, "metric_type": "efficiency_score", "value": 71, "unit": "index",
                 "period_start": "2025-09-08T09:00:00Z", "period_end": "2025-09-08T10:00:00Z"}),
         "",
     )
     .expect("productivity")
+    .identified()
 }
 
-fn start(id: Uuid) -> SessionStart {
+fn start(id: Uuid) -> Identified<SessionStart> {
     SessionStart {
         id: Some(id),
         session_start: None,
         context: json!({}),
     }
+    .identified()
 }
 
 fn taken(outcome: Result<crate::ports::store::Stored, StoreError>, what: &str) {

@@ -2,6 +2,7 @@
 //! suite proves it); for unit tests of handlers.
 
 use crate::domain::batch::Envelope;
+use crate::domain::identified::Identified;
 use crate::domain::ids::{Caller, OrgId, UserId};
 use crate::domain::kind::{Kind, PerKind};
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
@@ -214,35 +215,56 @@ fn insert_all<T: Clone>(
 
 #[async_trait]
 impl MetricStore for InMemoryStore {
-    async fn insert_command_execution(&self, caller: &Caller, metric: &CommandExecution) -> Result<Stored, StoreError> {
+    async fn insert_command_execution(
+        &self,
+        caller: &Caller,
+        metric: &Identified<CommandExecution>,
+    ) -> Result<Stored, StoreError> {
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(caller.org.clone()).or_default();
-        own(&mut tenant.owners, Kind::CommandExecution, metric.id, &caller.user)?;
-        insert_once(&mut tenant.commands, metric.id, metric)
+        own(
+            &mut tenant.owners,
+            Kind::CommandExecution,
+            Some(metric.id),
+            &caller.user,
+        )?;
+        insert_once(&mut tenant.commands, Some(metric.id), &metric.record)
     }
 
-    async fn insert_agent_interaction(&self, caller: &Caller, metric: &AgentInteraction) -> Result<Stored, StoreError> {
+    async fn insert_agent_interaction(
+        &self,
+        caller: &Caller,
+        metric: &Identified<AgentInteraction>,
+    ) -> Result<Stored, StoreError> {
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(caller.org.clone()).or_default();
-        own(&mut tenant.owners, Kind::AgentInteraction, metric.id, &caller.user)?;
-        insert_once(&mut tenant.agents, metric.id, metric)
+        own(
+            &mut tenant.owners,
+            Kind::AgentInteraction,
+            Some(metric.id),
+            &caller.user,
+        )?;
+        insert_once(&mut tenant.agents, Some(metric.id), &metric.record)
     }
 
     async fn insert_productivity_metric(
         &self,
         caller: &Caller,
-        metric: &ProductivityMetric,
+        metric: &Identified<ProductivityMetric>,
     ) -> Result<Stored, StoreError> {
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(caller.org.clone()).or_default();
-        own(&mut tenant.owners, Kind::ProductivityMetric, metric.id, &caller.user)?;
-        insert_once(&mut tenant.productivity, metric.id, metric)
+        own(
+            &mut tenant.owners,
+            Kind::ProductivityMetric,
+            Some(metric.id),
+            &caller.user,
+        )?;
+        insert_once(&mut tenant.productivity, Some(metric.id), &metric.record)
     }
 
-    async fn start_session(&self, caller: &Caller, start: &SessionStart) -> Result<Stored, StoreError> {
-        let id = start
-            .id
-            .ok_or_else(|| StoreError::Internal("session without id".into()))?;
+    async fn start_session(&self, caller: &Caller, start: &Identified<SessionStart>) -> Result<Stored, StoreError> {
+        let id = start.id;
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(caller.org.clone()).or_default();
         own(&mut tenant.owners, Kind::UserSession, Some(id), &caller.user)?;

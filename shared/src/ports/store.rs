@@ -1,6 +1,7 @@
 //! The storage port: what the functions ask of a metric store, and what it answers.
 
 use crate::domain::batch::Envelope;
+use crate::domain::identified::Identified;
 use crate::domain::ids::Caller;
 use crate::domain::kind::PerKind;
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
@@ -45,21 +46,29 @@ pub const ID_TAKEN_MESSAGE: &str = "This id is already used: choose another id";
 
 #[async_trait]
 pub trait MetricStore: Send + Sync {
-    /// Stores one command execution in the caller's organization. `metric.id` must be set; when
+    /// Stores one command execution in the caller's organization under its id; when
     /// a record with that id exists already, nothing is written and the stored one is returned.
     /// The other inserts behave the same way.
-    async fn insert_command_execution(&self, caller: &Caller, metric: &CommandExecution) -> Result<Stored, StoreError>;
+    async fn insert_command_execution(
+        &self,
+        caller: &Caller,
+        metric: &Identified<CommandExecution>,
+    ) -> Result<Stored, StoreError>;
 
-    async fn insert_agent_interaction(&self, caller: &Caller, metric: &AgentInteraction) -> Result<Stored, StoreError>;
+    async fn insert_agent_interaction(
+        &self,
+        caller: &Caller,
+        metric: &Identified<AgentInteraction>,
+    ) -> Result<Stored, StoreError>;
 
     async fn insert_productivity_metric(
         &self,
         caller: &Caller,
-        metric: &ProductivityMetric,
+        metric: &Identified<ProductivityMetric>,
     ) -> Result<Stored, StoreError>;
 
-    /// Starts a session (`start.id` must be set) for the caller.
-    async fn start_session(&self, caller: &Caller, start: &SessionStart) -> Result<Stored, StoreError>;
+    /// Starts a session for the caller, under its id.
+    async fn start_session(&self, caller: &Caller, start: &Identified<SessionStart>) -> Result<Stored, StoreError>;
 
     /// Records activity on one of the caller's active sessions.
     async fn update_session(

@@ -16,6 +16,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
 use shared::domain::batch::{Envelope, Metrics, Source};
+use shared::domain::identified::Identify;
 use shared::domain::ids::{Caller, OrgId, UserId};
 use shared::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use shared::domain::sessions::{SessionImport, SessionStart};
@@ -221,13 +222,22 @@ fn every_metric_the_validator_accepts_is_stored_by_postgresql_on_both_paths() {
                 let single = caller("parity", "alice");
                 let store = given.app.store.as_ref();
                 for m in &metrics.command_executions {
-                    store.insert_command_execution(&single, m).await.map_err(fail)?;
+                    store
+                        .insert_command_execution(&single, &m.clone().identified())
+                        .await
+                        .map_err(fail)?;
                 }
                 for m in &metrics.agent_interactions {
-                    store.insert_agent_interaction(&single, m).await.map_err(fail)?;
+                    store
+                        .insert_agent_interaction(&single, &m.clone().identified())
+                        .await
+                        .map_err(fail)?;
                 }
                 for m in &metrics.productivity_metrics {
-                    store.insert_productivity_metric(&single, m).await.map_err(fail)?;
+                    store
+                        .insert_productivity_metric(&single, &m.clone().identified())
+                        .await
+                        .map_err(fail)?;
                 }
                 for s in &metrics.user_sessions {
                     let start = SessionStart {
@@ -235,7 +245,7 @@ fn every_metric_the_validator_accepts_is_stored_by_postgresql_on_both_paths() {
                         session_start: Some(s.session_start),
                         context: s.context.clone(),
                     };
-                    store.start_session(&single, &start).await.map_err(fail)?;
+                    store.start_session(&single, &start.identified()).await.map_err(fail)?;
                 }
                 // Worker path: the same metrics as one queued envelope, through the worker.
                 let envelope = Envelope::new(&caller("parity-batch", "alice"), Source::Import, metrics.clone());

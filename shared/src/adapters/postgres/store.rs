@@ -14,6 +14,7 @@ use super::migrate::provision_tenant;
 use super::sql::{InsertSql, TenantSql};
 use super::{Database, with_client};
 use crate::domain::batch::Envelope;
+use crate::domain::identified::Identified;
 use crate::domain::ids::{Caller, OrgId};
 use crate::domain::kind::{Kind, PerKind};
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
@@ -219,8 +220,12 @@ impl MetricStore for PgStore {
         })
     }
 
-    async fn insert_command_execution(&self, caller: &Caller, m: &CommandExecution) -> Result<Stored, StoreError> {
-        let id = m.id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
+    async fn insert_command_execution(
+        &self,
+        caller: &Caller,
+        m: &Identified<CommandExecution>,
+    ) -> Result<Stored, StoreError> {
+        let id = m.id;
         let status = m.status.as_str();
         self.insert(
             caller,
@@ -241,8 +246,12 @@ impl MetricStore for PgStore {
         .await
     }
 
-    async fn insert_agent_interaction(&self, caller: &Caller, m: &AgentInteraction) -> Result<Stored, StoreError> {
-        let id = m.id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
+    async fn insert_agent_interaction(
+        &self,
+        caller: &Caller,
+        m: &Identified<AgentInteraction>,
+    ) -> Result<Stored, StoreError> {
+        let id = m.id;
         let kind = m.interaction_type.as_str();
         self.insert(
             caller,
@@ -264,8 +273,12 @@ impl MetricStore for PgStore {
         .await
     }
 
-    async fn insert_productivity_metric(&self, caller: &Caller, m: &ProductivityMetric) -> Result<Stored, StoreError> {
-        let id = m.id.ok_or_else(|| StoreError::Internal("metric without id".into()))?;
+    async fn insert_productivity_metric(
+        &self,
+        caller: &Caller,
+        m: &Identified<ProductivityMetric>,
+    ) -> Result<Stored, StoreError> {
+        let id = m.id;
         let kind = m.metric_type.as_str();
         self.insert(
             caller,
@@ -285,10 +298,8 @@ impl MetricStore for PgStore {
         .await
     }
 
-    async fn start_session(&self, caller: &Caller, start: &SessionStart) -> Result<Stored, StoreError> {
-        let id = start
-            .id
-            .ok_or_else(|| StoreError::Internal("session without id".into()))?;
+    async fn start_session(&self, caller: &Caller, start: &Identified<SessionStart>) -> Result<Stored, StoreError> {
+        let id = start.id;
         self.insert(
             caller,
             |sql| &sql.session_start,

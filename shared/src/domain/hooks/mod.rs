@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 pub use content::HookContent;
 
+use crate::domain::identified::{Identified, Identify};
 use crate::domain::ids::UserId;
 use crate::domain::metrics::{AgentInteraction, CommandExecution};
 use crate::domain::sessions::{SessionActivity, SessionStart};
@@ -187,7 +188,7 @@ impl HookEvent {
     }
 
     /// The session as started by its first event.
-    pub fn session_start(&self, received_at: DateTime<Utc>) -> SessionStart {
+    pub fn session_start(&self, received_at: DateTime<Utc>) -> Identified<SessionStart> {
         let mut context = Map::new();
         context.insert("client".into(), json!("claude-code"));
         context.insert("claude_session_id".into(), json!(self.session_id));
@@ -207,6 +208,7 @@ impl HookEvent {
             session_start: Some(received_at),
             context: Value::Object(context),
         }
+        .identified()
     }
 
     /// What this event adds to its session.
@@ -233,7 +235,7 @@ impl HookEvent {
     }
 
     /// The command execution of a finished tool use.
-    pub fn command_execution(&self, receipt: &HookReceipt) -> Option<CommandExecution> {
+    pub fn command_execution(&self, receipt: &HookReceipt) -> Option<Identified<CommandExecution>> {
         if !self.is_tool_use() {
             return None;
         }
@@ -254,11 +256,11 @@ impl HookEvent {
             "context": self.metric_context(),
             "timestamp": receipt.received_at.to_rfc3339(),
         });
-        checked(CommandExecution::from_json(&body, ""), &self.event_name)
+        checked(CommandExecution::from_json(&body, ""), &self.event_name).map(Identify::identified)
     }
 
     /// The agent interaction of a finished sub-agent.
-    pub fn agent_interaction(&self, receipt: &HookReceipt) -> Option<AgentInteraction> {
+    pub fn agent_interaction(&self, receipt: &HookReceipt) -> Option<Identified<AgentInteraction>> {
         if self.event_name != "SubagentStop" {
             return None;
         }
@@ -279,7 +281,7 @@ impl HookEvent {
             "metadata": self.metric_context(),
             "timestamp": receipt.received_at.to_rfc3339(),
         });
-        checked(AgentInteraction::from_json(&body, ""), &self.event_name)
+        checked(AgentInteraction::from_json(&body, ""), &self.event_name).map(Identify::identified)
     }
 
     /// `success`, `error` or `cancelled`, and the error text, from the event and the tool's
@@ -420,6 +422,7 @@ mod tests {
             .unwrap()
             .command_execution(&receipt())
             .unwrap()
+            .record
     }
 
     #[test]
