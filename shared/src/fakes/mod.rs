@@ -1,6 +1,7 @@
 //! Fixtures for unit tests of handlers (feature `testing`): an [`App`] on in-memory fakes,
 //! tokens, and requests built from the `events/` fixtures.
 
+mod aggregates;
 pub mod contract;
 pub mod live;
 pub mod queue;

@@ -10,7 +10,7 @@ use crate::domain::sessions::{
     MAX_AGENTS, SessionAction, SessionActivity, SessionChange, SessionEnd, SessionImport, SessionRecord, SessionStart,
     SessionStatus,
 };
-use crate::domain::summary::{AggregateRow, GroupBy, HISTOGRAM_BUCKETS, SummaryQuery, latency_bucket};
+use crate::domain::summary::{AggregateRow, SummaryQuery};
 use crate::ports::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, Stored, TOOL_USE_EVENTS};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -410,61 +410,7 @@ impl MetricStore for InMemoryStore {
                 tout,
             )
         });
-        let mut rows: Vec<AggregateRow> = vec![];
-        for (user, kind, name, when, ms, failed, tin, tout) in commands.chain(agents) {
-            let wanted = match query.group_by {
-                GroupBy::Command => kind == "command",
-                GroupBy::Agent => kind == "agent",
-                _ => true,
-            };
-            if !wanted || when < query.since || when >= query.until {
-                continue;
-            }
-            let key = match query.group_by {
-                GroupBy::User => user.to_owned(),
-                GroupBy::Command | GroupBy::Agent => name.to_owned(),
-                GroupBy::Hour => when.format("%Y-%m-%dT%H:00:00Z").to_string(),
-                GroupBy::Day => when.format("%Y-%m-%d").to_string(),
-            };
-            let at = match rows.iter().position(|r| r.key == key && r.kind == kind) {
-                Some(at) => at,
-                None => {
-                    rows.push(AggregateRow {
-                        key,
-                        kind: kind.to_owned(),
-                        count: 0,
-                        error_count: 0,
-                        total_ms: 0.0,
-                        tokens_in: 0,
-                        tokens_out: 0,
-                        histogram: vec![0; HISTOGRAM_BUCKETS],
-                    });
-                    rows.len() - 1
-                }
-            };
-            let row = &mut rows[at];
-            row.count += 1;
-            row.error_count += i64::from(failed);
-            row.total_ms += ms;
-            row.tokens_in += tin;
-            row.tokens_out += tout;
-            row.histogram[latency_bucket(ms) - 1] += 1;
-        }
-        let total = |key: &str| rows.iter().filter(|r| r.key == key).map(|r| r.count).sum::<i64>();
-        let mut keys: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
-        keys.sort_by(|a, b| {
-            if query.group_by.chronological() {
-                a.cmp(b)
-            } else {
-                total(b).cmp(&total(a)).then(a.cmp(b))
-            }
-        });
-        keys.dedup();
-        keys.truncate(query.limit as usize + 1);
-        Ok(keys
-            .iter()
-            .flat_map(|key| rows.iter().filter(|r| &r.key == key).cloned().collect::<Vec<_>>())
-            .collect())
+        Ok(super::aggregates::summarise(commands.chain(agents), query))
     }
 
     async fn keep_hook_event(&self, caller: &Caller, event: &KeptHookEvent<'_>) -> Result<HookReceipt, StoreError> {
