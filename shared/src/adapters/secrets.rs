@@ -123,28 +123,21 @@ impl SecretsManager {
         credentials: &Credentials,
         time: SystemTime,
     ) -> Result<http::Request<Full<Bytes>>, String> {
-        let mut request = http::Request::post(self.endpoint.clone())
-            .header(http::header::HOST, &self.host)
-            .header(http::header::CONTENT_TYPE, "application/x-amz-json-1.1")
-            .header("x-amz-target", format!("secretsmanager.{operation}"))
-            .body(())
-            .map_err(|e| format!("signing {operation}: {e}"))?;
-        self.signer
-            .sign(&mut request, &payload, "secretsmanager", credentials, time)
-            .map_err(|e| format!("signing {operation}: {e}"))?;
-        let (parts, ()) = request.into_parts();
-        Ok(http::Request::from_parts(parts, Full::new(Bytes::from(payload))))
+        let target = format!("secretsmanager.{operation}");
+        crate::adapters::signing::signed_json_post(
+            &self.signer,
+            (&self.endpoint, &self.host),
+            ("secretsmanager", "1.1", &target),
+            payload,
+            credentials,
+            time,
+        )
     }
 }
 
-/// The public endpoint of a region.
+/// The public endpoint of Secrets Manager in a region.
 fn default_endpoint(region: &str) -> String {
-    let suffix = if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else {
-        "amazonaws.com"
-    };
-    format!("https://secretsmanager.{region}.{suffix}")
+    crate::adapters::signing::public_endpoint("secretsmanager", region)
 }
 
 /// The ARN variables set in `env`, with their ARNs; refuses a plain variable set beside the ARN

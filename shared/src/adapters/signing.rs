@@ -99,6 +99,47 @@ impl Signer {
     }
 }
 
+/// The public endpoint of an AWS `service` in a region (`https://{service}.{region}.amazonaws.com`,
+/// or `.com.cn` in the China partition).
+pub fn public_endpoint(service: &str, region: &str) -> String {
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("https://{service}.{region}.{suffix}")
+}
+
+/// A `POST` of AWS's JSON protocol (`application/x-amz-json-{version}`, the operation in
+/// `x-amz-target`) to `endpoint`, signed with SigV4 for `service`.
+pub fn signed_json_post(
+    signer: &Signer,
+    (endpoint, host): (&http::Uri, &str),
+    (service, json_version, target): (&str, &str, &str),
+    payload: Vec<u8>,
+    credentials: &Credentials,
+    time: SystemTime,
+) -> Result<http::Request<http_body_util::Full<hyper::body::Bytes>>, String> {
+    let failed = |e: &dyn std::fmt::Display| format!("signing {target}: {e}");
+    let mut request = http::Request::post(endpoint.clone())
+        .header(http::header::HOST, host)
+        .header(
+            http::header::CONTENT_TYPE,
+            format!("application/x-amz-json-{json_version}"),
+        )
+        .header("x-amz-target", target)
+        .body(())
+        .map_err(|e| failed(&e))?;
+    signer
+        .sign(&mut request, &payload, service, credentials, time)
+        .map_err(|e| failed(&e))?;
+    let (parts, ()) = request.into_parts();
+    Ok(http::Request::from_parts(
+        parts,
+        http_body_util::Full::new(hyper::body::Bytes::from(payload)),
+    ))
+}
+
 /// `url` parsed, and the `host` header its requests carry; errors name `variable`.
 pub fn endpoint(url: &str, variable: &str) -> Result<(http::Uri, String), ConfigError> {
     let uri: http::Uri = url

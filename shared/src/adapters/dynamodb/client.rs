@@ -156,29 +156,22 @@ impl DynamoHttp {
         credentials: &Credentials,
         time: SystemTime,
     ) -> Result<http::Request<Full<Bytes>>, DynamoError> {
-        let failed = |e: &dyn std::fmt::Display| DynamoError::Failed(format!("signing {operation}: {e}"));
-        let mut request = http::Request::post(self.endpoint.clone())
-            .header(http::header::HOST, &self.host)
-            .header(http::header::CONTENT_TYPE, "application/x-amz-json-1.0")
-            .header("x-amz-target", format!("DynamoDB_20120810.{operation}"))
-            .body(())
-            .map_err(|e| failed(&e))?;
-        self.signer
-            .sign(&mut request, &payload, "dynamodb", credentials, time)
-            .map_err(|e| failed(&e))?;
-        let (parts, ()) = request.into_parts();
-        Ok(http::Request::from_parts(parts, Full::new(Bytes::from(payload))))
+        let target = format!("DynamoDB_20120810.{operation}");
+        crate::adapters::signing::signed_json_post(
+            &self.signer,
+            (&self.endpoint, &self.host),
+            ("dynamodb", "1.0", &target),
+            payload,
+            credentials,
+            time,
+        )
+        .map_err(DynamoError::Failed)
     }
 }
 
-/// The public endpoint of a region.
+/// The public endpoint of DynamoDB in a region.
 fn default_endpoint(region: &str) -> String {
-    let suffix = if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else {
-        "amazonaws.com"
-    };
-    format!("https://dynamodb.{region}.{suffix}")
+    crate::adapters::signing::public_endpoint("dynamodb", region)
 }
 
 #[cfg(test)]
