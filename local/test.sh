@@ -14,4 +14,8 @@ export TEST_DATABASE_URL="$STACK_DATABASE_URL"
 export TEST_SCRATCH_DIR="$STACK_RUN_DIR"
 
 log "running the tests"
-cargo test --workspace "$@"
+# With `-p`/`--package` the arguments choose the crates (cargo ignores `-p` beside --workspace).
+case " $* " in
+  *" -p "* | *" --package "* | *" -p="* | *" --package="*) cargo test "$@" ;;
+  *) cargo test --workspace "$@" ;;
+esac

@@ -5,7 +5,7 @@
 --
 -- Latency buckets: four per doubling from 0.1 ms. Bucket 1 holds values under 0.1 ms; bucket
 -- k >= 2 holds [2^((k-2)/4), 2^((k-1)/4)) tenths of a millisecond; bucket 124 everything above.
--- shared/src/summary.rs mirrors this and reads p95 as the upper edge of its bucket.
+-- shared/src/domain/summary.rs mirrors this and reads p95 as the upper edge of its bucket.
 
 CREATE OR REPLACE FUNCTION {schema}.latency_bucket(ms double precision) RETURNS smallint
     LANGUAGE sql IMMUTABLE PARALLEL SAFE

@@ -35,7 +35,7 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 
 /// The `main` of a function that serves one HTTP route. A Lambda container handles one event at
 /// a time, so a current-thread runtime serves it with no cross-thread hand-offs. JSON logs, then
-/// the SDK configuration, the secrets the environment names by ARN (see [`secrets`])
+/// the SDK configuration, the secrets the environment names by ARN (see [`adapters::secrets`])
 /// and the function's state (`$state`, an [`app::FromEnv`]; [`App`] when omitted) built once per
 /// container — a bad setting stops the start — then the Lambda runtime calling
 /// `$handle(&state, request)` for every event. When the state publishes live updates, an
