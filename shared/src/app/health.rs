@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use serde_json::{Map, Value, json};
 
-use crate::adapters::dynamodb::client::{DynamoHttp, Operation};
+use crate::adapters::dynamodb::client::{DynamoHttp, GetItem};
 use crate::adapters::postgres::Database;
 use crate::config::{ConfigError, DatabaseConfig, Env, QueueConfig, RateLimitConfig};
 
@@ -36,9 +36,13 @@ struct DynamoDb {
 #[async_trait]
 impl Probe for DynamoDb {
     async fn probe(&self) -> Result<(), String> {
-        let request = serde_json::json!({"TableName": self.table, "Key": {"pk": {"S": "health#probe"}}});
+        let request = GetItem {
+            table_name: &self.table,
+            key: serde_json::json!({"pk": {"S": "health#probe"}}),
+            consistent_read: false,
+        };
         self.client
-            .call(Operation::GetItem, &request)
+            .call(&request)
             .await
             .map(|_| ())
             .map_err(|err| format!("{err:?}"))

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use shared::App;
 use shared::adapters::dynamodb::DynamoRateLimiter;
+use shared::adapters::dynamodb::client::UpdateItem;
 use shared::adapters::postgres::{Database, PgStore};
 use shared::config::{AuthConfig, DatabaseConfig, Env, OnStoreError, RateLimitConfig};
 use shared::domain::batch::{Envelope, Source};
@@ -154,19 +155,20 @@ impl RawDynamo<'_> {
     }
 
     /// The update at `now` (microseconds) as the direct client's request body.
-    fn direct_update(&self, now: i64) -> Value {
-        json!({
-            "TableName": self.table,
-            "Key": {"pk": {"S": "bench#direct"}},
-            "UpdateExpression": UPDATE_EXPRESSION,
-            "ConditionExpression": UPDATE_CONDITION,
-            "ExpressionAttributeValues": {
+    fn direct_update(&self, now: i64) -> UpdateItem<'_> {
+        UpdateItem {
+            table_name: self.table,
+            key: json!({"pk": {"S": "bench#direct"}}),
+            update_expression: UPDATE_EXPRESSION,
+            condition_expression: UPDATE_CONDITION,
+            expression_attribute_values: json!({
                 ":new_tat": {"N": (now + 1).to_string()},
                 ":now": {"N": now.to_string()},
                 ":exp": {"N": (now / 1_000_000 + 3600).to_string()},
-            },
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        })
+            }),
+            return_values: None,
+            return_values_on_condition_check_failure: "ALL_OLD",
+        }
     }
 }
 
@@ -236,12 +238,7 @@ async fn single_metric_rounds(
             .expect("raw update");
         let request = dynamo.direct_update(shared::domain::ratelimit::now_us());
         direct_ddb
-            .time(
-                warming,
-                dynamo
-                    .direct
-                    .call(shared::adapters::dynamodb::client::Operation::UpdateItem, &request),
-            )
+            .time(warming, dynamo.direct.call(&request))
             .await
             .expect("direct update");
         let req = command_request(&token);

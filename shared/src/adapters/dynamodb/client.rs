@@ -5,7 +5,9 @@
 //!
 //! Why not the SDK here: `make bench` measures the SDK at 0.18 ms of CPU per call against 0.07 ms
 //! for this client (and ~1 MB more memory per function); on every request that is most of our own
-//! CPU. Table provisioning and tests keep using the SDK. Like the SDK's standard retry mode, a
+//! CPU. Table provisioning and tests keep using the SDK. Requests are typed ([`GetItem`],
+//! [`UpdateItem`], [`PutItem`], [`DeleteItem`], [`Query`]), each naming its operation. Like the
+//! SDK's standard retry mode, a
 //! throttled or failed-over call is tried again (twice, after 10 and 40 ms) inside the caller's
 //! time budget.
 
@@ -15,6 +17,7 @@ use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::adapters::signing::Signer;
@@ -51,6 +54,80 @@ impl Operation {
             Operation::Query => "Query",
         }
     }
+}
+
+/// A request of DynamoDB's JSON protocol: the fields it serialises are the operation's own
+/// (keys, items and expression values are DynamoDB attribute values, e.g. `{"S": "org#acme"}`).
+pub trait Request: Serialize {
+    const OPERATION: Operation;
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetItem<'a> {
+    pub table_name: &'a str,
+    pub key: Value,
+    pub consistent_read: bool,
+}
+
+impl Request for GetItem<'_> {
+    const OPERATION: Operation = Operation::GetItem;
+}
+
+/// A conditional update that answers the item as it was when the condition fails.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateItem<'a> {
+    pub table_name: &'a str,
+    pub key: Value,
+    pub update_expression: &'a str,
+    pub condition_expression: &'a str,
+    pub expression_attribute_values: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_values: Option<&'a str>,
+    pub return_values_on_condition_check_failure: &'a str,
+}
+
+impl Request for UpdateItem<'_> {
+    const OPERATION: Operation = Operation::UpdateItem;
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PutItem<'a> {
+    pub table_name: &'a str,
+    pub item: Value,
+}
+
+impl Request for PutItem<'_> {
+    const OPERATION: Operation = Operation::PutItem;
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteItem<'a> {
+    pub table_name: &'a str,
+    pub key: Value,
+}
+
+impl Request for DeleteItem<'_> {
+    const OPERATION: Operation = Operation::DeleteItem;
+}
+
+/// A query of an index by its key condition, one page from `exclusive_start_key`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Query<'a> {
+    pub table_name: &'a str,
+    pub index_name: &'a str,
+    pub key_condition_expression: &'a str,
+    pub expression_attribute_values: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusive_start_key: Option<Value>,
+}
+
+impl Request for Query<'_> {
+    const OPERATION: Operation = Operation::Query;
 }
 
 /// Errors DynamoDB answers when a call should simply be made again a little later.
@@ -93,10 +170,11 @@ impl DynamoHttp {
 
     /// Calls `DynamoDB_20120810.<operation>` with `body`; answers the response document. A
     /// throttled or unavailable answer is retried (see the module's doc).
-    pub async fn call(&self, operation: Operation, body: &Value) -> Result<Value, DynamoError> {
+    pub async fn call<R: Request>(&self, request: &R) -> Result<Value, DynamoError> {
+        let body = serde_json::to_value(request).map_err(|e| DynamoError::Failed(e.to_string()))?;
         let mut backoff = RETRY_BACKOFF.iter();
         loop {
-            match self.call_once(operation.as_str(), body).await {
+            match self.call_once(R::OPERATION.as_str(), &body).await {
                 Err(DynamoError::Retryable(detail)) => match backoff.next() {
                     Some(wait) => tokio::time::sleep(*wait).await,
                     None => return Err(DynamoError::Failed(detail)),
@@ -240,7 +318,13 @@ mod tests {
             (200, "ok"),
         ])
         .await;
-        let answer = client(&endpoint).call(Operation::GetItem, &serde_json::json!({})).await;
+        let answer = client(&endpoint)
+            .call(&GetItem {
+                table_name: "t",
+                key: serde_json::json!({}),
+                consistent_read: false,
+            })
+            .await;
         assert!(answer.is_ok(), "{answer:?}");
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
@@ -249,7 +333,13 @@ mod tests {
     async fn retries_are_bounded_and_other_errors_are_not_retried() {
         let throttled = (400, "ThrottlingException");
         let (endpoint, calls) = stand_in(vec![throttled; 5]).await;
-        let answer = client(&endpoint).call(Operation::GetItem, &serde_json::json!({})).await;
+        let answer = client(&endpoint)
+            .call(&GetItem {
+                table_name: "t",
+                key: serde_json::json!({}),
+                consistent_read: false,
+            })
+            .await;
         assert!(matches!(answer, Err(DynamoError::Failed(_))), "{answer:?}");
         assert_eq!(
             calls.load(std::sync::atomic::Ordering::SeqCst),
@@ -258,7 +348,13 @@ mod tests {
         );
 
         let (endpoint, calls) = stand_in(vec![(400, "ValidationException"), (200, "ok")]).await;
-        let answer = client(&endpoint).call(Operation::GetItem, &serde_json::json!({})).await;
+        let answer = client(&endpoint)
+            .call(&GetItem {
+                table_name: "t",
+                key: serde_json::json!({}),
+                consistent_read: false,
+            })
+            .await;
         assert!(matches!(answer, Err(DynamoError::Failed(_))), "{answer:?}");
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     }

@@ -1,7 +1,7 @@
 //! Open WebSocket connections in DynamoDB (the connections table and its `by-organization`
 //! index), through the direct DynamoDB client.
 
-use crate::adapters::dynamodb::client::{DynamoError, DynamoHttp, Operation};
+use crate::adapters::dynamodb::client::{DeleteItem, DynamoError, DynamoHttp, PutItem, Query, Request};
 use crate::config::{ConfigError, DynamoDbConfig};
 use crate::domain::ids::OrgId;
 use crate::ports::live::{Connection, Connections, Listed, LiveError};
@@ -28,10 +28,12 @@ impl DynamoConnections {
         })
     }
 
-    async fn call(&self, operation: Operation, body: Value) -> Result<Value, LiveError> {
-        self.dynamo.call(operation, &body).await.map_err(|err| match err {
+    async fn call<R: Request>(&self, request: &R) -> Result<Value, LiveError> {
+        self.dynamo.call(request).await.map_err(|err| match err {
             DynamoError::Failed(message) | DynamoError::Retryable(message) => LiveError::new(message),
-            DynamoError::ConditionFailed { .. } => LiveError::new(format!("{}: condition failed", operation.as_str())),
+            DynamoError::ConditionFailed { .. } => {
+                LiveError::new(format!("{}: condition failed", R::OPERATION.as_str()))
+            }
         })
     }
 }
@@ -45,29 +47,36 @@ impl Connections for DynamoConnections {
             "user_id": {"S": connection.user.as_str()},
             "expires_at": {"N": connection.expires_at.to_string()},
         });
-        self.call(Operation::PutItem, json!({"TableName": self.table, "Item": item}))
-            .await?;
+        self.call(&PutItem {
+            table_name: &self.table,
+            item,
+        })
+        .await?;
         Ok(())
     }
 
     async fn remove(&self, connection_id: &str) -> Result<(), LiveError> {
         let key = json!({"connection_id": {"S": connection_id}});
-        self.call(Operation::DeleteItem, json!({"TableName": self.table, "Key": key}))
-            .await?;
+        self.call(&DeleteItem {
+            table_name: &self.table,
+            key,
+        })
+        .await?;
         Ok(())
     }
 
     async fn of_org(&self, org: &OrgId) -> Result<Vec<Listed>, LiveError> {
         // The index projects `expires_at`; expired items are listed too, for closing.
-        let mut query = json!({
-            "TableName": self.table,
-            "IndexName": ORG_INDEX,
-            "KeyConditionExpression": "org_id = :org",
-            "ExpressionAttributeValues": {":org": {"S": org.as_str()}},
-        });
+        let mut query = Query {
+            table_name: &self.table,
+            index_name: ORG_INDEX,
+            key_condition_expression: "org_id = :org",
+            expression_attribute_values: json!({":org": {"S": org.as_str()}}),
+            exclusive_start_key: None,
+        };
         let mut ids = Vec::new();
         loop {
-            let page = self.call(Operation::Query, query.clone()).await?;
+            let page = self.call(&query).await?;
             let items = page["Items"].as_array().map(Vec::as_slice).unwrap_or_default();
             ids.extend(items.iter().filter_map(|item| {
                 Some(Listed {
@@ -80,7 +89,7 @@ impl Connections for DynamoConnections {
                 })
             }));
             match page.get("LastEvaluatedKey") {
-                Some(key) if !key.is_null() => query["ExclusiveStartKey"] = key.clone(),
+                Some(key) if !key.is_null() => query.exclusive_start_key = Some(key.clone()),
                 _ => return Ok(ids),
             }
         }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::client::{DynamoError, DynamoHttp, Operation};
+use super::client::{DynamoError, DynamoHttp, GetItem, UpdateItem};
 use crate::config::{ConfigError, RateLimitConfig};
 use crate::domain::ids::OrgId;
 use crate::domain::ratelimit::{Limits, OrgSettings, RateStatus, gcra, now_us};
@@ -99,12 +99,12 @@ impl DynamoRateLimiter {
             batch_size: None,
             hook_content: None,
         };
-        let request = json!({
-            "TableName": self.table,
-            "Key": {"pk": {"S": Self::override_key(org)}},
-            "ConsistentRead": true,
-        });
-        let output = match self.timed(self.client.call(Operation::GetItem, &request)).await? {
+        let request = GetItem {
+            table_name: &self.table,
+            key: json!({"pk": {"S": Self::override_key(org)}}),
+            consistent_read: true,
+        };
+        let output = match self.timed(self.client.call(&request)).await? {
             Ok(output) => output,
             Err(err) => return Err(unavailable(err)),
         };
@@ -129,21 +129,21 @@ impl DynamoRateLimiter {
 
     /// Active bucket: advance `tat` by one interval if that stays within the tolerance.
     async fn advance(&self, org: &OrgId, limits: &Limits, now: i64) -> Result<Attempt, StoreUnavailable> {
-        let request = json!({
-            "TableName": self.table,
-            "Key": {"pk": {"S": Self::state_key(org)}},
-            "UpdateExpression": "SET tat = tat + :inc, expires_at = :exp",
-            "ConditionExpression": "tat BETWEEN :now AND :max_tat",
-            "ExpressionAttributeValues": {
+        let request = UpdateItem {
+            table_name: &self.table,
+            key: json!({"pk": {"S": Self::state_key(org)}}),
+            update_expression: "SET tat = tat + :inc, expires_at = :exp",
+            condition_expression: "tat BETWEEN :now AND :max_tat",
+            expression_attribute_values: json!({
                 ":inc": number(limits.interval_us()),
                 ":now": number(now),
                 ":max_tat": number(gcra::max_tat(limits, now)),
                 ":exp": number(expiry(limits, now)),
-            },
-            "ReturnValues": "UPDATED_NEW",
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        });
-        match self.timed(self.client.call(Operation::UpdateItem, &request)).await? {
+            }),
+            return_values: Some("UPDATED_NEW"),
+            return_values_on_condition_check_failure: "ALL_OLD",
+        };
+        match self.timed(self.client.call(&request)).await? {
             Ok(output) => output
                 .get("Attributes")
                 .and_then(|attributes| number_of(attributes, "tat"))
@@ -156,19 +156,20 @@ impl DynamoRateLimiter {
     /// Idle (or new) bucket: restart `tat` from now.
     async fn restart(&self, org: &OrgId, limits: &Limits, now: i64) -> Result<Attempt, StoreUnavailable> {
         let new_tat = now + limits.interval_us();
-        let request = json!({
-            "TableName": self.table,
-            "Key": {"pk": {"S": Self::state_key(org)}},
-            "UpdateExpression": "SET tat = :new_tat, expires_at = :exp",
-            "ConditionExpression": "attribute_not_exists(tat) OR tat < :now",
-            "ExpressionAttributeValues": {
+        let request = UpdateItem {
+            table_name: &self.table,
+            key: json!({"pk": {"S": Self::state_key(org)}}),
+            update_expression: "SET tat = :new_tat, expires_at = :exp",
+            condition_expression: "attribute_not_exists(tat) OR tat < :now",
+            expression_attribute_values: json!({
                 ":new_tat": number(new_tat),
                 ":now": number(now),
                 ":exp": number(expiry(limits, now)),
-            },
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        });
-        match self.timed(self.client.call(Operation::UpdateItem, &request)).await? {
+            }),
+            return_values: None,
+            return_values_on_condition_check_failure: "ALL_OLD",
+        };
+        match self.timed(self.client.call(&request)).await? {
             Ok(_) => Ok(Attempt::Admitted(new_tat)),
             Err(err) => conflict_or_unavailable(err),
         }
