@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 
@@ -80,28 +80,11 @@ impl SecretsManager {
         let payload = serde_json::to_vec(body).map_err(|e| e.to_string())?;
         let credentials = self.signer.credentials().await?;
         let request = self.signed_request(operation, payload, &credentials, SystemTime::now())?;
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| format!("{operation}: {e}"))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("{operation}: {e}"))?
-            .to_bytes();
-        let document: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(document);
+        let answer = crate::adapters::signing::send_json(&self.client, request, operation).await?;
+        if answer.status.is_success() {
+            return Ok(answer.document);
         }
-        let kind = document["__type"].as_str().unwrap_or_default();
-        let message = document["message"]
-            .as_str()
-            .or_else(|| document["Message"].as_str())
-            .unwrap_or_default();
-        Err(format!("{operation}: {status} {kind} {message}").trim_end().to_owned())
+        Err(answer.error_detail(operation))
     }
 
     /// The `SecretString` of the secret `arn` (its current version).

@@ -151,3 +151,51 @@ pub fn endpoint(url: &str, variable: &str) -> Result<(http::Uri, String), Config
         .ok_or_else(|| ConfigError::new(variable, "has no host"))?;
     Ok((uri, host))
 }
+
+/// The answer of an AWS JSON-protocol call: its status and its document (`null` when empty).
+pub struct JsonAnswer {
+    pub status: http::StatusCode,
+    pub document: serde_json::Value,
+}
+
+impl JsonAnswer {
+    /// An error answer's `__type` (e.g. `…#ThrottlingException`).
+    pub fn error_type(&self) -> &str {
+        self.document["__type"].as_str().unwrap_or_default()
+    }
+
+    /// `"{operation}: {status} {type} {message}"`, for the logs.
+    pub fn error_detail(&self, operation: &str) -> String {
+        let message = self.document["message"]
+            .as_str()
+            .or_else(|| self.document["Message"].as_str())
+            .unwrap_or_default();
+        format!("{operation}: {} {} {message}", self.status, self.error_type())
+            .trim_end()
+            .to_owned()
+    }
+}
+
+/// Sends a signed JSON-protocol request and reads its answer; an answer that is not JSON is an
+/// error naming `operation`.
+pub async fn send_json(
+    client: &crate::adapters::tls::HttpClient,
+    request: http::Request<http_body_util::Full<hyper::body::Bytes>>,
+    operation: &str,
+) -> Result<JsonAnswer, String> {
+    use http_body_util::BodyExt;
+    let response = client.request(request).await.map_err(|e| format!("{operation}: {e}"))?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{operation}: {e}"))?
+        .to_bytes();
+    let document = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| format!("{operation}: unreadable answer ({status}): {e}"))?
+    };
+    Ok(JsonAnswer { status, document })
+}

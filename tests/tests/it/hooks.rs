@@ -100,6 +100,42 @@ async fn by_default_no_prompt_command_output_error_or_path_reaches_the_database(
 }
 
 #[tokio::test]
+async fn an_organization_override_in_dynamodb_opts_into_redacted_content() {
+    // GIVEN a stage keeping metrics only, and acme's override item asking for redacted content
+    let given = TestApp::spawn().await;
+    let org = shared::domain::ids::OrgId::parse("acme").unwrap();
+    integration_tests::dynamo()
+        .await
+        .put_item()
+        .table_name(&given.table)
+        .item(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(shared::adapters::dynamodb::DynamoRateLimiter::override_key(
+                &org,
+            )),
+        )
+        .item(
+            "hook_content",
+            aws_sdk_dynamodb::types::AttributeValue::S("redacted".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let addr = given.serve_http().await;
+    // WHEN acme and globex send the same tool use
+    for org in ["acme", "globex"] {
+        assert_eq!(post(addr, &token(org, "alice"), &fixture("PostToolUse")).await.0, 204);
+    }
+    // THEN acme keeps the redacted command, globex only its shape
+    assert!(everything_stored(&given, "acme").await.contains("npm test"));
+    let globex = everything_stored(&given, "globex").await;
+    assert!(
+        !globex.contains("npm test") && globex.contains("\"program\": \"export\""),
+        "{globex:.300}"
+    );
+}
+
+#[tokio::test]
 async fn every_event_is_answered_with_an_empty_204_and_becomes_metrics() {
     let given = TestApp::spawn().await;
     let addr = given.serve_http().await;

@@ -417,3 +417,15 @@ fn each_function_may_read_exactly_the_secrets_it_uses() {
         );
     }
 }
+
+#[test]
+fn the_anonymous_health_route_has_its_own_small_budget() {
+    let doc = template();
+    let settings = &doc["Resources"]["HttpApi"]["Properties"]["RouteSettings"]["GET /api/v1/health"];
+    assert!(
+        settings["ThrottlingRateLimit"].as_u64().is_some_and(|rate| rate <= 20),
+        "{settings:?}"
+    );
+    let health = &doc["Resources"]["HealthFunction"]["Properties"];
+    assert!(health["ReservedConcurrentExecutions"].as_u64().is_some_and(|n| n <= 5));
+}

@@ -578,6 +578,16 @@ async fn limits_whose_arithmetic_would_overflow_are_ignored_with_a_log_line_not_
     );
 }
 
+/// Alice's request to a session route, with the session `id` as its path parameter.
+fn session_request(binary: &str, id: Uuid, body: Value) -> lambda_http::Request {
+    request(binary, "acme", "alice", &body).with_path_parameters(
+        lambda_http::aws_lambda_events::query_map::QueryMap::from(std::collections::HashMap::from([(
+            "id".to_owned(),
+            id.to_string(),
+        )])),
+    )
+}
+
 #[tokio::test]
 async fn a_session_context_cannot_grow_past_its_bounds_by_merging_updates() {
     let given = TestApp::spawn().await;
@@ -588,12 +598,7 @@ async fn a_session_context_cannot_grow_past_its_bounds_by_merging_updates() {
             .status,
         201
     );
-    let update = |context: Value| {
-        let req = request("session-update", "acme", "alice", &json!({"context": context}));
-        req.with_path_parameters(lambda_http::aws_lambda_events::query_map::QueryMap::from(
-            std::collections::HashMap::from([("id".to_owned(), id.to_string())]),
-        ))
-    };
+    let update = |context: Value| session_request("session-update", id, json!({"context": context}));
     // 50 keys merged in five updates fit; the 51st key does not.
     for round in 0..5 {
         let keys: serde_json::Map<String, Value> = (0..10).map(|i| (format!("k{round}_{i}"), json!(i))).collect();
@@ -642,12 +647,7 @@ async fn a_session_context_cannot_pass_its_size_by_updates_each_within_it_and_a_
             .status,
         201
     );
-    let call = |binary: &'static str, body: Value| {
-        let req = request(binary, "acme", "alice", &body);
-        req.with_path_parameters(lambda_http::aws_lambda_events::query_map::QueryMap::from(
-            std::collections::HashMap::from([("id".to_owned(), id.to_string())]),
-        ))
-    };
+    let call = |binary: &'static str, body: Value| session_request(binary, id, body);
     // Each update is 25 KB: the first two fit, the third would take the session past 64 KiB.
     for (key, status) in [("a", 200), ("b", 200), ("c", 400)] {
         let body = json!({"context": {key: "x".repeat(25_000)}});

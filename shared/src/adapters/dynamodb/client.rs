@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use serde::Serialize;
 use serde_json::Value;
@@ -171,10 +171,11 @@ impl DynamoHttp {
     /// Calls `DynamoDB_20120810.<operation>` with `body`; answers the response document. A
     /// throttled or unavailable answer is retried (see the module's doc).
     pub async fn call<R: Request>(&self, request: &R) -> Result<Value, DynamoError> {
-        let body = serde_json::to_value(request).map_err(|e| DynamoError::Failed(e.to_string()))?;
+        // Serialised once; a retry sends the same bytes.
+        let payload = serde_json::to_vec(request).map_err(|e| DynamoError::Failed(e.to_string()))?;
         let mut backoff = RETRY_BACKOFF.iter();
         loop {
-            match self.call_once(R::OPERATION.as_str(), &body).await {
+            match self.call_once(R::OPERATION.as_str(), payload.clone()).await {
                 Err(DynamoError::Retryable(detail)) => match backoff.next() {
                     Some(wait) => tokio::time::sleep(*wait).await,
                     None => return Err(DynamoError::Failed(detail)),
@@ -184,43 +185,22 @@ impl DynamoHttp {
         }
     }
 
-    async fn call_once(&self, operation: &str, body: &Value) -> Result<Value, DynamoError> {
-        let payload = serde_json::to_vec(body).map_err(|e| DynamoError::Failed(e.to_string()))?;
+    async fn call_once(&self, operation: &str, payload: Vec<u8>) -> Result<Value, DynamoError> {
         let credentials = self.signer.credentials().await.map_err(DynamoError::Failed)?;
         let request = self.signed_request(operation, payload, &credentials, SystemTime::now())?;
-        let response = self
-            .client
-            .request(request)
+        let answer = crate::adapters::signing::send_json(&self.client, request, operation)
             .await
-            .map_err(|e| DynamoError::Failed(format!("{operation}: {e}")))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| DynamoError::Failed(format!("{operation}: {e}")))?
-            .to_bytes();
-        let document: Value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .map_err(|e| DynamoError::Failed(format!("{operation}: unreadable answer ({status}): {e}")))?
-        };
-        if status.is_success() {
-            return Ok(document);
+            .map_err(DynamoError::Failed)?;
+        if answer.status.is_success() {
+            return Ok(answer.document);
         }
-        let kind = document["__type"].as_str().unwrap_or_default();
-        if kind.ends_with("ConditionalCheckFailedException") {
+        if answer.error_type().ends_with("ConditionalCheckFailedException") {
             return Err(DynamoError::ConditionFailed {
-                item: document.get("Item").cloned(),
+                item: answer.document.get("Item").cloned(),
             });
         }
-        let message = document["message"]
-            .as_str()
-            .or_else(|| document["Message"].as_str())
-            .unwrap_or_default();
-        let detail = format!("{operation}: {status} {kind} {message}");
-        if status.is_server_error() || THROTTLED.iter().any(|t| kind.ends_with(t)) {
+        let detail = answer.error_detail(operation);
+        if answer.status.is_server_error() || THROTTLED.iter().any(|t| answer.error_type().ends_with(t)) {
             return Err(DynamoError::Retryable(detail));
         }
         Err(DynamoError::Failed(detail))
