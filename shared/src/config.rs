@@ -439,7 +439,12 @@ pub struct RequestConfig {
     pub max_body_bytes: usize,
     /// Claude Code hook bodies carry tool outputs (whole files); they are truncated before storage.
     pub max_hook_body_bytes: usize,
+    /// An OTLP export, after decompression.
+    pub max_otlp_body_bytes: usize,
 }
+
+/// The largest OTLP export accepted by default, after decompression.
+pub const DEFAULT_MAX_OTLP_BODY_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The largest hook body accepted by default: under Lambda's 6 MB invocation payload once
 /// API Gateway has wrapped it.
@@ -453,6 +458,7 @@ impl RequestConfig {
         Ok(Self {
             max_body_bytes: env.number_or("COLLECTION_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1)? as usize,
             max_hook_body_bytes: env.number_or("HOOK_MAX_BODY_BYTES", DEFAULT_MAX_HOOK_BODY_BYTES, 1)? as usize,
+            max_otlp_body_bytes: env.number_or("OTLP_MAX_BODY_BYTES", DEFAULT_MAX_OTLP_BODY_BYTES, 1)? as usize,
         })
     }
 }

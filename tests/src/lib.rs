@@ -32,6 +32,8 @@ pub fn event(binary: &str) -> &'static str {
         "batch" => include_str!("../../events/batch.json"),
         "claude-code-hook" => include_str!("../../events/claude-code-hook.json"),
         "metrics-summary" => include_str!("../../events/metrics-summary.json"),
+        "otlp-metrics" => include_str!("../../events/otlp-metrics.json"),
+        "otlp-logs" => include_str!("../../events/otlp-logs.json"),
         other => panic!("no fixture for {other}"),
     }
 }

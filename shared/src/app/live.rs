@@ -19,11 +19,12 @@ use crate::domain::ids::{Caller, OrgId};
 use crate::domain::kind::PerKind;
 use crate::domain::live::{
     agent_interaction_update, batch_update, command_execution_update, productivity_update, session_started,
-    session_update,
+    session_update, usage_update,
 };
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::domain::sessions::{SessionActivity, SessionChange, SessionEnd, SessionStart};
 use crate::domain::summary::{AggregateRow, SummaryQuery};
+use crate::domain::usage::{UsageExport, UsageWritten};
 use crate::lock;
 use crate::ports::live::{Connections, Delivery, Pusher};
 use crate::ports::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, Stored};
@@ -312,6 +313,15 @@ impl MetricStore for BroadcastingStore {
 
     async fn keep_hook_event(&self, caller: &Caller, event: &KeptHookEvent<'_>) -> Result<HookReceipt, StoreError> {
         self.inner.keep_hook_event(caller, event).await
+    }
+
+    async fn write_usage(&self, caller: &Caller, export: &UsageExport) -> Result<UsageWritten, StoreError> {
+        let written = self.inner.write_usage(caller, export).await?;
+        // An exporter's retry adds nothing and says nothing.
+        if written.points + written.events > 0 {
+            self.live.publish(&caller.org, usage_update(caller, &written));
+        }
+        Ok(written)
     }
 
     async fn aggregates(&self, caller: &Caller, query: &SummaryQuery) -> Result<Vec<AggregateRow>, StoreError> {

@@ -7,6 +7,7 @@ pub mod health;
 pub mod hooks;
 pub mod lambda;
 pub mod live;
+pub mod otlp;
 
 use std::sync::Arc;
 

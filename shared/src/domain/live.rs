@@ -9,6 +9,7 @@ use crate::domain::kind::PerKind;
 use crate::domain::metrics::Stored;
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::domain::sessions::{SessionChange, SessionStart};
+use crate::domain::usage::UsageWritten;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -118,5 +119,21 @@ pub fn batch_update(envelope: &Envelope, new: &PerKind<u64>) -> Value {
         "kind": "batch",
         "id": envelope.batch_id,
         "metric": { "new": counts },
+    })
+}
+
+/// One message per OTLP export that stored something: how many points and events were new and
+/// the usage they added (nothing of their labels or attributes).
+pub fn usage_update(caller: &Caller, written: &UsageWritten) -> Value {
+    json!({
+        "type": MESSAGE_TYPE,
+        "organization_id": caller.org.as_str(),
+        "user_id": caller.user.as_str(),
+        "kind": "usage",
+        "metric": {
+            "points": written.points,
+            "events": written.events,
+            "usage": written.usage.to_json(),
+        },
     })
 }

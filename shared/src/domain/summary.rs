@@ -1,12 +1,16 @@
 //! `GET /api/v1/metrics/summary`: the caller's organization's rolling aggregates, grouped by
-//! user, command, agent, hour or day, between `since` and `until` (whole UTC hours: `since` is
+//! user, command, agent, model, hour or day, between `since` and `until` (whole UTC hours: `since` is
 //! rounded down, `until` up). The aggregates are kept per hour and per day by the write paths
 //! (see the tenant migration `0003_hourly_aggregates.sql`), so a summary never scans raw rows:
 //! it reads a row per day for the whole days of the span and a row per hour around them.
+//! Groups by user, model, hour and day also carry the `usage` Claude Code's OTLP export
+//! reported (tokens, cost, lines, ...; see [`crate::domain::usage`]), from the usage aggregates
+//! kept the same way; commands and agents have none (usage is per model, not per tool).
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{Value, json};
 
+use crate::domain::usage::Usage;
 use crate::domain::validation::{Choice, FieldError};
 
 /// Most groups in one answer (`limit`, default [`DEFAULT_GROUPS`]).
@@ -22,6 +26,7 @@ pub enum GroupBy {
     User,
     Command,
     Agent,
+    Model,
     Hour,
     Day,
 }
@@ -31,6 +36,7 @@ impl Choice for GroupBy {
         ("user", GroupBy::User),
         ("command", GroupBy::Command),
         ("agent", GroupBy::Agent),
+        ("model", GroupBy::Model),
         ("hour", GroupBy::Hour),
         ("day", GroupBy::Day),
     ];
@@ -41,7 +47,20 @@ impl GroupBy {
     pub fn chronological(self) -> bool {
         matches!(self, GroupBy::Hour | GroupBy::Day)
     }
+
+    /// Whether its groups carry usage (commands and agents have none).
+    pub fn has_usage(self) -> bool {
+        !matches!(self, GroupBy::Command | GroupBy::Agent)
+    }
+
+    /// Whether its groups carry command and agent figures (models have none).
+    pub fn has_metrics(self) -> bool {
+        self != GroupBy::Model
+    }
 }
+
+/// The key of usage without a model (lines, commits, active time) when grouping by model.
+pub const NO_MODEL_KEY: &str = "none";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SummaryQuery {
@@ -68,7 +87,7 @@ impl SummaryQuery {
                 "until" => until = time(name, value, &mut errors),
                 "group_by" => match GroupBy::ALL.iter().find(|(n, _)| *n == value) {
                     Some((_, g)) => group_by = *g,
-                    None => errors.push(FieldError::new(name, "Must be one of: user, command, agent, hour, day")),
+                    None => errors.push(FieldError::new(name, GroupBy::expected())),
                 },
                 "limit" => match value.parse::<u32>() {
                     Ok(n) if (1..=MAX_GROUPS).contains(&n) => limit = n,
@@ -142,11 +161,14 @@ fn time(name: &str, value: &str, errors: &mut Vec<FieldError>) -> Option<DateTim
         .ok()
 }
 
-/// Aggregates of one group and one kind (`command` or `agent`), summed over the span.
+/// Aggregates of one group and one kind (`command`, `agent` or `usage`), summed over the span.
+/// A `usage` row carries [`AggregateRow::usage`] (its `count` is the model requests, its
+/// `error_count` the model errors) and no histogram.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AggregateRow {
     pub key: String,
     pub kind: String,
+    pub usage: Usage,
     pub count: i64,
     pub error_count: i64,
     pub total_ms: f64,
@@ -207,7 +229,14 @@ pub fn summary_data(query: &SummaryQuery, rows: &[AggregateRow]) -> Value {
         .iter()
         .map(|key| {
             let mut group = json!({ "key": key });
+            if query.group_by.has_usage() {
+                group["usage"] = Usage::default().to_json();
+            }
             for row in rows.iter().filter(|r| r.key == *key) {
+                if row.kind == "usage" {
+                    group["usage"] = row.usage.to_json();
+                    continue;
+                }
                 let average = if row.count > 0 {
                     round3(row.total_ms / row.count as f64)
                 } else {
@@ -333,6 +362,7 @@ mod tests {
         let row = |key: &str, kind: &str| AggregateRow {
             key: key.into(),
             kind: kind.into(),
+            usage: Usage::default(),
             count: 4,
             error_count: 1,
             total_ms: 10.0,

@@ -3,44 +3,83 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::summary::{AggregateRow, GroupBy, HISTOGRAM_BUCKETS, SummaryQuery, latency_bucket};
+use crate::domain::summary::{AggregateRow, GroupBy, HISTOGRAM_BUCKETS, NO_MODEL_KEY, SummaryQuery, latency_bucket};
+use crate::domain::usage::{Usage, UsageField};
 
 /// One stored record as a summary counts it: (user, kind, name, when, ms, failed, tokens in,
 /// tokens out).
 pub(super) type Counted<'a> = (&'a str, &'static str, &'a str, DateTime<Utc>, f64, bool, i64, i64);
 
-/// The rows of `query` over `records`: the first `limit + 1` groups, busiest first (or in time
-/// order for hours and days), each group's kinds together.
-pub(super) fn summarise<'a>(records: impl Iterator<Item = Counted<'a>>, query: &SummaryQuery) -> Vec<AggregateRow> {
+/// One stored usage amount as a summary counts it: (user, model, when, field, amount).
+pub(super) type CountedUsage<'a> = (&'a str, &'a str, DateTime<Utc>, UsageField, f64);
+
+/// The key of a record of `user` and `name` (command, agent or model) at `when`.
+fn key_of(group_by: GroupBy, user: &str, name: &str, when: DateTime<Utc>) -> String {
+    match group_by {
+        GroupBy::User => user.to_owned(),
+        GroupBy::Command | GroupBy::Agent => name.to_owned(),
+        GroupBy::Model if name.is_empty() => NO_MODEL_KEY.to_owned(),
+        GroupBy::Model => name.to_owned(),
+        GroupBy::Hour => when.format("%Y-%m-%dT%H:00:00Z").to_string(),
+        GroupBy::Day => when.format("%Y-%m-%d").to_string(),
+    }
+}
+
+fn empty_row(key: String, kind: &str) -> AggregateRow {
+    AggregateRow {
+        key,
+        kind: kind.to_owned(),
+        usage: Usage::default(),
+        count: 0,
+        error_count: 0,
+        total_ms: 0.0,
+        tokens_in: 0,
+        tokens_out: 0,
+        histogram: vec![0; HISTOGRAM_BUCKETS],
+    }
+}
+
+/// The rows of `query` over `records` and `usage`: the first `limit + 1` groups, busiest first
+/// (or in time order for hours and days), each group's kinds together.
+pub(super) fn summarise<'a>(
+    records: impl Iterator<Item = Counted<'a>>,
+    usage: impl Iterator<Item = CountedUsage<'a>>,
+    query: &SummaryQuery,
+) -> Vec<AggregateRow> {
     let mut rows: Vec<AggregateRow> = vec![];
+    let in_span = |when: DateTime<Utc>| when >= query.since && when < query.until;
+    for (user, model, when, field, amount) in usage {
+        if !query.group_by.has_usage() || !in_span(when) {
+            continue;
+        }
+        let key = key_of(query.group_by, user, model, when);
+        let at = match rows.iter().position(|r| r.key == key && r.kind == "usage") {
+            Some(at) => at,
+            None => {
+                rows.push(empty_row(key, "usage"));
+                rows.len() - 1
+            }
+        };
+        let row = &mut rows[at];
+        row.usage.add(field, amount);
+        row.count = row.usage.get(UsageField::ApiRequests).round() as i64;
+        row.error_count = row.usage.get(UsageField::ApiErrors).round() as i64;
+    }
     for (user, kind, name, when, ms, failed, tin, tout) in records {
         let wanted = match query.group_by {
             GroupBy::Command => kind == "command",
             GroupBy::Agent => kind == "agent",
+            GroupBy::Model => false,
             _ => true,
         };
-        if !wanted || when < query.since || when >= query.until {
+        if !wanted || !in_span(when) {
             continue;
         }
-        let key = match query.group_by {
-            GroupBy::User => user.to_owned(),
-            GroupBy::Command | GroupBy::Agent => name.to_owned(),
-            GroupBy::Hour => when.format("%Y-%m-%dT%H:00:00Z").to_string(),
-            GroupBy::Day => when.format("%Y-%m-%d").to_string(),
-        };
+        let key = key_of(query.group_by, user, name, when);
         let at = match rows.iter().position(|r| r.key == key && r.kind == kind) {
             Some(at) => at,
             None => {
-                rows.push(AggregateRow {
-                    key,
-                    kind: kind.to_owned(),
-                    count: 0,
-                    error_count: 0,
-                    total_ms: 0.0,
-                    tokens_in: 0,
-                    tokens_out: 0,
-                    histogram: vec![0; HISTOGRAM_BUCKETS],
-                });
+                rows.push(empty_row(key, kind));
                 rows.len() - 1
             }
         };

@@ -27,6 +27,7 @@ pub async fn every_case(store: &dyn MetricStore, org_prefix: &str) {
     envelopes_count_what_is_new_and_name_what_others_hold(store, &org("envelopes")).await;
     hook_events_are_kept_once_and_counted_per_user(store, &org("hooks")).await;
     aggregates_count_what_was_stored(store, &org("aggregates")).await;
+    usage_counts_each_point_once_and_joins_the_session(store, &org("usage")).await;
 }
 
 fn caller(org: &str, user: &str) -> Caller {
@@ -361,4 +362,73 @@ pub async fn aggregates_count_what_was_stored(store: &dyn MetricStore, org: &str
         .map(|row| row.tokens_in)
         .sum();
     assert_eq!(tokens, 10);
+}
+
+/// An OTLP export as Claude Code sends it (`events/otlp/`), its cumulative variant, and retries.
+pub async fn usage_counts_each_point_once_and_joins_the_session(store: &dyn MetricStore, org: &str) {
+    use crate::domain::otlp::{logs, metrics};
+    use crate::domain::usage::UsageField;
+    let alice = caller(org, "alice");
+    let recorded: opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest =
+        serde_json::from_str(include_str!("../../../events/otlp/metrics.json")).expect("recording");
+    let events: opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest =
+        serde_json::from_str(include_str!("../../../events/otlp/logs.json")).expect("recording");
+    let now = 1_796_187_700_000_000_000;
+    let mut export = metrics::read(&recorded, &alice.user, now).export;
+    export.events = logs::read(&events, &alice.user, Default::default(), now).export.events;
+    // GIVEN a cumulative series whose second total repeats the first plus 10
+    let mut running = export.points[0].clone();
+    running.cumulative = true;
+    running.id = Uuid::new_v4();
+    running.series = Uuid::new_v4();
+    running.metric = "claude_code.commit.count".into();
+    running.field = Some(UsageField::Commits);
+    let mut later = running.clone();
+    later.id = Uuid::new_v4();
+    later.time_ns += 1_000_000_000;
+    later.value += 10.0;
+    export.points.push(running);
+    // WHEN the export is written, then again (a retry), then the next total
+    let first = store.write_usage(&alice, &export).await.expect("export");
+    let again = store.write_usage(&alice, &export).await.expect("retry");
+    let next = crate::domain::usage::UsageExport {
+        points: vec![later],
+        events: vec![],
+    };
+    let third = store.write_usage(&alice, &next).await.expect("next total");
+    // THEN the first counts everything, the retry nothing, the next total its increase
+    assert_eq!((first.points, first.events), (8, 5), "{first:?}");
+    assert_eq!(first.usage.get(UsageField::InputTokens), 240.0);
+    assert_eq!(first.usage.get(UsageField::ApiRequests), 2.0);
+    assert_eq!((again.points, again.events), (0, 0));
+    assert!(again.usage.is_zero());
+    assert_eq!(third.usage.get(UsageField::Commits), 10.0);
+    // AND the summary's usage, by user and by model, says the same
+    let span = [("since", "2026-12-02T00:00:00Z"), ("until", "2026-12-03T00:00:00Z")];
+    let by = |group_by: &'static str| {
+        SummaryQuery::parse(span.into_iter().chain([("group_by", group_by)]), Utc::now()).expect("query")
+    };
+    let rows = store.aggregates(&alice, &by("user")).await.expect("aggregates");
+    let usage = &rows
+        .iter()
+        .find(|r| r.key == "alice" && r.kind == "usage")
+        .expect("usage")
+        .usage;
+    assert_eq!(usage.get(UsageField::InputTokens), 240.0);
+    assert_eq!(usage.get(UsageField::Commits), 1.0 + 10.0);
+    assert_eq!(usage.get(UsageField::ApiRequests), 2.0);
+    let rows = store.aggregates(&alice, &by("model")).await.expect("aggregates");
+    let model = &rows.iter().find(|r| r.key == "claude-opus-5-5").expect("model").usage;
+    assert_eq!(model.get(UsageField::OutputTokens), usage.get(UsageField::OutputTokens));
+    assert!(
+        rows.iter().any(|r| r.key == crate::domain::summary::NO_MODEL_KEY),
+        "{rows:?}"
+    );
+    // AND the session named by the export is started once, as the hooks would have started it
+    let session = crate::domain::hooks::session_key(&alice.user, "628c2061-0941-40c6-896f-63efa727f5fc");
+    let change = store
+        .update_session(&alice, session, &SessionActivity::default())
+        .await
+        .expect("session");
+    assert!(matches!(change, SessionChange::Changed(_)), "{change:?}");
 }

@@ -11,6 +11,9 @@ use crate::domain::sessions::{
     SessionStatus,
 };
 use crate::domain::summary::{AggregateRow, SummaryQuery};
+use crate::domain::usage::{
+    SeriesState, UsageEvent, UsageExport, UsagePoint, UsageWritten, count_points, session_context, usage_of,
+};
 use crate::ports::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, Stored, TOOL_USE_EVENTS};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -28,6 +31,10 @@ struct Tenant {
     sessions: Vec<(UserId, SessionRecord)>,
     imported_sessions: Vec<(SessionImport, Stored)>,
     hook_events: Vec<KeptHook>,
+    /// OTLP points (with what each counted) and events, with their sender; cumulative series.
+    usage_points: Vec<(UserId, UsagePoint, f64)>,
+    usage_events: Vec<(UserId, UsageEvent)>,
+    series: HashMap<Uuid, SeriesState>,
     /// Who sent each command execution and agent interaction (the table's `user_id`).
     /// Who first sent each id, per kind (`batch::KINDS` index): ids are unique per table.
     owners: HashMap<(Kind, Uuid), UserId>,
@@ -98,6 +105,14 @@ impl InMemoryStore {
 
     pub fn hook_events(&self, org: &OrgId) -> Vec<KeptHook> {
         self.read(org, |t| t.hook_events.clone())
+    }
+
+    pub fn usage_points(&self, org: &OrgId) -> Vec<UsagePoint> {
+        self.read(org, |t| t.usage_points.iter().map(|(_, p, _)| p.clone()).collect())
+    }
+
+    pub fn usage_events(&self, org: &OrgId) -> Vec<UsageEvent> {
+        self.read(org, |t| t.usage_events.iter().map(|(_, e)| e.clone()).collect())
     }
 
     fn change(
@@ -371,6 +386,63 @@ impl MetricStore for InMemoryStore {
         Ok(taken)
     }
 
+    async fn write_usage(&self, caller: &Caller, export: &UsageExport) -> Result<UsageWritten, StoreError> {
+        let mut tenants = self.tenants()?;
+        let tenant = tenants.entry(caller.org.clone()).or_default();
+        let previous: Vec<(Uuid, SeriesState)> = export
+            .cumulative_series()
+            .into_iter()
+            .filter_map(|series| tenant.series.get(&series).map(|state| (series, *state)))
+            .collect();
+        let counted = count_points(export, &previous);
+        let mut new_points = vec![];
+        for (point, delta) in &counted.points {
+            if !tenant.usage_points.iter().any(|(_, p, _)| p.id == point.id) {
+                tenant
+                    .usage_points
+                    .push((caller.user.clone(), (*point).clone(), *delta));
+                new_points.push((*point, *delta));
+            }
+        }
+        let mut new_events = vec![];
+        for event in &export.events {
+            if !tenant.usage_events.iter().any(|(_, e)| e.id == event.id) {
+                tenant.usage_events.push((caller.user.clone(), event.clone()));
+                new_events.push(event);
+            }
+        }
+        tenant.series.extend(counted.series.iter().copied());
+        let now = Utc::now();
+        for (session, first) in export.sessions() {
+            match tenant.sessions.iter_mut().find(|(_, s)| s.id == session.key) {
+                Some((owner, record)) if *owner == caller.user && record.status == SessionStatus::Active => {
+                    record.updated_at = now;
+                }
+                Some(_) => {}
+                None => tenant.sessions.push((
+                    caller.user.clone(),
+                    SessionRecord {
+                        id: session.key,
+                        status: SessionStatus::Active,
+                        session_start: first,
+                        session_end: None,
+                        total_duration_ms: None,
+                        commands_executed: 0,
+                        agents_used: vec![],
+                        productivity_score: None,
+                        context: session_context(&session),
+                        updated_at: now,
+                    },
+                )),
+            }
+        }
+        Ok(UsageWritten {
+            points: new_points.len() as u64,
+            events: new_events.len() as u64,
+            usage: usage_of(new_points, new_events),
+        })
+    }
+
     async fn aggregates(&self, caller: &Caller, query: &SummaryQuery) -> Result<Vec<AggregateRow>, StoreError> {
         let tenants = self.tenants()?;
         let Some(tenant) = tenants.get(&caller.org) else {
@@ -410,7 +482,19 @@ impl MetricStore for InMemoryStore {
                 tout,
             )
         });
-        Ok(super::aggregates::summarise(commands.chain(agents), query))
+        let points = tenant.usage_points.iter().filter_map(|(user, p, delta)| {
+            p.field
+                .map(|field| (user.as_str(), p.model.as_str(), p.time(), field, *delta))
+        });
+        let events = tenant.usage_events.iter().filter_map(|(user, e)| {
+            e.field
+                .map(|field| (user.as_str(), e.model.as_str(), e.time(), field, 1.0))
+        });
+        Ok(super::aggregates::summarise(
+            commands.chain(agents),
+            points.chain(events),
+            query,
+        ))
     }
 
     async fn keep_hook_event(&self, caller: &Caller, event: &KeptHookEvent<'_>) -> Result<HookReceipt, StoreError> {

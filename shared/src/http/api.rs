@@ -15,6 +15,7 @@ use crate::domain::ids::Caller;
 use crate::domain::ratelimit::{RateStatus, now_us};
 use crate::http::auth::Authenticator;
 use crate::http::error::{ApiError, Dependency};
+use crate::http::otlp;
 use crate::http::response::Reply;
 use crate::ports::rate_limit::RateLimiter;
 
@@ -120,6 +121,38 @@ impl Api {
         self.serve(req, route, read, work, |reply, ()| reply.no_content()).await
     }
 
+    /// Serves an OTLP/HTTP export route (see [`crate::http::otlp`]): the body is an export
+    /// request of type `In` in protobuf or OTLP JSON, gzip allowed, within `max_body_bytes`
+    /// once decompressed; `work` answers the export's response, sent in the request's encoding,
+    /// and failures are `google.rpc.Status` bodies.
+    pub async fn handle_otlp<In, Out>(
+        &self,
+        req: &Request,
+        route: &'static str,
+        max_body_bytes: usize,
+        work: impl AsyncFnOnce(Caller, In) -> Result<Out, ApiError>,
+    ) -> Response<Body>
+    where
+        In: prost::Message + Default + serde::de::DeserializeOwned,
+        Out: prost::Message + serde::Serialize,
+    {
+        let encoding = otlp::Encoding::of(req.headers());
+        let read = |req: &Request| {
+            let encoding = encoding.ok_or(ApiError::UnsupportedMediaType)?;
+            let body = otlp::body(req.headers(), req.body().as_ref(), max_body_bytes)?;
+            otlp::decode::<In>(encoding, &body)
+        };
+        self.serve_with(
+            req,
+            route,
+            read,
+            work,
+            |reply, out| otlp::success(reply, encoding.unwrap_or(otlp::Encoding::Json), &out),
+            |reply, err| otlp::failure(reply, err, encoding),
+        )
+        .await
+    }
+
     /// Authenticate, rate-limit, `read` the input, run `work`, `respond`, log one line.
     async fn serve<In, Out>(
         &self,
@@ -128,6 +161,19 @@ impl Api {
         read: impl FnOnce(&Request) -> Result<In, ApiError>,
         work: impl AsyncFnOnce(Caller, In) -> Result<Out, ApiError>,
         respond: impl FnOnce(&Reply, Out) -> Response<Body>,
+    ) -> Response<Body> {
+        self.serve_with(req, route, read, work, respond, Reply::error).await
+    }
+
+    /// [`Api::serve`] with the route's own rendering of failures.
+    async fn serve_with<In, Out>(
+        &self,
+        req: &Request,
+        route: &'static str,
+        read: impl FnOnce(&Request) -> Result<In, ApiError>,
+        work: impl AsyncFnOnce(Caller, In) -> Result<Out, ApiError>,
+        respond: impl FnOnce(&Reply, Out) -> Response<Body>,
+        fail: impl FnOnce(&Reply, &ApiError) -> Response<Body>,
     ) -> Response<Body> {
         let mut reply = Reply::start(request_id(req));
         let mut caller = None;
@@ -141,7 +187,7 @@ impl Api {
         .await;
         let (response, error) = match outcome {
             Ok(done) => (respond(&reply, done), None),
-            Err(err) => (reply.error(&err), Some(err)),
+            Err(err) => (fail(&reply, &err), Some(err)),
         };
         log_request(route, &reply, caller.as_ref(), response.status(), error);
         response

@@ -9,4 +9,5 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod jwks;
+pub mod otlp;
 pub mod response;

@@ -146,6 +146,16 @@ impl Reply {
         }
     }
 
+    /// A body that is not the JSON envelope (an OTLP response), with the usual headers.
+    pub fn bytes(&self, status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Body> {
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        self.common_headers(headers);
+        response
+    }
+
     /// `204 No Content`: the usual headers, no body.
     pub fn no_content(&self) -> Response<Body> {
         let mut response = Response::new(Body::Empty);

@@ -7,6 +7,7 @@ use crate::domain::kind::PerKind;
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::domain::sessions::{SessionActivity, SessionChange, SessionEnd, SessionStart};
 use crate::domain::summary::{AggregateRow, SummaryQuery};
+use crate::domain::usage::{UsageExport, UsageWritten};
 use async_trait::async_trait;
 use std::time::Duration;
 use uuid::Uuid;
@@ -95,6 +96,12 @@ pub trait MetricStore: Send + Sync {
 
     /// Keeps a hook event once per id (a repeat writes nothing) in one round trip.
     async fn keep_hook_event(&self, caller: &Caller, event: &KeptHookEvent<'_>) -> Result<HookReceipt, StoreError>;
+
+    /// Keeps an OTLP export's points and events for the caller, each once per id, atomically:
+    /// cumulative points become deltas against their series' last stored point (one writer per
+    /// series at a time), newly stored points and events are added to the usage aggregates, and
+    /// the sessions they name are started if new and marked active. Returns what was new.
+    async fn write_usage(&self, caller: &Caller, export: &UsageExport) -> Result<UsageWritten, StoreError>;
 
     /// The caller's organization's rolling aggregates over the query's span, summed per group
     /// and kind: the `limit + 1` first groups (busiest first, or in time order for hour and

@@ -15,6 +15,7 @@ mod live;
 mod load;
 mod migrations;
 mod openapi;
+mod otlp;
 mod rate_limit;
 mod routes;
 mod secrets;

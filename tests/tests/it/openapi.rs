@@ -95,6 +95,45 @@ const BATCH: (&str, &str) = ("POST", "/api/v1/metrics/batch");
 const HEALTH: (&str, &str) = ("GET", "/api/v1/health");
 const HOOK: (&str, &str) = ("POST", "/api/v1/hooks/claude-code");
 const SUMMARY: (&str, &str) = ("GET", "/api/v1/metrics/summary");
+const OTLP_METRICS: (&str, &str) = ("POST", "/otlp/v1/metrics");
+const OTLP_LOGS: (&str, &str) = ("POST", "/otlp/v1/logs");
+
+/// Claude Code's recorded OTLP JSON exports, one per OTLP route.
+fn otlp_exports() -> Vec<((&'static str, &'static str), Value)> {
+    let read = |json: &str| serde_json::from_str::<Value>(json).unwrap();
+    vec![
+        (OTLP_METRICS, read(include_str!("../../../events/otlp/metrics.json"))),
+        (OTLP_LOGS, read(include_str!("../../../events/otlp/logs.json"))),
+    ]
+}
+
+/// The OTLP routes' answers (all in OTLP JSON, which the checker reads): kept, garbage, no
+/// token, too large, another media type.
+async fn exercise_otlp(recorder: &mut Recorder, addr: SocketAddr, alice: &str) {
+    for (route, export) in otlp_exports() {
+        assert_eq!(
+            recorder.json(addr, route, route.1, Some(alice), export.clone()).await,
+            200
+        );
+        let garbage = json!({"resourceMetrics": 7, "resourceLogs": 7});
+        assert_eq!(recorder.json(addr, route, route.1, Some(alice), garbage).await, 400);
+        assert_eq!(recorder.json(addr, route, route.1, None, export.clone()).await, 401);
+        let huge = json!({"pad": "x".repeat(70_000)});
+        assert_eq!(recorder.json(addr, route, route.1, Some(alice), huge).await, 413);
+        let form = recorder
+            .send(Call {
+                addr,
+                method: route.0,
+                template: route.1,
+                path: route.1,
+                bearer: Some(alice),
+                content_type: "text/plain",
+                body: export.to_string(),
+            })
+            .await;
+        assert_eq!(form.status, 415);
+    }
+}
 
 /// A valid body for each create route.
 fn valid_bodies() -> Vec<((&'static str, &'static str), Value)> {
@@ -130,7 +169,12 @@ fn valid_bodies() -> Vec<((&'static str, &'static str), Value)> {
 
 /// Every status each route can answer on a healthy stack.
 async fn exercise_a_healthy_stack(recorder: &mut Recorder) {
-    let given = TestApp::spawn_with(&[("COLLECTION_MAX_BODY_BYTES", "4096"), ("HOOK_MAX_BODY_BYTES", "4096")]).await;
+    let given = TestApp::spawn_with(&[
+        ("COLLECTION_MAX_BODY_BYTES", "4096"),
+        ("HOOK_MAX_BODY_BYTES", "4096"),
+        ("OTLP_MAX_BODY_BYTES", "65536"),
+    ])
+    .await;
     let addr = given.serve_http().await;
     let alice = token("acme", "alice");
     let bob = token("acme", "bob");
@@ -178,8 +222,9 @@ async fn exercise_a_healthy_stack(recorder: &mut Recorder) {
         assert_eq!(form.status, 415);
     }
     exercise_sessions(recorder, addr, &alice, &bob).await;
+    exercise_otlp(recorder, addr, &alice).await;
     assert_eq!(recorder.json(addr, HEALTH, HEALTH.1, None, Value::Null).await, 200);
-    for group_by in ["user", "command", "agent", "hour", "day"] {
+    for group_by in ["user", "command", "agent", "model", "hour", "day"] {
         let path = format!("{}?group_by={group_by}&limit=5", SUMMARY.1);
         assert_eq!(
             recorder.json(addr, SUMMARY, &path, Some(&alice), Value::Null).await,
@@ -274,6 +319,7 @@ async fn expect_on_every_authenticated_route(recorder: &mut Recorder, addr: Sock
     routes.push((UPDATE, session, json!({})));
     routes.push((END, END.1.to_owned(), json!({"session_id": Uuid::new_v4()})));
     routes.push((SUMMARY, SUMMARY.1.to_owned(), Value::Null));
+    routes.extend(otlp_exports().into_iter().map(|(r, b)| (r, r.1.to_owned(), b)));
     for (route, path, body) in routes {
         assert_eq!(
             recorder.json(addr, route, &path, Some(bearer), body).await,

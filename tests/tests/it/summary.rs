@@ -314,7 +314,7 @@ async fn metrics_stored_before_the_aggregates_existed_are_counted_by_the_migrati
     let org = shared::domain::ids::OrgId::parse("legacy").unwrap();
     let before_aggregates: Vec<Migration> = TENANT
         .iter()
-        .filter(|m| !m.name.contains("aggregates"))
+        .take_while(|m| !m.name.contains("aggregates"))
         .map(|m| Migration {
             version: m.version,
             name: m.name,

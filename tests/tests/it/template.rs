@@ -232,7 +232,13 @@ fn every_route_is_unique() {
     let routes = template_routes(TEMPLATE).unwrap();
     let keys: BTreeSet<String> = routes.iter().map(|r| r.key()).collect();
     assert_eq!(keys.len(), routes.len(), "a route is declared twice");
-    assert!(routes.iter().all(|r| r.path.starts_with("/api/v1/")));
+    // The API's own routes, and OTLP's (exporters append `/v1/metrics` and `/v1/logs` to the
+    // configured endpoint `<ApiUrl>/otlp`).
+    assert!(
+        routes
+            .iter()
+            .all(|r| r.path.starts_with("/api/v1/") || ["/otlp/v1/metrics", "/otlp/v1/logs"].contains(&r.path.as_str()))
+    );
 }
 
 #[tokio::test]
@@ -267,6 +273,8 @@ const DATABASE_USERS: &[&str] = &[
     "session-end",
     "metrics-summary",
     "claude-code-hook",
+    "otlp-metrics",
+    "otlp-logs",
     "health",
     "batch-worker",
     "session-reaper",
@@ -283,6 +291,8 @@ const AUTHENTICATING: &[&str] = &[
     "session-end",
     "metrics-summary",
     "claude-code-hook",
+    "otlp-metrics",
+    "otlp-logs",
     "batch",
     "live-connection",
 ];

@@ -28,12 +28,13 @@ use shared::app::FromEnv;
 use shared::app::Reader;
 use shared::app::health::Health;
 use shared::app::live::LiveConfig;
+use shared::app::otlp::OtlpApp;
 use shared::config::{ConfigError, Env};
 
 /// Every function of the template with whether its state publishes live updates, read from
 /// each crate's `State` (`FromEnv::PUBLISHES_LIVE`): the template test checks each function's
 /// IAM and environment against it, and the local front feeds the same states.
-pub fn functions() -> [(&'static str, bool); 14] {
+pub fn functions() -> [(&'static str, bool); 16] {
     use shared::app::FromEnv;
     [
         (
@@ -49,6 +50,8 @@ pub fn functions() -> [(&'static str, bool); 14] {
         ("session-update", <session_update::State as FromEnv>::PUBLISHES_LIVE),
         ("session-end", <session_end::State as FromEnv>::PUBLISHES_LIVE),
         ("claude-code-hook", <claude_code_hook::State as FromEnv>::PUBLISHES_LIVE),
+        ("otlp-metrics", <otlp_metrics::State as FromEnv>::PUBLISHES_LIVE),
+        ("otlp-logs", <otlp_logs::State as FromEnv>::PUBLISHES_LIVE),
         ("metrics-summary", <metrics_summary::State as FromEnv>::PUBLISHES_LIVE),
         ("batch", <batch::State as FromEnv>::PUBLISHES_LIVE),
         ("batch-worker", <batch_worker::State as FromEnv>::PUBLISHES_LIVE),
@@ -75,6 +78,8 @@ pub const TEMPLATE: &str = include_str!("../../../template.yaml");
 pub struct Stack {
     pub app: Arc<App>,
     pub hook: Arc<HookApp>,
+    /// Both OTLP routes share one state, as each of their containers builds it.
+    pub otlp: Arc<OtlpApp>,
     pub health: Arc<Health>,
     pub reaper: Arc<Reaper>,
     pub batch: Arc<BatchApp>,
@@ -90,6 +95,7 @@ impl Stack {
         let app = Arc::new(App::from_env(env, aws)?);
         Ok(Self {
             hook: Arc::new(HookApp::around(app.clone(), env)?),
+            otlp: Arc::new(OtlpApp::around(app.clone(), env)?),
             app,
             health: Arc::new(Health::from_env(env, aws)?),
             reaper: Arc::new(Reaper::from_env(env)?),
@@ -149,6 +155,8 @@ pub fn handlers(stack: &Stack) -> HashMap<String, Handler> {
             "claude-code-hook".to_owned(),
             handler!(stack.hook, claude_code_hook::handle),
         ),
+        ("otlp-metrics".to_owned(), handler!(stack.otlp, otlp_metrics::handle)),
+        ("otlp-logs".to_owned(), handler!(stack.otlp, otlp_logs::handle)),
     ])
 }
 

@@ -8,6 +8,7 @@ mod envelope;
 pub mod migrate;
 mod sql;
 mod store;
+mod usage;
 
 use std::time::Duration;
 

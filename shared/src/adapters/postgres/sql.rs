@@ -8,7 +8,8 @@ use super::migrate::quote_ident;
 use crate::domain::ids::OrgId;
 use crate::domain::kind::{Kind, PerKind};
 use crate::domain::sessions::{MAX_AGENTS, SessionAction, SessionStatus};
-use crate::domain::summary::GroupBy;
+use crate::domain::summary::{GroupBy, NO_MODEL_KEY};
+use crate::domain::usage::UsageField;
 use crate::domain::validation::Choice;
 use crate::lock;
 
@@ -23,6 +24,9 @@ pub(super) struct TenantSql {
     pub(super) abandon_idle: String,
     pub(super) hook_event: String,
     pub(super) taken_ids: String,
+    pub(super) ensure_series: String,
+    pub(super) lock_series: String,
+    pub(super) write_usage: String,
     schema: String,
     /// The envelope statements, by the set of kinds present, built on first use.
     envelopes: Mutex<HashMap<PerKind<bool>, Arc<str>>>,
@@ -76,6 +80,9 @@ impl TenantSql {
             ),
             hook_event: hook_event_statement(&schema),
             taken_ids: taken_ids_statement(&schema),
+            ensure_series: super::usage::ensure_series(&schema),
+            lock_series: super::usage::lock_series(&schema),
+            write_usage: super::usage::write_usage(&schema),
             schema,
         }
     }
@@ -367,16 +374,20 @@ pub(super) fn session_change(schema: &str, action: SessionAction, extra_set: &st
 /// The aggregates of `$1 <= time < $2`, summed per group and kind, for the first `$3` groups:
 /// whole days `$4 <= day < $5` from the daily rows, the hours around them from the hourly rows
 /// (grouping by hour reads hourly rows only); with `p95`, each group's latency buckets too
-/// (`bucket` and `count` arrays).
+/// (`bucket` and `count` arrays). Usage rows (kind `usage`, from the usage aggregates) come with
+/// the groups that carry usage; their model requests and errors are their count and errors.
+/// Columns: key, kind, count, error_count, total_ms, tokens_in, tokens_out, buckets, counts,
+/// then one per [`UsageField::ALL`].
 pub(super) fn summary_statement(schema: &str, group_by: GroupBy, p95: bool) -> String {
     let only = match group_by {
         GroupBy::Command => "AND kind = 'command'",
         GroupBy::Agent => "AND kind = 'agent'",
         _ => "",
     };
-    let key = |time: &str| match group_by {
+    let key = |time: &str, name: &str| match group_by {
         GroupBy::User => "user_id".to_owned(),
         GroupBy::Command | GroupBy::Agent => "name".to_owned(),
+        GroupBy::Model => format!("CASE WHEN {name} = '' THEN '{NO_MODEL_KEY}' ELSE {name} END"),
         GroupBy::Hour => format!("to_char({time} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"')"),
         GroupBy::Day => format!("to_char({time} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
     };
@@ -390,31 +401,55 @@ pub(super) fn summary_statement(schema: &str, group_by: GroupBy, p95: bool) -> S
             ("hourly", "hour", "hour >= $5 AND hour < $2"),
         ]
     };
-    let pick = |table: &str, columns: &str| {
+    let pick = |table: &str, name: &str, columns: &str, filter: &str| {
         ranges
             .iter()
             .map(|(period, unit, range)| {
                 format!(
-                    "SELECT {} AS key, {columns} FROM {schema}.{period}_{table} WHERE {range} {only}",
-                    key(unit)
+                    "SELECT {} AS key, {columns} FROM {schema}.{period}_{table} WHERE {range} {filter}",
+                    key(unit, name)
                 )
             })
             .collect::<Vec<_>>()
             .join(" UNION ALL ")
     };
+    let usage_names: Vec<&str> = UsageField::ALL.iter().map(|f| f.name()).collect();
+    let no_usage: Vec<String> = usage_names.iter().map(|n| format!("0::float8 AS {n}")).collect();
+    let no_usage = no_usage.join(", ");
+    let mut branches = vec![];
+    if group_by.has_metrics() {
+        branches.push(pick(
+            "aggregates",
+            "name",
+            &format!("kind, count, error_count, total_ms, tokens_in, tokens_out, {no_usage}"),
+            only,
+        ));
+    }
+    if group_by.has_usage() {
+        branches.push(pick(
+            "usage",
+            "model",
+            &format!(
+                "'usage' AS kind, api_requests::bigint AS count, api_errors::bigint AS error_count, \
+                 0::float8 AS total_ms, 0::bigint AS tokens_in, 0::bigint AS tokens_out, {}",
+                usage_names.join(", ")
+            ),
+            "",
+        ));
+    }
     let order = if group_by.chronological() {
         "key"
     } else {
         "sum(count) DESC, key"
     };
-    let (latency_cte, buckets, join) = if p95 {
+    let (latency_cte, buckets, join) = if p95 && group_by.has_metrics() {
         (
             format!(
                 ", latency AS (SELECT key, kind, bucket, sum(count)::bigint AS n FROM ({}) l \
                    WHERE key IN (SELECT key FROM keys) GROUP BY 1, 2, 3), \
                  histograms AS (SELECT key, kind, array_agg(bucket ORDER BY bucket) AS buckets, \
                    array_agg(n ORDER BY bucket) AS counts FROM latency GROUP BY 1, 2)",
-                pick("latency", "kind, bucket, count")
+                pick("latency", "name", "kind, bucket, count", only)
             ),
             "h.buckets, h.counts",
             "LEFT JOIN histograms h USING (key, kind)",
@@ -422,21 +457,23 @@ pub(super) fn summary_statement(schema: &str, group_by: GroupBy, p95: bool) -> S
     } else {
         (String::new(), "NULL::smallint[], NULL::bigint[]", "")
     };
+    let usage_sums: Vec<String> = usage_names.iter().map(|n| format!("sum({n}) AS {n}")).collect();
+    let usage_out: Vec<String> = usage_names.iter().map(|n| format!("g.{n}")).collect();
     format!(
         "WITH picked AS ({}), \
          grouped AS ( \
             SELECT key, kind, sum(count)::bigint AS count, sum(error_count)::bigint AS error_count, \
-                sum(total_ms) AS total_ms, sum(tokens_in)::bigint AS tokens_in, sum(tokens_out)::bigint AS tokens_out \
+                sum(total_ms) AS total_ms, sum(tokens_in)::bigint AS tokens_in, sum(tokens_out)::bigint AS tokens_out, \
+                {} \
             FROM picked GROUP BY 1, 2), \
          keys AS ( \
             SELECT key, row_number() OVER (ORDER BY {order}) AS position \
             FROM grouped GROUP BY key ORDER BY {order} LIMIT $3){latency_cte} \
-         SELECT g.key, g.kind, g.count, g.error_count, g.total_ms, g.tokens_in, g.tokens_out, {buckets} \
+         SELECT g.key, g.kind, g.count, g.error_count, g.total_ms, g.tokens_in, g.tokens_out, {buckets}, {} \
          FROM grouped g JOIN keys USING (key) {join} ORDER BY keys.position, g.kind DESC",
-        pick(
-            "aggregates",
-            "kind, count, error_count, total_ms, tokens_in, tokens_out"
-        )
+        branches.join(" UNION ALL "),
+        usage_sums.join(", "),
+        usage_out.join(", "),
     )
 }
 

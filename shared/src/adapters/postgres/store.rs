@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::envelope::EnvelopeColumns;
 use super::migrate::provision_tenant;
 use super::sql::{InsertSql, TenantSql};
+use super::usage;
 use super::{Database, with_client};
 use crate::domain::batch::Envelope;
 use crate::domain::identified::Identified;
@@ -20,6 +21,7 @@ use crate::domain::kind::{Kind, PerKind};
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::domain::sessions::{SessionActivity, SessionChange, SessionEnd, SessionRecord, SessionStart};
 use crate::domain::summary::{AggregateRow, SummaryQuery};
+use crate::domain::usage::{Usage, UsageExport, UsageField, UsageWritten, count_points, usage_of};
 use crate::domain::validation::Choice;
 use crate::ports::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, Stored};
 
@@ -103,6 +105,59 @@ impl PgStore {
         }
         // Stored already (perhaps by a concurrent insert that committed after our snapshot).
         Ok((client.query_typed(&sql.select_existing, &params[..1]).await?, false))
+    }
+
+    /// [`MetricStore::write_usage`] on one connection (see `usage.rs` for the steps).
+    async fn write_usage_on(
+        &self,
+        client: &mut Object,
+        caller: &Caller,
+        export: &UsageExport,
+    ) -> Result<UsageWritten, tokio_postgres::Error> {
+        let tenant = self.tenant(client, &caller.org).await?;
+        let transaction = client.transaction().await?;
+        let series = export.cumulative_series();
+        let previous = if series.is_empty() {
+            vec![]
+        } else {
+            transaction
+                .execute_typed(&tenant.ensure_series, &[(&series, Type::UUID_ARRAY)])
+                .await?;
+            let rows = transaction
+                .query_typed(&tenant.lock_series, &[(&series, Type::UUID_ARRAY)])
+                .await?;
+            usage::series_states(&rows)
+        };
+        let counted = count_points(export, &previous);
+        let (org, user) = (caller.org.as_str(), caller.user.as_str());
+        let (points, events) = (usage::points_json(&counted.points), usage::events_json(export));
+        let (states, sessions) = (usage::series_json(&counted.series), usage::sessions_json(export));
+        let params: &[(&(dyn ToSql + Sync), Type)] = &[
+            (&org, Type::TEXT),
+            (&user, Type::TEXT),
+            (&points, Type::JSONB),
+            (&events, Type::JSONB),
+            (&states, Type::JSONB),
+            (&sessions, Type::JSONB),
+        ];
+        let rows = transaction.query_typed(&tenant.write_usage, params).await?;
+        transaction.commit().await?;
+        let (new_points, new_events): (Vec<Uuid>, Vec<Uuid>) = rows
+            .first()
+            .map_or_else(Default::default, |row| (row.get(0), row.get(1)));
+        let usage = usage_of(
+            counted
+                .points
+                .iter()
+                .filter(|(p, _)| new_points.contains(&p.id))
+                .copied(),
+            export.events.iter().filter(|e| new_events.contains(&e.id)),
+        );
+        Ok(UsageWritten {
+            points: new_points.len() as u64,
+            events: new_events.len() as u64,
+            usage,
+        })
     }
 
     /// Runs a statement built by [`session_change`] and interprets its answer.
@@ -189,8 +244,18 @@ impl MetricStore for PgStore {
                 tokens_in: row.get(5),
                 tokens_out: row.get(6),
                 histogram: histogram(row.get(7), row.get(8)),
+                usage: usage_columns(row, 9),
             })
             .collect())
+    }
+
+    async fn write_usage(&self, caller: &Caller, export: &UsageExport) -> Result<UsageWritten, StoreError> {
+        if export.points.is_empty() && export.events.is_empty() {
+            return Ok(UsageWritten::default());
+        }
+        with_client!(&self.db, |client| {
+            self.write_usage_on(&mut client, caller, export).await
+        })
     }
 
     async fn keep_hook_event(&self, caller: &Caller, event: &KeptHookEvent<'_>) -> Result<HookReceipt, StoreError> {
@@ -445,6 +510,15 @@ impl MetricStore for PgStore {
 }
 
 /// A dense histogram from the buckets (1-based) that have counts.
+/// The usage figures of a summary row, from column `first` on, in [`UsageField::ALL`] order.
+fn usage_columns(row: &tokio_postgres::Row, first: usize) -> Usage {
+    let mut usage = Usage::default();
+    for (i, field) in UsageField::ALL.into_iter().enumerate() {
+        usage.add(field, row.get::<_, Option<f64>>(first + i).unwrap_or_default());
+    }
+    usage
+}
+
 fn histogram(buckets: Option<Vec<i16>>, counts: Option<Vec<i64>>) -> Vec<i64> {
     let mut dense = vec![0; crate::domain::summary::HISTOGRAM_BUCKETS];
     for (bucket, count) in buckets.unwrap_or_default().into_iter().zip(counts.unwrap_or_default()) {

@@ -140,7 +140,7 @@ impl HookEvent {
 
     /// Our id of Claude's session, for this user.
     pub fn session_key(&self) -> Uuid {
-        derive(&[&self.owner, "session", &self.session_id])
+        session_key_of(&self.owner, &self.session_id)
     }
 
     /// The id of the event that opened this one, for events that close a pair.
@@ -344,8 +344,18 @@ impl HookEvent {
     }
 }
 
+/// Our id of Claude's session `claude_session_id` for `user`: hook events and OTLP exports
+/// derive it alike, so both land on the same session.
+pub fn session_key(user: &UserId, claude_session_id: &str) -> Uuid {
+    session_key_of(user.as_str(), claude_session_id)
+}
+
+fn session_key_of(owner: &str, claude_session_id: &str) -> Uuid {
+    derive(&[owner, "session", claude_session_id])
+}
+
 /// A deterministic id from `parts` (the first is always the user).
-fn derive(parts: &[&str]) -> Uuid {
+pub(crate) fn derive(parts: &[&str]) -> Uuid {
     Uuid::new_v5(&NAMESPACE, parts.join("\n").as_bytes())
 }
 

@@ -1,0 +1,1 @@
+shared::lambda_http_main!(otlp_logs::State, otlp_logs::handle);
