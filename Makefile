@@ -1,5 +1,5 @@
 # The two commands of the README come first; everything else after them.
-.PHONY: dev test lint fmt release bench fuzz
+.PHONY: dev test lint fmt release bench fuzz e2e
 
 ## Run the whole local stack and serve the API on http://127.0.0.1:3000 (PORT overrides).
 dev:
@@ -29,3 +29,8 @@ bench:
 fuzz:
 	@FUZZ_CASES=$${FUZZ_CASES:-1000000} bash local/test.sh -p shared --test properties
 	@FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} bash local/test.sh -p integration-tests -- openapi::schemathesis
+
+## Opt-in end to end: the real Claude Code CLI (npm, pinned) offline against a stand-in model API,
+## its HTTP hooks and OTLP export sent to the local stack; then checks what landed. Not in `make test`.
+e2e:
+	@bash local/e2e.sh
