@@ -363,6 +363,18 @@ elif g is None:
 else:
     usage_checks(f"summary by model {model}", g.get("usage"))
 
+# Hooks and OTLP name the same Claude session: it must be one session row, holding both.
+sql = (f'SELECT count(*), (SELECT count(*) FROM "org_{org}".otlp_points p WHERE p.session_id = min(s.id::text)::uuid) '
+       f'FROM "org_{org}".user_sessions s WHERE user_id = \'{user}\'')
+try:
+    out = subprocess.run([psql, database_url, "-Atc", sql], capture_output=True, text=True, timeout=20)
+    sessions, points = (out.stdout.strip().split("|") + ["", ""])[:2]
+    ok = out.returncode == 0 and sessions == "1" and points not in ("", "0")
+    report(ok, f"one session for hooks and OTLP: {sessions} session row(s), {points} OTLP point(s) on it",
+           otlp=True)
+except (OSError, subprocess.TimeoutExpired) as e:
+    report(False, f"one session for hooks and OTLP: could not run psql: {e}", otlp=True)
+
 sys.exit(1 if failed else 0)
 PY
 done
