@@ -243,6 +243,37 @@ mod tests {
         );
     }
 
+    /// What Claude Code 2.1.328 posted in print mode (no `SessionStart`), in order.
+    fn recorded(name: &str) -> Value {
+        let path = format!(
+            "{}/../../events/claude-code/2.1.328/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_real_clis_print_mode_session_is_recorded_with_the_tools_own_duration() {
+        let (state, store) = hook_app_keeping(a_working_service(), HookContent::Metrics);
+        // GIVEN the real CLI's events of a print-mode run: no SessionStart
+        for name in ["UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop", "SessionEnd"] {
+            assert_eq!(send(&state, &recorded(name)).await.0, 204, "{name}");
+        }
+        // THEN its first event started the session, and SessionEnd completed it
+        let sessions = store.sessions(&demo());
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions[0].status, SessionStatus::Completed);
+        assert_eq!(sessions[0].commands_executed, 1);
+        // AND the Bash command is timed by the tool's own duration_ms, not the arrival gap
+        let commands = store.command_executions(&demo());
+        assert_eq!(commands.len(), 1);
+        assert_eq!(
+            (commands[0].command_name.as_str(), commands[0].execution_time_ms),
+            ("Bash", 32.0)
+        );
+        assert_eq!(commands[0].command_args, json!({"program": "echo"}));
+    }
+
     #[tokio::test]
     async fn an_event_sent_twice_is_stored_once() {
         let (state, store) = hook_app();

@@ -499,6 +499,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_otlp_export_pushes_one_compact_usage_message_and_its_retry_none() {
+        // GIVEN Claude Code's recorded metrics export, read for alice
+        let live = live();
+        connected(&live.connections, "a1", "acme").await;
+        let store = BroadcastingStore::new(Arc::new(InMemoryStore::new()), live.broadcaster.clone());
+        let alice = caller("acme", "alice");
+        let recorded = serde_json::from_str(include_str!("../../../events/otlp/metrics.json")).unwrap();
+        let export = crate::domain::otlp::metrics::read(&recorded, &alice.user, 1_796_187_700_000_000_000).export;
+        // WHEN it is written twice (an exporter's retry)
+        for _ in 0..2 {
+            store.write_usage(&alice, &export).await.unwrap();
+        }
+        live.broadcaster.flush(Duration::from_secs(5)).await;
+        // THEN one message says what was new, without labels or attributes
+        let sent = live.pusher.sent();
+        assert_eq!(sent.len(), 1);
+        let message = &sent[0].1;
+        assert_eq!(
+            (message["kind"].as_str(), message["user_id"].as_str()),
+            (Some("usage"), Some("alice"))
+        );
+        assert_eq!(message["metric"]["points"], 7);
+        assert_eq!(message["metric"]["usage"]["input_tokens"], 240);
+        assert!(
+            !message.to_string().contains("628c2061"),
+            "no session or label is pushed"
+        );
+    }
+
+    #[tokio::test]
     async fn every_kind_is_published_once_however_often_its_id_is_sent() {
         let live = live();
         connected(&live.connections, "a1", "acme").await;
