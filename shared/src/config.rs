@@ -443,8 +443,10 @@ pub struct RequestConfig {
     pub max_otlp_body_bytes: usize,
 }
 
-/// The largest OTLP export accepted by default, after decompression.
-pub const DEFAULT_MAX_OTLP_BODY_BYTES: u64 = 4 * 1024 * 1024;
+/// The largest OTLP export accepted by default, after decompression: a minute of one
+/// developer's metrics is a few KiB, and a body of the smallest possible records decodes to
+/// about a hundred times its size, which must stay well inside a function's memory.
+pub const DEFAULT_MAX_OTLP_BODY_BYTES: u64 = 1024 * 1024;
 
 /// The largest hook body accepted by default: under Lambda's 6 MB invocation payload once
 /// API Gateway has wrapped it.

@@ -462,3 +462,79 @@ fn valid_token() -> String {
     )
     .unwrap()
 }
+
+/// What an OTLP export leaves to store is always storable: finite counts within bounds, plausible
+/// times, ids and labels without control characters.
+fn otlp_kept_is_storable(export: &shared::domain::usage::UsageExport) -> Result<(), TestCaseError> {
+    use shared::domain::otlp::MAX_POINT_VALUE;
+    for point in &export.points {
+        prop_assert!(point.value.is_finite() && (0.0..=MAX_POINT_VALUE).contains(&point.value));
+        prop_assert!(point.start_ns <= i64::MAX as u64 && point.time_ns <= i64::MAX as u64);
+        prop_assert!(!point.model.contains('\0') && !point.labels.to_string().contains("\\u0000"));
+    }
+    for event in &export.events {
+        prop_assert!(event.time_ns <= i64::MAX as u64);
+        prop_assert!(!event.attributes.to_string().contains("\\u0000"));
+    }
+    for (session, _) in export.sessions() {
+        prop_assert!(!session.claude_session_id.chars().any(char::is_control));
+    }
+    Ok(())
+}
+
+/// Both OTLP requests read from `bytes` in `encoding`; what decodes must read without panicking
+/// into something storable, and what does not is a 400 naming the body.
+fn through_the_otlp_readers(encoding: shared::http::otlp::Encoding, bytes: &[u8]) -> Result<(), TestCaseError> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use shared::http::otlp::decode;
+    let user = UserId::parse("alice").unwrap();
+    let now = 1_796_187_700_000_000_000;
+    match decode::<ExportMetricsServiceRequest>(encoding, bytes) {
+        Ok(request) => otlp_kept_is_storable(&shared::domain::otlp::metrics::read(&request, &user, now).export)?,
+        Err(err) => prop_assert_eq!(err.status().as_u16(), 400),
+    }
+    match decode::<ExportLogsServiceRequest>(encoding, bytes) {
+        Ok(request) => {
+            for content in [HookContent::Metrics, HookContent::Redacted] {
+                otlp_kept_is_storable(&shared::domain::otlp::logs::read(&request, &user, content, now).export)?;
+            }
+        }
+        Err(err) => prop_assert_eq!(err.status().as_u16(), 400),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(Config { cases: (config().cases / 10).max(1), ..config() })]
+
+    #[test]
+    fn otlp_exports_damaged_or_arbitrary_are_read_into_storable_data_or_refused(
+        damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+        json in any::<bool>(),
+        arbitrary in prop::collection::vec(any::<u8>(), 0..256),
+        use_arbitrary in any::<bool>(),
+    ) {
+        use shared::http::otlp::Encoding;
+        let (encoding, recorded): (Encoding, &[u8]) = match (json, use_arbitrary) {
+            (_, true) => (if json { Encoding::Json } else { Encoding::Protobuf }, &arbitrary),
+            (true, false) => (Encoding::Json, include_bytes!("../../events/otlp/logs.json")),
+            (false, false) => (Encoding::Protobuf, include_bytes!("../../events/otlp/metrics.pb")),
+        };
+        let mut bytes = recorded.to_vec();
+        if !bytes.is_empty() {
+            for (at, byte) in &damage {
+                let i = at.index(bytes.len());
+                bytes[i] = *byte;
+            }
+        }
+        through_the_otlp_readers(encoding, &bytes)?;
+    }
+
+    #[test]
+    fn otlp_json_documents_of_any_shape_are_read_or_refused(value in nasty_json()) {
+        let wrapped = json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [value.clone()]}]}],
+                             "resourceLogs": [{"scopeLogs": [{"logRecords": [value]}]}]});
+        through_the_otlp_readers(shared::http::otlp::Encoding::Json, wrapped.to_string().as_bytes())?;
+    }
+}

@@ -8,6 +8,9 @@
 //! an exporter's retry stores nothing twice, and only newly stored rows are counted into the
 //! rolling usage aggregates.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -198,6 +201,7 @@ impl UsageExport {
     /// The sessions the export touches, each with the earliest time it was seen at.
     pub fn sessions(&self) -> Vec<(SessionRef, DateTime<Utc>)> {
         let mut seen: Vec<(SessionRef, DateTime<Utc>)> = vec![];
+        let mut at: HashMap<Uuid, usize> = HashMap::new();
         let times = self
             .points
             .iter()
@@ -205,9 +209,12 @@ impl UsageExport {
             .chain(self.events.iter().map(|e| (&e.session, e.time())));
         for (session, time) in times {
             let Some(session) = session else { continue };
-            match seen.iter_mut().find(|(s, _)| s.key == session.key) {
-                Some((_, first)) => *first = (*first).min(time),
-                None => seen.push((session.clone(), time)),
+            match at.get(&session.key) {
+                Some(i) => seen[*i].1 = seen[*i].1.min(time),
+                None => {
+                    at.insert(session.key, seen.len());
+                    seen.push((session.clone(), time));
+                }
             }
         }
         seen
@@ -256,9 +263,11 @@ pub struct Counted<'a> {
 /// point its difference to the series' previous point (`previous`, read from the store, then
 /// each point of the export in time order); cumulative points that add nothing new are left
 /// out. A point already stored (same id) is skipped by the store, so it counts nothing either.
+/// A point sent twice in one export counts once.
 pub fn count_points<'a>(export: &'a UsageExport, previous: &[(Uuid, SeriesState)]) -> Counted<'a> {
-    let mut states: Vec<(Uuid, SeriesState)> = previous.to_vec();
-    let mut ordered: Vec<&UsagePoint> = export.points.iter().collect();
+    let mut states: HashMap<Uuid, SeriesState> = previous.iter().copied().collect();
+    let mut unique = HashSet::new();
+    let mut ordered: Vec<&UsagePoint> = export.points.iter().filter(|p| unique.insert(p.id)).collect();
     ordered.sort_by_key(|p| (p.series, p.time_ns));
     let mut points = vec![];
     for point in ordered {
@@ -271,22 +280,26 @@ pub fn count_points<'a>(export: &'a UsageExport, previous: &[(Uuid, SeriesState)
             time_ns: point.time_ns,
             value: point.value,
         };
-        match states.iter_mut().find(|(series, _)| *series == point.series) {
-            Some((_, last)) => {
-                if let Some(delta) = last.delta_to(&state) {
+        match states.entry(point.series) {
+            Entry::Occupied(mut last) => {
+                if let Some(delta) = last.get().delta_to(&state) {
                     points.push((point, delta));
-                    *last = state;
+                    last.insert(state);
                 }
             }
-            None => {
+            Entry::Vacant(first) => {
                 points.push((point, point.value));
-                states.push((point.series, state));
+                first.insert(state);
             }
         }
     }
-    let touched = export.cumulative_series();
-    states.retain(|(series, _)| touched.binary_search(series).is_ok());
-    Counted { points, series: states }
+    let mut series: Vec<(Uuid, SeriesState)> = export
+        .cumulative_series()
+        .into_iter()
+        .filter_map(|id| states.get(&id).map(|state| (id, *state)))
+        .collect();
+    series.sort_by_key(|(id, _)| *id);
+    Counted { points, series }
 }
 
 /// The usage that newly stored points (with their counted amounts) and events add.
@@ -300,7 +313,8 @@ pub fn usage_of<'a>(
             usage.add(field, delta);
         }
     }
-    for event in events {
+    let mut unique = HashSet::new();
+    for event in events.into_iter().filter(|e| unique.insert(e.id)) {
         if let Some(field) = event.field {
             usage.add(field, 1.0);
         }

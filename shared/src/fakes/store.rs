@@ -404,9 +404,11 @@ impl MetricStore for InMemoryStore {
                 new_points.push((*point, *delta));
             }
         }
-        let mut new_events = vec![];
+        let mut new_events: Vec<&UsageEvent> = vec![];
         for event in &export.events {
-            if !tenant.usage_events.iter().any(|(_, e)| e.id == event.id) {
+            if !tenant.usage_events.iter().any(|(_, e)| e.id == event.id)
+                && !new_events.iter().any(|e| e.id == event.id)
+            {
                 tenant.usage_events.push((caller.user.clone(), event.clone()));
                 new_events.push(event);
             }

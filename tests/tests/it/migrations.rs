@@ -68,9 +68,14 @@ async fn a_tenant_schema_has_the_specifications_tables_and_indexes() {
             "command_executions",
             "daily_aggregates",
             "daily_latency",
+            "daily_usage",
             "hook_events",
             "hourly_aggregates",
             "hourly_latency",
+            "hourly_usage",
+            "otlp_events",
+            "otlp_points",
+            "otlp_series",
             "productivity_metrics",
             "user_sessions"
         ]

@@ -1,6 +1,6 @@
 //! The PostgreSQL store: the `MetricStore` port on one schema per organization.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -145,13 +145,17 @@ impl PgStore {
         let (new_points, new_events): (Vec<Uuid>, Vec<Uuid>) = rows
             .first()
             .map_or_else(Default::default, |row| (row.get(0), row.get(1)));
+        let (points_new, events_new): (HashSet<Uuid>, HashSet<Uuid>) = (
+            new_points.iter().copied().collect(),
+            new_events.iter().copied().collect(),
+        );
         let usage = usage_of(
             counted
                 .points
                 .iter()
-                .filter(|(p, _)| new_points.contains(&p.id))
+                .filter(|(p, _)| points_new.contains(&p.id))
                 .copied(),
-            export.events.iter().filter(|e| new_events.contains(&e.id)),
+            export.events.iter().filter(|e| events_new.contains(&e.id)),
         );
         Ok(UsageWritten {
             points: new_points.len() as u64,

@@ -56,19 +56,16 @@ impl<'a> Attributes<'a> {
         }
     }
 
-    /// Every attribute as `key=value` lines in key order: what identifies a series.
+    /// Every attribute, whole and in key order, as one unambiguous text (JSON of the sorted
+    /// pairs): what identifies a series.
     pub fn canonical(&self) -> String {
-        let mut pairs: Vec<(String, String)> = self
+        let mut pairs: Vec<(&str, String)> = self
             .0
             .iter()
-            .map(|kv| (kv.key.clone(), label(kv.value.as_ref()).to_string()))
+            .map(|kv| (kv.key.as_str(), serde_json::to_string(&kv.value).unwrap_or_default()))
             .collect();
         pairs.sort();
-        pairs
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        serde_json::to_string(&pairs).unwrap_or_default()
     }
 
     /// The attributes named in `keys` that are present, as JSON labels (numbers in `numbers`
@@ -116,8 +113,10 @@ pub fn label(value: Option<&AnyValue>) -> Value {
     }
 }
 
+/// `text` without control characters (PostgreSQL refuses NUL in text and jsonb), cut to
+/// `max_chars`.
 pub fn cut(text: &str, max_chars: usize) -> String {
-    text.chars().take(max_chars).collect()
+    text.chars().filter(|c| !c.is_control()).take(max_chars).collect()
 }
 
 #[cfg(test)]
@@ -162,6 +161,8 @@ mod tests {
         let labels = Attributes(&attrs).labels(&["sources", "long", "absent"], &[], &[]);
         assert_eq!(labels["sources"], json!(["policy"]));
         assert_eq!(labels["long"].as_str().unwrap().len(), MAX_LABEL_CHARS);
+        let nul = [kv("model", Any::StringValue("opus\u{0}\n".into()))];
+        assert_eq!(Attributes(&nul).labels(&["model"], &[], &[])["model"], "opus");
         assert!(!labels.contains_key("absent"));
     }
 
@@ -170,5 +171,17 @@ mod tests {
         let one = [kv("a", Any::IntValue(1)), kv("b", Any::StringValue("x".into()))];
         let two = [kv("b", Any::StringValue("x".into())), kv("a", Any::IntValue(1))];
         assert_eq!(Attributes(&one).canonical(), Attributes(&two).canonical());
+    }
+
+    #[test]
+    fn attribute_sets_that_differ_past_the_label_cut_or_by_a_newline_are_different_series() {
+        let long = |tail: &str| [kv("a", Any::StringValue(format!("{}{tail}", "x".repeat(300))))];
+        assert_ne!(Attributes(&long("1")).canonical(), Attributes(&long("2")).canonical());
+        let joined = [kv("a", Any::StringValue("1\nb=2".into()))];
+        let split = [
+            kv("a", Any::StringValue("1".into())),
+            kv("b", Any::StringValue("2".into())),
+        ];
+        assert_ne!(Attributes(&joined).canonical(), Attributes(&split).canonical());
     }
 }

@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use serde_json::Value;
 
 use super::attributes::{Attributes, cut};
-use super::{COMMON_LABELS, MAX_ITEMS_PER_EXPORT, Refusals, id_of, model_of, plausible_time, session_of};
+use super::{COMMON_LABELS, Kept, MAX_ITEMS_PER_EXPORT, Refusals, id_of, model_of, plausible_time, session_of};
 use crate::domain::hooks::{HookContent, MAX_ID_CHARS};
 use crate::domain::ids::UserId;
 use crate::domain::redact::redact_and_truncate;
@@ -83,6 +83,7 @@ pub struct LogsRead {
 /// Reads an export sent by `user` at `now_ns`, keeping content as `content` says.
 pub fn read(request: &ExportLogsServiceRequest, user: &UserId, content: HookContent, now_ns: u64) -> LogsRead {
     let mut read = LogsRead::default();
+    let mut kept = Kept::default();
     let records = request
         .resource_logs
         .iter()
@@ -98,8 +99,11 @@ pub fn read(request: &ExportLogsServiceRequest, user: &UserId, content: HookCont
                 .refuse(format!("more than {MAX_ITEMS_PER_EXPORT} log records in one export"));
             continue;
         }
-        match usage_event(name, record, user, content, now_ns) {
-            Ok(event) => read.export.events.push(event),
+        let admitted = usage_event(name, record, user, content, now_ns)
+            .and_then(|e| kept.admit(e.id, e.session.as_ref()).map(|new| new.then_some(e)));
+        match admitted {
+            Ok(Some(event)) => read.export.events.push(event),
+            Ok(None) => {}
             Err(reason) => read.refused.refuse(reason),
         }
     }
@@ -160,9 +164,13 @@ fn usage_event(
         _ => None,
     };
     let claude_session = session.as_ref().map(|s| s.claude_session_id.as_str()).unwrap_or("");
+    // `event.sequence` tells a session's events apart; without it, what identifies the event
+    // itself (its prompt, model request and tool use).
     let discriminator = match sequence {
         Some(n) => n.to_string(),
-        None => prompt_id.clone().unwrap_or_default(),
+        None => ["prompt.id", "request_id", "tool_use_id"]
+            .map(|key| attrs.text(key).unwrap_or_default())
+            .join("\n"),
     };
     Ok(UsageEvent {
         id: id_of(

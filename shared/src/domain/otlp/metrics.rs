@@ -9,7 +9,9 @@ use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, NumberData
 use serde_json::Value;
 
 use super::attributes::{Attributes, cut};
-use super::{COMMON_LABELS, MAX_ITEMS_PER_EXPORT, Refusals, id_of, model_of, plausible_time, session_of};
+use super::{
+    COMMON_LABELS, Kept, MAX_ITEMS_PER_EXPORT, MAX_POINT_VALUE, Refusals, id_of, model_of, plausible_time, session_of,
+};
 use crate::domain::ids::UserId;
 use crate::domain::usage::{UsageExport, UsageField, UsagePoint};
 
@@ -67,6 +69,7 @@ pub struct MetricsRead {
 /// Reads an export sent by `user` at `now_ns`.
 pub fn read(request: &ExportMetricsServiceRequest, user: &UserId, now_ns: u64) -> MetricsRead {
     let mut read = MetricsRead::default();
+    let mut kept = Kept::default();
     let metrics = request
         .resource_metrics
         .iter()
@@ -116,8 +119,11 @@ pub fn read(request: &ExportMetricsServiceRequest, user: &UserId, now_ns: u64) -
                     .refuse(format!("more than {MAX_ITEMS_PER_EXPORT} data points in one export"));
                 continue;
             }
-            match usage_point(name, cumulative, point, user, now_ns) {
-                Ok(kept) => read.export.points.push(kept),
+            let admitted = usage_point(name, cumulative, point, user, now_ns)
+                .and_then(|p| kept.admit(p.id, p.session.as_ref()).map(|new| new.then_some(p)));
+            match admitted {
+                Ok(Some(point)) => read.export.points.push(point),
+                Ok(None) => {}
                 Err(reason) => read.refused.refuse(format!("{name}: {reason}")),
             }
         }
@@ -140,13 +146,25 @@ fn usage_point(
     if !value.is_finite() || value < 0.0 {
         return Err(format!("{value} is not a count (finite, not negative)"));
     }
+    if value > MAX_POINT_VALUE {
+        return Err(format!("{value:e} is implausibly large (at most {MAX_POINT_VALUE:e})"));
+    }
+    // `-0.0` passes the sign check: counted as a plain zero.
+    let value = value.abs();
     if !plausible_time(point.time_unix_nano, now_ns) {
         return Err(format!("timeUnixNano {} is not a plausible time", point.time_unix_nano));
     }
     let attrs = Attributes(&point.attributes);
     let session = session_of(attrs, user)?;
     let point_type = cut(&attrs.text("type").unwrap_or_default(), 64);
-    let series = id_of(user, &["otlp-series", metric, &attrs.canonical()]);
+    // A cumulative series is one run of one process: its start time is part of it, so two
+    // processes (or a restart) never take each other's totals for resets.
+    let run = if cumulative {
+        point.start_time_unix_nano.to_string()
+    } else {
+        String::new()
+    };
+    let series = id_of(user, &["otlp-series", metric, &attrs.canonical(), &run]);
     let (start, time) = (point.start_time_unix_nano.to_string(), point.time_unix_nano.to_string());
     let mut labels = attrs.labels(COMMON_LABELS, &[], &[]);
     labels.extend(attrs.labels(POINT_LABELS, &[], &[]));
@@ -155,7 +173,8 @@ fn usage_point(
         series,
         metric: metric.to_owned(),
         cumulative,
-        start_ns: point.start_time_unix_nano,
+        // Stored as a bigint: a start past 2262 is no real start.
+        start_ns: point.start_time_unix_nano.min(i64::MAX as u64),
         time_ns: point.time_unix_nano,
         value,
         session,
@@ -232,6 +251,40 @@ mod tests {
                 .zip(&other.points)
                 .all(|(a, b)| a.id != b.id && a.series != b.series)
         );
+    }
+
+    #[test]
+    fn values_postgresql_could_not_keep_are_refused_alone_and_repeats_kept_once() {
+        let point = |value: f64, session: &str| {
+            serde_json::json!({"asDouble": value, "timeUnixNano": "1796187601039000000",
+                "attributes": [{"key": "session.id", "value": {"stringValue": session}}]})
+        };
+        let mut points = vec![
+            point(1e300, "s"),
+            point(-0.0, "s"),
+            point(-0.0, "s"),
+            point(2.0, "s\u{0}x"),
+        ];
+        // With "s", 102 sessions: the last two are too many.
+        points.extend((0..101).map(|n| point(1.0, &format!("session-{n}"))));
+        let body = serde_json::json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [
+            {"name": "claude_code.commit.count", "sum": {"aggregationTemporality": 1, "dataPoints": points}}
+        ]}]}]});
+        let request: ExportMetricsServiceRequest = serde_json::from_value(body).unwrap();
+        let read = read(&request, &user("dev"), NOW);
+        // THEN the huge value, the control character and the 101st and 102nd sessions are refused
+        assert_eq!(read.refused.count, 4, "{:?}", read.refused);
+        let message = read.refused.message();
+        assert!(
+            message.contains("implausibly large") && message.contains("control characters"),
+            "{message}"
+        );
+        assert!(message.contains("sessions in one export"), "{message}");
+        // AND the zero sent twice is kept once, as a plain zero
+        let zeros: Vec<_> = read.export.points.iter().filter(|p| p.value == 0.0).collect();
+        assert_eq!(zeros.len(), 1);
+        assert!(zeros[0].value.is_sign_positive());
+        assert_eq!(read.export.points.len(), 1 + 99);
     }
 
     #[test]

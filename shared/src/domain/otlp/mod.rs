@@ -29,6 +29,11 @@ use crate::domain::ids::UserId;
 use crate::domain::usage::SessionRef;
 use attributes::Attributes;
 
+/// Largest value a counter point may carry: no minute of one developer's work comes near it,
+/// and sums of such values stay far from overflowing the aggregates.
+pub const MAX_POINT_VALUE: f64 = 1e12;
+/// Most distinct sessions one export may name (Claude Code exports one process: one session).
+pub const MAX_SESSIONS_PER_EXPORT: usize = 100;
 /// Most data points (or log records) one export may carry; the rest are refused.
 pub const MAX_ITEMS_PER_EXPORT: usize = 10_000;
 /// Longest model name kept.
@@ -64,6 +69,30 @@ impl Refusals {
     }
 }
 
+/// What one export has kept so far: the ids (an item sent twice in one export is kept once, as
+/// a retry would be) and the sessions (at most [`MAX_SESSIONS_PER_EXPORT`]).
+#[derive(Default)]
+struct Kept {
+    ids: std::collections::HashSet<Uuid>,
+    sessions: std::collections::HashSet<Uuid>,
+}
+
+impl Kept {
+    /// `Ok(true)` to keep the item, `Ok(false)` for a repeat, `Err` when it would name one
+    /// session too many.
+    fn admit(&mut self, id: Uuid, session: Option<&SessionRef>) -> Result<bool, String> {
+        if let Some(session) = session
+            && !self.sessions.contains(&session.key)
+        {
+            if self.sessions.len() >= MAX_SESSIONS_PER_EXPORT {
+                return Err(format!("more than {MAX_SESSIONS_PER_EXPORT} sessions in one export"));
+            }
+            self.sessions.insert(session.key);
+        }
+        Ok(self.ids.insert(id))
+    }
+}
+
 /// Whether a timestamp is one a working exporter could have sent at `now_ns`.
 fn plausible_time(time_ns: u64, now_ns: u64) -> bool {
     time_ns >= EARLIEST_NS && time_ns <= now_ns.saturating_add(MAX_FUTURE_NS)
@@ -76,6 +105,9 @@ fn session_of(attrs: Attributes<'_>, user: &UserId) -> Result<Option<SessionRef>
     };
     if id.chars().count() > MAX_ID_CHARS {
         return Err(format!("session.id longer than {MAX_ID_CHARS} characters"));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("session.id holds control characters".into());
     }
     Ok(Some(SessionRef {
         key: session_key(user, &id),
