@@ -228,9 +228,51 @@ pub fn worker_metrics(written: u64, duplicates: u64, poison: u64, failed: u64, l
     ));
 }
 
+/// The EMF document of one OTLP export: items received, stored (new), refused (reported in
+/// `partialSuccess`) and unknown (metrics or events this version does not keep, dropped), by
+/// `Stage` and `Signal` (`metrics` or `logs`).
+pub fn otlp_export_document(
+    signal: &str,
+    org: &str,
+    received: u64,
+    stored: u64,
+    refused: u64,
+    unknown: u64,
+) -> serde_json::Value {
+    emf(
+        &[&["Stage", "Signal"]],
+        &[
+            ("OtlpItemsReceived", "Count", received as f64),
+            ("OtlpItemsStored", "Count", stored as f64),
+            ("OtlpItemsRefused", "Count", refused as f64),
+            ("OtlpItemsUnknown", "Count", unknown as f64),
+        ],
+        serde_json::json!({ "Signal": signal, "org": org, "message": "otlp export" }),
+    )
+}
+
+pub fn otlp_export(signal: &str, org: &str, received: u64, stored: u64, refused: u64, unknown: u64) {
+    publish(&otlp_export_document(signal, org, received, stored, refused, unknown));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_otlp_export_counts_what_was_stored_refused_and_unknown() {
+        let doc = otlp_export_document("logs", "acme", 10, 7, 1, 2);
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Dimensions"][0], serde_json::json!(["Stage", "Signal"]));
+        assert_eq!(
+            (doc["Signal"].as_str(), doc["OtlpItemsUnknown"].as_f64()),
+            (Some("logs"), Some(2.0))
+        );
+        assert_eq!(
+            (doc["OtlpItemsStored"].as_f64(), doc["OtlpItemsRefused"].as_f64()),
+            (Some(7.0), Some(1.0))
+        );
+    }
 
     #[test]
     fn a_request_record_is_a_log_line_with_its_metrics_embedded() {

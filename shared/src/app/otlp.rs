@@ -75,8 +75,9 @@ impl OtlpApp {
         })
     }
 
-    /// Stores what was read and logs what was kept, refused and left aside (items this
-    /// version does not keep are counted here, never refused).
+    /// Stores what was read, and counts what was kept, refused and left aside (items this
+    /// version does not keep are counted here, never refused) in one log line that is also
+    /// CloudWatch metrics (`OtlpItems*`).
     async fn keep(
         &self,
         caller: &Caller,
@@ -86,14 +87,14 @@ impl OtlpApp {
         unknown: u64,
     ) -> Result<UsageWritten, ApiError> {
         let written = self.app.store.write_usage(caller, export).await?;
-        tracing::info!(
-            org = %caller.org,
+        let received = (export.points.len() + export.events.len()) as u64 + refused.count + unknown;
+        crate::telemetry::otlp_export(
             signal,
-            received = export.points.len() + export.events.len(),
-            stored = written.points + written.events,
-            refused = refused.count,
+            caller.org.as_str(),
+            received,
+            written.points + written.events,
+            refused.count,
             unknown,
-            "otlp export"
         );
         Ok(written)
     }

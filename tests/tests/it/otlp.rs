@@ -175,6 +175,7 @@ async fn a_restarted_cumulative_series_counts_its_new_total_from_zero() {
 
 #[tokio::test]
 async fn log_events_from_a_real_exporter_count_requests_and_errors_by_model() {
+    let logs = integration_tests::logs();
     let given = TestApp::spawn().await;
     let addr = given.serve_http().await;
     // GIVEN a developer's logs exporter sending Claude Code's events
@@ -226,6 +227,18 @@ async fn log_events_from_a_real_exporter_count_requests_and_errors_by_model() {
         "{model}"
     );
     assert_eq!(given.count("otlp-logs", "otlp_events").await, 4);
+    // AND the export's log line, also its CloudWatch metrics, counts the unknown event
+    let written = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let line = written
+        .lines()
+        .find(|l| l.contains("\"OtlpItemsUnknown\"") && l.contains("\"org\":\"otlp-logs\""))
+        .expect("an otlp export line");
+    let line: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(
+        (line["OtlpItemsStored"].as_f64(), line["OtlpItemsUnknown"].as_f64()),
+        (Some(4.0), Some(1.0)),
+        "{line}"
+    );
 }
 
 /// A raw OTLP/HTTP post of `body` (bytes); the status and the response body.
