@@ -15,6 +15,7 @@ mod http;
 mod in_process;
 mod ingest;
 mod live;
+mod otlp;
 mod stack;
 mod stats;
 mod summary;
@@ -24,8 +25,8 @@ use serde_json::{Map, Value};
 use stack::{Sizes, Stack};
 
 /// The sections, in the order they run, and what is printed as each begins.
-/// `BENCH_SECTIONS=in_process,http,live,ingest,functions,summary,hostile` selects some (all by default).
-const SECTIONS: [(&str, &str); 7] = [
+/// `BENCH_SECTIONS=in_process,http,live,otlp,ingest,functions,summary,hostile` selects some (all by default).
+const SECTIONS: [(&str, &str); 8] = [
     (
         "in_process",
         "measuring baselines, the handler in process and the worker (current-thread runtime)...",
@@ -34,6 +35,10 @@ const SECTIONS: [(&str, &str); 7] = [
     (
         "live",
         "measuring the write path with live updates on and off (over HTTP, interleaved)...",
+    ),
+    (
+        "otlp",
+        "measuring Claude Code's OTLP exports over HTTP against the single-metric route (interleaved)...",
     ),
     (
         "functions",
@@ -81,6 +86,7 @@ fn run(
         "in_process" => in_process::measure(stack, sizes, results),
         "http" => runtime.block_on(http::measure(stack, sizes, results)),
         "live" => runtime.block_on(live::measure(stack, sizes, results)),
+        "otlp" => runtime.block_on(otlp::measure(stack, sizes, results)),
         "functions" => runtime.block_on(functions::measure(stack, results)),
         "ingest" => runtime.block_on(ingest::measure(stack, sizes, results)),
         "hostile" => hostile::measure_all(results),
