@@ -10,6 +10,7 @@
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{Value, json};
 
+use crate::domain::ids::UserId;
 use crate::domain::usage::Usage;
 use crate::domain::validation::{Choice, FieldError};
 
@@ -70,6 +71,8 @@ pub struct SummaryQuery {
     pub limit: u32,
     /// Whether to compute p95 values (merging the latency histograms costs most of a summary).
     pub p95: bool,
+    /// Only this user's records (`user=`): with `group_by=model`, a developer's usage per model.
+    pub user: Option<UserId>,
 }
 
 impl SummaryQuery {
@@ -79,8 +82,8 @@ impl SummaryQuery {
         now: DateTime<Utc>,
     ) -> Result<Self, Vec<FieldError>> {
         let mut errors = vec![];
-        let (mut since, mut until, mut group_by, mut limit, mut p95) =
-            (None, None, GroupBy::User, DEFAULT_GROUPS, false);
+        let (mut since, mut until, mut group_by, mut limit, mut p95, mut user) =
+            (None, None, GroupBy::User, DEFAULT_GROUPS, false, None);
         for (name, value) in params {
             match name {
                 "since" => since = time(name, value, &mut errors),
@@ -100,6 +103,10 @@ impl SummaryQuery {
                     "true" => p95 = true,
                     "false" => p95 = false,
                     _ => errors.push(FieldError::new(name, "Must be true or false")),
+                },
+                "user" => match UserId::parse(value) {
+                    Ok(id) => user = Some(id),
+                    Err(_) => errors.push(FieldError::new(name, "Must be a user id (1-128 printable characters)")),
                 },
                 other => errors.push(FieldError::new(
                     other.chars().take(64).collect::<String>(),
@@ -133,6 +140,7 @@ impl SummaryQuery {
             group_by,
             limit,
             p95,
+            user,
         })
     }
 

@@ -48,8 +48,9 @@ pub(super) fn summarise<'a>(
 ) -> Vec<AggregateRow> {
     let mut rows: Vec<AggregateRow> = vec![];
     let in_span = |when: DateTime<Utc>| when >= query.since && when < query.until;
+    let wanted_user = |user: &str| query.user.as_ref().is_none_or(|u| u.as_str() == user);
     for (user, model, when, field, amount) in usage {
-        if !query.group_by.has_usage() || !in_span(when) {
+        if !query.group_by.has_usage() || !in_span(when) || !wanted_user(user) {
             continue;
         }
         let key = key_of(query.group_by, user, model, when);
@@ -72,7 +73,7 @@ pub(super) fn summarise<'a>(
             GroupBy::Model => false,
             _ => true,
         };
-        if !wanted || !in_span(when) {
+        if !wanted || !in_span(when) || !wanted_user(user) {
             continue;
         }
         let key = key_of(query.group_by, user, name, when);

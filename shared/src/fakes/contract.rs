@@ -424,6 +424,22 @@ pub async fn usage_counts_each_point_once_and_joins_the_session(store: &dyn Metr
         rows.iter().any(|r| r.key == crate::domain::summary::NO_MODEL_KEY),
         "{rows:?}"
     );
+    // AND with bob's copy of the export stored too, a `user` filter gives one developer's usage
+    // per model, and the organization's is the sum
+    let bob = caller(org, "bob");
+    let bobs = metrics::read(&recorded, &bob.user, now).export;
+    store.write_usage(&bob, &bobs).await.expect("bob's export");
+    let input_of_the_model = |rows: Vec<crate::domain::summary::AggregateRow>| {
+        rows.iter()
+            .find(|r| r.key == "claude-opus-5-5")
+            .map(|r| r.usage.get(UsageField::InputTokens))
+    };
+    let mut alices = by("model");
+    alices.user = Some(alice.user.clone());
+    let rows = store.aggregates(&alice, &alices).await.expect("aggregates");
+    assert_eq!(input_of_the_model(rows), Some(240.0));
+    let rows = store.aggregates(&alice, &by("model")).await.expect("aggregates");
+    assert_eq!(input_of_the_model(rows), Some(480.0));
     // AND the session named by the export is started once, as the hooks would have started it
     let session = crate::domain::hooks::session_key(&alice.user, "628c2061-0941-40c6-896f-63efa727f5fc");
     let change = store

@@ -75,6 +75,7 @@ async fn serve() -> Result<(), String> {
         eprintln!("  {line}");
     }
     eprintln!("  batch-worker consuming {}", queue.url);
+    eprintln!("  Claude Code's OTEL_EXPORTER_OTLP_ENDPOINT: http://127.0.0.1:{port}/otlp");
     if stack.live.is_some() {
         eprintln!(
             "  live updates on ws://127.0.0.1:{port}{}?token=<JWT>",

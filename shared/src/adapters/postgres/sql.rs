@@ -374,7 +374,8 @@ pub(super) fn session_change(schema: &str, action: SessionAction, extra_set: &st
 /// The aggregates of `$1 <= time < $2`, summed per group and kind, for the first `$3` groups:
 /// whole days `$4 <= day < $5` from the daily rows, the hours around them from the hourly rows
 /// (grouping by hour reads hourly rows only); with `p95`, each group's latency buckets too
-/// (`bucket` and `count` arrays). Usage rows (kind `usage`, from the usage aggregates) come with
+/// (`bucket` and `count` arrays); with `$6`, only that user's rows. Usage rows (kind `usage`,
+/// from the usage aggregates) come with
 /// the groups that carry usage; their model requests and errors are their count and errors.
 /// Columns: key, kind, count, error_count, total_ms, tokens_in, tokens_out, buckets, counts,
 /// then one per [`UsageField::ALL`].
@@ -406,7 +407,8 @@ pub(super) fn summary_statement(schema: &str, group_by: GroupBy, p95: bool) -> S
             .iter()
             .map(|(period, unit, range)| {
                 format!(
-                    "SELECT {} AS key, {columns} FROM {schema}.{period}_{table} WHERE {range} {filter}",
+                    "SELECT {} AS key, {columns} FROM {schema}.{period}_{table} \
+                     WHERE {range} {filter} AND ($6::text IS NULL OR user_id = $6)",
                     key(unit, name)
                 )
             })

@@ -16,7 +16,7 @@ use super::usage;
 use super::{Database, with_client};
 use crate::domain::batch::Envelope;
 use crate::domain::identified::Identified;
-use crate::domain::ids::{Caller, OrgId};
+use crate::domain::ids::{Caller, OrgId, UserId};
 use crate::domain::kind::{Kind, PerKind};
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::domain::sessions::{SessionActivity, SessionChange, SessionEnd, SessionRecord, SessionStart};
@@ -220,12 +220,14 @@ impl MetricStore for PgStore {
     async fn aggregates(&self, caller: &Caller, query: &SummaryQuery) -> Result<Vec<AggregateRow>, StoreError> {
         let groups = i64::from(query.limit) + 1;
         let (first_day, end_of_days) = query.whole_days();
+        let user = query.user.as_ref().map(UserId::as_str);
         let params: &[(&(dyn ToSql + Sync), Type)] = &[
             (&query.since, Type::TIMESTAMPTZ),
             (&query.until, Type::TIMESTAMPTZ),
             (&groups, Type::INT8),
             (&first_day, Type::TIMESTAMPTZ),
             (&end_of_days, Type::TIMESTAMPTZ),
+            (&user, Type::TEXT),
         ];
         let rows = with_client!(&self.db, |client| {
             match self.tenant(&mut client, &caller.org).await {
