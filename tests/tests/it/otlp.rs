@@ -355,3 +355,31 @@ async fn over_http_a_bomb_a_wrong_token_and_garbage_are_refused_with_otlp_status
         "{status_body}"
     );
 }
+
+#[tokio::test]
+async fn an_exporter_told_to_wait_by_a_429_retries_after_retry_after_and_keeps_every_point_once() {
+    let logs = integration_tests::logs();
+    // GIVEN an organization allowed one request every two seconds
+    let given = TestApp::spawn_with(&[("RATE_LIMIT_MAX_REQUESTS", "1"), ("RATE_LIMIT_WINDOW_MS", "2000")]).await;
+    let addr = given.serve_http().await;
+    let how = Exporter {
+        protocol: Protocol::HttpBinary,
+        temporality: Temporality::Delta,
+        gzip: false,
+    };
+    // WHEN the real exporter sends two exports back to back (the second is refused with 429)
+    tokio::task::spawn_blocking(move || export_two_intervals(addr, "otlp-throttled", "alice", how))
+        .await
+        .unwrap();
+    // THEN it was refused at least once, waited as Retry-After said, and nothing was lost or doubled
+    let written = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let refused = written
+        .lines()
+        .filter(|l| l.contains("\"org\":\"otlp-throttled\"") && l.contains("\"RateLimited\":1"))
+        .count();
+    assert!(refused >= 1, "the second export was not rate limited");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let alice = usage(&usage_of(addr, "otlp-throttled", "alice", "user").await, "alice");
+    assert_eq!(alice["input_tokens"], 240, "{alice}");
+    assert_eq!(alice["lines_added"], 7);
+}
