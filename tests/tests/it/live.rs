@@ -458,3 +458,44 @@ async fn an_organization_at_its_connection_cap_is_refused_until_one_closes() {
     let _third = viewer(addr, "acme").await;
     assert_eq!(connection_items(&table).await.len(), 3);
 }
+
+#[tokio::test]
+async fn an_otlp_export_pushes_one_usage_update_to_its_organization_and_a_retry_none() {
+    // GIVEN a dashboard of acme and one of globex
+    let (_app, addr) = TestApp::spawn_live(&[]).await;
+    let mut acme = viewer(addr, "acme").await;
+    let mut globex = viewer(addr, "globex").await;
+    // WHEN acme's developer exports Claude Code's recorded metrics, then again (a retry)
+    let export = include_str!("../../../events/otlp/metrics.json");
+    for _ in 0..2 {
+        let (status, _, body) = http(
+            addr,
+            "POST",
+            "/otlp/v1/metrics",
+            Some(&token("acme", "alice")),
+            "application/json",
+            export,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // THEN acme's dashboard hears of the usage once, without labels or session ids
+    let update = next_update(&mut acme, WITHIN)
+        .await
+        .expect("acme's usage update within a second");
+    assert_eq!(
+        (update["kind"].as_str(), update["user_id"].as_str()),
+        (Some("usage"), Some("alice"))
+    );
+    assert_eq!(update["metric"]["usage"]["input_tokens"], 240);
+    assert!(
+        !update.to_string().contains("628c2061"),
+        "no session or label is pushed: {update}"
+    );
+    assert_eq!(
+        next_update(&mut acme, Duration::from_millis(500)).await,
+        None,
+        "the retry says nothing"
+    );
+    assert_eq!(next_update(&mut globex, Duration::from_millis(300)).await, None);
+}

@@ -107,6 +107,15 @@ fn usage(groups: &[Value], key: &str) -> Value {
         .clone()
 }
 
+/// What [`export_two_intervals`] sent, summed: the usage alice's group must show.
+fn assert_the_two_intervals_were_counted_once(groups: &[Value]) {
+    let alice = usage(groups, "alice");
+    assert_eq!(alice["input_tokens"], 240, "{alice}");
+    assert_eq!(alice["output_tokens"], 30);
+    assert_eq!(alice["cost_usd"], 0.75);
+    assert_eq!(alice["lines_added"], 7);
+}
+
 async fn exported(given: &TestApp, org: &'static str, how: Exporter) -> Vec<Value> {
     let addr = given.serve_http().await;
     tokio::task::spawn_blocking(move || export_two_intervals(addr, org, "alice", how))
@@ -127,11 +136,7 @@ async fn a_real_exporter_over_http_protobuf_with_delta_temporality_fills_the_sum
     // WHEN it exports two intervals
     let groups = exported(&given, "otlp-delta", how).await;
     // THEN the user's usage is the sum of what was sent
-    let alice = usage(&groups, "alice");
-    assert_eq!(alice["input_tokens"], 240, "{alice}");
-    assert_eq!(alice["output_tokens"], 30);
-    assert_eq!(alice["cost_usd"], 0.75);
-    assert_eq!(alice["lines_added"], 7);
+    assert_the_two_intervals_were_counted_once(&groups);
 }
 
 #[tokio::test]
@@ -145,11 +150,7 @@ async fn a_cumulative_exporter_over_http_json_with_gzip_counts_each_token_once()
     };
     let groups = exported(&given, "otlp-cumulative", how).await;
     // THEN the totals are turned into deltas: the same figures as the delta exporter's
-    let alice = usage(&groups, "alice");
-    assert_eq!(alice["input_tokens"], 240, "{alice}");
-    assert_eq!(alice["output_tokens"], 30);
-    assert_eq!(alice["cost_usd"], 0.75);
-    assert_eq!(alice["lines_added"], 7);
+    assert_the_two_intervals_were_counted_once(&groups);
 }
 
 #[tokio::test]
@@ -379,7 +380,5 @@ async fn an_exporter_told_to_wait_by_a_429_retries_after_retry_after_and_keeps_e
         .count();
     assert!(refused >= 1, "the second export was not rate limited");
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let alice = usage(&usage_of(addr, "otlp-throttled", "alice", "user").await, "alice");
-    assert_eq!(alice["input_tokens"], 240, "{alice}");
-    assert_eq!(alice["lines_added"], 7);
+    assert_the_two_intervals_were_counted_once(&usage_of(addr, "otlp-throttled", "alice", "user").await);
 }

@@ -359,6 +359,14 @@ pub(crate) fn derive(parts: &[&str]) -> Uuid {
     Uuid::new_v5(&NAMESPACE, parts.join("\n").as_bytes())
 }
 
+/// What a Claude Code id (`session_id`, `tool_use_id`, ...) must be, wherever it arrives.
+pub const CLAUDE_ID_RULE: &str = "Must be 1 to 200 characters without control characters";
+
+/// Whether `id` follows [`CLAUDE_ID_RULE`].
+pub fn is_claude_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().count() <= MAX_ID_CHARS && !id.chars().any(char::is_control)
+}
+
 fn id_field(map: &Map<String, Value>, name: &str, required: bool, errors: &mut Vec<FieldError>) -> Option<String> {
     match map.get(name) {
         None | Some(Value::Null) if !required => None,
@@ -366,16 +374,9 @@ fn id_field(map: &Map<String, Value>, name: &str, required: bool, errors: &mut V
             errors.push(FieldError::new(name, "Required"));
             None
         }
-        Some(Value::String(s))
-            if !s.is_empty() && s.chars().count() <= MAX_ID_CHARS && !s.chars().any(char::is_control) =>
-        {
-            Some(s.clone())
-        }
+        Some(Value::String(s)) if is_claude_id(s) => Some(s.clone()),
         Some(Value::String(_)) => {
-            errors.push(FieldError::new(
-                name,
-                format!("Must be 1 to {MAX_ID_CHARS} characters without control characters"),
-            ));
+            errors.push(FieldError::new(name, CLAUDE_ID_RULE));
             None
         }
         Some(_) => {

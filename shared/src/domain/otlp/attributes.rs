@@ -11,6 +11,17 @@ pub const MAX_LABEL_CHARS: usize = 256;
 /// Most elements kept of an array label.
 const MAX_ARRAY_ITEMS: usize = 16;
 
+/// How a kept attribute is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    /// As sent (see [`label`]).
+    Text,
+    /// A number, sent as a number or as text.
+    Number,
+    /// A boolean, sent as one or as `"true"` / `"false"`.
+    Flag,
+}
+
 /// One record's (or data point's) attributes.
 #[derive(Clone, Copy)]
 pub struct Attributes<'a>(pub &'a [KeyValue]);
@@ -68,24 +79,28 @@ impl<'a> Attributes<'a> {
         serde_json::to_string(&pairs).unwrap_or_default()
     }
 
-    /// The attributes named in `keys` that are present, as JSON labels (numbers in `numbers`
-    /// and booleans in `booleans` typed whatever way they were sent).
-    pub fn labels(&self, keys: &[&str], numbers: &[&str], booleans: &[&str]) -> Map<String, Value> {
+    /// The attributes named in `keys` that are present, as JSON labels.
+    pub fn labels(&self, keys: &[&str]) -> Map<String, Value> {
+        self.typed_labels(keys.iter().map(|key| (*key, Label::Text)))
+    }
+
+    /// The attributes named in `keys` that are present, each read as its [`Label`] says (a
+    /// number or a flag whatever way it was sent).
+    pub fn typed_labels<'k>(&self, keys: impl IntoIterator<Item = (&'k str, Label)>) -> Map<String, Value> {
         let mut labels = Map::new();
-        for key in keys {
-            let value = if numbers.contains(key) {
-                self.number(key).map(|n| json!(n))
-            } else if booleans.contains(key) {
-                self.boolean(key).map(Value::Bool)
-            } else {
-                self.0
+        for (key, kind) in keys {
+            let value = match kind {
+                Label::Number => self.number(key).map(|n| json!(n)),
+                Label::Flag => self.boolean(key).map(Value::Bool),
+                Label::Text => self
+                    .0
                     .iter()
-                    .find(|kv| kv.key == *key)
+                    .find(|kv| kv.key == key)
                     .map(|kv| label(kv.value.as_ref()))
-                    .filter(|v| !v.is_null())
+                    .filter(|v| !v.is_null()),
             };
             if let Some(value) = value {
-                labels.insert((*key).to_owned(), value);
+                labels.insert(key.to_owned(), value);
             }
         }
         labels
@@ -158,11 +173,11 @@ mod tests {
             }],
         });
         let attrs = [kv("sources", array), kv("long", Any::StringValue("x".repeat(1000)))];
-        let labels = Attributes(&attrs).labels(&["sources", "long", "absent"], &[], &[]);
+        let labels = Attributes(&attrs).labels(&["sources", "long", "absent"]);
         assert_eq!(labels["sources"], json!(["policy"]));
         assert_eq!(labels["long"].as_str().unwrap().len(), MAX_LABEL_CHARS);
         let nul = [kv("model", Any::StringValue("opus\u{0}\n".into()))];
-        assert_eq!(Attributes(&nul).labels(&["model"], &[], &[])["model"], "opus");
+        assert_eq!(Attributes(&nul).labels(&["model"])["model"], "opus");
         assert!(!labels.contains_key("absent"));
     }
 

@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use serde_json::Value;
 
-use super::attributes::{Attributes, cut};
+use super::attributes::{Attributes, Label, cut};
 use super::{COMMON_LABELS, Kept, MAX_ITEMS_PER_EXPORT, Refusals, id_of, model_of, plausible_time, session_of};
 use crate::domain::hooks::{HookContent, MAX_ID_CHARS};
 use crate::domain::ids::UserId;
@@ -24,47 +24,33 @@ pub const KEPT_EVENTS: [&str; 5] = [
     "claude_code.user_prompt",
 ];
 
-/// The figures and labels an event keeps (besides [`COMMON_LABELS`]); none is content.
-const EVENT_LABELS: &[&str] = &[
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_creation_tokens",
-    "cost_usd",
-    "duration_ms",
-    "ttft_ms",
-    "status_code",
-    "attempt",
-    "request_id",
-    "speed",
-    "query_source",
-    "effort",
-    "tool_name",
-    "tool_use_id",
-    "tool_source",
-    "success",
-    "decision",
-    "source",
-    "permission_mode",
-    "tool_input_size_bytes",
-    "tool_result_size_bytes",
-    "prompt_length",
+/// The figures and labels an event keeps (besides [`COMMON_LABELS`]), each read as its type;
+/// none is content.
+const EVENT_LABELS: &[(&str, Label)] = &[
+    ("input_tokens", Label::Number),
+    ("output_tokens", Label::Number),
+    ("cache_read_tokens", Label::Number),
+    ("cache_creation_tokens", Label::Number),
+    ("cost_usd", Label::Number),
+    ("duration_ms", Label::Number),
+    ("ttft_ms", Label::Number),
+    ("status_code", Label::Text),
+    ("attempt", Label::Number),
+    ("request_id", Label::Text),
+    ("speed", Label::Text),
+    ("query_source", Label::Text),
+    ("effort", Label::Text),
+    ("tool_name", Label::Text),
+    ("tool_use_id", Label::Text),
+    ("tool_source", Label::Text),
+    ("success", Label::Flag),
+    ("decision", Label::Text),
+    ("source", Label::Text),
+    ("permission_mode", Label::Text),
+    ("tool_input_size_bytes", Label::Number),
+    ("tool_result_size_bytes", Label::Number),
+    ("prompt_length", Label::Number),
 ];
-/// Of those, the figures (numbers, whether sent as numbers or text) and flags.
-const NUMBERS: &[&str] = &[
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_creation_tokens",
-    "cost_usd",
-    "duration_ms",
-    "ttft_ms",
-    "attempt",
-    "tool_input_size_bytes",
-    "tool_result_size_bytes",
-    "prompt_length",
-];
-const FLAGS: &[&str] = &["success"];
 /// Attributes that carry what a developer typed or a tool said: kept only when the organization
 /// keeps content, and then sanitised, redacted and truncated as hook content is.
 const CONTENT: &[&str] = &["prompt", "error", "tool_parameters", "tool_input"];
@@ -147,8 +133,8 @@ fn usage_event(
     let session = session_of(attrs, user).map_err(|reason| format!("{name}: {reason}"))?;
     let prompt_id = attrs.text("prompt.id").map(|p| cut(&p, MAX_ID_CHARS));
     let sequence = attrs.number("event.sequence").map(|n| n as i64);
-    let mut kept = attrs.labels(COMMON_LABELS, &[], &[]);
-    kept.extend(attrs.labels(EVENT_LABELS, NUMBERS, FLAGS));
+    let mut kept = attrs.labels(COMMON_LABELS);
+    kept.extend(attrs.typed_labels(EVENT_LABELS.iter().copied()));
     if content == HookContent::Redacted {
         for key in CONTENT {
             if let Some(text) = attrs.text(key).filter(|t| t != NOT_SENT) {

@@ -166,8 +166,8 @@ fn usage_point(
     };
     let series = id_of(user, &["otlp-series", metric, &attrs.canonical(), &run]);
     let (start, time) = (point.start_time_unix_nano.to_string(), point.time_unix_nano.to_string());
-    let mut labels = attrs.labels(COMMON_LABELS, &[], &[]);
-    labels.extend(attrs.labels(POINT_LABELS, &[], &[]));
+    let mut labels = attrs.labels(COMMON_LABELS);
+    labels.extend(attrs.labels(POINT_LABELS));
     Ok(UsagePoint {
         id: id_of(user, &["otlp-point", &series.to_string(), &start, &time]),
         series,
@@ -276,7 +276,7 @@ mod tests {
         assert_eq!(read.refused.count, 4, "{:?}", read.refused);
         let message = read.refused.message();
         assert!(
-            message.contains("implausibly large") && message.contains("control characters"),
+            message.contains("implausibly large") && message.contains("without control characters"),
             "{message}"
         );
         assert!(message.contains("sessions in one export"), "{message}");

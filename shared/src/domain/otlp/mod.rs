@@ -24,7 +24,7 @@ pub mod metrics;
 
 use uuid::Uuid;
 
-use crate::domain::hooks::{MAX_ID_CHARS, derive, session_key};
+use crate::domain::hooks::{CLAUDE_ID_RULE, derive, is_claude_id, session_key};
 use crate::domain::ids::UserId;
 use crate::domain::usage::SessionRef;
 use attributes::Attributes;
@@ -103,11 +103,8 @@ fn session_of(attrs: Attributes<'_>, user: &UserId) -> Result<Option<SessionRef>
     let Some(id) = attrs.text("session.id").filter(|id| !id.is_empty()) else {
         return Ok(None);
     };
-    if id.chars().count() > MAX_ID_CHARS {
-        return Err(format!("session.id longer than {MAX_ID_CHARS} characters"));
-    }
-    if id.chars().any(char::is_control) {
-        return Err("session.id holds control characters".into());
+    if !is_claude_id(&id) {
+        return Err(format!("session.id: {CLAUDE_ID_RULE}"));
     }
     Ok(Some(SessionRef {
         key: session_key(user, &id),
