@@ -313,7 +313,7 @@ proptest! {
         ],
         raw in prop_oneof![Just(None), any::<String>().prop_map(Some)],
     ) {
-        let caller = Caller { org: OrgId::parse("acme").unwrap(), user: UserId::parse("alice").unwrap() };
+        let caller = Caller::member(OrgId::parse("acme").unwrap(), UserId::parse("alice").unwrap());
         let envelope = Envelope::new(&caller, Source::Import, Metrics::from_request(&valid("batch"), 20).unwrap());
         let mut message: Value = serde_json::from_str(&envelope.to_message().unwrap()).unwrap();
         if let Some((key, value)) = mutation {

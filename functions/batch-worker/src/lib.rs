@@ -262,10 +262,7 @@ mod tests {
     }
 
     fn envelope(org: &str) -> String {
-        let caller = Caller {
-            org: OrgId::parse(org).unwrap(),
-            user: UserId::parse("alice").unwrap(),
-        };
+        let caller = Caller::member(OrgId::parse(org).unwrap(), UserId::parse("alice").unwrap());
         let body = json!({"command_executions": [{"command_name": "x", "execution_time_ms": 1, "status": "success"}]});
         Envelope::new(&caller, Source::Import, Metrics::from_request(&body, 20).unwrap())
             .to_message()

@@ -45,10 +45,7 @@ mod tests {
     }
 
     async fn store_command(store: &dyn MetricStore, user: &str, name: &str, ms: f64, status: &str) {
-        let caller = Caller {
-            org: OrgId::parse("acme").unwrap(),
-            user: UserId::parse(user).unwrap(),
-        };
+        let caller = Caller::member(OrgId::parse("acme").unwrap(), UserId::parse(user).unwrap());
         let metric = CommandExecution::from_json(
             &json!({"command_name": name, "execution_time_ms": ms, "status": status}),
             "",

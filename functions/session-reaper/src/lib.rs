@@ -61,10 +61,10 @@ mod tests {
     #[tokio::test]
     async fn silent_sessions_are_abandoned_and_recent_ones_kept() {
         let given = a_working_service();
-        let caller = shared::domain::ids::Caller {
-            org: OrgId::parse("acme").unwrap(),
-            user: shared::domain::ids::UserId::parse("alice").unwrap(),
-        };
+        let caller = shared::domain::ids::Caller::member(
+            OrgId::parse("acme").unwrap(),
+            shared::domain::ids::UserId::parse("alice").unwrap(),
+        );
         let start = SessionStart::from_json(&json!({})).unwrap().identified();
         given.store.start_session(&caller, &start).await.unwrap();
 

@@ -346,10 +346,7 @@ mod tests {
     use crate::fakes::live::{InMemoryConnections, RecordingPusher};
 
     fn caller(org: &str, user: &str) -> Caller {
-        Caller {
-            org: OrgId::parse(org).unwrap(),
-            user: UserId::parse(user).unwrap(),
-        }
+        Caller::member(OrgId::parse(org).unwrap(), UserId::parse(user).unwrap())
     }
 
     async fn connected(connections: &InMemoryConnections, id: &str, org: &str) {

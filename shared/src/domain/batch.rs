@@ -204,10 +204,7 @@ impl Envelope {
     }
 
     pub fn caller(&self) -> Caller {
-        Caller {
-            org: self.organization_id.clone(),
-            user: self.user_id.clone(),
-        }
+        Caller::member(self.organization_id.clone(), self.user_id.clone())
     }
 
     /// The SQS message body; a batch that cannot fit one message is refused, never split.
@@ -331,10 +328,7 @@ mod tests {
     }
 
     fn caller() -> Caller {
-        Caller {
-            org: OrgId::parse("acme").unwrap(),
-            user: UserId::parse("alice").unwrap(),
-        }
+        Caller::member(OrgId::parse("acme").unwrap(), UserId::parse("alice").unwrap())
     }
 
     #[test]

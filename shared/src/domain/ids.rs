@@ -66,11 +66,42 @@ impl fmt::Display for UserId {
     }
 }
 
-/// Who is calling: both parts come only from a verified token.
+/// What a caller may do in its organization. Members write their own metrics and read the
+/// organization's totals and their own rows; admins also read every user's rows and manage the
+/// organization (API keys, later its settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Role {
+    Admin,
+    #[default]
+    Member,
+}
+
+impl crate::domain::validation::Choice for Role {
+    const ALL: &'static [(&'static str, Self)] = &[("admin", Role::Admin), ("member", Role::Member)];
+}
+crate::choice_serde!(Role);
+
+/// Who is calling: every part comes only from a verified credential (a JWT or an API key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub org: OrgId,
     pub user: UserId,
+    pub role: Role,
+}
+
+impl Caller {
+    /// A member of `org`: what a credential without a role names.
+    pub fn member(org: OrgId, user: UserId) -> Self {
+        Self {
+            org,
+            user,
+            role: Role::Member,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
 }
 
 #[cfg(test)]

@@ -31,10 +31,7 @@ pub async fn every_case(store: &dyn MetricStore, org_prefix: &str) {
 }
 
 fn caller(org: &str, user: &str) -> Caller {
-    Caller {
-        org: OrgId::parse(org).expect("org"),
-        user: UserId::parse(user).expect("user"),
-    }
+    Caller::member(OrgId::parse(org).expect("org"), UserId::parse(user).expect("user"))
 }
 
 fn command(id: Uuid, name: &str) -> Identified<CommandExecution> {

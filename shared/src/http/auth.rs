@@ -8,7 +8,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::{AuthConfig, ConfigError, JwtKey};
-use crate::domain::ids::{Caller, OrgId, UserId};
+use crate::domain::ids::{Caller, OrgId, Role, UserId};
+use crate::domain::validation::Choice;
 use crate::http::jwks::{Jwks, JwksError};
 
 /// Longest token we try to decode; anything larger is refused unread.
@@ -56,6 +57,9 @@ struct Claims {
     sub: Option<serde_json::Value>,
     #[serde(default)]
     org_id: Option<serde_json::Value>,
+    /// `admin` or `member`; a token without it names a member.
+    #[serde(default)]
+    role: Option<serde_json::Value>,
     /// Checked by the validation already; kept for who needs the token's lifetime.
     #[serde(default)]
     exp: Option<serde_json::Value>,
@@ -185,7 +189,14 @@ fn caller(data: jsonwebtoken::TokenData<Claims>) -> Result<Caller, AuthError> {
         .and_then(|raw| OrgId::parse(&raw).map_err(|problem| bad("org_id", problem)))?;
     let user = string_claim("sub", data.claims.sub)
         .and_then(|raw| UserId::parse(&raw).map_err(|problem| bad("sub", problem)))?;
-    Ok(Caller { org, user })
+    let role = match data.claims.role {
+        None => Role::Member,
+        Some(raw) => {
+            let raw = string_claim("role", Some(raw))?;
+            Role::parse(&raw).ok_or_else(|| bad("role", "must be \"admin\" or \"member\"".into()))?
+        }
+    };
+    Ok(Caller { org, user, role })
 }
 
 impl Authenticator {
@@ -456,6 +467,28 @@ mod tests {
             hs256().verify(&sign_hs(&c, SECRET)),
             Err(AuthError::BadClaim { claim: "sub", .. })
         ));
+    }
+
+    #[test]
+    fn the_role_claim_names_admins_and_defaults_to_member() {
+        let caller = hs256().verify(&sign_hs(&claims(), SECRET)).unwrap();
+        assert_eq!(caller.role, Role::Member);
+        for (role, expected) in [("admin", Role::Admin), ("member", Role::Member)] {
+            let mut c = claims();
+            c["role"] = json!(role);
+            assert_eq!(hs256().verify(&sign_hs(&c, SECRET)).unwrap().role, expected);
+        }
+        for hostile in [json!("Admin"), json!("owner"), json!(""), json!(1), json!(["admin"])] {
+            let mut c = claims();
+            c["role"] = hostile.clone();
+            assert!(
+                matches!(
+                    hs256().verify(&sign_hs(&c, SECRET)),
+                    Err(AuthError::BadClaim { claim: "role", .. })
+                ),
+                "{hostile}"
+            );
+        }
     }
 
     #[test]

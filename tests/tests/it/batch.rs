@@ -28,10 +28,7 @@ fn spec_batch() -> Value {
 }
 
 fn envelope(org: &str, commands: usize) -> Envelope {
-    let caller = Caller {
-        org: OrgId::parse(org).unwrap(),
-        user: UserId::parse("alice").unwrap(),
-    };
+    let caller = Caller::member(OrgId::parse(org).unwrap(), UserId::parse("alice").unwrap());
     let items: Vec<Value> = (0..commands)
         .map(|i| json!({"command_name": "build", "execution_time_ms": i, "status": "success"}))
         .collect();
@@ -299,10 +296,7 @@ async fn the_importers_output_is_consumed_by_the_worker_and_a_second_import_adds
 #[tokio::test]
 async fn envelopes_match_their_published_json_schema() {
     let api = Envelope::new(
-        &Caller {
-            org: OrgId::parse("acme").unwrap(),
-            user: UserId::parse("alice").unwrap(),
-        },
+        &Caller::member(OrgId::parse("acme").unwrap(), UserId::parse("alice").unwrap()),
         Source::Api,
         Metrics::from_request(&spec_batch(), 20).unwrap(),
     );

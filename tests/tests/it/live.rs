@@ -66,10 +66,7 @@ async fn post_command(addr: SocketAddr, org: &str) -> Value {
 }
 
 fn viewer_of(org: &str) -> Caller {
-    Caller {
-        org: OrgId::parse(org).unwrap(),
-        user: UserId::parse("viewer").unwrap(),
-    }
+    Caller::member(OrgId::parse(org).unwrap(), UserId::parse("viewer").unwrap())
 }
 
 async fn connection_items(table: &str) -> Vec<std::collections::HashMap<String, AttributeValue>> {

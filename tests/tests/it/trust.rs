@@ -23,10 +23,7 @@ use shared::domain::sessions::{SessionImport, SessionStart};
 use uuid::Uuid;
 
 fn caller(org: &str, user: &str) -> Caller {
-    Caller {
-        org: OrgId::parse(org).unwrap(),
-        user: UserId::parse(user).unwrap(),
-    }
+    Caller::member(OrgId::parse(org).unwrap(), UserId::parse(user).unwrap())
 }
 
 // ---------------------------------------------------------------------------------------------

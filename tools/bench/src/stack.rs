@@ -145,10 +145,7 @@ pub async fn connect_postgres(url: &str) -> tokio_postgres::Client {
 
 /// The caller `user` of the organization `org`.
 pub fn caller(org: &str, user: &str) -> Caller {
-    Caller {
-        org: OrgId::parse(org).expect("org"),
-        user: UserId::parse(user).expect("user"),
-    }
+    Caller::member(OrgId::parse(org).expect("org"), UserId::parse(user).expect("user"))
 }
 
 /// A token the local stack accepts for `user` of `org`.

@@ -123,10 +123,7 @@ pub fn plan(input: impl BufRead, org: &OrgId, default_user: &UserId, per_envelop
         }
     }
     for (user, chunks) in by_user {
-        let caller = Caller {
-            org: org.clone(),
-            user: UserId::parse(&user).map_err(std::io::Error::other)?,
-        };
+        let caller = Caller::member(org.clone(), UserId::parse(&user).map_err(std::io::Error::other)?);
         plan.envelopes.extend(
             chunks
                 .into_iter()
