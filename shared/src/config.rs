@@ -8,7 +8,7 @@ use std::fmt::Display;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::domain::ratelimit::Limits;
+use crate::domain::ratelimit::{Budgets, Limits};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("configuration error: {variable}: {problem}")]
@@ -316,6 +316,13 @@ fn key_from_env(env: &Env, algorithm: &str, secret_var: &str, pem_var: &str) -> 
     }))
 }
 
+/// An organization's default ceiling per window: a team of fifty at its busiest (see
+/// docs/security.md) with room to spare, and a bound on one organization's writes (200/s).
+pub const DEFAULT_ORG_MAX_REQUESTS: u64 = 12_000;
+/// A developer's default budget per window: ten requests a second, twice the busiest agentic
+/// session with parallel sub-agents.
+pub const DEFAULT_USER_MAX_REQUESTS: u64 = 600;
+
 /// What the service does when the rate-limit store (DynamoDB) cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnStoreError {
@@ -339,7 +346,8 @@ impl FromStr for OnStoreError {
 #[derive(Debug, Clone)]
 pub struct RateLimitConfig {
     pub dynamodb: DynamoDbConfig,
-    pub defaults: Limits,
+    /// The organization's ceiling and each developer's budget, unless an override says otherwise.
+    pub defaults: Budgets,
     pub table_name: String,
     pub on_store_error: OnStoreError,
     /// How long a container keeps an organization's override before reading it again.
@@ -368,14 +376,23 @@ impl DynamoDbConfig {
 
 impl RateLimitConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let defaults = Limits {
-            max_requests: env.number_or("RATE_LIMIT_MAX_REQUESTS", 1000, 1)?,
+        // The arithmetic behind these defaults is in docs/security.md ("Rate limiting").
+        let organization = Limits {
+            max_requests: env.number_or("RATE_LIMIT_MAX_REQUESTS", DEFAULT_ORG_MAX_REQUESTS, 1)?,
             window_ms: env.number_or("RATE_LIMIT_WINDOW_MS", 60_000, 1)?,
             burst_allowance: env.number_or("RATE_LIMIT_BURST_ALLOWANCE", 0, 0)?,
         };
-        defaults
+        organization
             .check()
             .map_err(|problem| ConfigError::new("RATE_LIMIT_MAX_REQUESTS", problem))?;
+        let user = Limits {
+            max_requests: env.number_or("RATE_LIMIT_USER_MAX_REQUESTS", DEFAULT_USER_MAX_REQUESTS, 1)?,
+            window_ms: organization.window_ms,
+            burst_allowance: env.number_or("RATE_LIMIT_USER_BURST_ALLOWANCE", 0, 0)?,
+        };
+        user.check()
+            .map_err(|problem| ConfigError::new("RATE_LIMIT_USER_MAX_REQUESTS", problem))?;
+        let defaults = Budgets { organization, user };
         Ok(Self {
             dynamodb: DynamoDbConfig::from_env(env),
             defaults,
@@ -474,11 +491,13 @@ mod tests {
     }
 
     #[test]
-    fn defaults_follow_the_specification() {
+    fn defaults_fit_a_team_of_fifty() {
         let env = env(&[("RATE_LIMIT_TABLE_NAME", "limits")]);
         let config = RateLimitConfig::from_env(&env).unwrap();
-        assert_eq!(config.defaults.max_requests, 1000);
-        assert_eq!(config.defaults.window_ms, 60_000);
+        assert_eq!(config.defaults.organization.max_requests, 12_000);
+        assert_eq!(config.defaults.organization.window_ms, 60_000);
+        assert_eq!(config.defaults.user.max_requests, 600);
+        assert_eq!(config.defaults.user.window_ms, 60_000);
         assert_eq!(config.on_store_error, OnStoreError::Allow);
     }
 

@@ -87,7 +87,7 @@ async fn connect(
             return answer(401, &err.to_string());
         }
     };
-    if let Some(refused) = rate_limit(state, connection_id, &caller.org).await {
+    if let Some(refused) = rate_limit(state, connection_id, &caller).await {
         return refused;
     }
     match state.connections.open_count(&caller.org).await {
@@ -123,17 +123,19 @@ async fn connect(
     }
 }
 
-/// `None` when the organization's limiter admits one more request; else the refusal (429 with
+/// `None` when the caller's budgets admit one more request; else the refusal (429 with
 /// `Retry-After`, or 503 when the limiter is unreachable and the policy is `deny`).
 async fn rate_limit(
     state: &LiveConnection,
     connection_id: &str,
-    org: &shared::domain::ids::OrgId,
+    caller: &shared::domain::ids::Caller,
 ) -> Option<ApiGatewayProxyResponse> {
-    match state.limiter.check(org).await {
+    let org = &caller.org;
+    match state.limiter.check(caller).await {
         Ok(status) if status.admitted() => None,
         Ok(status) => {
-            tracing::info!(connection = connection_id, org = %org, "WebSocket connection refused: rate limited");
+            let scope = shared::domain::validation::Choice::as_str(status.scope);
+            tracing::info!(connection = connection_id, org = %org, scope, "WebSocket connection refused: rate limited");
             let mut refused = answer(429, "Rate limit exceeded");
             if let Some(seconds) = status.retry_after_seconds() {
                 refused

@@ -3,17 +3,20 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::domain::ids::OrgId;
-use crate::domain::ratelimit::{Limits, RateStatus, gcra, now_us};
+use crate::domain::ids::{Caller, OrgId};
+use crate::domain::ratelimit::{Limits, RateStatus, Scope, gcra, now_us};
 use crate::ports::rate_limit::{RateLimiter, StoreUnavailable};
 
-/// A rate limiter that keeps its state in this process; for unit tests of handlers.
+/// A rate limiter that keeps its state in this process; for unit tests of handlers. Each
+/// developer's budget is `user_limits` (unlimited in practice unless set), asked before the
+/// organization's, as the DynamoDB limiter does.
 pub struct InMemoryRateLimiter {
     defaults: Limits,
+    user_limits: Limits,
     overrides: HashMap<OrgId, Limits>,
     batch_sizes: HashMap<OrgId, u64>,
     hook_contents: HashMap<OrgId, crate::domain::hooks::HookContent>,
-    tats: Mutex<HashMap<OrgId, i64>>,
+    tats: Mutex<HashMap<String, i64>>,
     unavailable: bool,
 }
 
@@ -21,6 +24,11 @@ impl InMemoryRateLimiter {
     pub fn new(defaults: Limits) -> Self {
         Self {
             defaults,
+            user_limits: Limits {
+                max_requests: 1_000_000,
+                window_ms: 1000,
+                burst_allowance: 0,
+            },
             overrides: HashMap::new(),
             batch_sizes: HashMap::new(),
             hook_contents: HashMap::new(),
@@ -31,6 +39,12 @@ impl InMemoryRateLimiter {
 
     pub fn with_override(mut self, org: OrgId, limits: Limits) -> Self {
         self.overrides.insert(org, limits);
+        self
+    }
+
+    /// Each developer's budget.
+    pub fn with_user_limits(mut self, limits: Limits) -> Self {
+        self.user_limits = limits;
         self
     }
 
@@ -55,18 +69,26 @@ impl InMemoryRateLimiter {
 
 #[async_trait]
 impl RateLimiter for InMemoryRateLimiter {
-    async fn check(&self, org: &OrgId) -> Result<RateStatus, StoreUnavailable> {
+    async fn check(&self, caller: &Caller) -> Result<RateStatus, StoreUnavailable> {
         if self.unavailable {
             return Err(StoreUnavailable("in-memory limiter set to unavailable".into()));
         }
-        let limits = self.overrides.get(org).unwrap_or(&self.defaults);
+        let limits = self.overrides.get(&caller.org).unwrap_or(&self.defaults);
         let now = now_us();
         let mut tats = self.tats.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (new_tat, status) = gcra::apply(limits, tats.get(org).copied(), now);
-        if let Some(tat) = new_tat {
-            tats.insert(org.clone(), tat);
+        let mut take = |key: String, limits: &Limits| {
+            let (new_tat, status) = gcra::apply(limits, tats.get(&key).copied(), now);
+            if let Some(tat) = new_tat {
+                tats.insert(key, tat);
+            }
+            status
+        };
+        let user = take(format!("user#{}#{}", caller.org, caller.user), &self.user_limits);
+        if !user.admitted() {
+            return Ok(user.of(Scope::User));
         }
-        Ok(status)
+        let organization = take(format!("org#{}", caller.org), limits);
+        Ok(RateStatus::binding(user, organization))
     }
 
     fn default_limits(&self) -> Limits {

@@ -212,7 +212,7 @@ impl Api {
     }
 
     async fn rate_limit(&self, caller: &Caller) -> Result<RateStatus, ApiError> {
-        match self.limiter.check(&caller.org).await {
+        match self.limiter.check(caller).await {
             Ok(status) if status.admitted() => Ok(status),
             Ok(status) => Err(ApiError::RateLimited(status)),
             Err(err) => match self.on_store_error {

@@ -52,7 +52,8 @@ pub enum ApiError {
     /// decompression bomb can reach the parser.
     #[error("unsupported content encoding")]
     UnsupportedEncoding,
-    #[error("rate limited")]
+    /// Logged as "rate limited (user)" or "(organization)": which budget refused it.
+    #[error("rate limited ({})", crate::domain::validation::Choice::as_str(.0.scope))]
     RateLimited(RateStatus),
     /// `detail` goes to the logs only, never to the client.
     #[error("{dependency:?} unavailable: {detail}")]

@@ -32,6 +32,8 @@ struct Envelope<'a> {
 
 #[derive(Serialize)]
 struct RateLimitBody {
+    /// `user` (the caller's own budget) or `organization` (the ceiling over all its users).
+    scope: crate::domain::ratelimit::Scope,
     limit: u64,
     remaining: u64,
     reset_time: String,
@@ -47,6 +49,7 @@ struct Performance {
 impl From<&RateStatus> for RateLimitBody {
     fn from(status: &RateStatus) -> Self {
         Self {
+            scope: status.scope,
             limit: status.limit,
             remaining: status.remaining,
             reset_time: status.reset_time().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -227,6 +230,7 @@ mod tests {
 
     fn rate(retry_after_us: Option<i64>) -> RateStatus {
         RateStatus {
+            scope: crate::domain::ratelimit::Scope::User,
             limit: 1000,
             remaining: 999,
             reset_at_us: 1_757_327_460_000_000,

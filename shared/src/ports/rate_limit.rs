@@ -1,8 +1,9 @@
-//! The rate-limit port: count one request of an organization and say whether it is admitted.
+//! The rate-limit port: count one request of a caller against its own budget and its
+//! organization's ceiling, and say whether it is admitted.
 
 use async_trait::async_trait;
 
-use crate::domain::ids::OrgId;
+use crate::domain::ids::{Caller, OrgId};
 use crate::domain::ratelimit::{Limits, RateStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -11,10 +12,11 @@ pub struct StoreUnavailable(pub String);
 
 #[async_trait]
 pub trait RateLimiter: Send + Sync {
-    /// Counts one request of `org` and says whether it is admitted.
-    async fn check(&self, org: &OrgId) -> Result<RateStatus, StoreUnavailable>;
+    /// Counts one request of `caller` and says whether it is admitted: the caller's own budget
+    /// is asked first, and only a request it admits is counted against the organization's.
+    async fn check(&self, caller: &Caller) -> Result<RateStatus, StoreUnavailable>;
 
-    /// The limits that apply to `org` when nothing else is known (for reporting on failures).
+    /// The organization's limits when nothing else is known (for reporting on failures).
     fn default_limits(&self) -> Limits;
 
     /// The organization's batch-size override, as read by its last [`RateLimiter::check`]

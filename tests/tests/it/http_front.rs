@@ -28,8 +28,9 @@ async fn the_specification_example_over_http_is_created() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["success"], true);
     assert!(body["data"]["id"].is_string() && body["data"]["created_at"].is_string());
-    assert_eq!(body["rate_limit"]["limit"], 1000);
-    assert!(head.contains("x-ratelimit-remaining: 999"));
+    assert_eq!(body["rate_limit"]["limit"], 600);
+    assert_eq!(body["rate_limit"]["scope"], "user");
+    assert!(head.contains("x-ratelimit-remaining: 599"));
     assert!(head.contains("apigw-requestid:"));
     assert_eq!(given.count("acme", "command_executions").await, 1);
 }

@@ -21,6 +21,7 @@ mod routes;
 mod secrets;
 mod sessions;
 mod summary;
+mod team;
 mod template;
 mod tenancy;
 mod trust;

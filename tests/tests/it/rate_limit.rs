@@ -1,5 +1,7 @@
-//! The DynamoDB rate limiter on moto: exact under concurrency, one round trip in the common case,
-//! refusals decided from the item returned by a failed condition, overrides, outage policy.
+//! The DynamoDB rate limiter on moto: exact under concurrency for both budgets (each developer's
+//! and the organization's), one update per budget in the common case, refusals decided from the
+//! item returned by a failed condition, a flooding developer refused by its own budget without
+//! spending the organization's, overrides, outage policy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,21 +12,34 @@ use integration_tests::{
 };
 use shared::adapters::dynamodb::DynamoRateLimiter;
 use shared::config::{OnStoreError, RateLimitConfig};
-use shared::domain::ids::OrgId;
-use shared::domain::ratelimit::Limits;
+use shared::domain::ids::{Caller, OrgId, UserId};
+use shared::domain::ratelimit::{Budgets, Limits, Scope};
 use shared::ports::rate_limit::RateLimiter;
 
 /// A day-long window: no request is refilled while a test runs, so counts are exact however
 /// slow the machine is.
 const WINDOW_MS: u64 = 86_400_000;
 
+/// A day-long window for both budgets.
+fn per_day(max_requests: u64) -> Limits {
+    Limits {
+        max_requests,
+        window_ms: WINDOW_MS,
+        burst_allowance: 0,
+    }
+}
+
+/// The organization may send `max_requests` a day; each developer practically without limit.
 fn config(table: &str, max_requests: u64) -> RateLimitConfig {
+    config_with_users(table, max_requests, 1_000_000)
+}
+
+fn config_with_users(table: &str, max_requests: u64, user_max_requests: u64) -> RateLimitConfig {
     RateLimitConfig {
         dynamodb: shared::config::DynamoDbConfig::from_env(&shared::config::Env::process()),
-        defaults: Limits {
-            max_requests,
-            window_ms: WINDOW_MS,
-            burst_allowance: 0,
+        defaults: Budgets {
+            organization: per_day(max_requests),
+            user: per_day(user_max_requests),
         },
         table_name: table.to_owned(),
         on_store_error: OnStoreError::Deny,
@@ -37,8 +52,23 @@ async fn limiter(table: &str, max_requests: u64) -> DynamoRateLimiter {
     DynamoRateLimiter::new(&shared::app::aws_config().await, &config(table, max_requests)).unwrap()
 }
 
+async fn limiter_with_users(table: &str, max_requests: u64, user_max_requests: u64) -> DynamoRateLimiter {
+    let config = config_with_users(table, max_requests, user_max_requests);
+    DynamoRateLimiter::new(&shared::app::aws_config().await, &config).unwrap()
+}
+
 fn org(id: &str) -> OrgId {
     OrgId::parse(id).unwrap()
+}
+
+/// The developer `user` of `org_id`.
+fn caller(org_id: &str, user: &str) -> Caller {
+    Caller::member(org(org_id), UserId::parse(user).unwrap())
+}
+
+/// Alice of acme, the caller of the tests about one budget.
+fn alice() -> Caller {
+    caller("acme", "alice")
 }
 
 #[tokio::test]
@@ -52,7 +82,7 @@ async fn many_instances_racing_admit_exactly_the_limit() {
     let checks: Vec<_> = (0..48)
         .map(|i| {
             let limiter = instances[i % instances.len()].clone();
-            tokio::spawn(async move { limiter.check(&org("acme")).await.unwrap() })
+            tokio::spawn(async move { limiter.check(&alice()).await.unwrap() })
         })
         .collect();
     let mut admitted = 0;
@@ -69,11 +99,78 @@ async fn many_instances_racing_admit_exactly_the_limit() {
 }
 
 #[tokio::test]
-async fn the_common_case_is_one_round_trip() {
+async fn many_instances_racing_never_admit_more_than_either_budget() {
+    let table = fresh_table().await;
+    // Eight "containers" and 64 clients at once: four developers of one organization, each
+    // allowed 5 a day, under an organization ceiling of 12.
+    let mut instances = vec![];
+    for _ in 0..8 {
+        instances.push(Arc::new(limiter_with_users(&table, 12, 5).await));
+    }
+    let users = ["ann", "bob", "cy", "dee"];
+    let checks: Vec<_> = (0..64)
+        .map(|i| {
+            let limiter = instances[i % instances.len()].clone();
+            let who = caller("acme", users[i % users.len()]);
+            tokio::spawn(async move { (who.user.to_string(), limiter.check(&who).await.unwrap()) })
+        })
+        .collect();
+    let mut admitted = std::collections::HashMap::<String, u32>::new();
+    for check in checks {
+        let (user, status) = check.await.unwrap();
+        if status.admitted() {
+            *admitted.entry(user).or_default() += 1;
+        } else {
+            assert!(status.retry_after_us.unwrap() > 0);
+            assert_eq!(status.remaining, 0);
+        }
+    }
+    assert!(admitted.values().all(|&n| n <= 5), "a developer's budget: {admitted:?}");
+    let total: u32 = admitted.values().sum();
+    assert!((1..=12).contains(&total), "the organization's ceiling: {admitted:?}");
+}
+
+#[tokio::test]
+async fn a_flooding_developer_is_refused_by_its_own_budget_and_spends_none_of_the_organizations() {
+    let table = fresh_table().await;
+    // Each developer 10 a day; the organization 15.
+    let limiter = limiter_with_users(&table, 15, 10).await;
+    let mut refusals = vec![];
+    let mut admitted = 0;
+    for _ in 0..50 {
+        let status = limiter.check(&caller("acme", "runaway")).await.unwrap();
+        if status.admitted() {
+            admitted += 1;
+        } else {
+            refusals.push(status.scope);
+        }
+    }
+    assert_eq!(admitted, 10);
+    assert!(refusals.iter().all(|&scope| scope == Scope::User), "{refusals:?}");
+    // The organization spent only what was admitted: 5 more for a colleague.
+    let mut colleague = vec![];
+    for _ in 0..8 {
+        let status = limiter.check(&caller("acme", "bob")).await.unwrap();
+        colleague.push((status.admitted(), status.scope));
+    }
+    let admitted_for_bob = colleague.iter().filter(|(admitted, _)| *admitted).count();
+    assert_eq!(admitted_for_bob, 5, "{colleague:?}");
+    assert!(
+        colleague
+            .iter()
+            .filter(|(admitted, _)| !admitted)
+            .all(|(_, scope)| *scope == Scope::Organization)
+    );
+    // Another organization's developers are untouched.
+    assert!(limiter.check(&caller("globex", "runaway")).await.unwrap().admitted());
+}
+
+#[tokio::test]
+async fn the_common_case_is_one_update_per_budget() {
     let table = fresh_table().await;
     let limiter = limiter(&table, 1000).await;
     for expected_remaining in (980..1000).rev() {
-        let status = limiter.check(&org("acme")).await.unwrap();
+        let status = limiter.check(&alice()).await.unwrap();
         assert!(status.admitted());
         assert!(
             status.remaining.abs_diff(expected_remaining) <= 1,
@@ -81,22 +178,24 @@ async fn the_common_case_is_one_round_trip() {
             status.remaining
         );
     }
-    // 20 conditional updates plus one read of the (absent) override.
-    assert_eq!(limiter.round_trips(), 21);
+    // One read of the (absent) override, then per request one conditional update of each
+    // budget (sent together once this container has seen the developer's bucket with room).
+    assert_eq!(limiter.round_trips(), 1 + 2 * 20);
 }
 
 #[tokio::test]
 async fn a_refusal_is_decided_from_the_item_the_failed_condition_returns() {
     let table = fresh_table().await;
     let limiter = limiter(&table, 2).await;
-    assert!(limiter.check(&org("acme")).await.unwrap().admitted());
-    assert!(limiter.check(&org("acme")).await.unwrap().admitted());
+    assert!(limiter.check(&alice()).await.unwrap().admitted());
+    assert!(limiter.check(&alice()).await.unwrap().admitted());
     let before = limiter.round_trips();
-    let refused = limiter.check(&org("acme")).await.unwrap();
+    let refused = limiter.check(&alice()).await.unwrap();
     assert!(!refused.admitted());
-    // One conditional update whose failure returned the old `tat`
+    // One conditional update per budget; the organization's failed and returned the old `tat`
     // (ReturnValuesOnConditionCheckFailure = ALL_OLD): no read, no second update.
-    assert_eq!(limiter.round_trips() - before, 1);
+    assert_eq!(limiter.round_trips() - before, 2);
+    assert_eq!(refused.scope, Scope::Organization);
     assert!(
         refused.retry_after_us.unwrap() > 29_000_000,
         "about half a window: {:?}",
@@ -109,12 +208,16 @@ async fn a_new_instance_joins_an_active_bucket() {
     let table = fresh_table().await;
     let first = limiter(&table, 3).await;
     let second = limiter(&table, 3).await;
-    assert_eq!(first.check(&org("acme")).await.unwrap().remaining, 2);
+    assert_eq!(first.check(&alice()).await.unwrap().remaining, 2);
     // `second` guesses "idle", the condition fails with the stored tat, and it advances instead.
-    assert_eq!(second.check(&org("acme")).await.unwrap().remaining, 1);
-    assert_eq!(second.round_trips(), 3, "override read, failed restart, advance");
-    assert_eq!(first.check(&org("acme")).await.unwrap().remaining, 0);
-    assert!(!second.check(&org("acme")).await.unwrap().admitted());
+    assert_eq!(second.check(&alice()).await.unwrap().remaining, 1);
+    assert_eq!(
+        second.round_trips(),
+        5,
+        "override read, then for each budget a failed restart and an advance"
+    );
+    assert_eq!(first.check(&alice()).await.unwrap().remaining, 0);
+    assert!(!second.check(&alice()).await.unwrap().admitted());
 }
 
 #[tokio::test]
@@ -136,7 +239,7 @@ async fn overrides_are_read_from_the_same_table() {
         async move {
             let mut n = 0;
             for _ in 0..10 {
-                let status = limiter.check(&org(id)).await.unwrap();
+                let status = limiter.check(&caller(id, "alice")).await.unwrap();
                 if status.admitted() {
                     n += 1;
                 }

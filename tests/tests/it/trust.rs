@@ -543,7 +543,8 @@ async fn a_batch_size_override_past_one_envelope_is_refused_so_no_202_is_refused
 #[tokio::test]
 async fn limits_whose_arithmetic_would_overflow_are_ignored_with_a_log_line_not_a_500_or_a_lockout() {
     let logs = integration_tests::logs();
-    let given = TestApp::spawn().await;
+    // Developers' budgets above the organization's, so the organization's is the one reported.
+    let given = TestApp::spawn_with(&[("RATE_LIMIT_USER_MAX_REQUESTS", "100000")]).await;
     let org = OrgId::parse("acme").unwrap();
     let n = |v: &str| aws_sdk_dynamodb::types::AttributeValue::N(v.into());
     integration_tests::dynamo()
@@ -566,7 +567,8 @@ async fn limits_whose_arithmetic_would_overflow_are_ignored_with_a_log_line_not_
     for _ in 0..3 {
         let response = create(&given, "command-execution", "alice", &body).await;
         assert_eq!(response.status, 201, "{}", response.body);
-        assert_eq!(response.body["rate_limit"]["limit"], 1000, "the defaults apply");
+        assert_eq!(response.body["rate_limit"]["limit"], 12_000, "the defaults apply");
+        assert_eq!(response.body["rate_limit"]["scope"], "organization");
     }
     let logged = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     assert!(

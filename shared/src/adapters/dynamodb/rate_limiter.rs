@@ -1,9 +1,17 @@
-//! GCRA state in DynamoDB: one item per organization (`pk = org#<id>`, attribute `tat` in
-//! microseconds), changed only by conditional `UpdateItem`s, so concurrent Lambda instances never
-//! admit more than the limit.
+//! GCRA state in DynamoDB: one item per budget — the organization's ceiling (`pk = org#<id>`)
+//! and each of its developers (`pk = user#<org>#<user>`), attribute `tat` in microseconds —
+//! changed only by conditional `UpdateItem`s, so concurrent Lambda instances never admit more
+//! than either limit.
 //!
-//! Two conditional updates cover every case; which to try first is guessed from the last `tat`
-//! this container saw, so the common case is one round trip:
+//! A request is counted against the developer's budget, then the organization's: a flooding
+//! client is refused by its own budget without spending its colleagues' share. When this
+//! container last saw the developer's bucket with room to spare (a tenth of it or more), both
+//! updates go out at once (one round trip of latency); a developer's refusal then costs the
+//! organization one token, and each container can be wrong that way at most once per tenth of a
+//! window before it has seen the bucket again (under-admission, never over-admission).
+//!
+//! Per bucket, two conditional updates cover every case; which to try first is guessed from the
+//! last `tat` this container saw, so the common case is one update:
 //! - *active* bucket (`now <= tat <= max_tat`): `SET tat = tat + :inc`;
 //! - *idle* bucket (no `tat`, or `tat < now`): `SET tat = :now + :inc`.
 //!
@@ -12,8 +20,9 @@
 //! try instead.
 //!
 //! Per-organization overrides live in the same table under `pk = limits#<id>` with the numeric
-//! attributes `max_requests`, `window_ms`, `burst_allowance` and `batch_size`; each container
-//! caches them for `RATE_LIMIT_OVERRIDE_TTL_MS`.
+//! attributes `max_requests`, `window_ms`, `burst_allowance` (the organization's ceiling),
+//! `user_max_requests`, `user_burst_allowance` (each developer's budget, same window) and
+//! `batch_size`; each container caches them for `RATE_LIMIT_OVERRIDE_TTL_MS`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,8 +34,8 @@ use serde_json::{Value, json};
 
 use super::client::{DynamoError, DynamoHttp, GetItem, UpdateItem};
 use crate::config::{ConfigError, RateLimitConfig};
-use crate::domain::ids::OrgId;
-use crate::domain::ratelimit::{Limits, OrgSettings, RateStatus, gcra, now_us};
+use crate::domain::ids::{Caller, OrgId};
+use crate::domain::ratelimit::{Budgets, Limits, OrgSettings, RateStatus, Scope, gcra, now_us};
 use crate::lock;
 use crate::ports::rate_limit::{RateLimiter, StoreUnavailable};
 
@@ -38,12 +47,20 @@ const EXPIRY_MARGIN_SECONDS: i64 = 3600;
 pub struct DynamoRateLimiter {
     client: DynamoHttp,
     table: String,
-    defaults: Limits,
+    defaults: Budgets,
     override_ttl: Duration,
     timeout: Duration,
     overrides: Mutex<HashMap<OrgId, (Instant, OrgSettings)>>,
-    last_tat: Mutex<HashMap<OrgId, i64>>,
+    /// The last `tat` seen per bucket key.
+    last_tat: Mutex<HashMap<String, i64>>,
     round_trips: AtomicU64,
+}
+
+/// One GCRA bucket: its item's key and its limits.
+struct Bucket {
+    key: String,
+    limits: Limits,
+    scope: Scope,
 }
 
 /// Outcome of one conditional update.
@@ -77,11 +94,16 @@ impl DynamoRateLimiter {
         format!("org#{org}")
     }
 
+    /// A developer's bucket. `#` cannot occur in an organization id, so keys never collide.
+    pub fn user_state_key(caller: &Caller) -> String {
+        format!("user#{}#{}", caller.org, caller.user)
+    }
+
     pub fn override_key(org: &OrgId) -> String {
         format!("limits#{org}")
     }
 
-    async fn limits_for(&self, org: &OrgId) -> Result<Limits, StoreUnavailable> {
+    async fn limits_for(&self, org: &OrgId) -> Result<Budgets, StoreUnavailable> {
         if let Some((read_at, settings)) = lock(&self.overrides).get(org)
             && read_at.elapsed() < self.override_ttl
         {
@@ -128,10 +150,10 @@ impl DynamoRateLimiter {
     }
 
     /// Active bucket: advance `tat` by one interval if that stays within the tolerance.
-    async fn advance(&self, org: &OrgId, limits: &Limits, now: i64) -> Result<Attempt, StoreUnavailable> {
+    async fn advance(&self, key: &str, limits: &Limits, now: i64) -> Result<Attempt, StoreUnavailable> {
         let request = UpdateItem {
             table_name: &self.table,
-            key: json!({"pk": {"S": Self::state_key(org)}}),
+            key: json!({"pk": {"S": key}}),
             update_expression: "SET tat = tat + :inc, expires_at = :exp",
             condition_expression: "tat BETWEEN :now AND :max_tat",
             expression_attribute_values: json!({
@@ -154,11 +176,11 @@ impl DynamoRateLimiter {
     }
 
     /// Idle (or new) bucket: restart `tat` from now.
-    async fn restart(&self, org: &OrgId, limits: &Limits, now: i64) -> Result<Attempt, StoreUnavailable> {
+    async fn restart(&self, key: &str, limits: &Limits, now: i64) -> Result<Attempt, StoreUnavailable> {
         let new_tat = now + limits.interval_us();
         let request = UpdateItem {
             table_name: &self.table,
-            key: json!({"pk": {"S": Self::state_key(org)}}),
+            key: json!({"pk": {"S": key}}),
             update_expression: "SET tat = :new_tat, expires_at = :exp",
             condition_expression: "attribute_not_exists(tat) OR tat < :now",
             expression_attribute_values: json!({
@@ -175,47 +197,78 @@ impl DynamoRateLimiter {
         }
     }
 
-    fn remember(&self, org: &OrgId, tat: i64) {
-        lock(&self.last_tat).insert(org.clone(), tat);
+    fn remember(&self, key: &str, tat: i64) {
+        lock(&self.last_tat).insert(key.to_owned(), tat);
     }
-}
 
-#[async_trait]
-impl RateLimiter for DynamoRateLimiter {
-    async fn check(&self, org: &OrgId) -> Result<RateStatus, StoreUnavailable> {
-        let limits = self.limits_for(org).await?;
-        let now = now_us();
-        let mut active = lock(&self.last_tat).get(org).is_some_and(|&tat| tat >= now);
+    /// Whether this container last saw `bucket` with at least a tenth of it left.
+    fn has_room(&self, bucket: &Bucket, now: i64) -> bool {
+        lock(&self.last_tat)
+            .get(&bucket.key)
+            .is_some_and(|&tat| gcra::max_tat(&bucket.limits, now) - tat.max(now) >= bucket.limits.tolerance_us() / 10)
+    }
+
+    /// Counts one request against one bucket.
+    async fn take(&self, bucket: &Bucket, now: i64) -> Result<RateStatus, StoreUnavailable> {
+        let Bucket { key, limits, scope } = bucket;
+        let mut active = lock(&self.last_tat).get(key).is_some_and(|&tat| tat >= now);
         for _ in 0..MAX_ATTEMPTS {
             let attempt = if active {
-                self.advance(org, &limits, now).await?
+                self.advance(key, limits, now).await?
             } else {
-                self.restart(org, &limits, now).await?
+                self.restart(key, limits, now).await?
             };
             let stored = match attempt {
                 Attempt::Admitted(new_tat) => {
-                    self.remember(org, new_tat);
-                    return Ok(gcra::admitted_status(&limits, new_tat, now));
+                    self.remember(key, new_tat);
+                    return Ok(gcra::admitted_status(limits, new_tat, now).of(*scope));
                 }
                 Attempt::Conflict(stored) => stored,
             };
             if let Some(tat) = stored {
-                self.remember(org, tat);
+                self.remember(key, tat);
             }
-            match gcra::decide(&limits, stored, now) {
+            match gcra::decide(limits, stored, now) {
                 gcra::Verdict::Deny => {
-                    return Ok(gcra::denied_status(&limits, stored.unwrap_or(now), now));
+                    return Ok(gcra::denied_status(limits, stored.unwrap_or(now), now).of(*scope));
                 }
                 gcra::Verdict::Admit { .. } => active = stored.is_some_and(|tat| tat >= now),
             }
         }
         // Other instances kept changing the item under us: refuse rather than risk over-admitting.
-        tracing::warn!(org = %org, "rate limit contention; refusing this request");
-        Ok(gcra::denied_status(&limits, now + limits.tolerance_us(), now))
+        tracing::warn!(bucket = %key, "rate limit contention; refusing this request");
+        Ok(gcra::denied_status(limits, now + limits.tolerance_us(), now).of(*scope))
+    }
+}
+
+#[async_trait]
+impl RateLimiter for DynamoRateLimiter {
+    async fn check(&self, caller: &Caller) -> Result<RateStatus, StoreUnavailable> {
+        let budgets = self.limits_for(&caller.org).await?;
+        let now = now_us();
+        let user = Bucket {
+            key: Self::user_state_key(caller),
+            limits: budgets.user,
+            scope: Scope::User,
+        };
+        let organization = Bucket {
+            key: Self::state_key(&caller.org),
+            limits: budgets.organization,
+            scope: Scope::Organization,
+        };
+        if self.has_room(&user, now) {
+            let (user, organization) = tokio::join!(self.take(&user, now), self.take(&organization, now));
+            return Ok(RateStatus::binding(user?, organization?));
+        }
+        let user = self.take(&user, now).await?;
+        if !user.admitted() {
+            return Ok(user);
+        }
+        Ok(RateStatus::binding(user, self.take(&organization, now).await?))
     }
 
     fn default_limits(&self) -> Limits {
-        self.defaults
+        self.defaults.organization
     }
 
     fn batch_size(&self, org: &OrgId) -> Option<u64> {
@@ -249,7 +302,7 @@ fn unavailable(err: DynamoError) -> StoreUnavailable {
 /// An override item's settings over `defaults`: every attribute present must be valid (a whole
 /// number in range, a known mode) and the limits' arithmetic must stay in range, or the whole
 /// override is refused with the reason.
-fn parse_override(item: &Value, defaults: Limits) -> Result<OrgSettings, String> {
+fn parse_override(item: &Value, defaults: Budgets) -> Result<OrgSettings, String> {
     let number = |name: &str| -> Result<Option<u64>, String> {
         match item.get(name) {
             None => Ok(None),
@@ -261,12 +314,19 @@ fn parse_override(item: &Value, defaults: Limits) -> Result<OrgSettings, String>
                 .ok_or_else(|| format!("{name} must be a whole number from 0 to {}", u64::MAX)),
         }
     };
-    let limits = Limits {
-        max_requests: number("max_requests")?.unwrap_or(defaults.max_requests),
-        window_ms: number("window_ms")?.unwrap_or(defaults.window_ms),
-        burst_allowance: number("burst_allowance")?.unwrap_or(defaults.burst_allowance),
+    let organization = Limits {
+        max_requests: number("max_requests")?.unwrap_or(defaults.organization.max_requests),
+        window_ms: number("window_ms")?.unwrap_or(defaults.organization.window_ms),
+        burst_allowance: number("burst_allowance")?.unwrap_or(defaults.organization.burst_allowance),
     };
-    limits.check()?;
+    organization.check()?;
+    let user = Limits {
+        max_requests: number("user_max_requests")?.unwrap_or(defaults.user.max_requests),
+        window_ms: organization.window_ms,
+        burst_allowance: number("user_burst_allowance")?.unwrap_or(defaults.user.burst_allowance),
+    };
+    user.check().map_err(|problem| format!("user budget: {problem}"))?;
+    let limits = Budgets { organization, user };
     // One envelope carries at most this many: a larger override would be answered 202 and then
     // refused by the worker.
     let most = crate::domain::batch::MAX_ENVELOPE_METRICS as u64;
@@ -309,10 +369,17 @@ fn expiry(limits: &Limits, now: i64) -> i64 {
 mod tests {
     use super::*;
 
-    const DEFAULTS: Limits = Limits {
-        max_requests: 1000,
-        window_ms: 60_000,
-        burst_allowance: 100,
+    const DEFAULTS: Budgets = Budgets {
+        organization: Limits {
+            max_requests: 1000,
+            window_ms: 60_000,
+            burst_allowance: 100,
+        },
+        user: Limits {
+            max_requests: 600,
+            window_ms: 60_000,
+            burst_allowance: 0,
+        },
     };
 
     fn n(value: &str) -> Value {
@@ -323,8 +390,20 @@ mod tests {
     fn a_valid_override_replaces_only_what_it_names() {
         let item = json!({"max_requests": n("50"), "batch_size": n("1000"), "hook_content": {"S": "redacted"}});
         let settings = parse_override(&item, DEFAULTS).unwrap();
-        assert_eq!(settings.limits.max_requests, 50);
-        assert_eq!(settings.limits.window_ms, 60_000);
+        assert_eq!(settings.limits.organization.max_requests, 50);
+        assert_eq!(settings.limits.organization.window_ms, 60_000);
+        assert_eq!(settings.limits.user, DEFAULTS.user);
+        let item = json!({"window_ms": n("1000"), "user_max_requests": n("5"), "user_burst_allowance": n("2")});
+        let settings = parse_override(&item, DEFAULTS).unwrap();
+        assert_eq!(settings.limits.organization.max_requests, 1000);
+        assert_eq!(
+            settings.limits.user,
+            Limits {
+                max_requests: 5,
+                window_ms: 1000,
+                burst_allowance: 2
+            }
+        );
         assert_eq!(settings.batch_size, Some(1000));
         assert_eq!(settings.hook_content, Some(crate::domain::hooks::HookContent::Redacted));
     }
@@ -340,6 +419,8 @@ mod tests {
             json!({"window_ms": n("1e3")}),
             json!({"window_ms": {"S": "60000"}}),
             json!({"batch_size": n("1001")}),
+            json!({"user_max_requests": n("0")}),
+            json!({"user_max_requests": n("1"), "window_ms": n("31536000000"), "user_burst_allowance": n("2")}),
             json!({"batch_size": n("0")}),
             json!({"hook_content": {"S": "everything"}}),
         ] {

@@ -1,7 +1,7 @@
 //! The arithmetic of GCRA, free of any store, so every implementation decides the same way.
 //! All times are microseconds since the Unix epoch.
 
-use super::{Limits, RateStatus};
+use super::{Limits, RateStatus, Scope};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -29,6 +29,7 @@ pub fn max_tat(limits: &Limits, now: i64) -> i64 {
 pub fn admitted_status(limits: &Limits, new_tat: i64, now: i64) -> RateStatus {
     let room = now + limits.tolerance_us() - new_tat;
     RateStatus {
+        scope: Scope::Organization,
         limit: limits.capacity(),
         remaining: (room.max(0) / limits.interval_us()) as u64,
         reset_at_us: new_tat,
@@ -38,6 +39,7 @@ pub fn admitted_status(limits: &Limits, new_tat: i64, now: i64) -> RateStatus {
 
 pub fn denied_status(limits: &Limits, tat: i64, now: i64) -> RateStatus {
     RateStatus {
+        scope: Scope::Organization,
         limit: limits.capacity(),
         remaining: 0,
         reset_at_us: tat,

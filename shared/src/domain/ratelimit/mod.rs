@@ -1,12 +1,17 @@
-//! Per-organization rate limiting with the generic cell rate algorithm (GCRA).
+//! Rate limiting with the generic cell rate algorithm (GCRA), in two budgets: each developer
+//! (user) of an organization has one, and the organization has a ceiling over all of them. A
+//! request is admitted only when both admit it; the user's budget is asked first, so a request
+//! its own budget refuses never spends the organization's (one runaway client cannot use up its
+//! colleagues' share).
 //!
-//! An organization may send `max_requests` per `window_ms` on average. An idle organization may
-//! send up to `max_requests + burst_allowance` at once; after that, one request is admitted every
+//! A budget may send `max_requests` per `window_ms` on average. An idle budget may send up to
+//! `max_requests + burst_allowance` at once; after that, one request is admitted every
 //! `window_ms / max_requests`. The only state is the *theoretical arrival time* (`tat`): the time
-//! at which the organization's bucket would be full again.
+//! at which the bucket would be full again.
 //!
-//! [`gcra`] holds the arithmetic; [`DynamoRateLimiter`] keeps `tat` in DynamoDB with conditional
-//! updates, exact across any number of Lambda instances; [`InMemoryRateLimiter`] is for tests.
+//! [`gcra`] holds the arithmetic; `DynamoRateLimiter` keeps each `tat` in DynamoDB with
+//! conditional updates, exact across any number of Lambda instances; `InMemoryRateLimiter` is
+//! for tests.
 //!
 //! This module holds the arithmetic and the values; the limiters are adapters
 //! (`adapters::dynamodb`) and fakes.
@@ -78,10 +83,32 @@ impl Limits {
     }
 }
 
+/// Which budget a [`RateStatus`] describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// One developer's budget within the organization.
+    User,
+    /// The organization's ceiling over all its developers.
+    Organization,
+}
+
+impl crate::domain::validation::Choice for Scope {
+    const ALL: &'static [(&'static str, Self)] = &[("user", Scope::User), ("organization", Scope::Organization)];
+}
+crate::choice_serde!(Scope);
+
+/// The two budgets every request is counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budgets {
+    pub organization: Limits,
+    pub user: Limits,
+}
+
 /// What an organization's override item may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OrgSettings {
-    pub limits: Limits,
+    /// The organization's ceiling and each of its developers' budget.
+    pub limits: Budgets,
     /// Most metrics in one batch request, instead of `COLLECTION_BATCH_SIZE`.
     pub batch_size: Option<u64>,
     /// How much Claude Code hook content to keep, instead of `HOOK_CONTENT`.
@@ -91,6 +118,8 @@ pub struct OrgSettings {
 /// What a response reports about the caller's limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateStatus {
+    /// The budget this status describes (see [`RateStatus::binding`]).
+    pub scope: Scope,
     pub limit: u64,
     pub remaining: u64,
     /// When the bucket is full again (microseconds since the epoch).
@@ -103,10 +132,29 @@ impl RateStatus {
     /// What we report when the store is unreachable and the policy admits anyway.
     pub fn unknown(limits: &Limits, now_us: i64) -> Self {
         Self {
+            scope: Scope::Organization,
             limit: limits.capacity(),
             remaining: limits.capacity(),
             reset_at_us: now_us,
             retry_after_us: None,
+        }
+    }
+
+    /// The same status, said of `scope`'s budget.
+    pub fn of(self, scope: Scope) -> Self {
+        Self { scope, ..self }
+    }
+
+    /// What the caller is told when both budgets were asked: a refusal if either refused (the
+    /// user's first), else the budget with the fewer requests left.
+    pub fn binding(user: RateStatus, organization: RateStatus) -> RateStatus {
+        let user = user.of(Scope::User);
+        let organization = organization.of(Scope::Organization);
+        match (user.admitted(), organization.admitted()) {
+            (false, _) => user,
+            (true, false) => organization,
+            (true, true) if user.remaining <= organization.remaining => user,
+            (true, true) => organization,
         }
     }
 
