@@ -335,8 +335,14 @@ pub async fn receive_all(queue_url: &str) -> Vec<aws_sdk_sqs::types::Message> {
     }
 }
 
+/// A member's token.
 pub fn token(org: &str, user: &str) -> String {
     local_front::token::mint(SECRET, org, user, 1).expect("token")
+}
+
+/// An admin's token (claim `role: admin`).
+pub fn admin_token(org: &str, user: &str) -> String {
+    local_front::token::mint_admin(SECRET, org, user, 1).expect("token")
 }
 
 /// The `events/` fixture for command executions, with a token for `org` and the given body.

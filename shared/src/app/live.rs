@@ -18,7 +18,7 @@ use crate::domain::identified::Identified;
 use crate::domain::ids::{Caller, OrgId};
 use crate::domain::kind::PerKind;
 use crate::domain::live::{
-    agent_interaction_update, batch_update, command_execution_update, productivity_update, session_started,
+    self, agent_interaction_update, batch_update, command_execution_update, productivity_update, session_started,
     session_update, usage_update,
 };
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
@@ -119,16 +119,19 @@ impl Broadcaster {
         let this = self.clone();
         let org = org.clone();
         let task = tokio::spawn(async move {
-            this.deliver(&org, &update.to_string()).await;
+            this.deliver(&org, &update).await;
         });
         let mut pending = lock(&self.pending);
         pending.retain(|task| !task.is_finished());
         pending.push(task);
     }
 
-    /// Sends `message` to every unexpired connection of `org`, concurrently; closes and
+    /// Sends `update` to every unexpired connection of `org`, concurrently — whole to admins
+    /// and to the developer it is about, without its identity to other members; closes and
     /// forgets expired connections and forgets those that are gone; logs what failed.
-    pub async fn deliver(&self, org: &OrgId, message: &str) -> Report {
+    pub async fn deliver(&self, org: &OrgId, update: &Value) -> Report {
+        let whole = update.to_string();
+        let anonymous = live::without_identity(update).to_string();
         let mut report = Report::default();
         let listed = match self.connections.of_org(org).await {
             Ok(listed) => listed,
@@ -158,7 +161,11 @@ impl Broadcaster {
                 });
                 continue;
             }
-            let message = message.to_owned();
+            let message = if live::seen_whole_by(update, connection.role, connection.user.as_deref()) {
+                whole.clone()
+            } else {
+                anonymous.clone()
+            };
             sends.spawn(async move {
                 let delivery = pusher.post(&id, &message).await;
                 (id, Some(delivery))
@@ -349,11 +356,13 @@ mod tests {
         Caller::member(OrgId::parse(org).unwrap(), UserId::parse(user).unwrap())
     }
 
+    /// An admin's dashboard of `org`: it receives every update whole.
     async fn connected(connections: &InMemoryConnections, id: &str, org: &str) {
-        connections
-            .add(&Connection::opened_now(id, &caller(org, "viewer")))
-            .await
-            .unwrap();
+        let admin = Caller {
+            role: crate::domain::ids::Role::Admin,
+            ..caller(org, "viewer")
+        };
+        connections.add(&Connection::opened_now(id, &admin)).await.unwrap();
     }
 
     fn command() -> Identified<CommandExecution> {
@@ -389,7 +398,7 @@ mod tests {
         // WHEN acme's message is delivered
         let report = live
             .broadcaster
-            .deliver(&OrgId::parse("acme").unwrap(), "{\"n\":1}")
+            .deliver(&OrgId::parse("acme").unwrap(), &serde_json::json!({"n": 1}))
             .await;
         // THEN only acme's connections received it
         assert_eq!(
@@ -405,6 +414,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn admins_and_the_developer_see_an_update_whole_other_members_without_whose_it_is() {
+        // GIVEN alice, bob (members) and an admin connected to acme
+        let live = live();
+        let admin = Caller {
+            role: crate::domain::ids::Role::Admin,
+            ..caller("acme", "boss")
+        };
+        for (id, who) in [
+            ("alice", caller("acme", "alice")),
+            ("bob", caller("acme", "bob")),
+            ("boss", admin),
+        ] {
+            live.connections.add(&Connection::opened_now(id, &who)).await.unwrap();
+        }
+        // WHEN alice's command is delivered
+        let stored = Stored {
+            id: Uuid::new_v4(),
+            created_at: chrono::Utc::now(),
+            new: true,
+        };
+        let update = command_execution_update(&caller("acme", "alice"), &command().record, &stored);
+        live.broadcaster.deliver(&OrgId::parse("acme").unwrap(), &update).await;
+        // THEN alice and the admin got it whole, bob the figures without alice's name or row id
+        let sent: std::collections::HashMap<String, Value> = live.pusher.sent().into_iter().collect();
+        assert_eq!(sent["alice"], update);
+        assert_eq!(sent["boss"], update);
+        assert_eq!(sent["bob"], live::without_identity(&update));
+        assert_eq!(sent["bob"].get("user_id"), None);
+        assert_eq!(sent["bob"].get("id"), None);
+        assert_eq!(sent["bob"]["metric"], update["metric"]);
+    }
+
+    #[tokio::test]
     async fn gone_connections_are_forgotten_and_failures_do_not_stop_the_others() {
         let live = live();
         for id in ["gone", "failing", "open"] {
@@ -412,7 +454,10 @@ mod tests {
         }
         live.pusher.gone.lock().unwrap().push("gone".into());
         live.pusher.failing.lock().unwrap().push("failing".into());
-        let report = live.broadcaster.deliver(&OrgId::parse("acme").unwrap(), "{}").await;
+        let report = live
+            .broadcaster
+            .deliver(&OrgId::parse("acme").unwrap(), &serde_json::json!({}))
+            .await;
         assert_eq!(
             report,
             Report {
@@ -439,7 +484,7 @@ mod tests {
         connected(&live.connections, "open", "acme").await;
         assert_eq!(live.connections.open_count(&viewer.org).await.unwrap(), 1);
         // WHEN a message is delivered to acme
-        let report = live.broadcaster.deliver(&viewer.org, "{}").await;
+        let report = live.broadcaster.deliver(&viewer.org, &serde_json::json!({})).await;
         // THEN only the open connection got it; the expired one was closed and removed
         assert_eq!(
             report,
@@ -619,7 +664,9 @@ mod tests {
         assert!(stored.is_ok());
         broadcaster.flush(Duration::from_secs(5)).await;
         assert_eq!(inner.command_executions(&OrgId::parse("acme").unwrap()).len(), 1);
-        let report = broadcaster.deliver(&OrgId::parse("acme").unwrap(), "{}").await;
+        let report = broadcaster
+            .deliver(&OrgId::parse("acme").unwrap(), &serde_json::json!({}))
+            .await;
         assert_eq!(report.failed, 1);
     }
 

@@ -4,7 +4,7 @@
 //! May import: the domain only.
 
 use crate::domain::batch::Envelope;
-use crate::domain::ids::Caller;
+use crate::domain::ids::{Caller, Role};
 use crate::domain::kind::PerKind;
 use crate::domain::metrics::Stored;
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
@@ -28,6 +28,23 @@ pub fn update(caller: &Caller, kind: &str, id: Uuid, summary: Value) -> Value {
         "id": id,
         "metric": summary,
     })
+}
+
+/// Who may see an update whole: admins, and the developer it is about. Other members see the
+/// organization's figures move without learning whose record it was ([`without_identity`]),
+/// as they read the organization's totals but only their own per-user figures.
+pub fn seen_whole_by(update: &Value, viewer_role: Role, viewer: Option<&str>) -> bool {
+    viewer_role == Role::Admin || (viewer.is_some() && update["user_id"].as_str() == viewer)
+}
+
+/// An update without its developer and record id: what other members receive.
+pub fn without_identity(update: &Value) -> Value {
+    let mut update = update.clone();
+    if let Some(fields) = update.as_object_mut() {
+        fields.remove("user_id");
+        fields.remove("id");
+    }
+    update
 }
 
 pub fn command_execution_update(caller: &Caller, metric: &CommandExecution, stored: &Stored) -> Value {

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{Value, json};
 
-use crate::domain::ids::UserId;
+use crate::domain::ids::{Caller, UserId};
 use crate::domain::usage::Usage;
 use crate::domain::validation::{Choice, FieldError};
 
@@ -73,7 +73,12 @@ pub struct SummaryQuery {
     pub p95: bool,
     /// Only this user's records (`user=`): with `group_by=model`, a developer's usage per model.
     pub user: Option<UserId>,
+    /// Set for members by [`SummaryQuery::as_seen_by`]: per-user rows are the caller's only.
+    pub own_rows_only: bool,
 }
+
+/// Why a member's summary query is refused (403).
+pub const OTHER_USERS_ROWS: &str = "members read only their own per-user figures (user= may name only yourself)";
 
 impl SummaryQuery {
     /// Reads the query string parameters; every problem is reported, each by its parameter.
@@ -141,7 +146,25 @@ impl SummaryQuery {
             limit,
             p95,
             user,
+            own_rows_only: false,
         })
+    }
+
+    /// What `caller` may read. Admins: everything. Members: the organization's totals (groups
+    /// by command, agent, model, hour and day over all its developers) and their own per-user
+    /// figures only — `group_by=user` answers their own row, `user=` may name only themselves.
+    pub fn as_seen_by(mut self, caller: &Caller) -> Result<Self, &'static str> {
+        if caller.is_admin() {
+            return Ok(self);
+        }
+        if self.user.as_ref().is_some_and(|user| user != &caller.user) {
+            return Err(OTHER_USERS_ROWS);
+        }
+        if self.group_by == GroupBy::User {
+            self.user = Some(caller.user.clone());
+        }
+        self.own_rows_only = true;
+        Ok(self)
     }
 
     /// The whole UTC days inside the span, `[first, end)`; an empty range (both `until`) when
@@ -282,6 +305,7 @@ pub fn summary_data(query: &SummaryQuery, rows: &[AggregateRow]) -> Value {
         "until": query.until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "groups": groups,
         "truncated": truncated,
+        "per_user_rows": if query.own_rows_only { "own" } else { "all" },
     })
 }
 

@@ -41,6 +41,8 @@ impl Connections for InMemoryConnections {
             .map(|c| Listed {
                 id: c.id.clone(),
                 expires_at: c.expires_at,
+                user: Some(c.user.to_string()),
+                role: c.role,
             })
             .collect())
     }

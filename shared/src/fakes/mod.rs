@@ -75,12 +75,20 @@ pub fn a_working_service() -> Given {
     )
 }
 
-/// A token signed with the local development secret (the one the `events/` fixtures use).
+/// A member's token signed with the local development secret (the one the `events/` fixtures use).
 pub fn token(org: &str, user: &str) -> String {
-    let claims = json!({"sub": user, "org_id": org, "exp": 4102444800u64});
+    sign(&json!({"sub": user, "org_id": org, "exp": 4102444800u64}))
+}
+
+/// An admin's token (claim `role: admin`).
+pub fn admin_token(org: &str, user: &str) -> String {
+    sign(&json!({"sub": user, "org_id": org, "exp": 4102444800u64, "role": "admin"}))
+}
+
+fn sign(claims: &Value) -> String {
     encode(
         &Header::default(),
-        &claims,
+        claims,
         &EncodingKey::from_secret(LOCAL_DEV_SECRET.as_bytes()),
     )
     .expect("token")
@@ -93,9 +101,18 @@ pub fn fixture(event: &str) -> Request {
 
 /// The fixture with another body and a token for `org`/`user`.
 pub fn request(event: &str, org: &str, user: &str, body: &Value) -> Request {
+    with_bearer(event, &token(org, user), body)
+}
+
+/// Like [`request`], with an admin's token.
+pub fn admin_request(event: &str, org: &str, user: &str, body: &Value) -> Request {
+    with_bearer(event, &admin_token(org, user), body)
+}
+
+fn with_bearer(event: &str, bearer: &str, body: &Value) -> Request {
     let mut req = fixture(event);
     *req.body_mut() = Body::from(body.to_string());
-    let bearer = HeaderValue::from_str(&format!("Bearer {}", token(org, user))).expect("header");
+    let bearer = HeaderValue::from_str(&format!("Bearer {bearer}")).expect("header");
     req.headers_mut().insert("authorization", bearer);
     req
 }

@@ -1,7 +1,7 @@
 //! The live-update ports: where open connections are kept ([`Connections`]) and how a message
 //! reaches one ([`Pusher`]), with the connection record they share.
 
-use crate::domain::ids::{Caller, OrgId, UserId};
+use crate::domain::ids::{Caller, OrgId, Role, UserId};
 use async_trait::async_trait;
 use std::time::Duration;
 
@@ -25,6 +25,8 @@ pub struct Connection {
     pub id: String,
     pub org: OrgId,
     pub user: UserId,
+    /// What the connection may see of other developers' updates.
+    pub role: Role,
     /// Unix seconds after which the connection receives nothing and is closed: its token's
     /// `exp`, or two hours after it opened if that comes first (also the table's TTL).
     pub expires_at: i64,
@@ -43,16 +45,21 @@ impl Connection {
             id: id.to_owned(),
             org: caller.org.clone(),
             user: caller.user.clone(),
+            role: caller.role,
             expires_at: token_expires_at.map_or(longest, |exp| exp.min(longest)),
         }
     }
 }
 
 /// A connection as the organization index lists it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     pub id: String,
     pub expires_at: i64,
+    /// Whose connection it is (`None` for a record written before roles: treated as a member
+    /// who sees no one's updates whole).
+    pub user: Option<String>,
+    pub role: Role,
 }
 
 impl Listed {

@@ -413,6 +413,7 @@ async fn tokens_minted_for_a_stage_carry_the_issuer_and_audience_it_checks() {
         1,
         Some("https://auth.example.com"),
         Some("metrics-api"),
+        shared::domain::ids::Role::Member,
     )
     .unwrap();
     assert_eq!(post_command(addr, &for_stage).await.0, 201);

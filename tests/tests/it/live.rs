@@ -7,11 +7,12 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::StreamExt;
 use integration_tests::{
-    SECRET, TestApp, create_secret, dynamo, free_port, fresh_connections_table, http, spec_command_example, token,
+    SECRET, TestApp, admin_token, create_secret, dynamo, free_port, fresh_connections_table, http,
+    spec_command_example, token,
 };
 use serde_json::{Value, json};
 use shared::adapters::dynamodb::connections::DynamoConnections;
-use shared::domain::ids::{Caller, OrgId, UserId};
+use shared::domain::ids::{Caller, OrgId, Role, UserId};
 use shared::ports::live::{Connection, Connections};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -30,8 +31,16 @@ async fn open(addr: SocketAddr, query: &str) -> Result<Socket, tungstenite::Erro
         .map(|(socket, _)| socket)
 }
 
+/// An admin's dashboard: it sees every developer's updates whole.
 async fn viewer(addr: SocketAddr, org: &str) -> Socket {
-    open(addr, &format!("?token={}", token(org, "viewer")))
+    open(addr, &format!("?token={}", admin_token(org, "viewer")))
+        .await
+        .expect("handshake")
+}
+
+/// A member's dashboard.
+async fn member(addr: SocketAddr, org: &str, user: &str) -> Socket {
+    open(addr, &format!("?token={}", token(org, user)))
         .await
         .expect("handshake")
 }
@@ -86,6 +95,34 @@ async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+#[tokio::test]
+async fn a_member_sees_its_own_updates_whole_and_colleagues_updates_without_whose_they_are() {
+    // GIVEN alice's and bob's dashboards (members) and an admin's, all of acme
+    let (_app, addr) = TestApp::spawn_live(&[]).await;
+    let mut alice = member(addr, "acme", "alice").await;
+    let mut bob = member(addr, "acme", "bob").await;
+    let mut admin = viewer(addr, "acme").await;
+
+    // WHEN alice stores a command execution
+    let stored = post_command(addr, "acme").await;
+
+    // THEN alice and the admin see it whole, bob sees the figures without alice or the row id
+    for socket in [&mut alice, &mut admin] {
+        let update = next_update(socket, WITHIN).await.expect("the whole update");
+        assert_eq!(
+            (update["user_id"].as_str(), &update["id"]),
+            (Some("alice"), &stored["data"]["id"])
+        );
+    }
+    let update = next_update(&mut bob, WITHIN).await.expect("bob's update");
+    assert_eq!(update["kind"], "command_execution");
+    assert_eq!(update["metric"]["command_name"], "claude_code_generate");
+    assert!(
+        update.get("user_id").is_none() && update.get("id").is_none(),
+        "{update}"
+    );
 }
 
 #[tokio::test]
@@ -248,7 +285,12 @@ async fn the_connections_table_finds_an_organizations_open_connections() {
 
     let acme = OrgId::parse("acme").unwrap();
     let mut found = connections.of_org(&acme).await.unwrap();
-    found.sort();
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    assert!(
+        found
+            .iter()
+            .all(|c| c.user.as_deref() == Some("viewer") && c.role == Role::Member)
+    );
     let now = chrono::Utc::now().timestamp();
     let ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, ["a0", "a1", "a2"], "expired ones are listed, for closing");

@@ -4,16 +4,26 @@
 
 use std::net::SocketAddr;
 
-use integration_tests::{TestApp, connect, fresh_database, http, request, token};
+use integration_tests::{TestApp, admin_token, connect, fresh_database, http, request, token};
 use serde_json::{Value, json};
 use shared::adapters::postgres::migrate::{Migration, TENANT, provision_tenant, provision_tenant_with};
 use shared::domain::summary::latency_bucket;
 
+/// The summary an admin of `org` reads.
 async fn summary(addr: SocketAddr, org: &str, query: &str) -> Value {
-    let path = format!("/api/v1/metrics/summary?{query}");
-    let (status, _, body) = http(addr, "GET", &path, Some(&token(org, "alice")), "application/json", "").await;
+    summary_as(addr, &admin_token(org, "boss"), query).await
+}
+
+async fn summary_as(addr: SocketAddr, bearer: &str, query: &str) -> Value {
+    let (status, body) = summary_answer(addr, bearer, query).await;
     assert_eq!(status, 200, "{body}");
     body["data"].clone()
+}
+
+async fn summary_answer(addr: SocketAddr, bearer: &str, query: &str) -> (u16, Value) {
+    let path = format!("/api/v1/metrics/summary?{query}");
+    let (status, _, body) = http(addr, "GET", &path, Some(bearer), "application/json", "").await;
+    (status, body)
 }
 
 async fn post(addr: SocketAddr, org: &str, user: &str, route: &str, body: Value) {
@@ -234,6 +244,49 @@ async fn summaries_are_per_organization_and_bounded() {
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["group_by", "limit"]);
+}
+
+#[tokio::test]
+async fn a_member_reads_the_organizations_totals_and_only_its_own_per_user_figures() {
+    // GIVEN three developers' history in acme
+    let given = TestApp::spawn().await;
+    let addr = given.serve_http().await;
+    write_history(&given, addr).await;
+    let span = "since=2026-11-27T00:00:00Z&until=2026-11-28T00:00:00Z";
+    let bob = token("acme", "bob");
+    // WHEN bob (a member) groups by user THEN he reads his own row, equal to the admin's view of it
+    let own = summary_as(addr, &bob, &format!("group_by=user&{span}")).await;
+    let all = summary(addr, "acme", &format!("group_by=user&{span}")).await;
+    assert!(all["groups"].as_array().unwrap().len() >= 3, "{all}");
+    assert_eq!(own["groups"].as_array().unwrap().len(), 1);
+    let bobs_row = all["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == "bob")
+        .unwrap();
+    assert_eq!(&own["groups"][0], bobs_row);
+    assert_eq!(
+        (own["per_user_rows"].as_str(), all["per_user_rows"].as_str()),
+        (Some("own"), Some("all"))
+    );
+    // AND the organization's totals by hour, command and agent are the admin's
+    for group_by in ["hour", "day", "command", "agent"] {
+        let query = format!("group_by={group_by}&p95=true&{span}");
+        assert_eq!(
+            summary_as(addr, &bob, &query).await["groups"],
+            summary(addr, "acme", &query).await["groups"],
+            "{group_by}"
+        );
+    }
+    // AND another developer's figures are forbidden, his own allowed
+    for query in ["group_by=model&user=alice", "group_by=day&user=carol"] {
+        let (status, body) = summary_answer(addr, &bob, query).await;
+        assert_eq!(status, 403, "{query}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("user="), "{body}");
+    }
+    let (status, _) = summary_answer(addr, &bob, "group_by=day&user=bob").await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]

@@ -217,7 +217,7 @@ fn every_function_that_stores_metrics_may_push_live_updates_and_no_other() {
         "{connect}"
     );
     assert!(
-        connect.contains("index/by-organization") && connect.contains("dynamodb:Query"),
+        connect.contains("index/org-viewers") && connect.contains("dynamodb:Query"),
         "{connect}"
     );
     let connect_env = &doc["Resources"]["LiveConnectionFunction"]["Properties"]["Environment"]["Variables"];

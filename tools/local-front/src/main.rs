@@ -1,7 +1,8 @@
 //! `local-front [serve]` — provision the local stack, then serve the API on 127.0.0.1:$PORT and
 //!   run the scheduled functions.
 //! `local-front provision` — create the table and queues and apply migrations, then exit.
-//! `local-front token [--org ORG] [--user USER] [--hours N]` — print a development token.
+//! `local-front token [--org ORG] [--user USER] [--hours N] [--role admin|member]` — print a
+//!   development token (a member's unless `--role admin`).
 //! `local-front watch [--org ORG] [--url ws://127.0.0.1:3000/live]` — print the organization's
 //!   live updates, one JSON line each.
 
@@ -96,6 +97,7 @@ struct TokenOptions {
     user: String,
     hours: u64,
     url: String,
+    role: shared::domain::ids::Role,
 }
 
 fn token_options(args: &[String]) -> Result<TokenOptions, String> {
@@ -105,6 +107,7 @@ fn token_options(args: &[String]) -> Result<TokenOptions, String> {
         user: "dev-user".to_owned(),
         hours: 24,
         url: format!("ws://127.0.0.1:{port}{}", local_front::live::LIVE_PATH),
+        role: shared::domain::ids::Role::Member,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -113,6 +116,10 @@ fn token_options(args: &[String]) -> Result<TokenOptions, String> {
             "--org" => options.org = value.clone(),
             "--user" => options.user = value.clone(),
             "--url" => options.url = value.clone(),
+            "--role" => {
+                options.role = shared::domain::validation::Choice::parse(value)
+                    .ok_or_else(|| format!("--role {value:?}: expected admin or member"))?
+            }
             "--hours" => {
                 options.hours = value
                     .parse()
@@ -141,7 +148,9 @@ async fn watch(args: &[String]) -> Result<(), String> {
 }
 
 fn mint(options: &TokenOptions) -> Result<String, String> {
-    let TokenOptions { org, user, hours, .. } = options;
+    let TokenOptions {
+        org, user, hours, role, ..
+    } = options;
     let env = Env::process();
     let secret = env.required("JWT_SECRET").map_err(config)?;
     let issuer = std::env::var("JWT_ISSUER").ok().filter(|s| !s.is_empty());
@@ -149,7 +158,15 @@ fn mint(options: &TokenOptions) -> Result<String, String> {
     let audience = std::env::var("JWT_AUDIENCE")
         .ok()
         .and_then(|a| a.split(',').map(str::trim).find(|a| !a.is_empty()).map(str::to_owned));
-    token::mint_for(&secret, org, user, *hours, issuer.as_deref(), audience.as_deref())
+    token::mint_for(
+        &secret,
+        org,
+        user,
+        *hours,
+        issuer.as_deref(),
+        audience.as_deref(),
+        *role,
+    )
 }
 
 fn config(err: ConfigError) -> String {

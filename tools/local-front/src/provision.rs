@@ -19,7 +19,8 @@ pub async fn ensure_rate_limit_table(dynamo: &Client, table: &str) -> Result<(),
 }
 
 /// Creates the live connections table unless it exists: `connection_id` hash key, the
-/// `by-organization` index on `org_id` (with `expires_at`), on-demand, TTL on `expires_at`.
+/// `org-viewers` index on `org_id` (with `expires_at`, `user_id`, `role`), on-demand, TTL on
+/// `expires_at`.
 pub async fn ensure_connections_table(dynamo: &Client, table: &str) -> Result<(), String> {
     let index = GlobalSecondaryIndex::builder()
         .index_name(shared::adapters::dynamodb::connections::ORG_INDEX)
@@ -28,6 +29,8 @@ pub async fn ensure_connections_table(dynamo: &Client, table: &str) -> Result<()
             Projection::builder()
                 .projection_type(ProjectionType::Include)
                 .non_key_attributes("expires_at")
+                .non_key_attributes("user_id")
+                .non_key_attributes("role")
                 .build(),
         )
         .build()

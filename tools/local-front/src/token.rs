@@ -3,13 +3,21 @@
 
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
-use shared::domain::ids::{OrgId, UserId};
+use shared::domain::ids::{OrgId, Role, UserId};
+use shared::domain::validation::Choice;
 
+/// A member's token.
 pub fn mint(secret: &str, org: &str, user: &str, ttl_hours: u64) -> Result<String, String> {
-    mint_for(secret, org, user, ttl_hours, None, None)
+    mint_for(secret, org, user, ttl_hours, None, None, Role::Member)
 }
 
-/// Like [`mint`], with the `iss` and `aud` claims a stage may require.
+/// A token with the `role` claim `admin`.
+pub fn mint_admin(secret: &str, org: &str, user: &str, ttl_hours: u64) -> Result<String, String> {
+    mint_for(secret, org, user, ttl_hours, None, None, Role::Admin)
+}
+
+/// Like [`mint`], with the `iss` and `aud` claims a stage may require and the caller's role
+/// (the claim is left out for members: a token without it names a member).
 pub fn mint_for(
     secret: &str,
     org: &str,
@@ -17,6 +25,7 @@ pub fn mint_for(
     ttl_hours: u64,
     issuer: Option<&str>,
     audience: Option<&str>,
+    role: Role,
 ) -> Result<String, String> {
     let org = OrgId::parse(org).map_err(|e| format!("--org {org:?}: {e}"))?;
     let user = UserId::parse(user).map_err(|e| format!("--user {user:?}: {e}"))?;
@@ -27,6 +36,9 @@ pub fn mint_for(
         "iat": now,
         "exp": now + (ttl_hours as i64) * 3600,
     });
+    if role == Role::Admin {
+        claims["role"] = json!(role.as_str());
+    }
     if let Some(issuer) = issuer {
         claims["iss"] = json!(issuer);
     }

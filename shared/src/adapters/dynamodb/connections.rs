@@ -1,16 +1,19 @@
-//! Open WebSocket connections in DynamoDB (the connections table and its `by-organization`
+//! Open WebSocket connections in DynamoDB (the connections table and its `org-viewers`
 //! index), through the direct DynamoDB client.
 
 use crate::adapters::dynamodb::client::{DeleteItem, DynamoError, DynamoHttp, PutItem, Query, Request};
 use crate::config::{ConfigError, DynamoDbConfig};
-use crate::domain::ids::OrgId;
+use crate::domain::ids::{OrgId, Role};
+use crate::domain::validation::Choice;
 use crate::ports::live::{Connection, Connections, Listed, LiveError};
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use serde_json::{Value, json};
 
-/// The connections table's index from an organization to its connections.
-pub const ORG_INDEX: &str = "by-organization";
+/// The connections table's index from an organization to its connections, with what each may
+/// see (`user_id`, `role`) and `expires_at`. (The table's older `by-organization` index projects
+/// only `expires_at`; it is no longer read.)
+pub const ORG_INDEX: &str = "org-viewers";
 
 /// The connections table in DynamoDB: `connection_id` is the key, [`ORG_INDEX`] finds an
 /// organization's connections, `expires_at` is the TTL attribute. Spoken to with the direct
@@ -45,6 +48,7 @@ impl Connections for DynamoConnections {
             "connection_id": {"S": connection.id},
             "org_id": {"S": connection.org.as_str()},
             "user_id": {"S": connection.user.as_str()},
+            "role": {"S": connection.role.as_str()},
             "expires_at": {"N": connection.expires_at.to_string()},
         });
         self.call(&PutItem {
@@ -66,7 +70,8 @@ impl Connections for DynamoConnections {
     }
 
     async fn of_org(&self, org: &OrgId) -> Result<Vec<Listed>, LiveError> {
-        // The index projects `expires_at`; expired items are listed too, for closing.
+        // The index projects `expires_at`, `user_id` and `role`; expired items are listed too,
+        // for closing.
         let mut query = Query {
             table_name: &self.table,
             index_name: ORG_INDEX,
@@ -86,6 +91,9 @@ impl Connections for DynamoConnections {
                         .as_str()
                         .and_then(|n| n.parse().ok())
                         .unwrap_or(0),
+                    user: item["user_id"]["S"].as_str().map(str::to_owned),
+                    // Anything but a readable `admin` is a member: least privilege.
+                    role: item["role"]["S"].as_str().and_then(Role::parse).unwrap_or_default(),
                 })
             }));
             match page.get("LastEvaluatedKey") {

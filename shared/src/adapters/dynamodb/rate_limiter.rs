@@ -393,6 +393,8 @@ mod tests {
         assert_eq!(settings.limits.organization.max_requests, 50);
         assert_eq!(settings.limits.organization.window_ms, 60_000);
         assert_eq!(settings.limits.user, DEFAULTS.user);
+        assert_eq!(settings.batch_size, Some(1000));
+        assert_eq!(settings.hook_content, Some(crate::domain::hooks::HookContent::Redacted));
         let item = json!({"window_ms": n("1000"), "user_max_requests": n("5"), "user_burst_allowance": n("2")});
         let settings = parse_override(&item, DEFAULTS).unwrap();
         assert_eq!(settings.limits.organization.max_requests, 1000);
@@ -404,8 +406,6 @@ mod tests {
                 burst_allowance: 2
             }
         );
-        assert_eq!(settings.batch_size, Some(1000));
-        assert_eq!(settings.hook_content, Some(crate::domain::hooks::HookContent::Redacted));
     }
 
     #[test]
