@@ -59,6 +59,7 @@ async fn stored_events(given: &TestApp, user: &str) -> i64 {
 #[tokio::test]
 async fn a_team_loses_no_hook_event_while_a_runaway_colleague_is_refused_by_its_own_budget() {
     // GIVEN the default budgets (600 a minute per developer, 12,000 per organization)
+    let logs = integration_tests::logs();
     let given = TestApp::spawn().await;
     let addr = given.serve_http().await;
     let team: Vec<String> = (0..10).map(|i| format!("dev{i}")).collect();
@@ -105,4 +106,15 @@ async fn a_team_loses_no_hook_event_while_a_runaway_colleague_is_refused_by_its_
     }
     // AND each admitted event of the runaway is stored once, the refused ones not at all
     assert_eq!(stored_events(&given, "runaway").await, admitted as i64);
+    // AND each refusal is one log line counted in the RateLimited metric the hook alarm watches
+    let logged = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let refusals: Vec<&str> = logged
+        .lines()
+        .filter(|line| line.contains(r#""user":"runaway""#) && line.contains(r#""RateLimited":1"#))
+        .collect();
+    assert_eq!(refusals.len(), runaway_answers.len() - admitted);
+    for line in refusals {
+        assert!(line.contains(r#""Route":"POST /api/v1/hooks/claude-code""#), "{line}");
+        assert!(line.contains("rate limited (user)"), "{line}");
+    }
 }

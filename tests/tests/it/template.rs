@@ -439,3 +439,34 @@ fn the_anonymous_health_route_has_its_own_small_budget() {
     let health = &doc["Resources"]["HealthFunction"]["Properties"];
     assert!(health["ReservedConcurrentExecutions"].as_u64().is_some_and(|n| n <= 5));
 }
+
+#[test]
+fn a_refused_hook_event_raises_an_alarm() {
+    let doc = template();
+    let alarms = resources(&doc, "AWS::CloudWatch::Alarm");
+    let watching_refusals: Vec<&Value> = alarms
+        .iter()
+        .map(|(_, alarm)| &alarm["Properties"])
+        .filter(|alarm| alarm["MetricName"] == "RateLimited")
+        .collect();
+    let hook_route = text(&Value::from(claude_code_hook::ROUTE));
+    let hook = watching_refusals
+        .iter()
+        .find(|alarm| text(&alarm["Dimensions"]).contains(hook_route.trim()))
+        .expect("an alarm on the hook route's refusals");
+    assert_eq!(hook["Namespace"], shared::telemetry::METRICS_NAMESPACE);
+    assert_eq!((hook["Statistic"].as_str(), hook["Threshold"].as_u64()), (Some("Sum"), Some(0)));
+    assert_eq!(hook["ComparisonOperator"], "GreaterThanThreshold");
+    // The metric is the one each refused request's log line carries.
+    let record = shared::telemetry::request_record(shared::telemetry::RequestOutcome {
+        request_id: None,
+        route: claude_code_hook::ROUTE,
+        org: Some("acme"),
+        user: Some("alice"),
+        status: 429,
+        latency_ms: 1.0,
+        error: Some("rate limited (user)".into()),
+    });
+    let line = serde_json::to_value(&record).unwrap();
+    assert_eq!((line["RateLimited"].as_u64(), line["Route"].as_str()), (Some(1), Some(claude_code_hook::ROUTE)));
+}
