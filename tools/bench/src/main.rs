@@ -20,13 +20,14 @@ mod stack;
 mod stats;
 mod summary;
 mod targets;
+mod team;
 
 use serde_json::{Map, Value};
 use stack::{Sizes, Stack};
 
 /// The sections, in the order they run, and what is printed as each begins.
-/// `BENCH_SECTIONS=in_process,http,live,otlp,ingest,functions,summary,hostile` selects some (all by default).
-const SECTIONS: [(&str, &str); 8] = [
+/// `BENCH_SECTIONS=in_process,http,live,otlp,team,ingest,functions,summary,hostile` selects some (all by default).
+const SECTIONS: [(&str, &str); 9] = [
     (
         "in_process",
         "measuring baselines, the handler in process and the worker (current-thread runtime)...",
@@ -39,6 +40,10 @@ const SECTIONS: [(&str, &str); 8] = [
     (
         "otlp",
         "measuring Claude Code's OTLP exports over HTTP against the single-metric route (interleaved)...",
+    ),
+    (
+        "team",
+        "a team of 50 on hooks for two minutes at the default budgets, with a runaway colleague (over HTTP)...",
     ),
     (
         "functions",
@@ -87,6 +92,7 @@ fn run(
         "http" => runtime.block_on(http::measure(stack, sizes, results)),
         "live" => runtime.block_on(live::measure(stack, sizes, results)),
         "otlp" => runtime.block_on(otlp::measure(stack, sizes, results)),
+        "team" => runtime.block_on(team::measure(stack, results)),
         "functions" => runtime.block_on(functions::measure(stack, results)),
         "ingest" => runtime.block_on(ingest::measure(stack, sizes, results)),
         "hostile" => hostile::measure_all(results),

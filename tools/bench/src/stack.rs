@@ -63,6 +63,7 @@ pub fn env_for(stack: &Stack, extra: &[(&str, String)]) -> Vec<(String, String)>
         ("RATE_LIMIT_TABLE_NAME".to_owned(), stack.table.clone()),
         // High enough that nothing is refused: the benchmark measures admitted requests.
         ("RATE_LIMIT_MAX_REQUESTS".to_owned(), "50000000".to_owned()),
+        ("RATE_LIMIT_USER_MAX_REQUESTS".to_owned(), "50000000".to_owned()),
         ("RATE_LIMIT_WINDOW_MS".to_owned(), "60000".to_owned()),
         ("BATCH_QUEUE_URL".to_owned(), stack.queue_url.clone()),
         ("DEAD_LETTER_QUEUE_URL".to_owned(), stack.dead_letter_url.clone()),

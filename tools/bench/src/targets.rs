@@ -108,6 +108,20 @@ pub fn targets(results: &Map<String, Value>) -> Vec<Target> {
             true,
         ),
     ];
+    if results.contains_key("team_load") {
+        list.push(Target::new(
+            "team load: developers' hook events lost",
+            get(&["team_load", "team_events_lost"]),
+            0.0,
+            true,
+        ));
+        list.push(Target::new(
+            "team load: runaway admitted beyond its own budget",
+            get(&["team_load", "runaway_admitted_over_budget"]),
+            0.0,
+            true,
+        ));
+    }
     if let Some(hostile) = results.get("hostile_input") {
         list.extend(hostile_targets(hostile));
     }
