@@ -234,6 +234,17 @@ async fn exercise_a_healthy_stack(recorder: &mut Recorder) {
     let bad = format!("{}?group_by=team&since=monday", SUMMARY.1);
     assert_eq!(recorder.json(addr, SUMMARY, &bad, Some(&alice), Value::Null).await, 400);
     assert_eq!(recorder.json(addr, SUMMARY, SUMMARY.1, None, Value::Null).await, 401);
+    // A member asking for another developer's figures; an admin may.
+    let bobs = format!("{}?group_by=model&user=bob", SUMMARY.1);
+    assert_eq!(
+        recorder.json(addr, SUMMARY, &bobs, Some(&alice), Value::Null).await,
+        403
+    );
+    let admin = integration_tests::admin_token("acme", "boss");
+    assert_eq!(
+        recorder.json(addr, SUMMARY, &bobs, Some(&admin), Value::Null).await,
+        200
+    );
 }
 
 async fn exercise_sessions(recorder: &mut Recorder, addr: SocketAddr, alice: &str, bob: &str) {

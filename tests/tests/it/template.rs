@@ -455,7 +455,10 @@ fn a_refused_hook_event_raises_an_alarm() {
         .find(|alarm| text(&alarm["Dimensions"]).contains(hook_route.trim()))
         .expect("an alarm on the hook route's refusals");
     assert_eq!(hook["Namespace"], shared::telemetry::METRICS_NAMESPACE);
-    assert_eq!((hook["Statistic"].as_str(), hook["Threshold"].as_u64()), (Some("Sum"), Some(0)));
+    assert_eq!(
+        (hook["Statistic"].as_str(), hook["Threshold"].as_u64()),
+        (Some("Sum"), Some(0))
+    );
     assert_eq!(hook["ComparisonOperator"], "GreaterThanThreshold");
     // The metric is the one each refused request's log line carries.
     let record = shared::telemetry::request_record(shared::telemetry::RequestOutcome {
@@ -468,5 +471,8 @@ fn a_refused_hook_event_raises_an_alarm() {
         error: Some("rate limited (user)".into()),
     });
     let line = serde_json::to_value(&record).unwrap();
-    assert_eq!((line["RateLimited"].as_u64(), line["Route"].as_str()), (Some(1), Some(claude_code_hook::ROUTE)));
+    assert_eq!(
+        (line["RateLimited"].as_u64(), line["Route"].as_str()),
+        (Some(1), Some(claude_code_hook::ROUTE))
+    );
 }

@@ -49,7 +49,13 @@ pub async fn measure(stack: &Stack, results: &mut Map<String, Value>) {
         let every = Duration::from_secs(1);
         let user = format!("dev{dev}");
         let bodies: Vec<String> = (0..seconds as usize).map(|n| hook_event(&user, n)).collect();
-        team.push(tokio::spawn(send_on_schedule(addr, token(&org, &user), bodies, start + offset, every)));
+        team.push(tokio::spawn(send_on_schedule(
+            addr,
+            token(&org, &user),
+            bodies,
+            start + offset,
+            every,
+        )));
     }
     let mut runaway = vec![];
     let per_connection = seconds * RUNAWAY_PER_SECOND / RUNAWAY_CONNECTIONS;
@@ -59,12 +65,21 @@ pub async fn measure(stack: &Stack, results: &mut Map<String, Value>) {
         let bodies = (0..per_connection as usize)
             .map(|n| hook_event("runaway", (c as usize * per_connection as usize + n) * 2))
             .collect();
-        runaway.push(tokio::spawn(send_on_schedule(addr, token(&org, "runaway"), bodies, start + offset, every)));
+        runaway.push(tokio::spawn(send_on_schedule(
+            addr,
+            token(&org, "runaway"),
+            bodies,
+            start + offset,
+            every,
+        )));
     }
     let team = merge(team).await;
     let runaway = merge(runaway).await;
     let elapsed = began.elapsed().as_secs_f64() - 0.5;
-    results.insert("team_load".into(), report(stack, &org, developers, seconds, elapsed, &team, &runaway).await);
+    results.insert(
+        "team_load".into(),
+        report(stack, &org, developers, seconds, elapsed, &team, &runaway).await,
+    );
 }
 
 /// A local front at the stage's default budgets (the other sections raise them out of the way).
@@ -72,8 +87,14 @@ async fn serve_front_with_default_budgets(stack: &Stack) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let defaults = [
-        ("RATE_LIMIT_MAX_REQUESTS", shared::config::DEFAULT_ORG_MAX_REQUESTS.to_string()),
-        ("RATE_LIMIT_USER_MAX_REQUESTS", shared::config::DEFAULT_USER_MAX_REQUESTS.to_string()),
+        (
+            "RATE_LIMIT_MAX_REQUESTS",
+            shared::config::DEFAULT_ORG_MAX_REQUESTS.to_string(),
+        ),
+        (
+            "RATE_LIMIT_USER_MAX_REQUESTS",
+            shared::config::DEFAULT_USER_MAX_REQUESTS.to_string(),
+        ),
         ("RATE_LIMIT_WINDOW_MS", "60000".to_owned()),
     ];
     let vars = env_for(stack, &defaults);
@@ -122,7 +143,9 @@ async fn send_on_schedule(
         answers.statuses.push(status);
         if status == 429 {
             let body: Value = serde_json::from_slice(&body).unwrap_or_default();
-            answers.scopes.push(body["rate_limit"]["scope"].as_str().unwrap_or("?").to_owned());
+            answers
+                .scopes
+                .push(body["rate_limit"]["scope"].as_str().unwrap_or("?").to_owned());
         }
     }
     answers
@@ -158,9 +181,16 @@ async fn report(
     runaway: &Answers,
 ) -> Value {
     let stored = stored_per_user(stack, org).await;
-    let team_stored: i64 = stored.iter().filter(|(user, _)| user != "runaway").map(|(_, n)| n).sum();
-    let each_developer_complete = (0..developers)
-        .all(|dev| stored.iter().any(|(user, n)| *user == format!("dev{dev}") && *n == seconds as i64));
+    let team_stored: i64 = stored
+        .iter()
+        .filter(|(user, _)| user != "runaway")
+        .map(|(_, n)| n)
+        .sum();
+    let each_developer_complete = (0..developers).all(|dev| {
+        stored
+            .iter()
+            .any(|(user, n)| *user == format!("dev{dev}") && *n == seconds as i64)
+    });
     let ok = |answers: &Answers| answers.statuses.iter().filter(|s| (200..300).contains(*s)).count();
     let runaway_admitted = ok(runaway);
     // 600 at once, then one every 100 ms.
