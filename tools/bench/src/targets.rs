@@ -89,10 +89,13 @@ pub fn targets(results: &Map<String, Value>) -> Vec<Target> {
             50_000.0,
             false,
         ),
+        // One conditional update per budget (the developer's and the organization's), sent
+        // together: two calls, one round trip of latency. Issue 19's leases will take them off
+        // the hot path.
         Target::new(
-            "DynamoDB round trips per admitted request",
+            "DynamoDB calls per admitted request (two budgets)",
             get(&["dynamodb_round_trips_per_admitted_request"]),
-            1.05,
+            2.05,
             true,
         ),
         Target::new(
