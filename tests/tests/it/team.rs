@@ -71,7 +71,17 @@ async fn a_team_loses_no_hook_event_while_a_runaway_colleague_is_refused_by_its_
     let mut sends = vec![];
     for user in &team {
         let bodies = (0..per_developer)
-            .map(|n| hook_event(user, n, if n % 2 == 0 { "PreToolUse" } else { "PostToolUse" }))
+            .map(|n| {
+                hook_event(
+                    user,
+                    n,
+                    if n.is_multiple_of(2) {
+                        "PreToolUse"
+                    } else {
+                        "PostToolUse"
+                    },
+                )
+            })
             .collect();
         sends.push(tokio::spawn(send_all(addr, token("acme", user), bodies, 2)));
     }

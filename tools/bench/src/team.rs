@@ -108,7 +108,7 @@ async fn serve_front_with_default_budgets(stack: &Stack) -> SocketAddr {
 fn hook_event(user: &str, n: usize) -> String {
     json!({
         "session_id": format!("session-{user}"),
-        "hook_event_name": if n % 2 == 0 { "PreToolUse" } else { "PostToolUse" },
+        "hook_event_name": if n.is_multiple_of(2) { "PreToolUse" } else { "PostToolUse" },
         "tool_name": "Bash",
         "tool_input": {"command": "cargo test"},
         "tool_use_id": format!("toolu_{user}_{}", n / 2),
