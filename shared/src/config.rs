@@ -387,42 +387,6 @@ impl RateLimitConfig {
     }
 }
 
-/// Where API keys are kept and how long a container trusts what it read of one.
-#[derive(Debug, Clone)]
-pub struct ApiKeyConfig {
-    pub dynamodb: DynamoDbConfig,
-    /// `API_KEYS_TABLE_NAME`.
-    pub table_name: String,
-    /// How long a key read from the table (or found missing) is reused: a revocation takes
-    /// effect within it (`API_KEY_CACHE_MS`, at most [`MAX_API_KEY_CACHE_MS`]).
-    pub cache_ttl: Duration,
-    /// Budget of one call to the table; past it, the request is a 503.
-    pub timeout: Duration,
-}
-
-/// The longest a container may trust a key it read: the documented bound on revocation.
-pub const MAX_API_KEY_CACHE_MS: u64 = 60_000;
-/// How long a container trusts a key it read, by default.
-pub const DEFAULT_API_KEY_CACHE_MS: u64 = 30_000;
-
-impl ApiKeyConfig {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let cache_ms = env.number_or("API_KEY_CACHE_MS", DEFAULT_API_KEY_CACHE_MS, 0)?;
-        if cache_ms > MAX_API_KEY_CACHE_MS {
-            return Err(ConfigError::new(
-                "API_KEY_CACHE_MS",
-                format!("must be at most {MAX_API_KEY_CACHE_MS} (revocation takes effect within it), got {cache_ms}"),
-            ));
-        }
-        Ok(Self {
-            dynamodb: DynamoDbConfig::from_env(env),
-            table_name: env.required("API_KEYS_TABLE_NAME")?,
-            cache_ttl: Duration::from_millis(cache_ms),
-            timeout: Duration::from_millis(1000),
-        })
-    }
-}
-
 /// The SQS queue that carries batches to the worker.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
@@ -677,22 +641,6 @@ mod tests {
             RateLimitConfig::from_env(&env).unwrap_err().variable,
             "RATE_LIMIT_ON_STORE_ERROR"
         );
-    }
-
-    #[test]
-    fn the_api_key_cache_is_bounded_by_the_revocation_promise() {
-        let table = ("API_KEYS_TABLE_NAME", "keys");
-        let config = ApiKeyConfig::from_env(&env(&[table])).unwrap();
-        assert_eq!(config.cache_ttl, Duration::from_secs(30));
-        assert_eq!(config.table_name, "keys");
-        let config = ApiKeyConfig::from_env(&env(&[table, ("API_KEY_CACHE_MS", "60000")])).unwrap();
-        assert_eq!(config.cache_ttl, Duration::from_secs(60));
-        for bad in ["60001", "-1", "soon"] {
-            let err = ApiKeyConfig::from_env(&env(&[table, ("API_KEY_CACHE_MS", bad)])).unwrap_err();
-            assert_eq!(err.variable, "API_KEY_CACHE_MS", "{bad}");
-        }
-        let err = ApiKeyConfig::from_env(&env(&[])).unwrap_err();
-        assert_eq!(err.variable, "API_KEYS_TABLE_NAME");
     }
 
     #[test]

@@ -8,9 +8,10 @@ use aws_config::SdkConfig;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use crate::adapters::dynamodb::api_keys::ApiKeyConfig;
 use crate::adapters::dynamodb::api_keys::DynamoApiKeys;
 use crate::app::{FromEnv, KeyAccess};
-use crate::config::{ApiKeyConfig, ConfigError, Env};
+use crate::config::{ConfigError, Env};
 use crate::domain::api_keys::request::NewKeyRequest;
 use crate::domain::api_keys::{KEY_ID_BYTES, KeyId, KeyInfo, NewKey, SECRET_BYTES};
 use crate::domain::ids::Caller;

@@ -10,8 +10,8 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::Value;
 
 use crate::adapters::dynamodb::DynamoRateLimiter;
-use crate::adapters::dynamodb::api_keys::DynamoApiKeys;
-use crate::config::{ApiKeyConfig, AuthConfig, ConfigError, Env, OnStoreError, RateLimitConfig, RequestConfig};
+use crate::adapters::dynamodb::api_keys::{ApiKeyConfig, DynamoApiKeys};
+use crate::config::{AuthConfig, ConfigError, Env, OnStoreError, RateLimitConfig, RequestConfig};
 use crate::domain::ids::Caller;
 use crate::domain::ratelimit::{RateStatus, now_us};
 use crate::http::api_keys::ApiKeyAuth;

@@ -115,7 +115,9 @@ fn remember<K: Hash + Eq + Clone, V>(
                 .iter()
                 .min_by_key(|(_, (read_at, _))| *read_at)
                 .map(|(k, _)| k.clone());
-            oldest.map(|k| cache.remove(&k));
+            if let Some(oldest) = oldest {
+                cache.remove(&oldest);
+            }
         }
     }
     cache.insert(id.clone(), (Instant::now(), value));

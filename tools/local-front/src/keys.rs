@@ -5,9 +5,10 @@
 
 use chrono::Utc;
 use serde_json::{Value, json};
+use shared::adapters::dynamodb::api_keys::ApiKeyConfig;
 use shared::adapters::dynamodb::api_keys::DynamoApiKeys;
 use shared::app::keys::{created, issue, list, revoke};
-use shared::config::{ApiKeyConfig, Env};
+use shared::config::Env;
 use shared::domain::api_keys::request::NewKeyRequest;
 use shared::domain::ids::{Caller, OrgId, Role, UserId};
 use shared::http::error::ApiError;

@@ -12,8 +12,9 @@
 use local_front::poller::Poller;
 use local_front::scheduler::Scheduler;
 use local_front::{Stack, TEMPLATE, jobs, provision, token};
+use shared::adapters::dynamodb::api_keys::ApiKeyConfig;
 use shared::app::live::LiveConfig;
-use shared::config::{ApiKeyConfig, ConfigError, DatabaseConfig, Env, QueueConfig, RateLimitConfig};
+use shared::config::{ConfigError, DatabaseConfig, Env, QueueConfig, RateLimitConfig};
 
 #[tokio::main]
 async fn main() {

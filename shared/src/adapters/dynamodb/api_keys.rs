@@ -5,6 +5,7 @@
 //! `created_at`, `created_by`, and `expires_at` / `revoked_at` when set; times are RFC 3339 text
 //! with milliseconds. The index does not project `secret_hash`. Reads by id are strongly
 //! consistent, so a revocation is seen by the next read (the containers' caches bound the rest).
+//! Configured by [`ApiKeyConfig`] (`API_KEYS_TABLE_NAME`, `API_KEY_CACHE_MS`).
 
 use std::time::Duration;
 
@@ -15,11 +16,47 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::adapters::dynamodb::client::{DynamoError, DynamoHttp, GetItem, Operation, Query, Request, UpdateItem};
-use crate::config::{ApiKeyConfig, ConfigError};
+use crate::config::{ConfigError, DynamoDbConfig, Env};
 use crate::domain::api_keys::{KeyId, KeyInfo, SecretHash, StoredKey, timestamp};
 use crate::domain::ids::{OrgId, Role, UserId};
 use crate::domain::validation::Choice;
 use crate::ports::api_keys::{ApiKeyStore, KeyStoreError};
+
+/// Where API keys are kept and how long a container trusts what it read of one.
+#[derive(Debug, Clone)]
+pub struct ApiKeyConfig {
+    pub dynamodb: DynamoDbConfig,
+    /// `API_KEYS_TABLE_NAME`.
+    pub table_name: String,
+    /// How long a key read from the table (or found missing) is reused: a revocation takes
+    /// effect within it (`API_KEY_CACHE_MS`, at most [`MAX_API_KEY_CACHE_MS`]).
+    pub cache_ttl: Duration,
+    /// Budget of one call to the table; past it, the request is a 503.
+    pub timeout: Duration,
+}
+
+/// The longest a container may trust a key it read: the documented bound on revocation.
+pub const MAX_API_KEY_CACHE_MS: u64 = 60_000;
+/// How long a container trusts a key it read, by default.
+pub const DEFAULT_API_KEY_CACHE_MS: u64 = 30_000;
+
+impl ApiKeyConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let cache_ms = env.number_or("API_KEY_CACHE_MS", DEFAULT_API_KEY_CACHE_MS, 0)?;
+        if cache_ms > MAX_API_KEY_CACHE_MS {
+            return Err(ConfigError::new(
+                "API_KEY_CACHE_MS",
+                format!("must be at most {MAX_API_KEY_CACHE_MS} (revocation takes effect within it), got {cache_ms}"),
+            ));
+        }
+        Ok(Self {
+            dynamodb: DynamoDbConfig::from_env(env),
+            table_name: env.required("API_KEYS_TABLE_NAME")?,
+            cache_ttl: Duration::from_millis(cache_ms),
+            timeout: Duration::from_millis(1000),
+        })
+    }
+}
 
 /// The keys table's index from an organization to its keys, by creation time.
 pub const ORG_INDEX: &str = "by-organization";
@@ -212,6 +249,26 @@ fn time(item: &Value, name: &str) -> Result<Option<DateTime<Utc>>, String> {
 mod tests {
     use super::*;
     use crate::domain::api_keys::NewKey;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn the_api_key_cache_is_bounded_by_the_revocation_promise() {
+        let table = ("API_KEYS_TABLE_NAME", "keys");
+        let config = ApiKeyConfig::from_env(&env(&[table])).unwrap();
+        assert_eq!(config.cache_ttl, Duration::from_secs(30));
+        assert_eq!(config.table_name, "keys");
+        let config = ApiKeyConfig::from_env(&env(&[table, ("API_KEY_CACHE_MS", "60000")])).unwrap();
+        assert_eq!(config.cache_ttl, Duration::from_secs(60));
+        for bad in ["60001", "-1", "soon"] {
+            let err = ApiKeyConfig::from_env(&env(&[table, ("API_KEY_CACHE_MS", bad)])).unwrap_err();
+            assert_eq!(err.variable, "API_KEY_CACHE_MS", "{bad}");
+        }
+        let err = ApiKeyConfig::from_env(&env(&[])).unwrap_err();
+        assert_eq!(err.variable, "API_KEYS_TABLE_NAME");
+    }
 
     #[test]
     fn an_item_reads_back_as_the_key_it_was_made_from() {
