@@ -259,6 +259,31 @@ async fn members_are_forbidden_on_every_key_route_and_an_admin_key_manages_keys(
 }
 
 #[tokio::test]
+async fn keys_and_secrets_never_reach_the_logs() {
+    // GIVEN a key created, used, tried with a wrong secret, listed and revoked
+    let captured = integration_tests::logs();
+    let (_given, addr) = served("0").await;
+    let admin = admin_token("keylogs", "root");
+    let (key, id) = create_key(addr, &admin, json!({"user_id": "alice"})).await;
+    assert_eq!(post_command(addr, &key).await.0, 201);
+    post_command(addr, &format!("mcsk_{id}_{}", "1".repeat(64))).await;
+    call(addr, "GET", KEYS, &admin, &Value::Null).await;
+    assert_eq!(revoke(addr, &admin, &id).await.0, 200);
+    assert_eq!(post_command(addr, &key).await.0, 401);
+
+    // THEN the logs name the key by its id, and never hold the key, its secret or its hash
+    let logs = String::from_utf8_lossy(&captured.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("API key created") && logs.contains("API key revoked"),
+        "logged"
+    );
+    assert!(logs.contains(&id), "the id is how operators find a key");
+    let secret = &key[38..];
+    assert!(!logs.contains(secret), "a secret reached the logs");
+    assert!(!logs.contains(&sha256_hex(secret)), "a hash reached the logs");
+}
+
+#[tokio::test]
 async fn an_unreachable_key_table_is_a_503_not_a_refusal() {
     let dead = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(format!("http://127.0.0.1:{}", free_port()))
