@@ -1,7 +1,8 @@
 //! Generated hostile input against every parser a request or a queue message reaches: the body
-//! gate, each metric's validation, the batch and the envelope, sanitising, token and API-key checks.
-//! None may panic; refusals are 4xx that name a field. `FUZZ_CASES` sets the cases per property
-//! (default 120 000; a tenth for the hook property: over 1.2 million inputs in all); `make fuzz` raises it.
+//! gate, each metric's validation, the batch and the envelope, sanitising, token and API-key
+//! checks. None may panic; refusals are 4xx that name a field. `FUZZ_CASES` sets the cases per
+//! property (default 120 000; a tenth for the hook property: over 1.2 million inputs in all);
+//! `make fuzz` raises it.
 
 use http::HeaderMap;
 use proptest::prelude::*;

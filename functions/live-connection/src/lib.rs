@@ -1,10 +1,10 @@
 //! The WebSocket API's connection routes. `$connect` authenticates the same JWT or API key as
-//! the HTTP API — from the `token` query parameter (browsers cannot set headers on a WebSocket) or an
-//! `Authorization: Bearer` header — counts against the organization's rate limit (the HTTP
+//! the HTTP API — from the `token` query parameter (browsers cannot set headers on a WebSocket)
+//! or an `Authorization: Bearer` header — counts against the organization's rate limit (the HTTP
 //! routes' limiter: 429 when refused), refuses an organization at its cap of open connections
 //! (`LIVE_MAX_CONNECTIONS_PER_ORG`, 429), and keeps the connection under the credential's
-//! organization until the token or key expires (two hours at most). Any other answer than 200 refuses
-//! the handshake and keeps nothing. `$disconnect` forgets the connection.
+//! organization until the token or key expires (two hours at most). Any other answer than 200
+//! refuses the handshake and keeps nothing. `$disconnect` forgets the connection.
 
 use std::sync::Arc;
 

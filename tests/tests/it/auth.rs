@@ -1,6 +1,6 @@
-//! Authentication over HTTP: the attack list (API keys included) on every authenticated route, RS256/ES256 keys from a
-//! JWKS URL (cached, chosen by `kid`, unknown `kid`s refreshed at most once per interval), and
-//! tokens never written to the logs.
+//! Authentication over HTTP: the attack list (API keys included) on every authenticated route,
+//! RS256/ES256 keys from a JWKS URL (cached, chosen by `kid`, unknown `kid`s refreshed at most
+//! once per interval), and tokens never written to the logs.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! The local stack every section measures against, and what the sections build from it: the run's
-//! sample sizes (`BENCH_SCALE`), a fresh database, rate-limit, connections and API keys tables and batch
-//! queues (`BENCH_DATABASE_URL`, `AWS_ENDPOINT_URL`), the functions' environment, tokens, callers,
-//! and the requests and events the handlers are fed.
+//! sample sizes (`BENCH_SCALE`), a fresh database, rate-limit, connections and API keys tables
+//! and batch queues (`BENCH_DATABASE_URL`, `AWS_ENDPOINT_URL`), the functions' environment,
+//! tokens, callers, and the requests and events the handlers are fed.
 //!
 //! May use the service's crates (`shared`, `local_front`, `migrate`), the AWS and PostgreSQL
 //! clients and `serde_json`; nothing else of this crate, so that every section can use it.
