@@ -57,6 +57,7 @@ fi
   echo "STAGE=local"
   aws_local_env "http://127.0.0.1:$MOTO_PORT"
   echo "RATE_LIMIT_TABLE_NAME=metrics-rate-limits-local"
+  echo "API_KEYS_TABLE_NAME=metrics-api-keys-local"
   echo "BATCH_QUEUE_URL=http://127.0.0.1:$MOTO_PORT/123456789012/metrics-batch-local"
   echo "DEAD_LETTER_QUEUE_URL=http://127.0.0.1:$MOTO_PORT/123456789012/metrics-batch-local-dlq"
   echo "CONNECTIONS_TABLE_NAME=metrics-live-connections-local"
@@ -86,9 +87,13 @@ cat <<MSG
 Local stack ready. Settings: .local/stack.env
 API: http://127.0.0.1:$PORT   (routes of template.yaml)
 Live updates: ws://127.0.0.1:$PORT/live?token=\$METRICS_TOKEN   (metric_update messages of your organization)
-Dev token (org "demo", user "dev-user", 24 h; another: target/debug/local-front token --org ORG --user USER):
+Dev token (org "demo", user "dev-user", 24 h; another: target/debug/local-front token --org ORG --user USER [--role admin]):
 
   export METRICS_TOKEN=$TOKEN
+
+An API key instead (what hooks and OTLP use; shown once, revocable; --role admin to manage keys):
+
+  export METRICS_TOKEN=\$(set -a; . .local/stack.env; set +a; target/debug/local-front key create --org demo --user dev-user --name laptop)
 
   curl -sS -X POST http://127.0.0.1:$PORT/api/v1/metrics/command-execution \\
     -H "Authorization: Bearer \$METRICS_TOKEN" -H 'Content-Type: application/json' \\

@@ -128,7 +128,8 @@ if [ -z "$port" ]; then
 fi
 API="http://127.0.0.1:$port"
 DATABASE_URL=$(stack_value DATABASE_URL)
-mint() { (set -a; . "$LOCAL_DIR/stack.env"; set +a; "$ROOT/target/debug/local-front" token --org "$1" --user "$2" --hours 2); }
+# Each developer's credential is an API key, as the set-up in docs/claude-code.md makes it.
+mint() { (set -a; . "$LOCAL_DIR/stack.env"; set +a; "$ROOT/target/debug/local-front" key create --org "$1" --user "$2" --name e2e); }
 
 # --- 2. the CLI ---------------------------------------------------------------------------------
 CLI_DIR="$LOCAL_DIR/e2e/claude-code-$CLAUDE_CODE_VERSION"

@@ -1,7 +1,8 @@
 //! Generated hostile input against every parser a request or a queue message reaches: the body
-//! gate, each metric's validation, the batch and the envelope, sanitising and token checks.
-//! None may panic; refusals are 4xx that name a field. `FUZZ_CASES` sets the cases per property
-//! (default 120 000; a tenth for the hook property: over 1.2 million inputs in all); `make fuzz` raises it.
+//! gate, each metric's validation, the batch and the envelope, sanitising, token and API-key
+//! checks. None may panic; refusals are 4xx that name a field. `FUZZ_CASES` sets the cases per
+//! property (default 120 000; a tenth for the hook property: over 1.2 million inputs in all);
+//! `make fuzz` raises it.
 
 use http::HeaderMap;
 use proptest::prelude::*;
@@ -369,6 +370,29 @@ proptest! {
         match authenticator().verify(&token) {
             Ok(caller) => prop_assert_eq!(caller.org.as_str(), "acme", "only an intact signature passes"),
             Err(err) => prop_assert!(token.len() < 16 || !err.to_string().contains(&token), "{err}"),
+        }
+    }
+
+    #[test]
+    fn only_the_exact_shape_of_an_api_key_is_read_as_one(
+        token in prop_oneof![
+            any::<String>().prop_map(|s| format!("mcsk_{s}")),
+            "mcsk_[0-9a-fA-F_]{0,120}",
+            (any::<prop::sample::Index>(), "[0-9a-zA-Z_]").prop_map(|(at, c)| {
+                let mut key = format!("mcsk_{}_{}", "3f".repeat(16), "a9".repeat(32)).into_bytes();
+                let i = at.index(key.len());
+                key[i] = c.as_bytes()[0];
+                String::from_utf8(key).unwrap()
+            }),
+        ],
+    ) {
+        static SHAPE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            regex::Regex::new(&format!("^{}$", shared::domain::api_keys::KEY_PATTERN)).unwrap()
+        });
+        let parsed = shared::domain::api_keys::PresentedKey::parse(&token);
+        prop_assert_eq!(parsed.is_some(), SHAPE.is_match(&token), "{}", token);
+        if let Some(key) = parsed {
+            prop_assert!(!format!("{key:?}").contains(&token[38..]), "Debug shows no secret");
         }
     }
 }

@@ -138,6 +138,15 @@ pub async fn fresh_connections_table() -> String {
     name
 }
 
+/// A new API keys table in moto, shaped as template.yaml declares it.
+pub async fn fresh_api_keys_table() -> String {
+    let name = format!("keys-{}", Uuid::new_v4().simple());
+    local_front::provision::ensure_api_keys_table(&dynamo_for_tests().await, &name)
+        .await
+        .expect("create API keys table");
+    name
+}
+
 /// The DynamoDB client, once `make test`'s services are known to be there.
 async fn dynamo_for_tests() -> aws_sdk_dynamodb::Client {
     services();
@@ -176,6 +185,8 @@ pub struct TestApp {
     pub dead_letter_url: String,
     /// The live connections table, when live updates are on.
     pub connections_table: Option<String>,
+    /// The API keys table.
+    pub keys_table: String,
 }
 
 impl TestApp {
@@ -196,6 +207,7 @@ impl TestApp {
     /// With the given AWS SDK configuration (e.g. an unreachable endpoint).
     pub async fn spawn_with_aws(database_url: &str, settings: &[(&str, &str)], aws: &aws_config::SdkConfig) -> Self {
         let table = fresh_table().await;
+        let keys_table = fresh_api_keys_table().await;
         let (queue_url, dead_letter_url) = fresh_queues().await;
         let mut vars: HashMap<&str, &str> = HashMap::from([
             ("DATABASE_URL", database_url),
@@ -203,6 +215,7 @@ impl TestApp {
             ("DATABASE_TIMEOUT_MS", "3000"),
             ("JWT_SECRET", SECRET),
             ("RATE_LIMIT_TABLE_NAME", table.as_str()),
+            ("API_KEYS_TABLE_NAME", keys_table.as_str()),
             ("BATCH_QUEUE_URL", queue_url.as_str()),
             ("DEAD_LETTER_QUEUE_URL", dead_letter_url.as_str()),
         ]);
@@ -218,6 +231,7 @@ impl TestApp {
             queue_url: vars["BATCH_QUEUE_URL"].to_owned(),
             dead_letter_url: vars["DEAD_LETTER_QUEUE_URL"].to_owned(),
             connections_table: vars.get("CONNECTIONS_TABLE_NAME").map(|t| t.to_string()),
+            keys_table: vars["API_KEYS_TABLE_NAME"].to_owned(),
         }
     }
 
@@ -335,14 +349,17 @@ pub async fn receive_all(queue_url: &str) -> Vec<aws_sdk_sqs::types::Message> {
     }
 }
 
-/// A member's token.
 pub fn token(org: &str, user: &str) -> String {
     local_front::token::mint(SECRET, org, user, 1).expect("token")
 }
 
-/// An admin's token (claim `role: admin`).
+/// A token of `user`, an admin of `org`.
 pub fn admin_token(org: &str, user: &str) -> String {
-    local_front::token::mint_admin(SECRET, org, user, 1).expect("token")
+    let admin = local_front::token::Claims {
+        role: Some("admin"),
+        ..Default::default()
+    };
+    local_front::token::mint_with(SECRET, org, user, 1, &admin).expect("token")
 }
 
 /// The `events/` fixture for command executions, with a token for `org` and the given body.

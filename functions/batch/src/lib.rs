@@ -27,6 +27,8 @@ pub struct BatchApp {
 }
 
 impl FromEnv for BatchApp {
+    const API_KEYS: shared::app::KeyAccess = shared::app::KeyAccess::Read;
+
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         let batch = BatchConfig::from_env(env)?;
         let queue = SqsQueue::new(

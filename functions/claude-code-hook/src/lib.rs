@@ -40,6 +40,7 @@ impl HookApp {
 
 impl FromEnv for HookApp {
     const PUBLISHES_LIVE: bool = true;
+    const API_KEYS: shared::app::KeyAccess = shared::app::KeyAccess::Read;
 
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         Self::around(Arc::new(App::from_env(env, aws)?), env)

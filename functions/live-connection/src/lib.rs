@@ -1,10 +1,10 @@
-//! The WebSocket API's connection routes. `$connect` authenticates the same JWT as the HTTP
-//! API — from the `token` query parameter (browsers cannot set headers on a WebSocket) or an
-//! `Authorization: Bearer` header — counts against the organization's rate limit (the HTTP
+//! The WebSocket API's connection routes. `$connect` authenticates the same JWT or API key as
+//! the HTTP API — from the `token` query parameter (browsers cannot set headers on a WebSocket)
+//! or an `Authorization: Bearer` header — counts against the organization's rate limit (the HTTP
 //! routes' limiter: 429 when refused), refuses an organization at its cap of open connections
-//! (`LIVE_MAX_CONNECTIONS_PER_ORG`, 429), and keeps the connection under the token's
-//! organization until the token expires (two hours at most). Any other answer than 200 refuses
-//! the handshake and keeps nothing. `$disconnect` forgets the connection.
+//! (`LIVE_MAX_CONNECTIONS_PER_ORG`, 429), and keeps the connection under the credential's
+//! organization until the token or key expires (two hours at most). Any other answer than 200
+//! refuses the handshake and keeps nothing. `$disconnect` forgets the connection.
 
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use serde_json::json;
 use shared::adapters::dynamodb::DynamoRateLimiter;
 use shared::adapters::dynamodb::connections::DynamoConnections;
 use shared::app::FromEnv;
-use shared::config::{AuthConfig, ConfigError, DynamoDbConfig, Env, OnStoreError, RateLimitConfig};
+use shared::config::{ConfigError, DynamoDbConfig, Env, OnStoreError, RateLimitConfig};
 use shared::http::auth::Authenticator;
 use shared::ports::live::{Connection, Connections};
 use shared::ports::rate_limit::RateLimiter;
@@ -40,10 +40,12 @@ pub struct LiveConnection {
 }
 
 impl FromEnv for LiveConnection {
+    const API_KEYS: shared::app::KeyAccess = shared::app::KeyAccess::Read;
+
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         let rate = RateLimitConfig::from_env(env)?;
         Ok(Self {
-            auth: Authenticator::new(&AuthConfig::from_env(env)?)?,
+            auth: shared::http::api::authenticator(env, aws)?,
             connections: Arc::new(DynamoConnections::new(
                 aws,
                 &DynamoDbConfig::from_env(env),
@@ -191,6 +193,7 @@ fn answer(status: i64, message: &str) -> ApiGatewayProxyResponse {
 
 #[cfg(test)]
 mod tests {
+    use shared::config::AuthConfig;
     use shared::domain::ids::OrgId;
     use shared::domain::ratelimit::Limits;
     use shared::fakes::live::InMemoryConnections;

@@ -1,10 +1,12 @@
 //! The application: the state each function builds once per container from its configuration,
-//! wiring adapters to ports; the live-update broadcaster; the Lambda glue; health checks.
+//! wiring adapters to ports; the live-update broadcaster; the Lambda glue; health checks; API-key
+//! management.
 //!
 //! May import every layer: this is where they meet.
 
 pub mod health;
 pub mod hooks;
+pub mod keys;
 pub mod lambda;
 pub mod live;
 pub mod otlp;
@@ -60,6 +62,8 @@ impl From<App> for Reader {
 }
 
 impl FromEnv for Reader {
+    const API_KEYS: KeyAccess = KeyAccess::Read;
+
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             api: Api::from_env(env, aws)?,
@@ -86,11 +90,25 @@ impl Storage {
     }
 }
 
+/// What a function does with the API keys table (the template test checks its IAM against it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAccess {
+    /// It authenticates no one.
+    None,
+    /// It authenticates callers, API keys included: it reads a key by id.
+    Read,
+    /// It manages keys too: creates, lists (through the organization index) and revokes them.
+    Manage,
+}
+
 /// State a function builds once per container from its environment.
 pub trait FromEnv: Sized {
     /// Whether this state's writes publish live updates (it then needs the connections table
     /// and the management API; the template test checks IAM and environment against it).
     const PUBLISHES_LIVE: bool = false;
+
+    /// What this state does with the API keys table.
+    const API_KEYS: KeyAccess = KeyAccess::None;
 
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError>;
 
@@ -102,6 +120,7 @@ pub trait FromEnv: Sized {
 
 impl FromEnv for App {
     const PUBLISHES_LIVE: bool = true;
+    const API_KEYS: KeyAccess = KeyAccess::Read;
 
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         App::from_env(env, aws)

@@ -102,6 +102,7 @@ impl OtlpApp {
 
 impl FromEnv for OtlpApp {
     const PUBLISHES_LIVE: bool = true;
+    const API_KEYS: crate::app::KeyAccess = crate::app::KeyAccess::Read;
 
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         Self::around(Arc::new(App::from_env(env, aws)?), env)

@@ -6,6 +6,7 @@
 //! (`crate::adapters`, `tokio_postgres`, `aws_*`), nor the ports: the domain has its own error
 //! types, and the layers above map them.
 
+pub mod api_keys;
 pub mod batch;
 pub mod hooks;
 pub mod identified;

@@ -1,8 +1,10 @@
-//! Fixtures for unit tests of handlers (feature `testing`): an [`App`] on in-memory fakes,
-//! tokens, and requests built from the `events/` fixtures.
+//! Fixtures for unit tests of handlers (feature `testing`): an [`App`] on in-memory fakes (API
+//! keys included), tokens, and requests built from the `events/` fixtures.
 
 mod aggregates;
+pub mod api_keys;
 pub mod contract;
+pub mod key_contract;
 pub mod live;
 pub mod queue;
 pub mod rate_limit;
@@ -18,9 +20,11 @@ use serde_json::{Value, json};
 use crate::App;
 use crate::config::{AuthConfig, JwtKey, LOCAL_DEV_SECRET, OnStoreError};
 use crate::domain::ratelimit::Limits;
+use crate::fakes::api_keys::InMemoryApiKeys;
 use crate::fakes::rate_limit::InMemoryRateLimiter;
 use crate::fakes::store::InMemoryStore;
 use crate::http::api::Api;
+use crate::http::api_keys::ApiKeyAuth;
 use crate::http::auth::Authenticator;
 use crate::ports::rate_limit::RateLimiter;
 
@@ -40,10 +44,11 @@ pub fn quiet_logs() {
     crate::telemetry::capture_into(Default::default());
 }
 
-/// The handler's world: the app and the store behind it.
+/// The handler's world: the app, the store behind it, and the API keys it accepts.
 pub struct Given {
     pub app: App,
     pub store: Arc<InMemoryStore>,
+    pub keys: Arc<InMemoryApiKeys>,
 }
 
 pub fn given(store: InMemoryStore, limiter: impl RateLimiter + 'static, policy: OnStoreError) -> Given {
@@ -58,11 +63,14 @@ pub fn given(store: InMemoryStore, limiter: impl RateLimiter + 'static, policy: 
         leeway_seconds: 0,
     })
     .expect("test key");
+    let keys = Arc::new(InMemoryApiKeys::new());
+    let auth = auth.with_api_keys(ApiKeyAuth::new(keys.clone(), std::time::Duration::ZERO));
     let store = Arc::new(store);
     let api = Api::new(auth, Arc::new(limiter), policy, MAX_BODY_BYTES);
     Given {
         app: App::new(api, store.clone()),
         store,
+        keys,
     }
 }
 
@@ -77,18 +85,23 @@ pub fn a_working_service() -> Given {
 
 /// A member's token signed with the local development secret (the one the `events/` fixtures use).
 pub fn token(org: &str, user: &str) -> String {
-    sign(&json!({"sub": user, "org_id": org, "exp": 4102444800u64}))
+    sign(json!({"sub": user, "org_id": org, "exp": 4102444800u64}))
 }
 
 /// An admin's token (claim `role: admin`).
 pub fn admin_token(org: &str, user: &str) -> String {
-    sign(&json!({"sub": user, "org_id": org, "exp": 4102444800u64, "role": "admin"}))
+    token_as(org, user, "admin")
 }
 
-fn sign(claims: &Value) -> String {
+/// Like [`token`], with the `role` claim (`admin` or `member`).
+pub fn token_as(org: &str, user: &str, role: &str) -> String {
+    sign(json!({"sub": user, "org_id": org, "role": role, "exp": 4102444800u64}))
+}
+
+fn sign(claims: Value) -> String {
     encode(
         &Header::default(),
-        claims,
+        &claims,
         &EncodingKey::from_secret(LOCAL_DEV_SECRET.as_bytes()),
     )
     .expect("token")
@@ -109,7 +122,8 @@ pub fn admin_request(event: &str, org: &str, user: &str, body: &Value) -> Reques
     with_bearer(event, &admin_token(org, user), body)
 }
 
-fn with_bearer(event: &str, bearer: &str, body: &Value) -> Request {
+/// The fixture with another body and `bearer` (a token or an API key).
+pub fn with_bearer(event: &str, bearer: &str, body: &Value) -> Request {
     let mut req = fixture(event);
     *req.body_mut() = Body::from(body.to_string());
     let bearer = HeaderValue::from_str(&format!("Bearer {bearer}")).expect("header");
@@ -137,4 +151,15 @@ pub fn error_fields(body: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The key routes' state on a working service, and the key store behind both its routes and
+/// its authentication.
+pub fn a_key_admin() -> (crate::app::keys::KeyAdmin, Arc<InMemoryApiKeys>) {
+    let given = a_working_service();
+    let admin = crate::app::keys::KeyAdmin {
+        api: given.app.api,
+        keys: given.keys.clone(),
+    };
+    (admin, given.keys)
 }

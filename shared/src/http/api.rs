@@ -10,9 +10,11 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::Value;
 
 use crate::adapters::dynamodb::DynamoRateLimiter;
+use crate::adapters::dynamodb::api_keys::{ApiKeyConfig, DynamoApiKeys};
 use crate::config::{AuthConfig, ConfigError, Env, OnStoreError, RateLimitConfig, RequestConfig};
 use crate::domain::ids::Caller;
 use crate::domain::ratelimit::{RateStatus, now_us};
+use crate::http::api_keys::ApiKeyAuth;
 use crate::http::auth::Authenticator;
 use crate::http::error::{ApiError, Dependency};
 use crate::http::otlp;
@@ -43,7 +45,7 @@ impl Api {
 
     /// Authentication and the DynamoDB rate limiter, configured from the environment.
     pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
-        let auth = Authenticator::new(&AuthConfig::from_env(env)?)?;
+        let auth = authenticator(env, aws)?;
         let rate = RateLimitConfig::from_env(env)?;
         let limiter = DynamoRateLimiter::new(aws, &rate)?;
         Ok(Self::new(
@@ -227,6 +229,14 @@ impl Api {
             },
         }
     }
+}
+
+/// Tokens as configured, and API keys from their DynamoDB table (`API_KEYS_TABLE_NAME`): what
+/// every authenticated route and the WebSocket `$connect` accept.
+pub fn authenticator(env: &Env, aws: &SdkConfig) -> Result<Authenticator, ConfigError> {
+    let keys = ApiKeyConfig::from_env(env)?;
+    let store = Arc::new(DynamoApiKeys::new(aws, &keys)?);
+    Ok(Authenticator::new(&AuthConfig::from_env(env)?)?.with_api_keys(ApiKeyAuth::new(store, keys.cache_ttl)))
 }
 
 /// The request body as JSON: the media type and encoding first, then the size (before any

@@ -1,6 +1,7 @@
 //! Bearer-token authentication: one pinned algorithm per deployment, `exp` required, `nbf`
-//! honoured, `iss`/`aud` checked when configured. The organization and user come only from a
-//! verified token. Tokens are never logged.
+//! honoured, `iss`/`aud` checked when configured; a bearer starting with `mcsk_` is an API key,
+//! checked by [`ApiKeyAuth`]. The organization, user and role come only from a verified token
+//! or key. Tokens and keys are never logged.
 
 use http::HeaderMap;
 use jsonwebtoken::errors::ErrorKind;
@@ -8,8 +9,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::{AuthConfig, ConfigError, JwtKey};
+use crate::domain::api_keys::KEY_PREFIX;
 use crate::domain::ids::{Caller, OrgId, Role, UserId};
 use crate::domain::validation::Choice;
+use crate::http::api_keys::ApiKeyAuth;
 use crate::http::jwks::{Jwks, JwksError};
 
 /// Longest token we try to decode; anything larger is refused unread.
@@ -42,6 +45,18 @@ pub enum AuthError {
     /// The issuer's key server cannot be read: not the client's fault (503).
     #[error("token keys unavailable: {0}")]
     KeysUnavailable(String),
+    #[error("Malformed API key: expected mcsk_<32 hex>_<64 hex>")]
+    MalformedKey,
+    /// No such key or the wrong secret: one answer, so it never says whether the id exists.
+    #[error("Invalid API key")]
+    InvalidKey,
+    #[error("API key revoked")]
+    KeyRevoked,
+    #[error("API key expired")]
+    KeyExpired,
+    /// The key store cannot be read: not the client's fault (503).
+    #[error("API key store unavailable: {0}")]
+    KeyStoreUnavailable(String),
 }
 
 pub struct Authenticator {
@@ -49,6 +64,8 @@ pub struct Authenticator {
     keys: Vec<DecodingKey>,
     jwks: Option<Jwks>,
     validation: Validation,
+    /// API keys, when the deployment has its keys table (every function that authenticates).
+    api_keys: Option<ApiKeyAuth>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +96,7 @@ impl Authenticator {
                 keys: Vec::new(),
                 jwks: Some(Jwks::new(url, algorithm, *min_refresh, *timeout)?),
                 validation: validation(algorithm, config),
+                api_keys: None,
             });
         }
         let (algorithm, key) = decoding_key(&config.key, "JWT_PUBLIC_KEY")?;
@@ -97,7 +115,14 @@ impl Authenticator {
             keys,
             jwks: None,
             validation: validation(algorithm, config),
+            api_keys: None,
         })
+    }
+
+    /// Also accepts the API keys `api_keys` checks.
+    pub fn with_api_keys(mut self, api_keys: ApiKeyAuth) -> Self {
+        self.api_keys = Some(api_keys);
+        self
     }
 
     /// The JWKS key source, when the deployment uses one.
@@ -110,10 +135,16 @@ impl Authenticator {
         self.authenticate_until(headers).await.map(|(caller, _)| caller)
     }
 
-    /// Like [`Authenticator::authenticate`], with the token's `exp` (Unix seconds): a WebSocket
-    /// connection lives no longer than the token it was opened with.
+    /// Like [`Authenticator::authenticate`], with the token's `exp` or the key's expiry (Unix
+    /// seconds): a WebSocket connection lives no longer than the credential it was opened with.
     pub async fn authenticate_until(&self, headers: &HeaderMap) -> Result<(Caller, Option<i64>), AuthError> {
         let token = bearer_token(headers)?;
+        if token.starts_with(KEY_PREFIX) {
+            return match &self.api_keys {
+                Some(api_keys) => api_keys.authenticate(token).await,
+                None => Err(AuthError::InvalidKey),
+            };
+        }
         let data = match &self.jwks {
             None => self.checked(token)?,
             Some(jwks) => self.verify_with_jwks(jwks, token).await?,

@@ -5,6 +5,7 @@ use http::StatusCode;
 use crate::domain::ratelimit::RateStatus;
 use crate::domain::validation::FieldError;
 use crate::http::auth::AuthError;
+use crate::ports::api_keys::KeyStoreError;
 use crate::ports::queue::QueueUnavailable;
 use crate::ports::store::{ID_TAKEN_MESSAGE, StoreError};
 
@@ -16,6 +17,8 @@ pub enum Dependency {
     RateLimiter,
     /// The token issuer's key server (JWKS).
     KeyServer,
+    /// The API keys table.
+    ApiKeys,
 }
 
 impl Dependency {
@@ -25,6 +28,7 @@ impl Dependency {
             Dependency::Queue => "Queue temporarily unavailable",
             Dependency::RateLimiter => "Rate limiter temporarily unavailable",
             Dependency::KeyServer => "Token keys temporarily unavailable",
+            Dependency::ApiKeys => "API keys temporarily unavailable",
         }
     }
 }
@@ -106,11 +110,15 @@ impl ApiError {
 }
 
 impl From<AuthError> for ApiError {
-    /// An unreadable key server is an outage (503), every other refusal a 401.
+    /// An unreadable key server or key store is an outage (503), every other refusal a 401.
     fn from(err: AuthError) -> Self {
         match err {
             AuthError::KeysUnavailable(detail) => ApiError::Unavailable {
                 dependency: Dependency::KeyServer,
+                detail,
+            },
+            AuthError::KeyStoreUnavailable(detail) => ApiError::Unavailable {
+                dependency: Dependency::ApiKeys,
                 detail,
             },
             other => ApiError::Unauthorized(other),
@@ -142,6 +150,18 @@ impl From<StoreError> for ApiError {
                 )
             }
             StoreError::Internal(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl From<KeyStoreError> for ApiError {
+    fn from(err: KeyStoreError) -> Self {
+        match err {
+            KeyStoreError::Unavailable(detail) => ApiError::Unavailable {
+                dependency: Dependency::ApiKeys,
+                detail,
+            },
+            KeyStoreError::IdTaken => ApiError::Internal(err.to_string()),
         }
     }
 }

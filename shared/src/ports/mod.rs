@@ -1,9 +1,10 @@
 //! Ports: one small trait per capability the functions need — store metrics, limit a rate, queue
-//! a batch, keep connections, push a message. Handlers depend on these; adapters and fakes
-//! implement them.
+//! a batch, keep connections, push a message, keep API keys. Handlers depend on these; adapters
+//! and fakes implement them.
 //!
 //! May import: `crate::domain` only (and `async_trait`, `thiserror`).
 
+pub mod api_keys;
 pub mod live;
 pub mod queue;
 pub mod rate_limit;

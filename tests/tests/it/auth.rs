@@ -1,6 +1,6 @@
-//! Authentication over HTTP: the attack list on every authenticated route, RS256/ES256 keys from a
-//! JWKS URL (cached, chosen by `kid`, unknown `kid`s refreshed at most once per interval), and
-//! tokens never written to the logs.
+//! Authentication over HTTP: the attack list (API keys included) on every authenticated route,
+//! RS256/ES256 keys from a JWKS URL (cached, chosen by `kid`, unknown `kid`s refreshed at most
+//! once per interval), and tokens never written to the logs.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -85,6 +85,9 @@ fn authenticated_routes() -> Vec<(&'static str, String, String)> {
             "/api/v1/hooks/claude-code".into(),
             json!({"session_id": "s", "hook_event_name": "Stop"}).to_string(),
         ),
+        ("POST", "/api/v1/keys".into(), json!({"user_id": "bob"}).to_string()),
+        ("GET", "/api/v1/keys".into(), String::new()),
+        ("DELETE", format!("/api/v1/keys/{}", "0".repeat(32)), String::new()),
     ]
 }
 
@@ -139,6 +142,11 @@ fn attacks() -> Vec<(&'static str, Option<String>)> {
         ("no org_id", Some(format!("Bearer {}", hs(&no_org, SECRET)))),
         ("hostile org_id", Some(format!("Bearer {}", hs(&hostile_org, SECRET)))),
         ("oversized token", Some(format!("Bearer {}", "a".repeat(9000)))),
+        ("malformed API key", Some("Bearer mcsk_0123456789abcdef".into())),
+        (
+            "made-up API key",
+            Some(format!("Bearer mcsk_{}_{}", "7".repeat(32), "e".repeat(64))),
+        ),
     ]
 }
 
@@ -413,7 +421,6 @@ async fn tokens_minted_for_a_stage_carry_the_issuer_and_audience_it_checks() {
         1,
         Some("https://auth.example.com"),
         Some("metrics-api"),
-        shared::domain::ids::Role::Member,
     )
     .unwrap();
     assert_eq!(post_command(addr, &for_stage).await.0, 201);

@@ -1,5 +1,6 @@
-//! The store contract (`shared::fakes::contract`) on the real PostgreSQL store: the same cases
-//! the in-memory fake passes in the `shared` unit tests.
+//! The store contract (`shared::fakes::contract`) on the real PostgreSQL store, and the key
+//! contract (`shared::fakes::key_contract`) on the DynamoDB keys table in moto: the same cases
+//! the in-memory fakes pass in the `shared` unit tests.
 
 use integration_tests::TestApp;
 
@@ -7,4 +8,10 @@ use integration_tests::TestApp;
 async fn the_postgresql_store_keeps_the_store_contract() {
     let given = TestApp::spawn().await;
     shared::fakes::contract::every_case(given.app.store.as_ref(), "contract").await;
+}
+
+#[tokio::test]
+async fn the_dynamodb_key_table_keeps_the_key_contract() {
+    let given = TestApp::spawn().await;
+    shared::fakes::key_contract::every_case(given.stack.keys.keys.as_ref(), "contract").await;
 }

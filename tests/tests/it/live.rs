@@ -354,6 +354,7 @@ async fn a_deployed_writer_answers_and_its_extension_pushes_after_each_invocatio
         .env("DATABASE_SSL_MODE", "disable")
         .env("JWT_KEY_SECRET_ARN", &key)
         .env("RATE_LIMIT_TABLE_NAME", &app.table)
+        .env("API_KEYS_TABLE_NAME", &app.keys_table)
         .env("CONNECTIONS_TABLE_NAME", &table)
         .env("LIVE_UPDATES_ENDPOINT", format!("http://{addr}"))
         .env("RUST_LOG", "warn")

@@ -11,6 +11,7 @@ mod dynamo_signing;
 mod faults;
 mod hooks;
 mod http_front;
+mod keys;
 mod live;
 mod load;
 mod migrations;

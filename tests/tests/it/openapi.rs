@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use integration_tests::{TestApp, free_port, header_map, http_raw, repo_root, token, venv_python};
+use integration_tests::{TestApp, admin_token, free_port, header_map, http_raw, repo_root, token, venv_python};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -97,6 +97,9 @@ const HOOK: (&str, &str) = ("POST", "/api/v1/hooks/claude-code");
 const SUMMARY: (&str, &str) = ("GET", "/api/v1/metrics/summary");
 const OTLP_METRICS: (&str, &str) = ("POST", "/otlp/v1/metrics");
 const OTLP_LOGS: (&str, &str) = ("POST", "/otlp/v1/logs");
+const KEY_CREATE: (&str, &str) = ("POST", "/api/v1/keys");
+const KEY_LIST: (&str, &str) = ("GET", "/api/v1/keys");
+const KEY_REVOKE: (&str, &str) = ("DELETE", "/api/v1/keys/{id}");
 
 /// Claude Code's recorded OTLP JSON exports, one per OTLP route.
 fn otlp_exports() -> Vec<((&'static str, &'static str), Value)> {
@@ -240,11 +243,82 @@ async fn exercise_a_healthy_stack(recorder: &mut Recorder) {
         recorder.json(addr, SUMMARY, &bobs, Some(&alice), Value::Null).await,
         403
     );
-    let admin = integration_tests::admin_token("acme", "boss");
+    let admin = admin_token("acme", "boss");
     assert_eq!(
         recorder.json(addr, SUMMARY, &bobs, Some(&admin), Value::Null).await,
         200
     );
+    exercise_keys(recorder, addr, &alice).await;
+}
+
+/// The key routes' answers, for an admin token, an admin key, a member and no one.
+async fn exercise_keys(recorder: &mut Recorder, addr: SocketAddr, member: &str) {
+    let admin = admin_token("acme", "root");
+    let new_key = json!({"user_id": "ci", "role": "admin", "name": "CI", "expires_at": "2099-01-01T00:00:00Z"});
+    assert_eq!(
+        recorder
+            .json(addr, KEY_CREATE, KEY_CREATE.1, Some(&admin), new_key)
+            .await,
+        201
+    );
+    let created = &recorder.exchanges.last().unwrap().body["data"];
+    let (key, id) = (
+        created["key"].as_str().unwrap().to_owned(),
+        created["id"].as_str().unwrap().to_owned(),
+    );
+    let invalid = json!({"user_id": "", "role": "owner", "unexpected": true});
+    assert_eq!(
+        recorder.json(addr, KEY_CREATE, KEY_CREATE.1, Some(&key), invalid).await,
+        400
+    );
+    for (bearer, status) in [(None, 401), (Some(member), 403), (Some("mcsk_not_a_key"), 401)] {
+        let body = json!({"user_id": "bob"});
+        assert_eq!(
+            recorder.json(addr, KEY_CREATE, KEY_CREATE.1, bearer, body).await,
+            status
+        );
+    }
+    let huge = json!({"user_id": "x".repeat(5000)});
+    assert_eq!(
+        recorder.json(addr, KEY_CREATE, KEY_CREATE.1, Some(&admin), huge).await,
+        413
+    );
+    let form = recorder
+        .send(Call {
+            addr,
+            method: KEY_CREATE.0,
+            template: KEY_CREATE.1,
+            path: KEY_CREATE.1,
+            bearer: Some(&admin),
+            content_type: "text/plain",
+            body: json!({"user_id": "bob"}).to_string(),
+        })
+        .await;
+    assert_eq!(form.status, 415);
+
+    let with_parameter = format!("{}?limit=5", KEY_LIST.1);
+    for (path, bearer, status) in [
+        (KEY_LIST.1, Some(key.as_str()), 200),
+        (&with_parameter, Some(&admin), 400),
+        (KEY_LIST.1, None, 401),
+        (KEY_LIST.1, Some(member), 403),
+    ] {
+        assert_eq!(recorder.json(addr, KEY_LIST, path, bearer, Value::Null).await, status);
+    }
+
+    let at = |id: &str| format!("/api/v1/keys/{id}");
+    for (path, bearer, status) in [
+        (at("not-a-key-id"), Some(admin.as_str()), 400),
+        (at(&id), None, 401),
+        (at(&id), Some(member), 403),
+        (at(&"0".repeat(32)), Some(&admin), 404),
+        (at(&id), Some(&admin), 200),
+    ] {
+        assert_eq!(
+            recorder.json(addr, KEY_REVOKE, &path, bearer, Value::Null).await,
+            status
+        );
+    }
 }
 
 async fn exercise_sessions(recorder: &mut Recorder, addr: SocketAddr, alice: &str, bob: &str) {
@@ -320,7 +394,8 @@ async fn exercise_sessions(recorder: &mut Recorder, addr: SocketAddr, alice: &st
     assert_eq!(form.status, 415);
 }
 
-/// Every authenticated route, each with a body it would accept, answers `status`.
+/// Every authenticated route, each with a body it would accept, answers `status` to `bearer`
+/// (an admin's, so that the key routes reach their store).
 async fn expect_on_every_authenticated_route(recorder: &mut Recorder, addr: SocketAddr, bearer: &str, status: u16) {
     let session = format!("/api/v1/metrics/session/{}", Uuid::new_v4());
     let mut routes: Vec<_> = valid_bodies()
@@ -331,6 +406,9 @@ async fn expect_on_every_authenticated_route(recorder: &mut Recorder, addr: Sock
     routes.push((END, END.1.to_owned(), json!({"session_id": Uuid::new_v4()})));
     routes.push((SUMMARY, SUMMARY.1.to_owned(), Value::Null));
     routes.extend(otlp_exports().into_iter().map(|(r, b)| (r, r.1.to_owned(), b)));
+    routes.push((KEY_CREATE, KEY_CREATE.1.to_owned(), json!({"user_id": "bob"})));
+    routes.push((KEY_LIST, KEY_LIST.1.to_owned(), Value::Null));
+    routes.push((KEY_REVOKE, format!("/api/v1/keys/{}", "0".repeat(32)), Value::Null));
     for (route, path, body) in routes {
         assert_eq!(
             recorder.json(addr, route, &path, Some(bearer), body).await,
@@ -344,7 +422,7 @@ async fn expect_on_every_authenticated_route(recorder: &mut Recorder, addr: Sock
 async fn exercise_rate_limits(recorder: &mut Recorder) {
     let given = TestApp::spawn_with(&[("RATE_LIMIT_MAX_REQUESTS", "1"), ("RATE_LIMIT_WINDOW_MS", "86400000")]).await;
     let addr = given.serve_http().await;
-    let alice = token("acme", "alice");
+    let alice = admin_token("acme", "alice");
     assert_eq!(recorder.json(addr, START, START.1, Some(&alice), json!({})).await, 201);
     expect_on_every_authenticated_route(recorder, addr, &alice, 429).await;
 }
@@ -368,7 +446,7 @@ async fn exercise_outages(recorder: &mut Recorder) {
     )
     .await;
     let addr = given.serve_http().await;
-    let alice = token("acme", "alice");
+    let alice = admin_token("acme", "alice");
     expect_on_every_authenticated_route(recorder, addr, &alice, 503).await;
     assert_eq!(recorder.json(addr, HEALTH, HEALTH.1, None, Value::Null).await, 503);
 }

@@ -29,6 +29,10 @@ async fn stage_env(database_url: &str, extra: &[(&str, &str)]) -> Env {
     let table = integration_tests::fresh_table().await;
     let mut vars = database_parts(database_url);
     vars.push(("RATE_LIMIT_TABLE_NAME".into(), table));
+    vars.push((
+        "API_KEYS_TABLE_NAME".into(),
+        integration_tests::fresh_api_keys_table().await,
+    ));
     vars.push(("STAGE".into(), "dev".into()));
     vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     Env::from_pairs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))

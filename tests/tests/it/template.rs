@@ -205,7 +205,7 @@ fn every_function_that_stores_metrics_may_push_live_updates_and_no_other() {
     }
     let declared: BTreeSet<String> = local_front::functions()
         .iter()
-        .map(|(name, _)| name.to_string())
+        .map(|function| function.name.to_string())
         .collect();
     assert_eq!(declared, crate_names(), "every function crate's State is read");
     let globals = &doc["Globals"]["Function"]["Environment"]["Variables"];
@@ -281,7 +281,8 @@ const DATABASE_USERS: &[&str] = &[
     "migrate",
 ];
 
-/// The functions that check a JWT: every HTTP route but `health`, and the WebSocket `$connect`.
+/// The functions that check a JWT or an API key: every HTTP route but `health`, and the
+/// WebSocket `$connect`.
 const AUTHENTICATING: &[&str] = &[
     "command-execution",
     "agent-interaction",
@@ -295,6 +296,9 @@ const AUTHENTICATING: &[&str] = &[
     "otlp-logs",
     "batch",
     "live-connection",
+    "api-key-create",
+    "api-key-list",
+    "api-key-revoke",
 ];
 
 /// Each environment variable of the template (Globals, then every function), as text.
@@ -426,6 +430,106 @@ fn each_function_may_read_exactly_the_secrets_it_uses() {
             "{crate_name} is not a function crate"
         );
     }
+}
+
+/// The policy statements of a function.
+fn statements(resource: &Value) -> Vec<&Value> {
+    resource["Properties"]["Policies"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|policy| policy["Statement"].as_sequence())
+        .flatten()
+        .collect()
+}
+
+/// `action on table|index` for each action a function is allowed on the API keys table.
+fn api_key_grants(resource: &Value) -> BTreeSet<String> {
+    let mut grants = BTreeSet::new();
+    for statement in statements(resource) {
+        assert_eq!(statement["Effect"].as_str(), Some("Allow"));
+        let listed = |value: &Value| -> Vec<String> {
+            match value.as_sequence() {
+                Some(items) => items.iter().map(text).collect(),
+                None => vec![text(value)],
+            }
+        };
+        for target in listed(&statement["Resource"]) {
+            let on = match target {
+                t if t.contains("ApiKeysTable.Arn}/index/by-organization") => "index",
+                t if t.contains("ApiKeysTable") => {
+                    assert!(!t.contains('*'), "{t}");
+                    "table"
+                }
+                _ => continue,
+            };
+            for action in listed(&statement["Action"]) {
+                grants.insert(format!("{} on {on}", action.trim()));
+            }
+        }
+    }
+    grants
+}
+
+#[test]
+fn each_function_may_use_the_api_keys_table_as_its_state_says_and_no_more() {
+    use shared::app::KeyAccess;
+    let doc = template();
+    let by_name: std::collections::BTreeMap<&str, KeyAccess> = local_front::functions()
+        .iter()
+        .map(|function| (function.name, function.api_keys))
+        .collect();
+    let mut managers = BTreeSet::new();
+    for (name, resource) in functions(&doc).unwrap() {
+        let binary = function_binary(resource).unwrap();
+        // What the function's own `State` says (`FromEnv::API_KEYS`), not a list kept here.
+        let access = by_name[binary.as_str()];
+        assert_eq!(
+            access != KeyAccess::None,
+            AUTHENTICATING.contains(&binary.as_str()),
+            "{name}: every function that authenticates accepts API keys"
+        );
+        let mut expected: BTreeSet<String> = BTreeSet::new();
+        if access != KeyAccess::None {
+            expected.insert("dynamodb:GetItem on table".into());
+        }
+        if access == KeyAccess::Manage {
+            managers.insert(binary.clone());
+            // Least privilege: each key route may do exactly its own change.
+            expected.insert(
+                match binary.as_str() {
+                    "api-key-create" => "dynamodb:PutItem on table",
+                    "api-key-list" => "dynamodb:Query on index",
+                    "api-key-revoke" => "dynamodb:UpdateItem on table",
+                    other => panic!("{other} manages keys but is not a key route"),
+                }
+                .into(),
+            );
+        }
+        assert_eq!(api_key_grants(resource), expected, "{name} ({binary})");
+    }
+    assert_eq!(managers.len(), 3, "{managers:?}");
+    let globals = &doc["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(text(&globals["API_KEYS_TABLE_NAME"]).trim(), "!Ref ApiKeysTable");
+
+    // The table: keys by id; the organization index by creation time, without the hashes.
+    let table = &doc["Resources"]["ApiKeysTable"]["Properties"];
+    assert_eq!(table["BillingMode"].as_str(), Some("PAY_PER_REQUEST"));
+    assert_eq!(table["KeySchema"][0]["AttributeName"].as_str(), Some("key_id"));
+    let index = &table["GlobalSecondaryIndexes"][0];
+    assert_eq!(
+        index["IndexName"].as_str(),
+        Some(shared::adapters::dynamodb::api_keys::ORG_INDEX)
+    );
+    let keys: Vec<(&str, &str)> = index["KeySchema"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| (k["AttributeName"].as_str().unwrap(), k["KeyType"].as_str().unwrap()))
+        .collect();
+    assert_eq!(keys, [("org_id", "HASH"), ("created_at", "RANGE")]);
+    assert!(!text(&index["Projection"]).contains("secret_hash"));
+    assert_eq!(index["Projection"]["ProjectionType"].as_str(), Some("INCLUDE"));
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod hostile;
 mod http;
 mod in_process;
 mod ingest;
+mod keys;
 mod live;
 mod otlp;
 mod stack;
@@ -26,8 +27,8 @@ use serde_json::{Map, Value};
 use stack::{Sizes, Stack};
 
 /// The sections, in the order they run, and what is printed as each begins.
-/// `BENCH_SECTIONS=in_process,http,live,otlp,team,ingest,functions,summary,hostile` selects some (all by default).
-const SECTIONS: [(&str, &str); 9] = [
+/// `BENCH_SECTIONS=in_process,http,live,keys,otlp,team,ingest,functions,summary,hostile` selects some (all by default).
+const SECTIONS: [(&str, &str); 10] = [
     (
         "in_process",
         "measuring baselines, the handler in process and the worker (current-thread runtime)...",
@@ -36,6 +37,10 @@ const SECTIONS: [(&str, &str); 9] = [
     (
         "live",
         "measuring the write path with live updates on and off (over HTTP, interleaved)...",
+    ),
+    (
+        "keys",
+        "measuring the single-metric route by API key against the same route by JWT (over HTTP, interleaved)...",
     ),
     (
         "otlp",
@@ -91,6 +96,7 @@ fn run(
         "in_process" => in_process::measure(stack, sizes, results),
         "http" => runtime.block_on(http::measure(stack, sizes, results)),
         "live" => runtime.block_on(live::measure(stack, sizes, results)),
+        "keys" => runtime.block_on(keys::measure(stack, sizes, results)),
         "otlp" => runtime.block_on(otlp::measure(stack, sizes, results)),
         "team" => runtime.block_on(team::measure(stack, results)),
         "functions" => runtime.block_on(functions::measure(stack, results)),

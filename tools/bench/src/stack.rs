@@ -1,7 +1,7 @@
 //! The local stack every section measures against, and what the sections build from it: the run's
-//! sample sizes (`BENCH_SCALE`), a fresh database, rate-limit and connections tables and batch
-//! queues (`BENCH_DATABASE_URL`, `AWS_ENDPOINT_URL`), the functions' environment, tokens, callers,
-//! and the requests and events the handlers are fed.
+//! sample sizes (`BENCH_SCALE`), a fresh database, rate-limit, connections and API keys tables
+//! and batch queues (`BENCH_DATABASE_URL`, `AWS_ENDPOINT_URL`), the functions' environment,
+//! tokens, callers, and the requests and events the handlers are fed.
 //!
 //! May use the service's crates (`shared`, `local_front`, `migrate`), the AWS and PostgreSQL
 //! clients and `serde_json`; nothing else of this crate, so that every section can use it.
@@ -48,6 +48,7 @@ pub struct Stack {
     pub database_url: String,
     pub table: String,
     pub connections_table: String,
+    pub keys_table: String,
     pub queue_url: String,
     pub dead_letter_url: String,
 }
@@ -61,6 +62,7 @@ pub fn env_for(stack: &Stack, extra: &[(&str, String)]) -> Vec<(String, String)>
         // The binaries run as in Lambda, where only a local stage accepts the public secret.
         ("STAGE".to_owned(), shared::config::LOCAL_STAGE.to_owned()),
         ("RATE_LIMIT_TABLE_NAME".to_owned(), stack.table.clone()),
+        ("API_KEYS_TABLE_NAME".to_owned(), stack.keys_table.clone()),
         // High enough that nothing is refused: the benchmark measures admitted requests.
         ("RATE_LIMIT_MAX_REQUESTS".to_owned(), "50000000".to_owned()),
         ("RATE_LIMIT_USER_MAX_REQUESTS".to_owned(), "50000000".to_owned()),
@@ -92,6 +94,10 @@ pub async fn setup() -> Stack {
         .await
         .expect("connections table");
     connect_dashboard(&aws, &connections_table).await;
+    let keys_table = format!("bench-keys-{}", Uuid::new_v4().simple());
+    local_front::provision::ensure_api_keys_table(&aws_sdk_dynamodb::Client::new(&aws), &keys_table)
+        .await
+        .expect("API keys table");
     let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
     let queue_url = format!("{endpoint}/123456789012/bench-{}", Uuid::new_v4().simple());
     let dead_letter_url =
@@ -102,6 +108,7 @@ pub async fn setup() -> Stack {
         database_url,
         table,
         connections_table,
+        keys_table,
         queue_url,
         dead_letter_url,
     }

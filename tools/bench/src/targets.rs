@@ -42,7 +42,7 @@ impl Target {
 }
 
 /// The keys of the latency table, in the order printed.
-const LATENCIES: [&str; 15] = [
+const LATENCIES: [&str; 17] = [
     "raw_postgres_insert",
     "raw_dynamodb_conditional_update",
     "raw_dynamodb_update_direct",
@@ -51,6 +51,8 @@ const LATENCIES: [&str; 15] = [
     "handler_over_http_live_off",
     "handler_over_http_live_on",
     "live_update_after_response",
+    "handler_over_http_jwt",
+    "handler_over_http_api_key",
     "handler_cpu",
     "raw_postgres_insert_cpu",
     "raw_dynamodb_update_cpu",
@@ -96,6 +98,18 @@ pub fn targets(results: &Map<String, Value>) -> Vec<Target> {
             "DynamoDB calls per admitted request (two budgets)",
             get(&["dynamodb_round_trips_per_admitted_request"]),
             2.05,
+            true,
+        ),
+        Target::new(
+            "API key table reads per keyed request (cached key)",
+            get(&["api_key_table_reads_per_request"]),
+            0.01,
+            true,
+        ),
+        Target::new(
+            "single-metric p50 over HTTP, API key / JWT",
+            get(&["ratios", "http_p50_api_key_over_jwt"]),
+            1.1,
             true,
         ),
         Target::new(

@@ -3,6 +3,7 @@
 //! template's scheduled functions at their rates.
 
 pub mod gateway;
+pub mod keys;
 pub mod live;
 pub mod poller;
 pub mod provision;
@@ -24,41 +25,57 @@ use live_connection::LiveConnection;
 use scheduler::Job;
 use session_reaper::Reaper;
 use shared::App;
-use shared::app::FromEnv;
 use shared::app::Reader;
 use shared::app::health::Health;
+use shared::app::keys::KeyAdmin;
 use shared::app::live::LiveConfig;
 use shared::app::otlp::OtlpApp;
+use shared::app::{FromEnv, KeyAccess};
 use shared::config::{ConfigError, Env};
 
-/// Every function of the template with whether its state publishes live updates, read from
-/// each crate's `State` (`FromEnv::PUBLISHES_LIVE`): the template test checks each function's
-/// IAM and environment against it, and the local front feeds the same states.
-pub fn functions() -> [(&'static str, bool); 16] {
-    use shared::app::FromEnv;
+/// A function of the template, with what its crate's `State` says of it (`FromEnv`): whether it
+/// publishes live updates and what it does with the API keys table. The template test checks
+/// each function's IAM and environment against it, and the local front feeds the same states.
+#[derive(Debug, Clone, Copy)]
+pub struct Function {
+    pub name: &'static str,
+    pub publishes_live: bool,
+    pub api_keys: KeyAccess,
+}
+
+/// The [`Function`] `$name` whose crate's state is `$state`.
+macro_rules! function {
+    ($name:literal, $state:ty) => {
+        Function {
+            name: $name,
+            publishes_live: <$state as FromEnv>::PUBLISHES_LIVE,
+            api_keys: <$state as FromEnv>::API_KEYS,
+        }
+    };
+}
+
+/// Every function of the template.
+pub fn functions() -> [Function; 19] {
     [
-        (
-            "command-execution",
-            <command_execution::State as FromEnv>::PUBLISHES_LIVE,
-        ),
-        (
-            "agent-interaction",
-            <agent_interaction::State as FromEnv>::PUBLISHES_LIVE,
-        ),
-        ("productivity", <productivity::State as FromEnv>::PUBLISHES_LIVE),
-        ("session-start", <session_start::State as FromEnv>::PUBLISHES_LIVE),
-        ("session-update", <session_update::State as FromEnv>::PUBLISHES_LIVE),
-        ("session-end", <session_end::State as FromEnv>::PUBLISHES_LIVE),
-        ("claude-code-hook", <claude_code_hook::State as FromEnv>::PUBLISHES_LIVE),
-        ("otlp-metrics", <otlp_metrics::State as FromEnv>::PUBLISHES_LIVE),
-        ("otlp-logs", <otlp_logs::State as FromEnv>::PUBLISHES_LIVE),
-        ("metrics-summary", <metrics_summary::State as FromEnv>::PUBLISHES_LIVE),
-        ("batch", <batch::State as FromEnv>::PUBLISHES_LIVE),
-        ("batch-worker", <batch_worker::State as FromEnv>::PUBLISHES_LIVE),
-        ("health", <health::State as FromEnv>::PUBLISHES_LIVE),
-        ("session-reaper", <session_reaper::State as FromEnv>::PUBLISHES_LIVE),
-        ("migrate", <migrate::State as FromEnv>::PUBLISHES_LIVE),
-        ("live-connection", <live_connection::State as FromEnv>::PUBLISHES_LIVE),
+        function!("command-execution", command_execution::State),
+        function!("agent-interaction", agent_interaction::State),
+        function!("productivity", productivity::State),
+        function!("session-start", session_start::State),
+        function!("session-update", session_update::State),
+        function!("session-end", session_end::State),
+        function!("claude-code-hook", claude_code_hook::State),
+        function!("otlp-metrics", otlp_metrics::State),
+        function!("otlp-logs", otlp_logs::State),
+        function!("metrics-summary", metrics_summary::State),
+        function!("batch", batch::State),
+        function!("batch-worker", batch_worker::State),
+        function!("health", health::State),
+        function!("session-reaper", session_reaper::State),
+        function!("migrate", migrate::State),
+        function!("live-connection", live_connection::State),
+        function!("api-key-create", api_key_create::State),
+        function!("api-key-list", api_key_list::State),
+        function!("api-key-revoke", api_key_revoke::State),
     ]
 }
 
@@ -66,8 +83,8 @@ pub fn functions() -> [(&'static str, bool); 16] {
 pub fn live_writers() -> Vec<&'static str> {
     functions()
         .into_iter()
-        .filter(|(_, publishes)| *publishes)
-        .map(|(name, _)| name)
+        .filter(|function| function.publishes_live)
+        .map(|function| function.name)
         .collect()
 }
 
@@ -88,6 +105,8 @@ pub struct Stack {
     pub live: Option<Arc<LiveConnection>>,
     /// The summary's state: it reads, and publishes nothing.
     pub reader: Arc<Reader>,
+    /// The key routes' state.
+    pub keys: Arc<KeyAdmin>,
 }
 
 impl Stack {
@@ -100,6 +119,7 @@ impl Stack {
             health: Arc::new(Health::from_env(env, aws)?),
             reaper: Arc::new(Reaper::from_env(env)?),
             reader: Arc::new(Reader::from_env(env, aws)?),
+            keys: Arc::new(KeyAdmin::from_env(env, aws)?),
             batch: Arc::new(BatchApp::from_env(env, aws)?),
             worker: Arc::new(Worker::from_env(env, aws)?),
             live: match LiveConfig::from_env(env)? {
@@ -157,6 +177,15 @@ pub fn handlers(stack: &Stack) -> HashMap<String, Handler> {
         ),
         ("otlp-metrics".to_owned(), handler!(stack.otlp, otlp_metrics::handle)),
         ("otlp-logs".to_owned(), handler!(stack.otlp, otlp_logs::handle)),
+        (
+            "api-key-create".to_owned(),
+            handler!(stack.keys, api_key_create::handle),
+        ),
+        ("api-key-list".to_owned(), handler!(stack.keys, api_key_list::handle)),
+        (
+            "api-key-revoke".to_owned(),
+            handler!(stack.keys, api_key_revoke::handle),
+        ),
     ])
 }
 

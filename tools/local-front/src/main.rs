@@ -1,14 +1,18 @@
 //! `local-front [serve]` — provision the local stack, then serve the API on 127.0.0.1:$PORT and
 //!   run the scheduled functions.
 //! `local-front provision` — create the table and queues and apply migrations, then exit.
-//! `local-front token [--org ORG] [--user USER] [--hours N] [--role admin|member]` — print a
-//!   development token (a member's unless `--role admin`).
+//! `local-front token [--org ORG] [--user USER] [--hours N] [--role admin]` — print a development
+//!   token.
+//! `local-front key create --org ORG --user USER [--role admin] [--name N] [--expires-at T]` —
+//!   write an API key straight to the keys table and print it once; `key list --org ORG`,
+//!   `key revoke --org ORG --id ID`.
 //! `local-front watch [--org ORG] [--url ws://127.0.0.1:3000/live]` — print the organization's
 //!   live updates, one JSON line each.
 
 use local_front::poller::Poller;
 use local_front::scheduler::Scheduler;
 use local_front::{Stack, TEMPLATE, jobs, provision, token};
+use shared::adapters::dynamodb::api_keys::ApiKeyConfig;
 use shared::app::live::LiveConfig;
 use shared::config::{ConfigError, DatabaseConfig, Env, QueueConfig, RateLimitConfig};
 
@@ -20,8 +24,9 @@ async fn main() {
         Some("provision") => provision_stack().await,
         Some("token") => print_token(&args[1..]),
         Some("watch") => watch(&args[1..]).await,
+        Some("key") => local_front::keys::run(&args[1..]).await.map(|out| println!("{out}")),
         Some(other) => Err(format!(
-            "unknown command {other:?}; expected serve, provision, token or watch"
+            "unknown command {other:?}; expected serve, provision, token, watch or key"
         )),
     };
     if let Err(message) = result {
@@ -35,9 +40,11 @@ async fn provision_stack() -> Result<(), String> {
     let database = DatabaseConfig::from_env(&env).map_err(config)?;
     let rate = RateLimitConfig::from_env(&env).map_err(config)?;
     let queue = QueueConfig::from_env(&env).map_err(config)?;
+    let keys = ApiKeyConfig::from_env(&env).map_err(config)?;
     let aws = shared::app::aws_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
     provision::ensure_rate_limit_table(&dynamo, &rate.table_name).await?;
+    provision::ensure_api_keys_table(&dynamo, &keys.table_name).await?;
     let live = LiveConfig::from_env(&env).map_err(config)?;
     if let Some(live) = &live {
         provision::ensure_connections_table(&dynamo, &live.connections_table).await?;
@@ -45,8 +52,8 @@ async fn provision_stack() -> Result<(), String> {
     let dlq = provision::ensure_batch_queues(&aws_sdk_sqs::Client::new(&aws), &queue.url, Default::default()).await?;
     let report = migrate::Migrator { database }.run().await?;
     eprintln!(
-        "provisioned: table {}, queue {} (dead letters: {dlq}), {} public migration(s), {} tenant(s) upgraded",
-        rate.table_name, queue.url, report.public_migrations_applied, report.tenants_upgraded
+        "provisioned: tables {} and {}, queue {} (dead letters: {dlq}), {} public migration(s), {} tenant(s) upgraded",
+        rate.table_name, keys.table_name, queue.url, report.public_migrations_applied, report.tenants_upgraded
     );
     Ok(())
 }
@@ -79,7 +86,7 @@ async fn serve() -> Result<(), String> {
     eprintln!("  Claude Code's OTEL_EXPORTER_OTLP_ENDPOINT: http://127.0.0.1:{port}/otlp");
     if stack.live.is_some() {
         eprintln!(
-            "  live updates on ws://127.0.0.1:{port}{}?token=<JWT>",
+            "  live updates on ws://127.0.0.1:{port}{}?token=<JWT or API key>",
             local_front::live::LIVE_PATH
         );
     }
@@ -97,7 +104,7 @@ struct TokenOptions {
     user: String,
     hours: u64,
     url: String,
-    role: shared::domain::ids::Role,
+    role: Option<String>,
 }
 
 fn token_options(args: &[String]) -> Result<TokenOptions, String> {
@@ -107,7 +114,7 @@ fn token_options(args: &[String]) -> Result<TokenOptions, String> {
         user: "dev-user".to_owned(),
         hours: 24,
         url: format!("ws://127.0.0.1:{port}{}", local_front::live::LIVE_PATH),
-        role: shared::domain::ids::Role::Member,
+        role: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -116,10 +123,7 @@ fn token_options(args: &[String]) -> Result<TokenOptions, String> {
             "--org" => options.org = value.clone(),
             "--user" => options.user = value.clone(),
             "--url" => options.url = value.clone(),
-            "--role" => {
-                options.role = shared::domain::validation::Choice::parse(value)
-                    .ok_or_else(|| format!("--role {value:?}: expected admin or member"))?
-            }
+            "--role" => options.role = Some(value.clone()),
             "--hours" => {
                 options.hours = value
                     .parse()
@@ -158,15 +162,12 @@ fn mint(options: &TokenOptions) -> Result<String, String> {
     let audience = std::env::var("JWT_AUDIENCE")
         .ok()
         .and_then(|a| a.split(',').map(str::trim).find(|a| !a.is_empty()).map(str::to_owned));
-    token::mint_for(
-        &secret,
-        org,
-        user,
-        *hours,
-        issuer.as_deref(),
-        audience.as_deref(),
-        *role,
-    )
+    let claims = token::Claims {
+        issuer: issuer.as_deref(),
+        audience: audience.as_deref(),
+        role: role.as_deref(),
+    };
+    token::mint_with(&secret, org, user, *hours, &claims)
 }
 
 fn config(err: ConfigError) -> String {

@@ -1,5 +1,6 @@
 //! What the local stack creates before it serves: the rate-limit table, the live connections
-//! table and the batch queue with its dead-letter queue, as `template.yaml` declares them. Idempotent; the tests use it too.
+//! table, the API keys table and the batch queue with its dead-letter queue, as `template.yaml`
+//! declares them. Idempotent; the tests use it too.
 //! (Migrations run through the `migrate` function's own code.)
 
 use aws_sdk_dynamodb::Client;
@@ -44,6 +45,30 @@ pub async fn ensure_connections_table(dynamo: &Client, table: &str) -> Result<()
     ensure_table_with_ttl(dynamo, table, create).await
 }
 
+/// Creates the API keys table unless it exists: `key_id` hash key, the `by-organization` index on
+/// `org_id` and `created_at` (every attribute but the secret's hash), on-demand.
+pub async fn ensure_api_keys_table(dynamo: &Client, table: &str) -> Result<(), String> {
+    let mut projection = Projection::builder().projection_type(ProjectionType::Include);
+    for attribute in ["user_id", "role", "name", "created_by", "expires_at", "revoked_at"] {
+        projection = projection.non_key_attributes(attribute);
+    }
+    let index = GlobalSecondaryIndex::builder()
+        .index_name(shared::adapters::dynamodb::api_keys::ORG_INDEX)
+        .key_schema(hash_key("org_id")?)
+        .key_schema(key("created_at", KeyType::Range)?)
+        .projection(projection.build())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let create = dynamo
+        .create_table()
+        .attribute_definitions(string_attribute("key_id")?)
+        .attribute_definitions(string_attribute("org_id")?)
+        .attribute_definitions(string_attribute("created_at")?)
+        .key_schema(hash_key("key_id")?)
+        .global_secondary_indexes(index);
+    create_table(table, create).await.map(|_| ())
+}
+
 fn string_attribute(name: &str) -> Result<AttributeDefinition, String> {
     AttributeDefinition::builder()
         .attribute_name(name)
@@ -53,36 +78,42 @@ fn string_attribute(name: &str) -> Result<AttributeDefinition, String> {
 }
 
 fn hash_key(name: &str) -> Result<KeySchemaElement, String> {
+    key(name, KeyType::Hash)
+}
+
+fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, String> {
     KeySchemaElement::builder()
         .attribute_name(name)
-        .key_type(KeyType::Hash)
+        .key_type(kind)
         .build()
         .map_err(|e| e.to_string())
 }
 
-/// Creates `table` as `create` describes it, on demand, with TTL on `expires_at`; an existing
-/// table is left as it is.
-async fn ensure_table_with_ttl(
-    dynamo: &Client,
-    table: &str,
-    create: aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder,
-) -> Result<(), String> {
+type CreateTable = aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder;
+
+/// Creates `table` as `create` describes it, on demand; whether it was created (an existing
+/// table is left as it is).
+async fn create_table(table: &str, create: CreateTable) -> Result<bool, String> {
     let created = create
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await;
     match created {
-        Ok(_) => {}
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {
-            return Ok(());
-        }
-        Err(err) => {
-            return Err(format!(
-                "create table {table}: {}",
-                aws_sdk_dynamodb::error::DisplayErrorContext(err)
-            ));
-        }
+        Ok(_) => Ok(true),
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => Ok(false),
+        Err(err) => Err(format!(
+            "create table {table}: {}",
+            aws_sdk_dynamodb::error::DisplayErrorContext(err)
+        )),
+    }
+}
+
+/// Creates `table` as `create` describes it, on demand, with TTL on `expires_at`; an existing
+/// table is left as it is.
+async fn ensure_table_with_ttl(dynamo: &Client, table: &str, create: CreateTable) -> Result<(), String> {
+    if !create_table(table, create).await? {
+        return Ok(());
     }
     dynamo
         .update_time_to_live()

@@ -6,18 +6,20 @@ use serde_json::json;
 use shared::domain::ids::{OrgId, Role, UserId};
 use shared::domain::validation::Choice;
 
-/// A member's token.
+/// The claims a token may carry beyond `sub`, `org_id`, `iat` and `exp`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Claims<'a> {
+    pub issuer: Option<&'a str>,
+    pub audience: Option<&'a str>,
+    /// `admin` or `member`; none names a member.
+    pub role: Option<&'a str>,
+}
+
 pub fn mint(secret: &str, org: &str, user: &str, ttl_hours: u64) -> Result<String, String> {
-    mint_for(secret, org, user, ttl_hours, None, None, Role::Member)
+    mint_with(secret, org, user, ttl_hours, &Claims::default())
 }
 
-/// A token with the `role` claim `admin`.
-pub fn mint_admin(secret: &str, org: &str, user: &str, ttl_hours: u64) -> Result<String, String> {
-    mint_for(secret, org, user, ttl_hours, None, None, Role::Admin)
-}
-
-/// Like [`mint`], with the `iss` and `aud` claims a stage may require and the caller's role
-/// (the claim is left out for members: a token without it names a member).
+/// Like [`mint`], with the `iss` and `aud` claims a stage may require.
 pub fn mint_for(
     secret: &str,
     org: &str,
@@ -25,8 +27,17 @@ pub fn mint_for(
     ttl_hours: u64,
     issuer: Option<&str>,
     audience: Option<&str>,
-    role: Role,
 ) -> Result<String, String> {
+    let claims = Claims {
+        issuer,
+        audience,
+        role: None,
+    };
+    mint_with(secret, org, user, ttl_hours, &claims)
+}
+
+/// Like [`mint`], with any of the optional claims.
+pub fn mint_with(secret: &str, org: &str, user: &str, ttl_hours: u64, extra: &Claims) -> Result<String, String> {
     let org = OrgId::parse(org).map_err(|e| format!("--org {org:?}: {e}"))?;
     let user = UserId::parse(user).map_err(|e| format!("--user {user:?}: {e}"))?;
     let now = chrono::Utc::now().timestamp();
@@ -36,14 +47,15 @@ pub fn mint_for(
         "iat": now,
         "exp": now + (ttl_hours as i64) * 3600,
     });
-    if role == Role::Admin {
-        claims["role"] = json!(role.as_str());
-    }
-    if let Some(issuer) = issuer {
+    if let Some(issuer) = extra.issuer {
         claims["iss"] = json!(issuer);
     }
-    if let Some(audience) = audience {
+    if let Some(audience) = extra.audience {
         claims["aud"] = json!(audience);
+    }
+    if let Some(role) = extra.role {
+        let role = Role::parse(role).ok_or_else(|| format!("--role {role:?}: {}", Role::expected()))?;
+        claims["role"] = json!(role.as_str());
     }
     encode(
         &Header::default(),

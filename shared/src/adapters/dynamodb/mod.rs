@@ -1,6 +1,7 @@
-//! DynamoDB through a direct client (`client`): the rate limiter's bucket and overrides, and the
-//! live connections table.
+//! DynamoDB through a direct client (`client`): the rate limiter's bucket and overrides, the
+//! live connections table, and the API keys table.
 
+pub mod api_keys;
 pub mod client;
 pub mod connections;
 pub mod rate_limiter;

@@ -163,6 +163,14 @@ static CONTEXT_RULES: LazyLock<Vec<ContextRule>> = LazyLock::new(|| {
             &["eyj"],
             always,
         ),
+        // This service's own API keys (`mcsk_<id>_<secret>`), wherever they are typed.
+        (
+            "metrics-api-key",
+            format!(r"\b{}", crate::domain::api_keys::KEY_PATTERN),
+            0,
+            &[crate::domain::api_keys::KEY_PREFIX],
+            always,
+        ),
     ];
     rules
         .into_iter()
@@ -609,6 +617,14 @@ mod tests {
             ("use sk-proj-abcdefghijklmnopqrstuvwx now", "use [REDACTED] now"),
             ("slack xoxb-1234567890-abcdef", "slack [REDACTED]"),
             ("jwt eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl", "jwt [REDACTED]"),
+            (
+                "metrics-import --key mcsk_0123456789abcdef0123456789abcdef_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef data.json",
+                "metrics-import --key [REDACTED] data.json",
+            ),
+            (
+                "curl -H \"x-api: mcsk_0123456789abcdef0123456789abcdef_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\" $URL",
+                "curl -H \"x-api: [REDACTED]\" $URL",
+            ),
             ("{\"password\": \"hunter2\"}", "{\"password\": [REDACTED]}"),
             // Context rules gitleaks does not cover; each leak was reproduced.
             (
