@@ -30,21 +30,27 @@ pub fn update(caller: &Caller, kind: &str, id: Uuid, summary: Value) -> Value {
     })
 }
 
-/// Who may see an update whole: admins, and the developer it is about. Other members see the
-/// organization's figures move without learning whose record it was ([`without_identity`]),
-/// as they read the organization's totals but only their own per-user figures.
+/// Who may see an update whole: admins, and the developer it is about. Other members learn only
+/// that the organization has new records of a kind ([`without_identity`]): they read the
+/// organization's totals but only their own per-user figures, and a record's own figures (a
+/// command's time, an export's cost, a session's start) would be another developer's row.
 pub fn seen_whole_by(update: &Value, viewer_role: Role, viewer: Option<&str>) -> bool {
     viewer_role == Role::Admin || (viewer.is_some() && update["user_id"].as_str() == viewer)
 }
 
-/// An update without its developer and record id: what other members receive.
+/// What other members receive of an update: its type, organization and kind, and for a batch
+/// its counts of new records (already totals); no developer, record id or record figures. A
+/// dashboard refreshes the organization's totals (the summary) when it hears of new records.
 pub fn without_identity(update: &Value) -> Value {
-    let mut update = update.clone();
-    if let Some(fields) = update.as_object_mut() {
-        fields.remove("user_id");
-        fields.remove("id");
+    let mut kept = json!({
+        "type": update["type"],
+        "organization_id": update["organization_id"],
+        "kind": update["kind"],
+    });
+    if update["kind"] == "batch" {
+        kept["metric"] = json!({"new": update["metric"]["new"]});
     }
-    update
+    kept
 }
 
 pub fn command_execution_update(caller: &Caller, metric: &CommandExecution, stored: &Stored) -> Value {
@@ -153,4 +159,51 @@ pub fn usage_update(caller: &Caller, written: &UsageWritten) -> Value {
             "usage": written.usage.to_json(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::{OrgId, UserId};
+
+    #[test]
+    fn colleagues_learn_only_the_kind_of_any_update_and_a_batchs_counts() {
+        let alice = Caller::member(OrgId::parse("acme").unwrap(), UserId::parse("alice").unwrap());
+        // Every record message is built by `update`; whatever its figures, only the kind stays.
+        for kind in [
+            "command_execution",
+            "agent_interaction",
+            "productivity_metric",
+            "user_session",
+            "usage",
+        ] {
+            let whole = update(
+                &alice,
+                kind,
+                Uuid::new_v4(),
+                json!({"session_start": "t", "cost_usd": 1.5}),
+            );
+            assert_eq!(
+                without_identity(&whole),
+                json!({"type": MESSAGE_TYPE, "organization_id": "acme", "kind": kind})
+            );
+        }
+        let batch = json!({"type": MESSAGE_TYPE, "organization_id": "acme", "user_id": "alice", "kind": "batch",
+                           "id": Uuid::new_v4(), "metric": {"new": {"command_executions": 18}, "batch_id": "b"}});
+        assert_eq!(
+            without_identity(&batch),
+            json!({"type": MESSAGE_TYPE, "organization_id": "acme", "kind": "batch",
+                   "metric": {"new": {"command_executions": 18}}})
+        );
+    }
+
+    #[test]
+    fn admins_and_the_records_developer_see_it_whole() {
+        let message = json!({"user_id": "alice"});
+        assert!(seen_whole_by(&message, Role::Admin, Some("boss")));
+        assert!(seen_whole_by(&message, Role::Member, Some("alice")));
+        assert!(!seen_whole_by(&message, Role::Member, Some("bob")));
+        assert!(!seen_whole_by(&message, Role::Member, None));
+        assert!(!seen_whole_by(&json!({}), Role::Member, Some("bob")));
+    }
 }

@@ -137,15 +137,20 @@ async fn a_flooding_developer_is_refused_by_its_own_budget_and_spends_none_of_th
     let limiter = limiter_with_users(&table, 15, 10).await;
     let mut refusals = vec![];
     let mut admitted = 0;
+    let mut calls_while_full = 0;
     for _ in 0..50 {
+        let before = limiter.round_trips();
         let status = limiter.check(&caller("acme", "runaway")).await.unwrap();
         if status.admitted() {
             admitted += 1;
         } else {
             refusals.push(status.scope);
+            calls_while_full += limiter.round_trips() - before;
         }
     }
     assert_eq!(admitted, 10);
+    // Once this container saw the bucket full, refusals cost no DynamoDB call at all.
+    assert_eq!(calls_while_full, 0);
     assert!(refusals.iter().all(|&scope| scope == Scope::User), "{refusals:?}");
     // The organization spent only what was admitted: 5 more for a colleague.
     let mut colleague = vec![];
@@ -186,16 +191,21 @@ async fn the_common_case_is_one_update_per_budget() {
 #[tokio::test]
 async fn a_refusal_is_decided_from_the_item_the_failed_condition_returns() {
     let table = fresh_table().await;
-    let limiter = limiter(&table, 2).await;
-    assert!(limiter.check(&alice()).await.unwrap().admitted());
-    assert!(limiter.check(&alice()).await.unwrap().admitted());
-    let before = limiter.round_trips();
-    let refused = limiter.check(&alice()).await.unwrap();
+    let first = limiter(&table, 2).await;
+    assert!(first.check(&alice()).await.unwrap().admitted());
+    assert!(first.check(&alice()).await.unwrap().admitted());
+    // Another container, which has not seen the full organization bucket, for a colleague.
+    let second = limiter(&table, 2).await;
+    let refused = second.check(&caller("acme", "bob")).await.unwrap();
     assert!(!refused.admitted());
-    // One conditional update per budget; the organization's failed and returned the old `tat`
-    // (ReturnValuesOnConditionCheckFailure = ALL_OLD): no read, no second update.
-    assert_eq!(limiter.round_trips() - before, 2);
+    // The override read, bob's own update, and one organization update whose failure returned
+    // the old `tat` (ReturnValuesOnConditionCheckFailure = ALL_OLD): no read, no second update.
+    assert_eq!(second.round_trips(), 3);
     assert_eq!(refused.scope, Scope::Organization);
+    // The first container saw the bucket full: it refuses without a call.
+    let before = first.round_trips();
+    assert!(!first.check(&alice()).await.unwrap().admitted());
+    assert_eq!(first.round_trips() - before, 1, "only alice's own update");
     assert!(
         refused.retry_after_us.unwrap() > 29_000_000,
         "about half a window: {:?}",

@@ -211,6 +211,13 @@ impl DynamoRateLimiter {
     /// Counts one request against one bucket.
     async fn take(&self, bucket: &Bucket, now: i64) -> Result<RateStatus, StoreUnavailable> {
         let Bucket { key, limits, scope } = bucket;
+        // A bucket's stored `tat` never decreases (`restart` only replaces a past one), so one
+        // this container saw beyond `max_tat` proves the refusal without a call: a flooding
+        // client costs no DynamoDB write, and cannot throttle its item into the outage policy.
+        let seen = lock(&self.last_tat).get(key).copied();
+        if let Some(tat) = seen.filter(|&tat| tat > gcra::max_tat(limits, now)) {
+            return Ok(gcra::denied_status(limits, tat, now).of(*scope));
+        }
         let mut active = lock(&self.last_tat).get(key).is_some_and(|&tat| tat >= now);
         for _ in 0..MAX_ATTEMPTS {
             let attempt = if active {
@@ -258,7 +265,13 @@ impl RateLimiter for DynamoRateLimiter {
         };
         if self.has_room(&user, now) {
             let (user, organization) = tokio::join!(self.take(&user, now), self.take(&organization, now));
-            return Ok(RateStatus::binding(user?, organization?));
+            // The developer's refusal stands even if the organization's bucket could not be read:
+            // the outage policy must never admit what a budget refused.
+            let user = user?;
+            if !user.admitted() {
+                return Ok(user);
+            }
+            return Ok(RateStatus::binding(user, organization?));
         }
         let user = self.take(&user, now).await?;
         if !user.admitted() {
