@@ -538,3 +538,71 @@ async fn an_otlp_export_pushes_one_usage_update_to_its_organization_and_a_retry_
     );
     assert_eq!(next_update(&mut globex, Duration::from_millis(300)).await, None);
 }
+
+#[tokio::test]
+async fn a_connections_table_made_before_roles_gets_the_viewers_index() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+        ScalarAttributeType,
+    };
+    // GIVEN a table as the local stack made it before roles: only the `by-organization` index
+    let table = format!("old-connections-{}", uuid::Uuid::new_v4().simple());
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key = |name: &str| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(KeyType::Hash)
+            .build()
+            .unwrap()
+    };
+    let old_index = GlobalSecondaryIndex::builder()
+        .index_name("by-organization")
+        .key_schema(key("org_id"))
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .non_key_attributes("expires_at")
+                .build(),
+        )
+        .build()
+        .unwrap();
+    let dynamo = dynamo().await;
+    dynamo
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("connection_id"))
+        .attribute_definitions(attribute("org_id"))
+        .key_schema(key("connection_id"))
+        .global_secondary_indexes(old_index)
+        .send()
+        .await
+        .unwrap();
+    // WHEN the local stack provisions it again
+    local_front::provision::ensure_connections_table(&dynamo, &table)
+        .await
+        .unwrap();
+    // THEN an organization's connections are found with who may see what
+    let connections = DynamoConnections::new(
+        &shared::app::aws_config().await,
+        &shared::config::DynamoDbConfig::from_env(&shared::config::Env::process()),
+        &table,
+    )
+    .unwrap();
+    connections
+        .add(&Connection::opened_now("c1", &viewer_of("acme")))
+        .await
+        .unwrap();
+    let found = connections.of_org(&OrgId::parse("acme").unwrap()).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (found[0].user.as_deref(), found[0].role),
+        (Some("viewer"), Role::Member)
+    );
+}

@@ -5,8 +5,9 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
+    GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
+    TimeToLiveSpecification,
 };
 
 /// Creates the rate-limit table unless it exists: `pk` (string) hash key, on-demand, TTL on
@@ -21,19 +22,12 @@ pub async fn ensure_rate_limit_table(dynamo: &Client, table: &str) -> Result<(),
 
 /// Creates the live connections table unless it exists: `connection_id` hash key, the
 /// `org-viewers` index on `org_id` (with `expires_at`, `user_id`, `role`), on-demand, TTL on
-/// `expires_at`.
+/// `expires_at`. A table made before that index (a moto left running across an upgrade) gets it.
 pub async fn ensure_connections_table(dynamo: &Client, table: &str) -> Result<(), String> {
     let index = GlobalSecondaryIndex::builder()
         .index_name(shared::adapters::dynamodb::connections::ORG_INDEX)
         .key_schema(hash_key("org_id")?)
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::Include)
-                .non_key_attributes("expires_at")
-                .non_key_attributes("user_id")
-                .non_key_attributes("role")
-                .build(),
-        )
+        .projection(viewers_projection())
         .build()
         .map_err(|e| e.to_string())?;
     let create = dynamo
@@ -42,7 +36,55 @@ pub async fn ensure_connections_table(dynamo: &Client, table: &str) -> Result<()
         .attribute_definitions(string_attribute("org_id")?)
         .key_schema(hash_key("connection_id")?)
         .global_secondary_indexes(index);
-    ensure_table_with_ttl(dynamo, table, create).await
+    ensure_table_with_ttl(dynamo, table, create).await?;
+    add_viewers_index_if_missing(dynamo, table).await
+}
+
+/// What the `org-viewers` index projects: what a push needs to know of each connection.
+fn viewers_projection() -> Projection {
+    Projection::builder()
+        .projection_type(ProjectionType::Include)
+        .non_key_attributes("expires_at")
+        .non_key_attributes("user_id")
+        .non_key_attributes("role")
+        .build()
+}
+
+async fn add_viewers_index_if_missing(dynamo: &Client, table: &str) -> Result<(), String> {
+    let name = shared::adapters::dynamodb::connections::ORG_INDEX;
+    let described = dynamo
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| format!("describe {table}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    let indexes = described
+        .table()
+        .map(|t| t.global_secondary_indexes())
+        .unwrap_or_default();
+    if indexes.iter().any(|index| index.index_name() == Some(name)) {
+        return Ok(());
+    }
+    let create = CreateGlobalSecondaryIndexAction::builder()
+        .index_name(name)
+        .key_schema(hash_key("org_id")?)
+        .projection(viewers_projection())
+        .build()
+        .map_err(|e| e.to_string())?;
+    dynamo
+        .update_table()
+        .table_name(table)
+        .attribute_definitions(string_attribute("org_id")?)
+        .global_secondary_index_updates(GlobalSecondaryIndexUpdate::builder().create(create).build())
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "add index {name} to {table}: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(e)
+            )
+        })?;
+    Ok(())
 }
 
 /// Creates the API keys table unless it exists: `key_id` hash key, the `by-organization` index on
