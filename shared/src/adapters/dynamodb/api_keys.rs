@@ -130,23 +130,24 @@ impl ApiKeyStore for DynamoApiKeys {
     }
 
     async fn list(&self, org: &OrgId) -> Result<Vec<KeyInfo>, KeyStoreError> {
-        let mut query = Query {
+        let query = Query {
             table_name: &self.table,
             index_name: ORG_INDEX,
             key_condition_expression: "org_id = :org",
             expression_attribute_values: json!({":org": {"S": org.as_str()}}),
             exclusive_start_key: None,
         };
-        let mut keys = Vec::new();
-        loop {
-            let page = self.call(&query).await?.unwrap_or_default();
-            let items = page["Items"].as_array().map(Vec::as_slice).unwrap_or_default();
-            keys.extend(items.iter().filter_map(|item| readable(info(item), item)));
-            match page.get("LastEvaluatedKey") {
-                Some(last) if !last.is_null() => query.exclusive_start_key = Some(last.clone()),
-                _ => break,
+        let items = match tokio::time::timeout(self.timeout, self.dynamo.query_all(query)).await {
+            Ok(Ok(items)) => items,
+            Ok(Err(err)) => return Err(KeyStoreError::Unavailable(err.to_string())),
+            Err(_) => {
+                return Err(KeyStoreError::Unavailable(format!(
+                    "Query: no answer within {:?}",
+                    self.timeout
+                )));
             }
-        }
+        };
+        let mut keys: Vec<KeyInfo> = items.iter().filter_map(|item| readable(info(item), item)).collect();
         keys.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
         Ok(keys)
     }

@@ -34,6 +34,15 @@ pub enum DynamoError {
     Failed(String),
 }
 
+impl std::fmt::Display for DynamoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DynamoError::ConditionFailed { .. } => f.write_str("condition failed"),
+            DynamoError::Retryable(detail) | DynamoError::Failed(detail) => f.write_str(detail),
+        }
+    }
+}
+
 /// The DynamoDB operations this client makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -170,6 +179,21 @@ impl DynamoHttp {
 
     /// Calls `DynamoDB_20120810.<operation>` with `body`; answers the response document. A
     /// throttled or unavailable answer is retried (see the module's doc).
+    /// Every item `query` finds, following `LastEvaluatedKey` page by page.
+    pub async fn query_all(&self, mut query: Query<'_>) -> Result<Vec<Value>, DynamoError> {
+        let mut items = Vec::new();
+        loop {
+            let mut page = self.call(&query).await?;
+            if let Some(Value::Array(found)) = page.get_mut("Items").map(Value::take) {
+                items.extend(found);
+            }
+            match page.get("LastEvaluatedKey") {
+                Some(last) if !last.is_null() => query.exclusive_start_key = Some(last.clone()),
+                _ => return Ok(items),
+            }
+        }
+    }
+
     pub async fn call<R: Request>(&self, request: &R) -> Result<Value, DynamoError> {
         // Serialised once; a retry sends the same bytes.
         let payload = serde_json::to_vec(request).map_err(|e| DynamoError::Failed(e.to_string()))?;

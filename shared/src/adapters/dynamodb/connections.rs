@@ -33,10 +33,8 @@ impl DynamoConnections {
 
     async fn call<R: Request>(&self, request: &R) -> Result<Value, LiveError> {
         self.dynamo.call(request).await.map_err(|err| match err {
-            DynamoError::Failed(message) | DynamoError::Retryable(message) => LiveError::new(message),
-            DynamoError::ConditionFailed { .. } => {
-                LiveError::new(format!("{}: condition failed", R::OPERATION.as_str()))
-            }
+            DynamoError::ConditionFailed { .. } => LiveError::new(format!("{}: {err}", R::OPERATION.as_str())),
+            other => LiveError::new(other.to_string()),
         })
     }
 }
@@ -72,18 +70,21 @@ impl Connections for DynamoConnections {
     async fn of_org(&self, org: &OrgId) -> Result<Vec<Listed>, LiveError> {
         // The index projects `expires_at`, `user_id` and `role`; expired items are listed too,
         // for closing.
-        let mut query = Query {
+        let query = Query {
             table_name: &self.table,
             index_name: ORG_INDEX,
             key_condition_expression: "org_id = :org",
             expression_attribute_values: json!({":org": {"S": org.as_str()}}),
             exclusive_start_key: None,
         };
-        let mut ids = Vec::new();
-        loop {
-            let page = self.call(&query).await?;
-            let items = page["Items"].as_array().map(Vec::as_slice).unwrap_or_default();
-            ids.extend(items.iter().filter_map(|item| {
+        let items = self
+            .dynamo
+            .query_all(query)
+            .await
+            .map_err(|err| LiveError::new(err.to_string()))?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
                 Some(Listed {
                     id: item["connection_id"]["S"].as_str()?.to_owned(),
                     // An item without a readable expiry is treated as expired.
@@ -95,11 +96,7 @@ impl Connections for DynamoConnections {
                     // Anything but a readable `admin` is a member: least privilege.
                     role: item["role"]["S"].as_str().and_then(Role::parse).unwrap_or_default(),
                 })
-            }));
-            match page.get("LastEvaluatedKey") {
-                Some(key) if !key.is_null() => query.exclusive_start_key = Some(key.clone()),
-                _ => return Ok(ids),
-            }
-        }
+            })
+            .collect())
     }
 }
