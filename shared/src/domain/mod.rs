@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod identified;
 pub mod ids;
 pub mod kind;
+pub mod lifecycle;
 pub mod live;
 pub mod metrics;
 pub mod otlp;

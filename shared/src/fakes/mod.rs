@@ -5,6 +5,7 @@ mod aggregates;
 pub mod api_keys;
 pub mod contract;
 pub mod key_contract;
+pub mod lifecycle;
 pub mod live;
 pub mod queue;
 pub mod rate_limit;

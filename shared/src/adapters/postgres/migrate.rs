@@ -136,6 +136,29 @@ pub async fn provision_tenant_with(
     Ok(true)
 }
 
+/// Deletes an organization's schema (`DROP SCHEMA … CASCADE`) and its registry row, in one
+/// transaction under the tenant's provisioning lock (a concurrent first write waits, then
+/// provisions it anew). Returns whether the organization was registered.
+pub async fn drop_tenant(client: &mut Client, org: &OrgId) -> Result<bool, tokio_postgres::Error> {
+    let schema = quote_ident(&org.schema_name());
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&LOCK_NAMESPACE, &org.as_str()],
+    )
+    .await?;
+    tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await?;
+    let removed = tx
+        .execute(
+            "DELETE FROM public.tenants WHERE organization_id = $1",
+            &[&org.as_str()],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(removed > 0)
+}
+
 /// What a migration run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct MigrationReport {

@@ -5,6 +5,7 @@
 //! transaction mode. Tenant schema names are quoted and every value is a bind parameter.
 
 mod envelope;
+pub mod lifecycle;
 pub mod migrate;
 mod sql;
 mod store;

@@ -1,0 +1,15 @@
+use lambda_runtime::{Error, service_fn};
+use retention::RetentionJob;
+use shared::config::Env;
+
+shared::fast_allocator!();
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let env = shared::adapters::secrets::resolve_loading_aws(Env::process())
+        .await
+        .inspect_err(shared::telemetry::startup_failed)?;
+    let job = RetentionJob::from_env(&env).inspect_err(shared::telemetry::startup_failed)?;
+    lambda_runtime::run(service_fn(|event| job.handle(event))).await
+}
