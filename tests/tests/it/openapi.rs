@@ -100,6 +100,7 @@ const OTLP_LOGS: (&str, &str) = ("POST", "/otlp/v1/logs");
 const KEY_CREATE: (&str, &str) = ("POST", "/api/v1/keys");
 const KEY_LIST: (&str, &str) = ("GET", "/api/v1/keys");
 const KEY_REVOKE: (&str, &str) = ("DELETE", "/api/v1/keys/{id}");
+const ERASE: (&str, &str) = ("DELETE", "/api/v1/organization/users/{user_id}");
 
 /// Claude Code's recorded OTLP JSON exports, one per OTLP route.
 fn otlp_exports() -> Vec<((&'static str, &'static str), Value)> {
@@ -249,6 +250,21 @@ async fn exercise_a_healthy_stack(recorder: &mut Recorder) {
         200
     );
     exercise_keys(recorder, addr, &alice).await;
+    exercise_erasure(recorder, addr, &alice).await;
+}
+
+/// The erasure route's answers: an admin's, a member's, no token, a user id too long.
+async fn exercise_erasure(recorder: &mut Recorder, addr: SocketAddr, member: &str) {
+    let admin = admin_token("acme", "root");
+    let at = |user: &str| format!("/api/v1/organization/users/{user}");
+    for (path, bearer, status) in [
+        (at(&"x".repeat(129)), Some(admin.as_str()), 400),
+        (at("bob"), None, 401),
+        (at("bob"), Some(member), 403),
+        (at("bob"), Some(&admin), 200),
+    ] {
+        assert_eq!(recorder.json(addr, ERASE, &path, bearer, Value::Null).await, status);
+    }
 }
 
 /// The key routes' answers, for an admin token, an admin key, a member and no one.
@@ -409,6 +425,7 @@ async fn expect_on_every_authenticated_route(recorder: &mut Recorder, addr: Sock
     routes.push((KEY_CREATE, KEY_CREATE.1.to_owned(), json!({"user_id": "bob"})));
     routes.push((KEY_LIST, KEY_LIST.1.to_owned(), Value::Null));
     routes.push((KEY_REVOKE, format!("/api/v1/keys/{}", "0".repeat(32)), Value::Null));
+    routes.push((ERASE, "/api/v1/organization/users/bob".to_owned(), Value::Null));
     for (route, path, body) in routes {
         assert_eq!(
             recorder.json(addr, route, &path, Some(bearer), body).await,

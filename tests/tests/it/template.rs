@@ -279,6 +279,8 @@ const DATABASE_USERS: &[&str] = &[
     "batch-worker",
     "session-reaper",
     "migrate",
+    "retention",
+    "user-erase",
 ];
 
 /// The functions that check a JWT or an API key: every HTTP route but `health`, and the
@@ -299,6 +301,7 @@ const AUTHENTICATING: &[&str] = &[
     "api-key-create",
     "api-key-list",
     "api-key-revoke",
+    "user-erase",
 ];
 
 /// Each environment variable of the template (Globals, then every function), as text.

@@ -22,6 +22,7 @@ use claude_code_hook::HookApp;
 use gateway::{Gateway, Handler};
 use live::LiveFront;
 use live_connection::LiveConnection;
+use retention::RetentionJob;
 use scheduler::Job;
 use session_reaper::Reaper;
 use shared::App;
@@ -32,6 +33,7 @@ use shared::app::live::LiveConfig;
 use shared::app::otlp::OtlpApp;
 use shared::app::{FromEnv, KeyAccess};
 use shared::config::{ConfigError, Env};
+use user_erase::Eraser;
 
 /// A function of the template, with what its crate's `State` says of it (`FromEnv`): whether it
 /// publishes live updates and what it does with the API keys table. The template test checks
@@ -55,7 +57,7 @@ macro_rules! function {
 }
 
 /// Every function of the template.
-pub fn functions() -> [Function; 19] {
+pub fn functions() -> [Function; 21] {
     [
         function!("command-execution", command_execution::State),
         function!("agent-interaction", agent_interaction::State),
@@ -76,6 +78,9 @@ pub fn functions() -> [Function; 19] {
         function!("api-key-create", api_key_create::State),
         function!("api-key-list", api_key_list::State),
         function!("api-key-revoke", api_key_revoke::State),
+        // Data lifecycle.
+        function!("retention", retention::State),
+        function!("user-erase", user_erase::State),
     ]
 }
 
@@ -107,6 +112,10 @@ pub struct Stack {
     pub reader: Arc<Reader>,
     /// The key routes' state.
     pub keys: Arc<KeyAdmin>,
+    /// The scheduled retention.
+    pub retention: Arc<RetentionJob>,
+    /// The erasure route's state.
+    pub eraser: Arc<Eraser>,
 }
 
 impl Stack {
@@ -120,6 +129,8 @@ impl Stack {
             reaper: Arc::new(Reaper::from_env(env)?),
             reader: Arc::new(Reader::from_env(env, aws)?),
             keys: Arc::new(KeyAdmin::from_env(env, aws)?),
+            retention: Arc::new(RetentionJob::from_env(env)?),
+            eraser: Arc::new(Eraser::from_env(env, aws)?),
             batch: Arc::new(BatchApp::from_env(env, aws)?),
             worker: Arc::new(Worker::from_env(env, aws)?),
             live: match LiveConfig::from_env(env)? {
@@ -186,18 +197,27 @@ pub fn handlers(stack: &Stack) -> HashMap<String, Handler> {
             "api-key-revoke".to_owned(),
             handler!(stack.keys, api_key_revoke::handle),
         ),
+        ("user-erase".to_owned(), handler!(stack.eraser, user_erase::handle)),
     ])
 }
 
-/// Every scheduled function's job, by binary name.
-pub fn jobs(stack: &Stack) -> HashMap<String, Job> {
-    let reaper = stack.reaper.clone();
-    HashMap::from([(
-        "session-reaper".to_owned(),
+/// Wraps a scheduled function crate's `handle(&self, LambdaEvent)` as a [`Job`].
+macro_rules! job {
+    ($state:expr) => {{
+        let state = $state.clone();
         Arc::new(move || {
-            let reaper = reaper.clone();
-            Box::pin(async move { reaper.handle(scheduler::scheduled_event()).await })
+            let state = state.clone();
+            Box::pin(async move { state.handle(scheduler::scheduled_event()).await })
                 as lambda_http::BoxFuture<'static, _>
-        }) as Job,
-    )])
+        }) as Job
+    }};
+}
+
+/// Every scheduled function's job, by binary name: what the scheduler runs at the template's
+/// rates and `local-front invoke <name>` runs now. A new scheduled function is one line here.
+pub fn jobs(stack: &Stack) -> HashMap<String, Job> {
+    HashMap::from([
+        ("session-reaper".to_owned(), job!(stack.reaper)),
+        ("retention".to_owned(), job!(stack.retention)),
+    ])
 }

@@ -8,6 +8,9 @@
 //!   `key revoke --org ORG --id ID`.
 //! `local-front watch [--org ORG] [--url ws://127.0.0.1:3000/live]` — print the organization's
 //!   live updates, one JSON line each.
+//! `local-front invoke <scheduled function> [--env FILE]` — run a scheduled function of the
+//!   template (`session-reaper`, `retention`, ...) once, now, against the stack that FILE
+//!   (default `.local/stack.env`, written by `make dev`) describes; print its JSON result.
 
 use local_front::poller::Poller;
 use local_front::scheduler::Scheduler;
@@ -16,17 +19,31 @@ use shared::adapters::dynamodb::api_keys::ApiKeyConfig;
 use shared::app::live::LiveConfig;
 use shared::config::{ConfigError, DatabaseConfig, Env, QueueConfig, RateLimitConfig};
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("invoke")
+        && let Err(message) = load_stack_env(&args[1..])
+    {
+        eprintln!("local-front: {message}");
+        std::process::exit(1);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(run(args));
+}
+
+async fn run(args: Vec<String>) {
     let result = match args.first().map(String::as_str) {
         None | Some("serve") => serve().await,
         Some("provision") => provision_stack().await,
         Some("token") => print_token(&args[1..]),
         Some("watch") => watch(&args[1..]).await,
         Some("key") => local_front::keys::run(&args[1..]).await.map(|out| println!("{out}")),
+        Some("invoke") => invoke(&args[1..]).await,
         Some(other) => Err(format!(
-            "unknown command {other:?}; expected serve, provision, token, watch or key"
+            "unknown command {other:?}; expected serve, provision, token, watch, key or invoke"
         )),
     };
     if let Err(message) = result {
@@ -96,6 +113,53 @@ async fn serve() -> Result<(), String> {
         _ = poller.run() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// The `--env FILE` of `invoke` (default `.local/stack.env`), as `set -a; . FILE` would: its
+/// `NAME=value` lines become the process's environment, over what was there.
+fn load_stack_env(args: &[String]) -> Result<(), String> {
+    let path = match args.iter().position(|a| a == "--env") {
+        Some(at) => args.get(at + 1).cloned().ok_or("--env needs a file")?,
+        None => ".local/stack.env".to_owned(),
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {path} ({e}): start the stack with `make dev`, or pass --env FILE"))?;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') {
+            continue;
+        }
+        if let Some((name, value)) = line.split_once('=') {
+            let value = value.trim_matches(|c| c == '"' || c == '\'');
+            // SAFETY: called from `main` before the runtime starts, while the process has one thread.
+            unsafe { std::env::set_var(name.trim(), value) };
+        }
+    }
+    Ok(())
+}
+
+/// Runs one scheduled function of the template now and prints its result.
+async fn invoke(args: &[String]) -> Result<(), String> {
+    let name = args
+        .first()
+        .filter(|name| !name.starts_with("--"))
+        .ok_or("usage: local-front invoke <scheduled function> [--env FILE]")?;
+    // No log subscriber: stdout carries only the result (the functions' log lines would go there).
+    let env = Env::process();
+    let aws = shared::app::aws_config().await;
+    let stack = Stack::from_env(&env, &aws).map_err(config)?;
+    let mut jobs = jobs(&stack);
+    let mut names: Vec<&String> = jobs.keys().collect();
+    names.sort();
+    let known = names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+    let job = jobs
+        .remove(name)
+        .ok_or_else(|| format!("no scheduled function {name:?}; the template schedules {known}"))?;
+    let result = job().await.map_err(|e| format!("{name} failed: {e}"))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&result).unwrap_or_else(|_| result.to_string())
+    );
+    Ok(())
 }
 
 /// The options of `token` and `watch`.

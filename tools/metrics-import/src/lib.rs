@@ -7,6 +7,8 @@
 //! importer's `--user`. Historical `timestamp`s are kept. A line without an `id` gets one derived
 //! from the organization, the user and the line itself (UUID v5), so importing a file twice
 //! writes nothing twice.
+//!
+//! [`export`] writes an organization's data in the same line format (`metrics-import export`).
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -246,6 +248,25 @@ fn read_line(line: &str, org: &OrgId, default_user: &UserId) -> Result<(UserId, 
 fn with_id<T>(mut metric: T, id: fn(&mut T) -> &mut Option<Uuid>, derived: Uuid) -> T {
     id(&mut metric).get_or_insert(derived);
     metric
+}
+
+/// Writes the organization's metrics and sessions to `writer` as lines this importer reads
+/// (see `shared::adapters::postgres::lifecycle::export_organization`): streamed through a
+/// cursor, never the whole organization in memory. Lines carry their `id`, so importing an
+/// export twice writes nothing twice. Returns the lines written per kind.
+pub async fn export(
+    database: &shared::config::DatabaseConfig,
+    org: &OrgId,
+    writer: &mut (dyn std::io::Write + Send),
+) -> Result<BTreeMap<&'static str, u64>, String> {
+    let mut client = shared::adapters::postgres::connect_one(database).await?;
+    let mut out = |line: &str| {
+        writer.write_all(line.as_bytes())?;
+        writer.write_all(b"\n")
+    };
+    let counts = shared::adapters::postgres::lifecycle::export_organization(&mut client, org, &mut out).await?;
+    writer.flush().map_err(|e| format!("write: {e}"))?;
+    Ok(counts)
 }
 
 /// How a send went.

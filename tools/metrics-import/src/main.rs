@@ -1,3 +1,7 @@
+//! `metrics-import export --org ORG [--out FILE]` — writes the organization's metrics and
+//! sessions as NDJSON in this importer's line format (standard output by default), from the
+//! database of `DATABASE_URL`; exit status 0 written, 1 usage or configuration, 2 failed.
+//!
 //! `metrics-import --org ORG [--user USER] [--queue-url URL] [--per-envelope N] [--skip-invalid]
 //! [--dry-run] [FILE]` — see "Batch imports" in docs/batches.md. Reads FILE (or standard input).
 //! Exit status: 0 all sent; 1 bad usage or configuration; 2 invalid lines (nothing sent unless
@@ -61,6 +65,9 @@ const USAGE: &str = "usage: metrics-import --org ORG [--user USER] [--queue-url 
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("export") {
+        std::process::exit(run_export(&args[1..]).await);
+    }
     let code = match options(&args) {
         Ok(options) => run(options).await,
         Err(message) => {
@@ -157,4 +164,64 @@ fn progress_bar(done: usize, total: usize) {
         ".".repeat(WIDTH - filled)
     );
     let _ = err.flush();
+}
+
+const EXPORT_USAGE: &str = "usage: metrics-import export --org ORG [--out FILE]";
+
+async fn run_export(args: &[String]) -> i32 {
+    let (mut org, mut out) = (None, None);
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let Some(value) = it.next().cloned() else {
+            eprintln!("{flag} needs a value\n{EXPORT_USAGE}");
+            return 1;
+        };
+        match flag.as_str() {
+            "--org" => org = Some(value),
+            "--out" => out = Some(value),
+            other => {
+                eprintln!("unknown option {other}\n{EXPORT_USAGE}");
+                return 1;
+            }
+        }
+    }
+    let org = match org.as_deref().map(OrgId::parse) {
+        Some(Ok(org)) => org,
+        Some(Err(e)) => {
+            eprintln!("--org: {e}");
+            return 1;
+        }
+        None => {
+            eprintln!("--org is required\n{EXPORT_USAGE}");
+            return 1;
+        }
+    };
+    let database = match shared::config::DatabaseConfig::from_env(&shared::config::Env::process()) {
+        Ok(database) => database,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let mut writer: Box<dyn Write + Send> = match &out {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(file) => Box::new(std::io::BufWriter::new(file)),
+            Err(e) => {
+                eprintln!("cannot create {path}: {e}");
+                return 1;
+            }
+        },
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    match metrics_import::export(&database, &org, writer.as_mut()).await {
+        Ok(counts) => {
+            let counts: Vec<String> = counts.iter().map(|(kind, n)| format!("{kind}: {n}")).collect();
+            eprintln!("exported {org}: {}", counts.join(", "));
+            0
+        }
+        Err(e) => {
+            eprintln!("export failed: {e}");
+            2
+        }
+    }
 }

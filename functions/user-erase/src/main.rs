@@ -1,0 +1,1 @@
+shared::lambda_http_main!(user_erase::State, user_erase::handle);
