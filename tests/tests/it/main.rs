@@ -12,6 +12,7 @@ mod faults;
 mod hooks;
 mod http_front;
 mod keys;
+mod lifecycle;
 mod live;
 mod load;
 mod migrations;
