@@ -10,34 +10,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-/// Days each kind of data is kept, per organization. The field names are those of the
-/// specification's `data_retention` settings (plus hook events, OTLP data and aggregates).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Retention {
-    pub command_executions_days: u32,
-    pub agent_interactions_days: u32,
-    pub user_sessions_days: u32,
-    pub productivity_metrics_days: u32,
-    pub hook_events_days: u32,
-    pub otlp_days: u32,
-    pub aggregates_days: u32,
-}
-
-impl Default for Retention {
-    /// The specification's defaults (90 days of metrics, a year of sessions and productivity),
-    /// 90 days of hook events and OTLP data, 400 days of aggregates (a year over year).
-    fn default() -> Self {
-        Self {
-            command_executions_days: 90,
-            agent_interactions_days: 90,
-            user_sessions_days: 365,
-            productivity_metrics_days: 365,
-            hook_events_days: 90,
-            otlp_days: 90,
-            aggregates_days: 400,
-        }
-    }
-}
+/// Days each kind of data is kept, per organization: the organization settings'
+/// `data_retention` (defaults: 90 days of metrics, hook events and OTLP data, a year of sessions
+/// and productivity, 400 days of aggregates).
+pub use crate::domain::settings::DataRetention as Retention;
 
 /// What retention keeps apart: each table a retention run deletes from, in the order it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
