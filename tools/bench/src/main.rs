@@ -17,6 +17,7 @@ mod ingest;
 mod keys;
 mod live;
 mod otlp;
+mod retention;
 mod stack;
 mod stats;
 mod summary;
@@ -27,8 +28,8 @@ use serde_json::{Map, Value};
 use stack::{Sizes, Stack};
 
 /// The sections, in the order they run, and what is printed as each begins.
-/// `BENCH_SECTIONS=in_process,http,live,keys,otlp,team,ingest,functions,summary,hostile` selects some (all by default).
-const SECTIONS: [(&str, &str); 10] = [
+/// `BENCH_SECTIONS=in_process,http,live,keys,otlp,team,ingest,functions,summary,hostile,retention` selects some (all by default).
+const SECTIONS: [(&str, &str); 11] = [
     (
         "in_process",
         "measuring baselines, the handler in process and the worker (current-thread runtime)...",
@@ -62,6 +63,10 @@ const SECTIONS: [(&str, &str); 10] = [
     (
         "summary",
         "writing the summary benchmark's rows through the worker and querying them...",
+    ),
+    (
+        "retention",
+        "inserting expired rows, then timing ingest before and while retention deletes them...",
     ),
 ];
 
@@ -103,6 +108,7 @@ fn run(
         "ingest" => runtime.block_on(ingest::measure(stack, sizes, results)),
         "hostile" => hostile::measure_all(results),
         "summary" => runtime.block_on(summary::measure(stack, results)),
+        "retention" => runtime.block_on(retention::measure(stack, results)),
         _ => unreachable!("{section} is not in SECTIONS"),
     }
 }
