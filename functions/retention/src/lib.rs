@@ -19,7 +19,9 @@ use shared::adapters::postgres::lifecycle::PgLifecycle;
 use shared::config::{ConfigError, Env};
 use shared::domain::ids::OrgId;
 use shared::domain::lifecycle::{Expiring, Retention};
+use shared::app::settings::Settings;
 use shared::ports::lifecycle::{DataLifecycle, RetentionSettings, RetentionUnavailable};
+use shared::ports::settings::SettingsSource;
 use shared::ports::store::StoreError;
 
 /// What this function builds once per container.
@@ -35,7 +37,22 @@ pub struct RetentionJob {
     pub budget: Duration,
 }
 
-/// The stage's defaults for every organization (until per-organization settings are read).
+/// Each organization's `data_retention` from its effective settings (the stage's defaults under
+/// what the organization stored), through the settings' per-container cache.
+pub struct OrganizationRetention(pub Arc<dyn SettingsSource>);
+
+#[async_trait]
+impl RetentionSettings for OrganizationRetention {
+    async fn retention(&self, org: &OrgId) -> Result<Retention, RetentionUnavailable> {
+        self.0
+            .effective(org)
+            .await
+            .map(|effective| effective.settings.data_retention)
+            .map_err(|err| RetentionUnavailable(err.to_string()))
+    }
+}
+
+/// The same retention for every organization (tests and the benchmark).
 pub struct StageRetention(pub Retention);
 
 #[async_trait]
@@ -77,10 +94,12 @@ impl Report {
 }
 
 impl RetentionJob {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    /// The database of `DATABASE_*` and the organizations' settings (their item in
+    /// `RATE_LIMIT_TABLE_NAME`, over the stage's defaults).
+    pub fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             lifecycle: Arc::new(PgLifecycle::from_env(env)?),
-            settings: Arc::new(StageRetention(Retention::default())),
+            settings: Arc::new(OrganizationRetention(Arc::new(Settings::from_env(env, aws)?))),
             budget: env.millis_or("RETENTION_TIME_BUDGET_MS", DEFAULT_BUDGET_MS)?,
         })
     }
@@ -142,8 +161,8 @@ impl RetentionJob {
 }
 
 impl shared::app::FromEnv for RetentionJob {
-    fn from_env(env: &Env, _aws: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
-        RetentionJob::from_env(env)
+    fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        RetentionJob::from_env(env, aws)
     }
 }
 
@@ -215,6 +234,25 @@ mod tests {
             .unwrap();
         assert_eq!(report.complete, vec![org("acme")]);
         assert_eq!(report.deleted[&Expiring::CommandExecutions], 3);
+    }
+
+    #[tokio::test]
+    async fn the_organizations_stored_retention_is_used_and_an_unreadable_store_skips_it() {
+        use shared::fakes::settings::InMemorySettings;
+        use shared::domain::settings::OrganizationSettings;
+        let store = Arc::new(InMemorySettings::new());
+        store.set(&org("acme"), json!({"data_retention": {"hook_events_days": 7}}));
+        let settings = Settings::new(store, OrganizationSettings::default(), Duration::ZERO);
+        let read = OrganizationRetention(Arc::new(settings)).retention(&org("acme")).await.unwrap();
+        assert_eq!(read.hook_events_days, 7);
+        assert_eq!(read.command_executions_days, Retention::default().command_executions_days);
+
+        let down = Settings::new(
+            Arc::new(InMemorySettings::unavailable()),
+            OrganizationSettings::default(),
+            Duration::ZERO,
+        );
+        assert!(OrganizationRetention(Arc::new(down)).retention(&org("acme")).await.is_err());
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ async fn main() -> Result<(), Error> {
     let env = shared::adapters::secrets::resolve_loading_aws(Env::process())
         .await
         .inspect_err(shared::telemetry::startup_failed)?;
-    let job = RetentionJob::from_env(&env).inspect_err(shared::telemetry::startup_failed)?;
+    let aws = shared::app::aws_config().await;
+    let job = RetentionJob::from_env(&env, &aws).inspect_err(shared::telemetry::startup_failed)?;
     lambda_runtime::run(service_fn(|event| job.handle(event))).await
 }

@@ -9,4 +9,5 @@ pub mod lifecycle;
 pub mod live;
 pub mod queue;
 pub mod rate_limit;
+pub mod settings;
 pub mod store;

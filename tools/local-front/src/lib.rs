@@ -31,6 +31,7 @@ use shared::app::health::Health;
 use shared::app::keys::KeyAdmin;
 use shared::app::live::LiveConfig;
 use shared::app::otlp::OtlpApp;
+use shared::app::settings::SettingsAdmin;
 use shared::app::{FromEnv, KeyAccess};
 use shared::config::{ConfigError, Env};
 use user_erase::Eraser;
@@ -57,7 +58,7 @@ macro_rules! function {
 }
 
 /// Every function of the template.
-pub fn functions() -> [Function; 21] {
+pub fn functions() -> [Function; 24] {
     [
         function!("command-execution", command_execution::State),
         function!("agent-interaction", agent_interaction::State),
@@ -78,6 +79,9 @@ pub fn functions() -> [Function; 21] {
         function!("api-key-create", api_key_create::State),
         function!("api-key-list", api_key_list::State),
         function!("api-key-revoke", api_key_revoke::State),
+        function!("settings-get", settings_get::State),
+        function!("settings-put", settings_put::State),
+        function!("settings-patch", settings_patch::State),
         // Data lifecycle.
         function!("retention", retention::State),
         function!("user-erase", user_erase::State),
@@ -112,6 +116,8 @@ pub struct Stack {
     pub reader: Arc<Reader>,
     /// The key routes' state.
     pub keys: Arc<KeyAdmin>,
+    /// The settings routes' state.
+    pub settings: Arc<SettingsAdmin>,
     /// The scheduled retention.
     pub retention: Arc<RetentionJob>,
     /// The erasure route's state.
@@ -129,7 +135,8 @@ impl Stack {
             reaper: Arc::new(Reaper::from_env(env)?),
             reader: Arc::new(Reader::from_env(env, aws)?),
             keys: Arc::new(KeyAdmin::from_env(env, aws)?),
-            retention: Arc::new(RetentionJob::from_env(env)?),
+            settings: Arc::new(SettingsAdmin::from_env(env, aws)?),
+            retention: Arc::new(RetentionJob::from_env(env, aws)?),
             eraser: Arc::new(Eraser::from_env(env, aws)?),
             batch: Arc::new(BatchApp::from_env(env, aws)?),
             worker: Arc::new(Worker::from_env(env, aws)?),
@@ -193,6 +200,18 @@ pub fn handlers(stack: &Stack) -> HashMap<String, Handler> {
             handler!(stack.keys, api_key_create::handle),
         ),
         ("api-key-list".to_owned(), handler!(stack.keys, api_key_list::handle)),
+        (
+            "settings-get".to_owned(),
+            handler!(stack.settings, settings_get::handle),
+        ),
+        (
+            "settings-put".to_owned(),
+            handler!(stack.settings, settings_put::handle),
+        ),
+        (
+            "settings-patch".to_owned(),
+            handler!(stack.settings, settings_patch::handle),
+        ),
         (
             "api-key-revoke".to_owned(),
             handler!(stack.keys, api_key_revoke::handle),
