@@ -16,10 +16,10 @@ use chrono::{DateTime, Utc};
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::{Value, json};
 use shared::adapters::postgres::lifecycle::PgLifecycle;
+use shared::app::settings::Settings;
 use shared::config::{ConfigError, Env};
 use shared::domain::ids::OrgId;
 use shared::domain::lifecycle::{Expiring, Retention};
-use shared::app::settings::Settings;
 use shared::ports::lifecycle::{DataLifecycle, RetentionSettings, RetentionUnavailable};
 use shared::ports::settings::SettingsSource;
 use shared::ports::store::StoreError;
@@ -238,21 +238,32 @@ mod tests {
 
     #[tokio::test]
     async fn the_organizations_stored_retention_is_used_and_an_unreadable_store_skips_it() {
-        use shared::fakes::settings::InMemorySettings;
         use shared::domain::settings::OrganizationSettings;
+        use shared::fakes::settings::InMemorySettings;
         let store = Arc::new(InMemorySettings::new());
         store.set(&org("acme"), json!({"data_retention": {"hook_events_days": 7}}));
         let settings = Settings::new(store, OrganizationSettings::default(), Duration::ZERO);
-        let read = OrganizationRetention(Arc::new(settings)).retention(&org("acme")).await.unwrap();
+        let read = OrganizationRetention(Arc::new(settings))
+            .retention(&org("acme"))
+            .await
+            .unwrap();
         assert_eq!(read.hook_events_days, 7);
-        assert_eq!(read.command_executions_days, Retention::default().command_executions_days);
+        assert_eq!(
+            read.command_executions_days,
+            Retention::default().command_executions_days
+        );
 
         let down = Settings::new(
             Arc::new(InMemorySettings::unavailable()),
             OrganizationSettings::default(),
             Duration::ZERO,
         );
-        assert!(OrganizationRetention(Arc::new(down)).retention(&org("acme")).await.is_err());
+        assert!(
+            OrganizationRetention(Arc::new(down))
+                .retention(&org("acme"))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
