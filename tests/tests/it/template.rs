@@ -301,6 +301,9 @@ const AUTHENTICATING: &[&str] = &[
     "api-key-create",
     "api-key-list",
     "api-key-revoke",
+    "settings-get",
+    "settings-put",
+    "settings-patch",
     "user-erase",
 ];
 
