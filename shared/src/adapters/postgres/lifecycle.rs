@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
-use super::migrate::{latest_tenant_version, quote_ident, tenant_version};
+use super::migrate::{latest_tenant_version, provision_tenant, quote_ident, tenant_version};
 use super::{Database, classify, with_client};
 use crate::config::{ConfigError, DatabaseConfig, Env};
 use crate::domain::ids::{OrgId, UserId};
@@ -234,9 +234,14 @@ async fn erase_on(
     timeout: Duration,
 ) -> Result<Erased, tokio_postgres::Error> {
     let mut erased: Erased = ERASED.iter().map(|table| (*table, 0)).collect();
-    // An organization never seen has nothing to erase (and no schema).
-    if tenant_version(client, org).await?.is_none() {
-        return Ok(erased);
+    // An organization never seen has nothing to erase (and no schema); one behind the latest
+    // migration is brought up first, so every table the erasure names exists.
+    match tenant_version(client, org).await? {
+        None => return Ok(erased),
+        Some(version) if version < latest_tenant_version() => {
+            provision_tenant(client, org).await?;
+        }
+        Some(_) => {}
     }
     let schema = quote_ident(&org.schema_name());
     let user = user.as_str();
