@@ -6,6 +6,7 @@
 
 pub mod health;
 pub mod hooks;
+pub mod in_flight;
 pub mod keys;
 pub mod lambda;
 pub mod live;

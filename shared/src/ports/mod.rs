@@ -5,6 +5,7 @@
 //! May import: `crate::domain` only (and `async_trait`, `thiserror`).
 
 pub mod api_keys;
+pub mod batch_slots;
 pub mod lifecycle;
 pub mod live;
 pub mod queue;
