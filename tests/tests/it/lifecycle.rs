@@ -506,6 +506,13 @@ async fn deleting_a_tenant_removes_its_schema_registry_row_and_dynamodb_items_an
             .unwrap();
         dynamo
             .put_item()
+            .table_name(&given.table)
+            .item("pk", AttributeValue::S(format!("inflight#{id}")))
+            .send()
+            .await
+            .unwrap();
+        dynamo
+            .put_item()
             .table_name(&connections)
             .item("connection_id", AttributeValue::S(format!("conn-{id}")))
             .item("org_id", AttributeValue::S(id.into()))
@@ -560,7 +567,12 @@ async fn deleting_a_tenant_removes_its_schema_registry_row_and_dynamodb_items_an
         .collect();
     assert_eq!(registered, ["kept"]);
     for (id, present) in [("doomed", false), ("kept", true)] {
-        for pk in [format!("org#{id}"), format!("user#{id}#alice"), format!("limits#{id}")] {
+        for pk in [
+            format!("org#{id}"),
+            format!("user#{id}#alice"),
+            format!("limits#{id}"),
+            format!("inflight#{id}"),
+        ] {
             assert_eq!(item(&given.table, "pk", &pk).await, present, "{pk}");
         }
         assert_eq!(

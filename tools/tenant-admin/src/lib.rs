@@ -1,6 +1,6 @@
 //! Deletes a whole organization: its DynamoDB items first (its API keys, so none authenticates
 //! any more; its live connections; its rate-limit buckets — the organization's, each
-//! developer's — and its `limits#` settings item), then its PostgreSQL schema (`DROP SCHEMA …
+//! developer's — its `limits#` settings item and its `inflight#` batch slots), then its PostgreSQL schema (`DROP SCHEMA …
 //! CASCADE`) and registry row, in one transaction under the tenant's provisioning lock.
 //!
 //! Tokens (JWTs) cannot be revoked here: a write from a still-valid token of the organization
@@ -140,7 +140,7 @@ pub async fn delete_tenant(stores: &Stores, dynamo: &Client, org: &OrgId) -> Res
 
     // Last, so that a request racing the delete leaves no bucket behind it.
     let mut buckets = scan_prefix(dynamo, &stores.rate_limit_table, &format!("user#{org}#")).await?;
-    buckets.extend([format!("org#{org}"), format!("limits#{org}")]);
+    buckets.extend([format!("org#{org}"), format!("limits#{org}"), format!("inflight#{org}")]);
     let rate_limit_items = delete_items(dynamo, &stores.rate_limit_table, "pk", &buckets).await?;
     Ok(json!({
         "organization_id": org.as_str(),
