@@ -6,6 +6,7 @@
 //! (`crate::adapters`, `tokio_postgres`, `aws_*`), nor the ports: the domain has its own error
 //! types, and the layers above map them.
 
+pub mod alerts;
 pub mod api_keys;
 pub mod batch;
 pub mod hooks;
@@ -22,3 +23,4 @@ pub mod sessions;
 pub mod summary;
 pub mod usage;
 pub mod validation;
+pub mod webhook;
