@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod redact;
 pub mod sanitize;
 pub mod sessions;
+pub mod settings;
 pub mod summary;
 pub mod usage;
 pub mod validation;

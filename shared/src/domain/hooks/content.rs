@@ -33,6 +33,8 @@ impl Choice for HookContent {
     const ALL: &'static [(&'static str, Self)] = &[("metrics", Self::Metrics), ("redacted", Self::Redacted)];
 }
 
+crate::choice_serde!(HookContent);
+
 impl FromStr for HookContent {
     type Err = String;
 
