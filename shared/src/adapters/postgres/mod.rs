@@ -4,6 +4,7 @@
 //! round trip, unnamed, no session state), so they also work behind RDS Proxy or PgBouncer in
 //! transaction mode. Tenant schema names are quoted and every value is a bind parameter.
 
+pub mod alerts;
 mod envelope;
 pub mod migrate;
 mod sql;
