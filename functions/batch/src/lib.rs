@@ -22,8 +22,6 @@ pub type State = BatchApp;
 pub struct BatchApp {
     pub api: Api,
     pub queue: Arc<dyn BatchQueue>,
-    /// `COLLECTION_BATCH_SIZE`; an organization's override wins.
-    pub batch_size: usize,
 }
 
 impl FromEnv for BatchApp {
@@ -37,9 +35,8 @@ impl FromEnv for BatchApp {
             batch.queue_timeout,
         );
         Ok(Self {
-            api: Api::from_env(env, aws)?,
+            api: shared::app::api_from_env(env, aws)?,
             queue: Arc::new(queue),
-            batch_size: batch.batch_size,
         })
     }
 }
@@ -48,7 +45,7 @@ pub async fn handle(app: &BatchApp, req: Request) -> Result<Response<Body>, Erro
     Ok(app
         .api
         .handle_json(&req, ROUTE, StatusCode::ACCEPTED, async |caller, body| {
-            let max = app.api.batch_size(&caller.org, app.batch_size);
+            let max = app.api.settings_of(&caller.org).performance.batch_size_limit as usize;
             let envelope = Envelope::new(&caller, Source::Api, Metrics::from_request(&body, max)?);
             let message = envelope.to_message()?;
             app.queue.send(&envelope, &message).await?;
@@ -79,7 +76,6 @@ mod tests {
             BatchApp {
                 api,
                 queue: queue.clone(),
-                batch_size: 20,
             },
             queue,
         )
@@ -128,8 +124,20 @@ mod tests {
 
     #[tokio::test]
     async fn the_batch_size_is_enforced_with_an_organizations_override() {
-        let limiter = InMemoryRateLimiter::new(limits(1000)).with_batch_size(OrgId::parse("big").unwrap(), 30);
-        let (app, queue) = app(InMemoryQueue::new(), limiter);
+        let given = given(
+            InMemoryStore::new(),
+            InMemoryRateLimiter::new(limits(1000)),
+            OnStoreError::Allow,
+        );
+        given.settings.set(
+            &OrgId::parse("big").unwrap(),
+            json!({"performance": {"batch_size_limit": 30}}),
+        );
+        let queue = Arc::new(InMemoryQueue::new());
+        let app = BatchApp {
+            api: given.app.api,
+            queue: queue.clone(),
+        };
         let body = json!({"command_executions": vec![command(); 25]});
         let (status, refused) = parts(handle(&app, request(EVENT, "acme", "alice", &body)).await.unwrap());
         assert_eq!(status, 400);

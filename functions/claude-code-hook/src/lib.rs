@@ -11,7 +11,7 @@ use shared::app::FromEnv;
 use shared::app::hooks::record;
 use shared::app::live::Broadcaster;
 use shared::config::{ConfigError, Env, RequestConfig};
-use shared::domain::hooks::{HookContent, HookEvent};
+use shared::domain::hooks::HookEvent;
 
 /// What this function builds once per container.
 pub type State = HookApp;
@@ -24,7 +24,6 @@ pub const ROUTE: &str = "POST /api/v1/hooks/claude-code";
 pub struct HookApp {
     pub app: Arc<App>,
     pub max_body_bytes: usize,
-    pub content: HookContent,
 }
 
 impl HookApp {
@@ -33,7 +32,6 @@ impl HookApp {
         Ok(Self {
             app,
             max_body_bytes: RequestConfig::from_env(env)?.max_hook_body_bytes,
-            content: env.parse_or("HOOK_CONTENT", HookContent::default())?,
         })
     }
 }
@@ -56,7 +54,7 @@ pub async fn handle(state: &HookApp, req: Request) -> Result<Response<Body>, Err
     Ok(app
         .api
         .handle_json_quietly(&req, ROUTE, state.max_body_bytes, async |caller, body| {
-            let content = app.api.hook_content(&caller.org, state.content);
+            let content = app.api.settings_of(&caller.org).content.hook_content;
             let event = HookEvent::from_json(&body, &caller.user, content)?;
             Ok(record(app.store.as_ref(), &caller, &event).await?)
         })
@@ -66,6 +64,7 @@ pub async fn handle(state: &HookApp, req: Request) -> Result<Response<Body>, Err
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
+    use shared::domain::hooks::HookContent;
     use shared::domain::ids::OrgId;
     use shared::domain::metrics::CommandStatus;
     use shared::domain::sessions::SessionStatus;
@@ -84,10 +83,14 @@ mod tests {
         given: shared::fakes::Given,
         content: HookContent,
     ) -> (HookApp, Arc<shared::fakes::store::InMemoryStore>) {
+        // The stage's default, as the organization's own setting.
+        given.settings.set(
+            &demo(),
+            json!({"content": {"hook_content": shared::domain::validation::Choice::as_str(content)}}),
+        );
         let state = HookApp {
             app: Arc::new(given.app),
             max_body_bytes: 1 << 20,
-            content,
         };
         (state, given.store)
     }
@@ -150,14 +153,8 @@ mod tests {
     #[tokio::test]
     async fn an_organization_that_opts_in_keeps_redacted_content_whatever_the_stage_default() {
         // GIVEN a stage keeping metrics only, and an organization that opted into content
-        let limiter = shared::fakes::rate_limit::InMemoryRateLimiter::new(shared::fakes::limits(1000))
-            .with_hook_content(demo(), HookContent::Redacted);
-        let given = shared::fakes::given(
-            shared::fakes::store::InMemoryStore::new(),
-            limiter,
-            shared::config::OnStoreError::Allow,
-        );
-        let (state, store) = hook_app_keeping(given, HookContent::Metrics);
+        let given = a_working_service();
+        let (state, store) = hook_app_keeping(given, HookContent::Redacted);
         // WHEN it sends a tool use
         send(&state, &fixture_of("PostToolUse")).await;
         // THEN its input is kept, redacted

@@ -44,10 +44,13 @@ mod tests {
 
     fn otlp_app(content: HookContent) -> (OtlpApp, Arc<InMemoryStore>) {
         let given = a_working_service();
+        given.settings.set(
+            &demo(),
+            serde_json::json!({"content": {"hook_content": shared::domain::validation::Choice::as_str(content)}}),
+        );
         let state = OtlpApp {
             app: Arc::new(given.app),
             max_body_bytes: 1 << 20,
-            content,
         };
         (state, given.store)
     }

@@ -33,7 +33,6 @@ mod tests {
     use lambda_http::http::HeaderValue;
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
     use prost::Message;
-    use shared::domain::hooks::HookContent;
     use shared::domain::ids::OrgId;
     use shared::domain::usage::UsageField;
     use shared::fakes::store::InMemoryStore;
@@ -50,7 +49,6 @@ mod tests {
         let state = OtlpApp {
             app: Arc::new(given.app),
             max_body_bytes: 1 << 20,
-            content: HookContent::Metrics,
         };
         (state, given.store)
     }

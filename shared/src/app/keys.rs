@@ -30,7 +30,7 @@ impl FromEnv for KeyAdmin {
 
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
-            api: Api::from_env(env, aws)?,
+            api: crate::app::api_from_env(env, aws)?,
             keys: Arc::new(DynamoApiKeys::new(aws, &ApiKeyConfig::from_env(env)?)?),
         })
     }

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod lambda;
 pub mod live;
 pub mod otlp;
+pub mod settings;
 
 use std::sync::Arc;
 
@@ -38,7 +39,7 @@ impl App {
     pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         let storage = Storage::from_env(env, aws)?;
         Ok(Self {
-            api: Api::from_env(env, aws)?,
+            api: api_from_env(env, aws)?,
             store: storage.store,
             live: storage.live,
         })
@@ -67,10 +68,15 @@ impl FromEnv for Reader {
 
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
-            api: Api::from_env(env, aws)?,
+            api: api_from_env(env, aws)?,
             store: Arc::new(PgStore::new(Database::connect(&DatabaseConfig::from_env(env)?)?)),
         })
     }
+}
+
+/// The request pipeline with the organizations' settings from DynamoDB.
+pub fn api_from_env(env: &Env, aws: &SdkConfig) -> Result<Api, ConfigError> {
+    Api::from_env(env, aws, Arc::new(settings::Settings::from_env(env, aws)?))
 }
 
 /// The PostgreSQL store, wrapped to publish what it writes when live updates are configured.

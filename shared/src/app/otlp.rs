@@ -15,7 +15,6 @@ use crate::App;
 use crate::app::FromEnv;
 use crate::app::live::Broadcaster;
 use crate::config::{ConfigError, Env, RequestConfig};
-use crate::domain::hooks::HookContent;
 use crate::domain::ids::Caller;
 use crate::domain::otlp::{Refusals, logs, metrics};
 use crate::domain::usage::{UsageExport, UsageWritten};
@@ -27,7 +26,6 @@ use crate::http::error::ApiError;
 pub struct OtlpApp {
     pub app: Arc<App>,
     pub max_body_bytes: usize,
-    pub content: HookContent,
 }
 
 impl OtlpApp {
@@ -36,7 +34,6 @@ impl OtlpApp {
         Ok(Self {
             app,
             max_body_bytes: RequestConfig::from_env(env)?.max_otlp_body_bytes,
-            content: env.parse_or("HOOK_CONTENT", HookContent::default())?,
         })
     }
 
@@ -63,7 +60,7 @@ impl OtlpApp {
         caller: &Caller,
         request: &ExportLogsServiceRequest,
     ) -> Result<ExportLogsServiceResponse, ApiError> {
-        let content = self.app.api.hook_content(&caller.org, self.content);
+        let content = self.app.api.settings_of(&caller.org).content.hook_content;
         let read = logs::read(request, &caller.user, content, now_ns());
         self.keep(caller, "logs", &read.export, &read.refused, read.unknown)
             .await?;

@@ -8,6 +8,8 @@ pub mod key_contract;
 pub mod live;
 pub mod queue;
 pub mod rate_limit;
+pub mod settings;
+pub mod settings_contract;
 pub mod store;
 
 use std::sync::Arc;
@@ -18,10 +20,13 @@ use lambda_http::{Body, Request};
 use serde_json::{Value, json};
 
 use crate::App;
+use crate::app::settings::Settings;
 use crate::config::{AuthConfig, JwtKey, LOCAL_DEV_SECRET, OnStoreError};
 use crate::domain::ratelimit::Limits;
+use crate::domain::settings::OrganizationSettings;
 use crate::fakes::api_keys::InMemoryApiKeys;
 use crate::fakes::rate_limit::InMemoryRateLimiter;
+use crate::fakes::settings::InMemorySettings;
 use crate::fakes::store::InMemoryStore;
 use crate::http::api::Api;
 use crate::http::api_keys::ApiKeyAuth;
@@ -49,6 +54,8 @@ pub struct Given {
     pub app: App,
     pub store: Arc<InMemoryStore>,
     pub keys: Arc<InMemoryApiKeys>,
+    /// The organizations' stored settings (none: the stage's defaults, made from the limiter's).
+    pub settings: Arc<InMemorySettings>,
 }
 
 pub fn given(store: InMemoryStore, limiter: impl RateLimiter + 'static, policy: OnStoreError) -> Given {
@@ -66,12 +73,33 @@ pub fn given(store: InMemoryStore, limiter: impl RateLimiter + 'static, policy: 
     let keys = Arc::new(InMemoryApiKeys::new());
     let auth = auth.with_api_keys(ApiKeyAuth::new(keys.clone(), std::time::Duration::ZERO));
     let store = Arc::new(store);
-    let api = Api::new(auth, Arc::new(limiter), policy, MAX_BODY_BYTES);
+    let settings = Arc::new(InMemorySettings::new());
+    let source = Arc::new(Settings::new(
+        settings.clone(),
+        defaults_for(limiter.default_budgets()),
+        std::time::Duration::ZERO,
+    ));
+    let api = Api::new(auth, Arc::new(limiter), source, policy, MAX_BODY_BYTES);
     Given {
         app: App::new(api, store.clone()),
         store,
         keys,
+        settings,
     }
+}
+
+/// The specification's settings with `budgets` as the stage's rate limits.
+pub fn defaults_for(budgets: crate::domain::ratelimit::Budgets) -> OrganizationSettings {
+    let limits = serde_json::json!({"rate_limiting": {
+        "window_ms": budgets.organization.window_ms,
+        "max_requests": budgets.organization.max_requests,
+        "burst_allowance": budgets.organization.burst_allowance,
+        "user_max_requests": budgets.user.max_requests,
+        "user_burst_allowance": budgets.user.burst_allowance,
+    }});
+    OrganizationSettings::default()
+        .with_overrides(&limits)
+        .expect("test budgets are valid settings")
 }
 
 /// A working service: empty store, 1000 requests a day.
@@ -162,4 +190,22 @@ pub fn a_key_admin() -> (crate::app::keys::KeyAdmin, Arc<InMemoryApiKeys>) {
         keys: given.keys.clone(),
     };
     (admin, given.keys)
+}
+
+/// The settings routes' state on in-memory fakes, and the settings store behind it.
+pub fn a_settings_admin() -> (crate::app::settings::SettingsAdmin, Arc<InMemorySettings>) {
+    let given = a_working_service();
+    let settings = Arc::new(Settings::new(
+        given.settings.clone(),
+        defaults_for(crate::domain::ratelimit::Budgets {
+            organization: limits(1000),
+            user: limits(1000),
+        }),
+        std::time::Duration::ZERO,
+    ));
+    let admin = crate::app::settings::SettingsAdmin {
+        api: given.app.api,
+        settings,
+    };
+    (admin, given.settings)
 }

@@ -3,19 +3,15 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::domain::ids::{Caller, OrgId};
-use crate::domain::ratelimit::{Limits, RateStatus, Scope, gcra, now_us};
+use crate::domain::ids::Caller;
+use crate::domain::ratelimit::{Budgets, Limits, RateStatus, Scope, gcra, now_us};
 use crate::ports::rate_limit::{RateLimiter, StoreUnavailable};
 
 /// A rate limiter that keeps its state in this process; for unit tests of handlers. Each
-/// developer's budget is `user_limits` (unlimited in practice unless set), asked before the
-/// organization's, as the DynamoDB limiter does.
+/// developer's budget is asked before the organization's, as the DynamoDB limiter does; the
+/// stage's developer budget is unlimited in practice.
 pub struct InMemoryRateLimiter {
     defaults: Limits,
-    user_limits: Limits,
-    overrides: HashMap<OrgId, Limits>,
-    batch_sizes: HashMap<OrgId, u64>,
-    hook_contents: HashMap<OrgId, crate::domain::hooks::HookContent>,
     tats: Mutex<HashMap<String, i64>>,
     unavailable: bool,
 }
@@ -24,38 +20,9 @@ impl InMemoryRateLimiter {
     pub fn new(defaults: Limits) -> Self {
         Self {
             defaults,
-            user_limits: Limits {
-                max_requests: 1_000_000,
-                window_ms: 1000,
-                burst_allowance: 0,
-            },
-            overrides: HashMap::new(),
-            batch_sizes: HashMap::new(),
-            hook_contents: HashMap::new(),
             tats: Mutex::new(HashMap::new()),
             unavailable: false,
         }
-    }
-
-    pub fn with_override(mut self, org: OrgId, limits: Limits) -> Self {
-        self.overrides.insert(org, limits);
-        self
-    }
-
-    /// Each developer's budget.
-    pub fn with_user_limits(mut self, limits: Limits) -> Self {
-        self.user_limits = limits;
-        self
-    }
-
-    pub fn with_batch_size(mut self, org: OrgId, batch_size: u64) -> Self {
-        self.batch_sizes.insert(org, batch_size);
-        self
-    }
-
-    pub fn with_hook_content(mut self, org: OrgId, mode: crate::domain::hooks::HookContent) -> Self {
-        self.hook_contents.insert(org, mode);
-        self
     }
 
     /// A limiter whose store is down: every check fails.
@@ -69,11 +36,11 @@ impl InMemoryRateLimiter {
 
 #[async_trait]
 impl RateLimiter for InMemoryRateLimiter {
-    async fn check(&self, caller: &Caller) -> Result<RateStatus, StoreUnavailable> {
+    async fn check_within(&self, caller: &Caller, budgets: &Budgets) -> Result<RateStatus, StoreUnavailable> {
         if self.unavailable {
             return Err(StoreUnavailable("in-memory limiter set to unavailable".into()));
         }
-        let limits = self.overrides.get(&caller.org).unwrap_or(&self.defaults);
+        let limits = &budgets.organization;
         let now = now_us();
         let mut tats = self.tats.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut take = |key: String, limits: &Limits| {
@@ -83,7 +50,7 @@ impl RateLimiter for InMemoryRateLimiter {
             }
             status
         };
-        let user = take(format!("user#{}#{}", caller.org, caller.user), &self.user_limits);
+        let user = take(format!("user#{}#{}", caller.org, caller.user), &budgets.user);
         if !user.admitted() {
             return Ok(user.of(Scope::User));
         }
@@ -91,15 +58,14 @@ impl RateLimiter for InMemoryRateLimiter {
         Ok(RateStatus::binding(user, organization))
     }
 
-    fn default_limits(&self) -> Limits {
-        self.defaults
-    }
-
-    fn batch_size(&self, org: &OrgId) -> Option<u64> {
-        self.batch_sizes.get(org).copied()
-    }
-
-    fn hook_content(&self, org: &OrgId) -> Option<crate::domain::hooks::HookContent> {
-        self.hook_contents.get(org).copied()
+    fn default_budgets(&self) -> Budgets {
+        Budgets {
+            organization: self.defaults,
+            user: Limits {
+                max_requests: 1_000_000,
+                window_ms: self.defaults.window_ms,
+                burst_allowance: 0,
+            },
+        }
     }
 }

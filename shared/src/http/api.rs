@@ -14,16 +14,19 @@ use crate::adapters::dynamodb::api_keys::{ApiKeyConfig, DynamoApiKeys};
 use crate::config::{AuthConfig, ConfigError, Env, OnStoreError, RateLimitConfig, RequestConfig};
 use crate::domain::ids::Caller;
 use crate::domain::ratelimit::{RateStatus, now_us};
+use crate::domain::settings::OrganizationSettings;
 use crate::http::api_keys::ApiKeyAuth;
 use crate::http::auth::Authenticator;
 use crate::http::error::{ApiError, Dependency};
 use crate::http::otlp;
 use crate::http::response::Reply;
 use crate::ports::rate_limit::RateLimiter;
+use crate::ports::settings::SettingsSource;
 
 pub struct Api {
     auth: Authenticator,
     limiter: Arc<dyn RateLimiter>,
+    settings: Arc<dyn SettingsSource>,
     on_store_error: OnStoreError,
     max_body_bytes: usize,
 }
@@ -32,28 +35,38 @@ impl Api {
     pub fn new(
         auth: Authenticator,
         limiter: Arc<dyn RateLimiter>,
+        settings: Arc<dyn SettingsSource>,
         on_store_error: OnStoreError,
         max_body_bytes: usize,
     ) -> Self {
         Self {
             auth,
             limiter,
+            settings,
             on_store_error,
             max_body_bytes,
         }
     }
 
-    /// Authentication and the DynamoDB rate limiter, configured from the environment.
-    pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+    /// Authentication and the DynamoDB rate limiter, configured from the environment, with the
+    /// organizations' settings from `settings`.
+    pub fn from_env(env: &Env, aws: &SdkConfig, settings: Arc<dyn SettingsSource>) -> Result<Self, ConfigError> {
         let auth = authenticator(env, aws)?;
         let rate = RateLimitConfig::from_env(env)?;
         let limiter = DynamoRateLimiter::new(aws, &rate)?;
         Ok(Self::new(
             auth,
             Arc::new(limiter),
+            settings,
             rate.on_store_error,
             RequestConfig::from_env(env)?.max_body_bytes,
         ))
+    }
+
+    /// The organization's settings as this request's rate limiting read them (no call), or the
+    /// stage's defaults.
+    pub fn settings_of(&self, org: &crate::domain::ids::OrgId) -> OrganizationSettings {
+        self.settings.last_read(org)
     }
 
     /// Serves an authenticated endpoint whose body is a JSON document; `work` gets the caller
@@ -195,32 +208,23 @@ impl Api {
         response
     }
 
-    /// Most metrics `org` may send in one batch: its override, else `default`.
-    pub fn batch_size(&self, org: &crate::domain::ids::OrgId, default: usize) -> usize {
-        // Whatever an override says, one envelope never carries more than the worker accepts.
-        let most = crate::domain::batch::MAX_ENVELOPE_METRICS;
-        self.limiter
-            .batch_size(org)
-            .map_or(default, |n| usize::try_from(n).unwrap_or(most).min(most))
-    }
-
-    /// How much hook content `org` keeps: its override, else `default`.
-    pub fn hook_content(
-        &self,
-        org: &crate::domain::ids::OrgId,
-        default: crate::domain::hooks::HookContent,
-    ) -> crate::domain::hooks::HookContent {
-        self.limiter.hook_content(org).unwrap_or(default)
-    }
-
+    /// Counts the request against the budgets of the organization's settings; while those
+    /// cannot be read (and this container never read them), against the stage's.
     async fn rate_limit(&self, caller: &Caller) -> Result<RateStatus, ApiError> {
-        match self.limiter.check(caller).await {
+        let budgets = match self.settings.effective(&caller.org).await {
+            Ok(effective) => effective.settings.budgets(),
+            Err(err) => {
+                tracing::warn!(org = %caller.org, error = %err, "organization settings unavailable; using the stage's");
+                self.settings.defaults().budgets()
+            }
+        };
+        match self.limiter.check_within(caller, &budgets).await {
             Ok(status) if status.admitted() => Ok(status),
             Ok(status) => Err(ApiError::RateLimited(status)),
             Err(err) => match self.on_store_error {
                 OnStoreError::Allow => {
                     tracing::warn!(org = %caller.org, error = %err, "rate limiter unavailable; admitting (RATE_LIMIT_ON_STORE_ERROR=allow)");
-                    Ok(RateStatus::unknown(&self.limiter.default_limits(), now_us()))
+                    Ok(RateStatus::unknown(&budgets.organization, now_us()))
                 }
                 OnStoreError::Deny => Err(ApiError::Unavailable {
                     dependency: Dependency::RateLimiter,

@@ -19,6 +19,8 @@ pub enum Dependency {
     KeyServer,
     /// The API keys table.
     ApiKeys,
+    /// The organization settings' item.
+    Settings,
 }
 
 impl Dependency {
@@ -29,6 +31,7 @@ impl Dependency {
             Dependency::RateLimiter => "Rate limiter temporarily unavailable",
             Dependency::KeyServer => "Token keys temporarily unavailable",
             Dependency::ApiKeys => "API keys temporarily unavailable",
+            Dependency::Settings => "Organization settings temporarily unavailable",
         }
     }
 }
@@ -150,6 +153,15 @@ impl From<StoreError> for ApiError {
                 )
             }
             StoreError::Internal(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl From<crate::ports::settings::SettingsUnavailable> for ApiError {
+    fn from(err: crate::ports::settings::SettingsUnavailable) -> Self {
+        ApiError::Unavailable {
+            dependency: Dependency::Settings,
+            detail: err.to_string(),
         }
     }
 }

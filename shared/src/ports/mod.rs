@@ -9,4 +9,5 @@ pub mod api_keys;
 pub mod live;
 pub mod queue;
 pub mod rate_limit;
+pub mod settings;
 pub mod store;

@@ -15,3 +15,9 @@ async fn the_dynamodb_key_table_keeps_the_key_contract() {
     let given = TestApp::spawn().await;
     shared::fakes::key_contract::every_case(given.stack.keys.keys.as_ref(), "contract").await;
 }
+
+#[tokio::test]
+async fn the_dynamodb_settings_item_keeps_the_settings_contract() {
+    let given = TestApp::spawn().await;
+    shared::fakes::settings_contract::every_case(given.stack.settings.settings.store().as_ref(), "contract").await;
+}

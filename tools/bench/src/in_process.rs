@@ -167,6 +167,7 @@ impl RawDynamo<'_> {
                 ":exp": {"N": (now / 1_000_000 + 3600).to_string()},
             }),
             return_values: None,
+            expression_attribute_names: None,
             return_values_on_condition_check_failure: "ALL_OLD",
         }
     }

@@ -30,6 +30,7 @@ use shared::app::health::Health;
 use shared::app::keys::KeyAdmin;
 use shared::app::live::LiveConfig;
 use shared::app::otlp::OtlpApp;
+use shared::app::settings::SettingsAdmin;
 use shared::app::{FromEnv, KeyAccess};
 use shared::config::{ConfigError, Env};
 
@@ -55,7 +56,7 @@ macro_rules! function {
 }
 
 /// Every function of the template.
-pub fn functions() -> [Function; 19] {
+pub fn functions() -> [Function; 22] {
     [
         function!("command-execution", command_execution::State),
         function!("agent-interaction", agent_interaction::State),
@@ -76,6 +77,9 @@ pub fn functions() -> [Function; 19] {
         function!("api-key-create", api_key_create::State),
         function!("api-key-list", api_key_list::State),
         function!("api-key-revoke", api_key_revoke::State),
+        function!("settings-get", settings_get::State),
+        function!("settings-put", settings_put::State),
+        function!("settings-patch", settings_patch::State),
     ]
 }
 
@@ -107,6 +111,8 @@ pub struct Stack {
     pub reader: Arc<Reader>,
     /// The key routes' state.
     pub keys: Arc<KeyAdmin>,
+    /// The settings routes' state.
+    pub settings: Arc<SettingsAdmin>,
 }
 
 impl Stack {
@@ -120,6 +126,7 @@ impl Stack {
             reaper: Arc::new(Reaper::from_env(env)?),
             reader: Arc::new(Reader::from_env(env, aws)?),
             keys: Arc::new(KeyAdmin::from_env(env, aws)?),
+            settings: Arc::new(SettingsAdmin::from_env(env, aws)?),
             batch: Arc::new(BatchApp::from_env(env, aws)?),
             worker: Arc::new(Worker::from_env(env, aws)?),
             live: match LiveConfig::from_env(env)? {
@@ -182,6 +189,18 @@ pub fn handlers(stack: &Stack) -> HashMap<String, Handler> {
             handler!(stack.keys, api_key_create::handle),
         ),
         ("api-key-list".to_owned(), handler!(stack.keys, api_key_list::handle)),
+        (
+            "settings-get".to_owned(),
+            handler!(stack.settings, settings_get::handle),
+        ),
+        (
+            "settings-put".to_owned(),
+            handler!(stack.settings, settings_put::handle),
+        ),
+        (
+            "settings-patch".to_owned(),
+            handler!(stack.settings, settings_patch::handle),
+        ),
         (
             "api-key-revoke".to_owned(),
             handler!(stack.keys, api_key_revoke::handle),

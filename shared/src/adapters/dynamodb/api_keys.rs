@@ -161,6 +161,7 @@ impl ApiKeyStore for DynamoApiKeys {
             condition_expression: "org_id = :org",
             expression_attribute_values: json!({":at": {"S": timestamp(at)}, ":org": {"S": org.as_str()}}),
             return_values: Some("ALL_NEW"),
+            expression_attribute_names: None,
             return_values_on_condition_check_failure: "NONE",
         };
         Ok(match self.call(&request).await? {

@@ -92,6 +92,9 @@ pub struct UpdateItem<'a> {
     pub update_expression: &'a str,
     pub condition_expression: &'a str,
     pub expression_attribute_values: Value,
+    /// Placeholders (`#name`) for attribute names that are DynamoDB reserved words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expression_attribute_names: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub return_values: Option<&'a str>,
     pub return_values_on_condition_check_failure: &'a str,

@@ -5,5 +5,6 @@ pub mod api_keys;
 pub mod client;
 pub mod connections;
 pub mod rate_limiter;
+pub mod settings;
 
 pub use rate_limiter::DynamoRateLimiter;

@@ -19,23 +19,21 @@
 //! which either proves the request must be refused (no further call) or says which update to
 //! try instead.
 //!
-//! Per-organization overrides live in the same table under `pk = limits#<id>` with the numeric
-//! attributes `max_requests`, `window_ms`, `burst_allowance` (the organization's ceiling),
-//! `user_max_requests`, `user_burst_allowance` (each developer's budget, same window) and
-//! `batch_size`; each container caches them for `RATE_LIMIT_OVERRIDE_TTL_MS`.
+//! Which budgets apply is the caller's business: the organization's settings (see
+//! `adapters::dynamodb::settings`, in the same table under `pk = limits#<id>`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::client::{DynamoError, DynamoHttp, GetItem, UpdateItem};
+use super::client::{DynamoError, DynamoHttp, UpdateItem};
 use crate::config::{ConfigError, RateLimitConfig};
 use crate::domain::ids::{Caller, OrgId};
-use crate::domain::ratelimit::{Budgets, Limits, OrgSettings, RateStatus, Scope, gcra, now_us};
+use crate::domain::ratelimit::{Budgets, Limits, RateStatus, Scope, gcra, now_us};
 use crate::lock;
 use crate::ports::rate_limit::{RateLimiter, StoreUnavailable};
 
@@ -48,9 +46,7 @@ pub struct DynamoRateLimiter {
     client: DynamoHttp,
     table: String,
     defaults: Budgets,
-    override_ttl: Duration,
     timeout: Duration,
-    overrides: Mutex<HashMap<OrgId, (Instant, OrgSettings)>>,
     /// The last `tat` seen per bucket key.
     last_tat: Mutex<HashMap<String, i64>>,
     round_trips: AtomicU64,
@@ -77,9 +73,7 @@ impl DynamoRateLimiter {
             client: DynamoHttp::new(aws, &config.dynamodb)?,
             table: config.table_name.clone(),
             defaults: config.defaults,
-            override_ttl: config.override_ttl,
             timeout: config.store_timeout,
-            overrides: Mutex::new(HashMap::new()),
             last_tat: Mutex::new(HashMap::new()),
             round_trips: AtomicU64::new(0),
         })
@@ -99,47 +93,9 @@ impl DynamoRateLimiter {
         format!("user#{}#{}", caller.org, caller.user)
     }
 
+    /// The organization's settings item (see `adapters::dynamodb::settings`).
     pub fn override_key(org: &OrgId) -> String {
         format!("limits#{org}")
-    }
-
-    async fn limits_for(&self, org: &OrgId) -> Result<Budgets, StoreUnavailable> {
-        if let Some((read_at, settings)) = lock(&self.overrides).get(org)
-            && read_at.elapsed() < self.override_ttl
-        {
-            return Ok(settings.limits);
-        }
-        let settings = self.read_override(org).await?;
-        lock(&self.overrides).insert(org.clone(), (Instant::now(), settings));
-        Ok(settings.limits)
-    }
-
-    /// The organization's override item, or the defaults when it has none (or a broken one).
-    async fn read_override(&self, org: &OrgId) -> Result<OrgSettings, StoreUnavailable> {
-        let defaults = OrgSettings {
-            limits: self.defaults,
-            batch_size: None,
-            hook_content: None,
-        };
-        let request = GetItem {
-            table_name: &self.table,
-            key: json!({"pk": {"S": Self::override_key(org)}}),
-            consistent_read: true,
-        };
-        let output = match self.timed(self.client.call(&request)).await? {
-            Ok(output) => output,
-            Err(err) => return Err(unavailable(err)),
-        };
-        let Some(item) = output.get("Item") else {
-            return Ok(defaults);
-        };
-        match parse_override(item, self.defaults) {
-            Ok(settings) => Ok(settings),
-            Err(problem) => {
-                tracing::error!(org = %org, problem, "ignoring invalid rate-limit override");
-                Ok(defaults)
-            }
-        }
     }
 
     async fn timed<F: Future>(&self, call: F) -> Result<F::Output, StoreUnavailable> {
@@ -163,6 +119,7 @@ impl DynamoRateLimiter {
                 ":exp": number(expiry(limits, now)),
             }),
             return_values: Some("UPDATED_NEW"),
+            expression_attribute_names: None,
             return_values_on_condition_check_failure: "ALL_OLD",
         };
         match self.timed(self.client.call(&request)).await? {
@@ -189,6 +146,7 @@ impl DynamoRateLimiter {
                 ":exp": number(expiry(limits, now)),
             }),
             return_values: None,
+            expression_attribute_names: None,
             return_values_on_condition_check_failure: "ALL_OLD",
         };
         match self.timed(self.client.call(&request)).await? {
@@ -250,8 +208,7 @@ impl DynamoRateLimiter {
 
 #[async_trait]
 impl RateLimiter for DynamoRateLimiter {
-    async fn check(&self, caller: &Caller) -> Result<RateStatus, StoreUnavailable> {
-        let budgets = self.limits_for(&caller.org).await?;
+    async fn check_within(&self, caller: &Caller, budgets: &Budgets) -> Result<RateStatus, StoreUnavailable> {
         let now = now_us();
         let user = Bucket {
             key: Self::user_state_key(caller),
@@ -280,21 +237,8 @@ impl RateLimiter for DynamoRateLimiter {
         Ok(RateStatus::binding(user, self.take(&organization, now).await?))
     }
 
-    fn default_limits(&self) -> Limits {
-        self.defaults.organization
-    }
-
-    fn batch_size(&self, org: &OrgId) -> Option<u64> {
-        lock(&self.overrides).get(org).and_then(|(_, s)| s.batch_size)
-    }
-
-    /// Only a fresh override counts: while DynamoDB cannot be read, an organization gets the
-    /// stage's default (privacy first), not a setting it may have changed since.
-    fn hook_content(&self, org: &OrgId) -> Option<crate::domain::hooks::HookContent> {
-        lock(&self.overrides)
-            .get(org)
-            .filter(|(read_at, _)| read_at.elapsed() < self.override_ttl)
-            .and_then(|(_, s)| s.hook_content)
+    fn default_budgets(&self) -> Budgets {
+        self.defaults
     }
 }
 
@@ -312,58 +256,6 @@ fn unavailable(err: DynamoError) -> StoreUnavailable {
     })
 }
 
-/// An override item's settings over `defaults`: every attribute present must be valid (a whole
-/// number in range, a known mode) and the limits' arithmetic must stay in range, or the whole
-/// override is refused with the reason.
-fn parse_override(item: &Value, defaults: Budgets) -> Result<OrgSettings, String> {
-    let number = |name: &str| -> Result<Option<u64>, String> {
-        match item.get(name) {
-            None => Ok(None),
-            Some(value) => value
-                .get("N")
-                .and_then(Value::as_str)
-                .and_then(|n| n.parse::<u64>().ok())
-                .map(Some)
-                .ok_or_else(|| format!("{name} must be a whole number from 0 to {}", u64::MAX)),
-        }
-    };
-    let organization = Limits {
-        max_requests: number("max_requests")?.unwrap_or(defaults.organization.max_requests),
-        window_ms: number("window_ms")?.unwrap_or(defaults.organization.window_ms),
-        burst_allowance: number("burst_allowance")?.unwrap_or(defaults.organization.burst_allowance),
-    };
-    organization.check()?;
-    let user = Limits {
-        max_requests: number("user_max_requests")?.unwrap_or(defaults.user.max_requests),
-        window_ms: organization.window_ms,
-        burst_allowance: number("user_burst_allowance")?.unwrap_or(defaults.user.burst_allowance),
-    };
-    user.check().map_err(|problem| format!("user budget: {problem}"))?;
-    let limits = Budgets { organization, user };
-    // One envelope carries at most this many: a larger override would be answered 202 and then
-    // refused by the worker.
-    let most = crate::domain::batch::MAX_ENVELOPE_METRICS as u64;
-    let batch_size = match number("batch_size")? {
-        Some(n) if !(1..=most).contains(&n) => return Err(format!("batch_size must be from 1 to {most}")),
-        other => other,
-    };
-    let hook_content = match item.get("hook_content") {
-        None => None,
-        Some(value) => Some(
-            value
-                .get("S")
-                .and_then(Value::as_str)
-                .and_then(|raw| raw.parse().ok())
-                .ok_or("hook_content must be \"metrics\" or \"redacted\"")?,
-        ),
-    };
-    Ok(OrgSettings {
-        limits,
-        batch_size,
-        hook_content,
-    })
-}
-
 /// A numeric attribute (`{"N": "123"}`) of an item.
 fn number_of(item: &Value, name: &str) -> Option<i64> {
     item.get(name)?.get("N")?.as_str()?.parse().ok()
@@ -376,68 +268,4 @@ fn number(n: i64) -> Value {
 /// Epoch seconds after which the item may be deleted: the bucket is full again long before.
 fn expiry(limits: &Limits, now: i64) -> i64 {
     (now + limits.tolerance_us()) / 1_000_000 + EXPIRY_MARGIN_SECONDS
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const DEFAULTS: Budgets = Budgets {
-        organization: Limits {
-            max_requests: 1000,
-            window_ms: 60_000,
-            burst_allowance: 100,
-        },
-        user: Limits {
-            max_requests: 600,
-            window_ms: 60_000,
-            burst_allowance: 0,
-        },
-    };
-
-    fn n(value: &str) -> Value {
-        json!({ "N": value })
-    }
-
-    #[test]
-    fn a_valid_override_replaces_only_what_it_names() {
-        let item = json!({"max_requests": n("50"), "batch_size": n("1000"), "hook_content": {"S": "redacted"}});
-        let settings = parse_override(&item, DEFAULTS).unwrap();
-        assert_eq!(settings.limits.organization.max_requests, 50);
-        assert_eq!(settings.limits.organization.window_ms, 60_000);
-        assert_eq!(settings.limits.user, DEFAULTS.user);
-        assert_eq!(settings.batch_size, Some(1000));
-        assert_eq!(settings.hook_content, Some(crate::domain::hooks::HookContent::Redacted));
-        let item = json!({"window_ms": n("1000"), "user_max_requests": n("5"), "user_burst_allowance": n("2")});
-        let settings = parse_override(&item, DEFAULTS).unwrap();
-        assert_eq!(settings.limits.organization.max_requests, 1000);
-        assert_eq!(
-            settings.limits.user,
-            Limits {
-                max_requests: 5,
-                window_ms: 1000,
-                burst_allowance: 2
-            }
-        );
-    }
-
-    #[test]
-    fn overrides_that_would_overflow_lock_out_or_be_refused_later_are_refused_whole() {
-        for item in [
-            json!({"max_requests": n("1"), "window_ms": n("31536000000"), "burst_allowance": n("18446744073709551615")}),
-            json!({"burst_allowance": n("18446744073709551615")}),
-            json!({"max_requests": n("1"), "window_ms": n("31536000000"), "burst_allowance": n("2")}),
-            json!({"max_requests": n("-1")}),
-            json!({"max_requests": n("0")}),
-            json!({"window_ms": n("1e3")}),
-            json!({"window_ms": {"S": "60000"}}),
-            json!({"batch_size": n("1001")}),
-            json!({"user_max_requests": n("0")}),
-            json!({"user_max_requests": n("1"), "window_ms": n("31536000000"), "user_burst_allowance": n("2")}),
-            json!({"batch_size": n("0")}),
-            json!({"hook_content": {"S": "everything"}}),
-        ] {
-            assert!(parse_override(&item, DEFAULTS).is_err(), "{item}");
-        }
-    }
 }

@@ -104,17 +104,6 @@ pub struct Budgets {
     pub user: Limits,
 }
 
-/// What an organization's override item may change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OrgSettings {
-    /// The organization's ceiling and each of its developers' budget.
-    pub limits: Budgets,
-    /// Most metrics in one batch request, instead of `COLLECTION_BATCH_SIZE`.
-    pub batch_size: Option<u64>,
-    /// How much Claude Code hook content to keep, instead of `HOOK_CONTENT`.
-    pub hook_content: Option<crate::domain::hooks::HookContent>,
-}
-
 /// What a response reports about the caller's limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateStatus {

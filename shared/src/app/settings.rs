@@ -1,0 +1,286 @@
+//! Organization settings at work: the per-container reader every function uses (the stage's
+//! defaults with the organization's stored overrides, cached for `SETTINGS_CACHE_MS`), and the
+//! settings routes' state and rules (any member reads, admins write; the webhook's secret is
+//! made when its URL is first set).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use serde_json::{Value, json};
+
+use crate::adapters::dynamodb::settings::DynamoSettings;
+use crate::app::FromEnv;
+use crate::config::{BatchConfig, ConfigError, DynamoDbConfig, Env, RateLimitConfig};
+use crate::domain::hooks::HookContent;
+use crate::domain::ids::{Caller, OrgId};
+use crate::domain::settings::{OrganizationSettings, merge_patch};
+use crate::domain::validation::{Choice, FieldError};
+use crate::http::api::Api;
+use crate::http::error::ApiError;
+use crate::lock;
+use crate::ports::settings::{Effective, PutError, SettingsSource, SettingsStore, SettingsUnavailable, StoredSettings};
+
+/// How long a container keeps an organization's settings: the bound within which every function
+/// sees a change.
+pub const DEFAULT_CACHE_MS: u64 = 60_000;
+/// Live connections an organization may hold unless configured (`LIVE_MAX_CONNECTIONS_PER_ORG`).
+pub const DEFAULT_MAX_LIVE_CONNECTIONS: u64 = 100;
+/// Read-merge-write attempts when another admin writes at the same moment.
+const WRITE_ATTEMPTS: usize = 4;
+
+/// Effective settings through a per-container cache.
+pub struct Settings {
+    store: Arc<dyn SettingsStore>,
+    defaults: OrganizationSettings,
+    ttl: Duration,
+    cache: Mutex<HashMap<OrgId, (Instant, Effective)>>,
+}
+
+impl Settings {
+    pub fn new(store: Arc<dyn SettingsStore>, defaults: OrganizationSettings, ttl: Duration) -> Self {
+        Self {
+            store,
+            defaults,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The DynamoDB item of each organization (in `RATE_LIMIT_TABLE_NAME`) over the stage's
+    /// defaults ([`stage_defaults`]).
+    pub fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+        let rate = RateLimitConfig::from_env(env)?;
+        let store = DynamoSettings::new(
+            aws,
+            &DynamoDbConfig::from_env(env),
+            &rate.table_name,
+            rate.store_timeout,
+        )?;
+        Ok(Self::new(Arc::new(store), stage_defaults(env)?, cache_ttl(env)?))
+    }
+
+    pub fn store(&self) -> &Arc<dyn SettingsStore> {
+        &self.store
+    }
+
+    /// Effective settings from what is stored. Overrides that no longer validate (written by
+    /// hand, or before a range narrowed) are logged and the defaults used instead.
+    pub fn resolve(&self, org: &OrgId, stored: Option<&StoredSettings>) -> Effective {
+        let Some(stored) = stored else {
+            return Effective {
+                settings: self.defaults.clone(),
+                webhook_secret: None,
+            };
+        };
+        let settings = self
+            .defaults
+            .with_overrides(&stored.overrides)
+            .unwrap_or_else(|errors| {
+                tracing::error!(org = %org, problems = ?errors, "ignoring invalid stored settings; using the defaults");
+                self.defaults.clone()
+            });
+        Effective {
+            settings,
+            webhook_secret: stored.webhook_secret.clone(),
+        }
+    }
+
+    fn remember(&self, org: &OrgId, effective: &Effective) {
+        lock(&self.cache).insert(org.clone(), (Instant::now(), effective.clone()));
+    }
+}
+
+#[async_trait]
+impl SettingsSource for Settings {
+    async fn effective(&self, org: &OrgId) -> Result<Effective, SettingsUnavailable> {
+        let cached = lock(&self.cache).get(org).cloned();
+        if let Some((read_at, effective)) = &cached
+            && read_at.elapsed() < self.ttl
+        {
+            return Ok(effective.clone());
+        }
+        match self.store.get(org).await {
+            Ok(stored) => {
+                let effective = self.resolve(org, stored.as_ref());
+                self.remember(org, &effective);
+                Ok(effective)
+            }
+            // What this container last read is a better answer than none.
+            Err(err) => match cached {
+                Some((_, effective)) => {
+                    tracing::warn!(org = %org, error = %err, "settings unavailable; using what was read last");
+                    Ok(effective)
+                }
+                None => Err(err),
+            },
+        }
+    }
+
+    fn last_read(&self, org: &OrgId) -> OrganizationSettings {
+        lock(&self.cache)
+            .get(org)
+            .map_or_else(|| self.defaults.clone(), |(_, effective)| effective.settings.clone())
+    }
+
+    fn defaults(&self) -> &OrganizationSettings {
+        &self.defaults
+    }
+}
+
+/// The stage's defaults: the specification's values, the stage's own variables where one
+/// exists (`RATE_LIMIT_*`, `COLLECTION_BATCH_SIZE`, `HOOK_CONTENT`, `LIVE_MAX_CONNECTIONS_PER_ORG`),
+/// then `ORGANIZATION_SETTINGS_DEFAULTS` (a partial settings document) over them.
+pub fn stage_defaults(env: &Env) -> Result<OrganizationSettings, ConfigError> {
+    let budgets = RateLimitConfig::from_env(env)?.defaults;
+    let from_variables = json!({
+        "rate_limiting": {
+            "window_ms": budgets.organization.window_ms,
+            "max_requests": budgets.organization.max_requests,
+            "burst_allowance": budgets.organization.burst_allowance,
+            "user_max_requests": budgets.user.max_requests,
+            "user_burst_allowance": budgets.user.burst_allowance,
+        },
+        "performance": {"batch_size_limit": BatchConfig::from_env(env)?.batch_size},
+        "content": {"hook_content": env.parse_or("HOOK_CONTENT", HookContent::default())?.as_str()},
+        "live": {"max_connections": env.number_or("LIVE_MAX_CONNECTIONS_PER_ORG", DEFAULT_MAX_LIVE_CONNECTIONS, 1)?},
+    });
+    let invalid = |variable: &str, errors: Vec<FieldError>| {
+        let problems: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+        ConfigError::new(variable, problems.join("; "))
+    };
+    let mut defaults = OrganizationSettings::default()
+        .with_overrides(&from_variables)
+        .map_err(|errors| invalid("RATE_LIMIT_MAX_REQUESTS", errors))?;
+    if let Some(raw) = env.optional("ORGANIZATION_SETTINGS_DEFAULTS") {
+        let document: Value = serde_json::from_str(&raw)
+            .map_err(|e| ConfigError::new("ORGANIZATION_SETTINGS_DEFAULTS", format!("not JSON: {e}")))?;
+        defaults = defaults
+            .with_overrides(&document)
+            .map_err(|errors| invalid("ORGANIZATION_SETTINGS_DEFAULTS", errors))?;
+    }
+    Ok(defaults)
+}
+
+/// `SETTINGS_CACHE_MS`, or the older `RATE_LIMIT_OVERRIDE_TTL_MS`, else 60 s.
+pub fn cache_ttl(env: &Env) -> Result<Duration, ConfigError> {
+    let legacy = env.number_or("RATE_LIMIT_OVERRIDE_TTL_MS", DEFAULT_CACHE_MS, 0)?;
+    Ok(Duration::from_millis(env.number_or("SETTINGS_CACHE_MS", legacy, 0)?))
+}
+
+/// What the settings routes build once per container.
+pub struct SettingsAdmin {
+    pub api: Api,
+    pub settings: Arc<Settings>,
+}
+
+impl FromEnv for SettingsAdmin {
+    const API_KEYS: crate::app::KeyAccess = crate::app::KeyAccess::Read;
+
+    fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
+        let settings = Arc::new(Settings::from_env(env, aws)?);
+        Ok(Self {
+            api: Api::from_env(env, aws, settings.clone())?,
+            settings,
+        })
+    }
+}
+
+/// How a write combines with what is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// `PUT`: the body becomes the organization's overrides; what it leaves out is the default.
+    Replace,
+    /// `PATCH`: the body is merged into the overrides (RFC 7386; `null` restores a default).
+    Merge,
+}
+
+impl SettingsAdmin {
+    /// The caller's organization's settings, read from the store (not the cache), so an admin
+    /// sees a write at once.
+    pub async fn read(&self, caller: &Caller) -> Result<Value, ApiError> {
+        let stored = self.settings.store.get(&caller.org).await?;
+        let effective = self.settings.resolve(&caller.org, stored.as_ref());
+        Ok(shown(caller, &effective, stored.as_ref()))
+    }
+
+    /// An admin's `PUT` or `PATCH`: validated whole over the defaults (400 naming each field),
+    /// then stored if nobody wrote in between (read again and retried if someone did).
+    pub async fn write(&self, caller: &Caller, body: &Value, how: Write) -> Result<Value, ApiError> {
+        if !caller.is_admin() {
+            return Err(ApiError::Forbidden(
+                "changing the organization's settings needs the admin role",
+            ));
+        }
+        if !body.is_object() {
+            return Err(ApiError::validation("body", "Must be a JSON object"));
+        }
+        for _ in 0..WRITE_ATTEMPTS {
+            let current = self.settings.store.get(&caller.org).await?.unwrap_or_default();
+            let mut overrides = match how {
+                Write::Replace => json!({}),
+                Write::Merge => current.overrides.clone(),
+            };
+            merge_patch(&mut overrides, body);
+            let settings = self
+                .settings
+                .defaults
+                .with_overrides(&overrides)
+                .map_err(ApiError::Validation)?;
+            check_webhook_policy(&settings)?;
+            let webhook_secret = match (&settings.alerts.webhook_url, current.webhook_secret) {
+                (Some(_), None) => Some(new_webhook_secret()),
+                (_, kept) => kept,
+            };
+            let next = StoredSettings {
+                overrides,
+                webhook_secret,
+                version: current.version + 1,
+            };
+            match self.settings.store.put(&caller.org, &next).await {
+                Ok(()) => {
+                    let effective = self.settings.resolve(&caller.org, Some(&next));
+                    self.settings.remember(&caller.org, &effective);
+                    tracing::info!(org = %caller.org, by = %caller.user, version = next.version, "organization settings changed");
+                    return Ok(shown(caller, &effective, Some(&next)));
+                }
+                Err(PutError::Conflict) => continue,
+                Err(PutError::Unavailable(err)) => return Err(err.into()),
+            }
+        }
+        Err(ApiError::Conflict(
+            "the settings kept changing while this write was made; try again".into(),
+        ))
+    }
+}
+
+/// The response's `data`: members see the effective settings (the webhook's origin only);
+/// admins also see what was overridden and the webhook's signing secret.
+fn shown(caller: &Caller, effective: &Effective, stored: Option<&StoredSettings>) -> Value {
+    let version = stored.map_or(0, |s| s.version);
+    if !caller.is_admin() {
+        return json!({"settings": effective.settings.for_member().to_json(), "version": version});
+    }
+    json!({
+        "settings": effective.settings.to_json(),
+        "overrides": stored.map_or_else(|| json!({}), |s| s.overrides.clone()),
+        "webhook_secret": effective.webhook_secret,
+        "version": version,
+    })
+}
+
+/// Where a webhook may point in this stage; checked again when an alert is sent.
+fn check_webhook_policy(settings: &OrganizationSettings) -> Result<(), ApiError> {
+    let _ = settings;
+    Ok(())
+}
+
+/// `whsec_` and 32 random bytes in hex.
+fn new_webhook_secret() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("whsec_{hex}")
+}
