@@ -13,6 +13,7 @@ use crate::config::{ConfigError, Env};
 use crate::domain::alerts::{AlertRules, AlertState, Notice, WINDOW_SECONDS};
 use crate::domain::ids::OrgId;
 use crate::ports::alerts::{AlertStore, DeliveryError, WebhookSender};
+use crate::ports::settings::SettingsSource;
 use crate::ports::store::StoreError;
 
 /// What an organization's alerts need from its settings.
@@ -175,5 +176,47 @@ async fn deliver(store: &dyn AlertStore, sender: &dyn WebhookSender, owed: Owed)
             }
             Err(error)
         }
+    }
+}
+
+/// Alert targets from the organizations' settings (`alerts.*` and the webhook's secret).
+pub struct SettingsTargets(pub Arc<dyn SettingsSource>);
+
+#[async_trait]
+impl AlertTargets for SettingsTargets {
+    async fn target(&self, org: &OrgId) -> Result<Option<AlertTarget>, String> {
+        let effective = self.0.effective(org).await.map_err(|e| e.to_string())?;
+        let alerts = effective.settings.alerts;
+        let Some(webhook_url) = alerts.webhook_url else {
+            return Ok(None);
+        };
+        // The secret is made with the URL; a URL without one cannot be signed for.
+        let secret = effective
+            .webhook_secret
+            .ok_or_else(|| "the webhook has no signing secret".to_owned())?;
+        Ok(Some(AlertTarget {
+            high_error_rate_threshold: alerts.high_error_rate_threshold,
+            slow_response_threshold_ms: alerts.slow_response_threshold_ms,
+            webhook_url,
+            secret,
+        }))
+    }
+}
+
+/// The scheduled function's state: the PostgreSQL alert store, the settings, the webhook sender.
+impl crate::app::FromEnv for Alerts {
+    fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        let webhook = crate::adapters::webhook::WebhookConfig::from_env(env)?;
+        Ok(Self {
+            store: Arc::new(crate::adapters::postgres::alerts::PgAlerts::from_env(env)?),
+            targets: Arc::new(SettingsTargets(Arc::new(crate::app::settings::Settings::from_env(
+                env, aws,
+            )?))),
+            sender: Arc::new(crate::adapters::webhook::HttpWebhooks::new(
+                webhook,
+                Arc::new(crate::adapters::webhook::SystemDns),
+            )?),
+            config: AlertsConfig::from_env(env, &webhook)?,
+        })
     }
 }

@@ -278,6 +278,7 @@ const DATABASE_USERS: &[&str] = &[
     "health",
     "batch-worker",
     "session-reaper",
+    "alerts",
     "migrate",
 ];
 

@@ -11,6 +11,7 @@ pub mod routes;
 pub mod runtime_api;
 pub mod scheduler;
 pub mod token;
+pub mod webhook_receiver;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,7 +57,7 @@ macro_rules! function {
 }
 
 /// Every function of the template.
-pub fn functions() -> [Function; 22] {
+pub fn functions() -> [Function; 23] {
     [
         function!("command-execution", command_execution::State),
         function!("agent-interaction", agent_interaction::State),
@@ -72,6 +73,7 @@ pub fn functions() -> [Function; 22] {
         function!("batch-worker", batch_worker::State),
         function!("health", health::State),
         function!("session-reaper", session_reaper::State),
+        function!("alerts", alerts::State),
         function!("migrate", migrate::State),
         function!("live-connection", live_connection::State),
         function!("api-key-create", api_key_create::State),
@@ -103,6 +105,8 @@ pub struct Stack {
     pub otlp: Arc<OtlpApp>,
     pub health: Arc<Health>,
     pub reaper: Arc<Reaper>,
+    /// The alerts function's state (scheduled every minute).
+    pub alerts: Arc<alerts::State>,
     pub batch: Arc<BatchApp>,
     pub worker: Arc<Worker>,
     /// The WebSocket API's connection function, when live updates are configured.
@@ -124,6 +128,7 @@ impl Stack {
             app,
             health: Arc::new(Health::from_env(env, aws)?),
             reaper: Arc::new(Reaper::from_env(env)?),
+            alerts: Arc::new(<alerts::State as FromEnv>::from_env(env, aws)?),
             reader: Arc::new(Reader::from_env(env, aws)?),
             keys: Arc::new(KeyAdmin::from_env(env, aws)?),
             settings: Arc::new(SettingsAdmin::from_env(env, aws)?),
@@ -211,12 +216,24 @@ pub fn handlers(stack: &Stack) -> HashMap<String, Handler> {
 /// Every scheduled function's job, by binary name.
 pub fn jobs(stack: &Stack) -> HashMap<String, Job> {
     let reaper = stack.reaper.clone();
-    HashMap::from([(
+    let mut jobs = HashMap::from([(
         "session-reaper".to_owned(),
         Arc::new(move || {
             let reaper = reaper.clone();
             Box::pin(async move { reaper.handle(scheduler::scheduled_event()).await })
                 as lambda_http::BoxFuture<'static, _>
         }) as Job,
-    )])
+    )]);
+    jobs.insert("alerts".to_owned(), alerts_job(stack));
+    jobs
+}
+
+/// The alerts function's scheduled run.
+pub fn alerts_job(stack: &Stack) -> Job {
+    let state = stack.alerts.clone();
+    Arc::new(move || {
+        let state = state.clone();
+        Box::pin(async move { alerts::handle(&state, scheduler::scheduled_event()).await })
+            as lambda_http::BoxFuture<'static, _>
+    })
 }
