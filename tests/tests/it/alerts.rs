@@ -39,8 +39,12 @@ struct Received {
 impl Received {
     /// The body, after checking its signature as a receiver would.
     fn verified(&self) -> Value {
+        self.verified_with(SECRET)
+    }
+
+    fn verified_with(&self, secret: &str) -> Value {
         let now = Utc::now().timestamp();
-        verify(SECRET, &self.signature, &self.body, now, 300).expect("signature verifies");
+        verify(secret, &self.signature, &self.body, now, 300).expect("signature verifies");
         assert_eq!(
             self.signature.split(',').next().unwrap(),
             format!("t={}", self.timestamp)
@@ -472,4 +476,72 @@ async fn redirects_are_not_followed() {
         "{result:?}"
     );
     assert_eq!(receiver.got().len(), 1);
+}
+
+#[tokio::test]
+async fn the_alerts_function_reads_thresholds_webhook_and_secret_from_the_organizations_settings() {
+    let given = TestApp::spawn_with(&[("WEBHOOK_ALLOW_LOOPBACK", "true"), ("ALERT_MIN_SAMPLES", "10")]).await;
+    let (receiver, addr) = Receiver::start(&[]).await;
+    let admin = shared::domain::ids::Caller {
+        role: shared::domain::ids::Role::Admin,
+        ..shared::domain::ids::Caller::member(
+            OrgId::parse("acme").unwrap(),
+            shared::domain::ids::UserId::parse("boss").unwrap(),
+        )
+    };
+    // An admin sets the webhook (the secret is made then) and a 20% error-rate threshold.
+    let patch = json!({"alerts": {"webhook_url": format!("http://{addr}/slack"), "high_error_rate_threshold": 20.0}});
+    let written = given
+        .stack
+        .settings
+        .write(&admin, &patch, shared::app::settings::Write::Merge)
+        .await
+        .unwrap();
+    let secret = written["webhook_secret"].as_str().expect("a signing secret").to_owned();
+    assert!(secret.starts_with("whsec_"));
+    commands(&given, "acme", 1, "success", 1.0).await;
+    commands(&given, "other", 1, "success", 1.0).await;
+    let alerts = &given.stack.alerts;
+    let start = Utc::now();
+    alerts.run(start).await.unwrap();
+
+    // 3 failures in 20 (15%): under this organization's 20%, so nothing (the default 5% would fire).
+    commands(&given, "acme", 3, "error", 1.0).await;
+    commands(&given, "acme", 17, "success", 1.0).await;
+    let under = alerts.run(at(start, 5)).await.unwrap();
+    assert_eq!(
+        (under.evaluated, under.without_webhook, under.firing_sent),
+        (1, 1, 0),
+        "{under:?}"
+    );
+
+    // 10 failures in 20 (50%): fired, signed with the organization's secret.
+    commands(&given, "acme", 10, "error", 1.0).await;
+    commands(&given, "acme", 10, "success", 1.0).await;
+    assert_eq!(alerts.run(at(start, 10)).await.unwrap().firing_sent, 1);
+    let message = receiver.got()[0].verified_with(&secret);
+    assert_eq!(message["alert"]["threshold"], 20.0);
+    assert_eq!(message["alert"]["observed"], 50.0);
+}
+
+#[tokio::test]
+async fn overlapping_runs_send_a_change_once() {
+    let given = TestApp::spawn().await;
+    let (receiver, addr) = Receiver::start(&[]).await;
+    let url = format!("http://{addr}/h");
+    let targets = || Fixed(HashMap::from([("acme".to_owned(), Ok(target(&url)))]));
+    // Two containers' runs (EventBridge may deliver a schedule twice).
+    let one = alerts(&given, targets(), sender(WebhookPolicy::LOCAL, 1, no_dns()));
+    let two = alerts(&given, targets(), sender(WebhookPolicy::LOCAL, 1, no_dns()));
+    commands(&given, "acme", 1, "success", 1.0).await;
+    let start = Utc::now();
+    one.run(start).await.unwrap();
+    commands(&given, "acme", 12, "error", 1.0).await;
+    for minute in 5..8 {
+        let (a, b) = tokio::join!(one.run(at(start, minute)), two.run(at(start, minute)));
+        let _ = (a.unwrap(), b.unwrap());
+    }
+    let got = receiver.got();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].verified()["alert"]["state"], "firing");
 }
