@@ -350,8 +350,6 @@ pub struct RateLimitConfig {
     pub defaults: Budgets,
     pub table_name: String,
     pub on_store_error: OnStoreError,
-    /// How long a container keeps an organization's override before reading it again.
-    pub override_ttl: Duration,
     /// Budget for one call to the store; past it, `on_store_error` decides.
     pub store_timeout: Duration,
 }
@@ -398,7 +396,6 @@ impl RateLimitConfig {
             defaults,
             table_name: env.required("RATE_LIMIT_TABLE_NAME")?,
             on_store_error: env.parse_or("RATE_LIMIT_ON_STORE_ERROR", OnStoreError::Allow)?,
-            override_ttl: Duration::from_millis(env.number_or("RATE_LIMIT_OVERRIDE_TTL_MS", 60_000, 0)?),
             store_timeout: env.millis_or("RATE_LIMIT_TIMEOUT_MS", 1000)?,
         })
     }

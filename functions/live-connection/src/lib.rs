@@ -1,8 +1,9 @@
 //! The WebSocket API's connection routes. `$connect` authenticates the same JWT or API key as
 //! the HTTP API — from the `token` query parameter (browsers cannot set headers on a WebSocket)
 //! or an `Authorization: Bearer` header — counts against the organization's rate limit (the HTTP
-//! routes' limiter: 429 when refused), refuses an organization at its cap of open connections
-//! (`LIVE_MAX_CONNECTIONS_PER_ORG`, 429), and keeps the connection under the credential's
+//! routes' limiter and the organization's budgets: 429 when refused), refuses an organization at
+//! its cap of open connections (its `live.max_connections` setting, by default
+//! `LIVE_MAX_CONNECTIONS_PER_ORG`: 429), and keeps the connection under the credential's
 //! organization until the token or key expires (two hours at most). Any other answer than 200
 //! refuses the handshake and keeps nothing. `$disconnect` forgets the connection.
 
@@ -21,9 +22,7 @@ use shared::config::{ConfigError, DynamoDbConfig, Env, OnStoreError, RateLimitCo
 use shared::http::auth::Authenticator;
 use shared::ports::live::{Connection, Connections};
 use shared::ports::rate_limit::RateLimiter;
-
-/// Open connections an organization may hold by default (`LIVE_MAX_CONNECTIONS_PER_ORG`).
-pub const DEFAULT_MAX_CONNECTIONS_PER_ORG: u64 = 100;
+use shared::ports::settings::SettingsSource;
 
 /// What this function builds once per container.
 pub type State = LiveConnection;
@@ -35,8 +34,8 @@ pub struct LiveConnection {
     pub limiter: Arc<dyn RateLimiter>,
     /// `RATE_LIMIT_ON_STORE_ERROR`, as for the HTTP routes.
     pub on_store_error: OnStoreError,
-    /// At this many open (unexpired) connections, an organization's `$connect` is refused.
-    pub max_per_org: usize,
+    /// The organizations' settings: their budgets and their cap of open (unexpired) connections.
+    pub settings: Arc<dyn SettingsSource>,
 }
 
 impl FromEnv for LiveConnection {
@@ -53,7 +52,7 @@ impl FromEnv for LiveConnection {
             )?),
             limiter: Arc::new(DynamoRateLimiter::new(aws, &rate)?),
             on_store_error: rate.on_store_error,
-            max_per_org: env.number_or("LIVE_MAX_CONNECTIONS_PER_ORG", DEFAULT_MAX_CONNECTIONS_PER_ORG, 1)? as usize,
+            settings: Arc::new(shared::app::settings::Settings::from_env(env, aws)?),
         })
     }
 }
@@ -89,18 +88,23 @@ async fn connect(
             return answer(401, &err.to_string());
         }
     };
-    if let Some(refused) = rate_limit(state, connection_id, &caller).await {
+    let settings = match state.settings.effective(&caller.org).await {
+        Ok(effective) => effective.settings,
+        Err(err) => {
+            tracing::warn!(org = %caller.org, error = %err, "organization settings unavailable; using the stage's");
+            state.settings.defaults().clone()
+        }
+    };
+    if let Some(refused) = rate_limit(state, connection_id, &caller, &settings.budgets()).await {
         return refused;
     }
+    let cap = settings.live.max_connections as usize;
     match state.connections.open_count(&caller.org).await {
-        Ok(open) if open >= state.max_per_org => {
+        Ok(open) if open >= cap => {
             tracing::info!(connection = connection_id, org = %caller.org, open, "WebSocket connection refused: connection cap");
             return answer(
                 429,
-                &format!(
-                    "Too many open connections for this organization (at most {})",
-                    state.max_per_org
-                ),
+                &format!("Too many open connections for this organization (at most {cap})"),
             );
         }
         Ok(_) => {}
@@ -131,9 +135,10 @@ async fn rate_limit(
     state: &LiveConnection,
     connection_id: &str,
     caller: &shared::domain::ids::Caller,
+    budgets: &shared::domain::ratelimit::Budgets,
 ) -> Option<ApiGatewayProxyResponse> {
     let org = &caller.org;
-    match state.limiter.check(caller).await {
+    match state.limiter.check_within(caller, budgets).await {
         Ok(status) if status.admitted() => None,
         Ok(status) => {
             let scope = shared::domain::validation::Choice::as_str(status.scope);
@@ -221,13 +226,21 @@ mod tests {
             window_ms: 60_000,
             burst_allowance: 0,
         };
+        let limiter = InMemoryRateLimiter::new(limits);
+        let mut defaults = shared::fakes::defaults_for(limiter.default_budgets());
+        defaults.live.max_connections = cap as u64;
+        let settings = shared::app::settings::Settings::new(
+            Arc::new(shared::fakes::settings::InMemorySettings::new()),
+            defaults,
+            std::time::Duration::ZERO,
+        );
         (
             LiveConnection {
                 auth,
                 connections: connections.clone(),
-                limiter: Arc::new(InMemoryRateLimiter::new(limits)),
+                limiter: Arc::new(limiter),
                 on_store_error: OnStoreError::Allow,
-                max_per_org: cap,
+                settings: Arc::new(settings),
             },
             connections,
         )

@@ -1,5 +1,5 @@
 //! The application: the state each function builds once per container from its configuration,
-//! wiring adapters to ports; the live-update broadcaster; the Lambda glue; health checks; API-key
+//! wiring adapters to ports; the live-update broadcaster; the Lambda glue; health checks; settings; API-key
 //! management.
 //!
 //! May import every layer: this is where they meet.

@@ -43,6 +43,7 @@ impl OtlpApp {
         caller: &Caller,
         request: &ExportMetricsServiceRequest,
     ) -> Result<ExportMetricsServiceResponse, ApiError> {
+        self.accepting(caller)?;
         let read = metrics::read(request, &caller.user, now_ns());
         self.keep(caller, "metrics", &read.export, &read.refused, read.unknown)
             .await?;
@@ -60,6 +61,7 @@ impl OtlpApp {
         caller: &Caller,
         request: &ExportLogsServiceRequest,
     ) -> Result<ExportLogsServiceResponse, ApiError> {
+        self.accepting(caller)?;
         let content = self.app.api.settings_of(&caller.org).content.hook_content;
         let read = logs::read(request, &caller.user, content, now_ns());
         self.keep(caller, "logs", &read.export, &read.refused, read.unknown)
@@ -75,6 +77,18 @@ impl OtlpApp {
     /// Stores what was read, and counts what was kept, refused and left aside (items this
     /// version does not keep are counted here, never refused) in one log line that is also
     /// CloudWatch metrics (`OtlpItems*`).
+    /// Refuses (403, which exporters do not retry) an organization whose `otlp.enabled` setting
+    /// is off.
+    fn accepting(&self, caller: &Caller) -> Result<(), ApiError> {
+        if self.app.api.settings_of(&caller.org).otlp.enabled {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "OTLP export is turned off for this organization (setting otlp.enabled)",
+            ))
+        }
+    }
+
     async fn keep(
         &self,
         caller: &Caller,

@@ -250,9 +250,11 @@ impl SettingsAdmin {
                 Err(PutError::Unavailable(err)) => return Err(err.into()),
             }
         }
-        Err(ApiError::Conflict(
-            "the settings kept changing while this write was made; try again".into(),
-        ))
+        // Other admins kept writing: nothing was stored; a retry after a moment succeeds.
+        Err(ApiError::Unavailable {
+            dependency: crate::http::error::Dependency::Settings,
+            detail: format!("{WRITE_ATTEMPTS} conflicting writes in a row"),
+        })
     }
 }
 

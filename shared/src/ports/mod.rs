@@ -1,5 +1,5 @@
 //! Ports: one small trait per capability the functions need — store metrics, limit a rate, queue
-//! a batch, keep connections, push a message, keep API keys. Handlers depend on these; adapters
+//! a batch, keep connections, push a message, keep API keys, keep settings. Handlers depend on these; adapters
 //! and fakes implement them.
 //!
 //! May import: `crate::domain` only (and `async_trait`, `thiserror`).

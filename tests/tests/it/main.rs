@@ -22,6 +22,7 @@ mod rate_limit;
 mod routes;
 mod secrets;
 mod sessions;
+mod settings;
 mod summary;
 mod team;
 mod template;

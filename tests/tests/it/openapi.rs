@@ -100,6 +100,9 @@ const OTLP_LOGS: (&str, &str) = ("POST", "/otlp/v1/logs");
 const KEY_CREATE: (&str, &str) = ("POST", "/api/v1/keys");
 const KEY_LIST: (&str, &str) = ("GET", "/api/v1/keys");
 const KEY_REVOKE: (&str, &str) = ("DELETE", "/api/v1/keys/{id}");
+const SETTINGS_GET: (&str, &str) = ("GET", "/api/v1/organization/settings");
+const SETTINGS_PUT: (&str, &str) = ("PUT", "/api/v1/organization/settings");
+const SETTINGS_PATCH: (&str, &str) = ("PATCH", "/api/v1/organization/settings");
 
 /// Claude Code's recorded OTLP JSON exports, one per OTLP route.
 fn otlp_exports() -> Vec<((&'static str, &'static str), Value)> {
@@ -249,6 +252,69 @@ async fn exercise_a_healthy_stack(recorder: &mut Recorder) {
         200
     );
     exercise_keys(recorder, addr, &alice).await;
+    exercise_settings(recorder, addr, &alice).await;
+}
+
+/// The settings routes' answers, and the OTLP routes' 403 for an organization that turned OTLP off.
+async fn exercise_settings(recorder: &mut Recorder, addr: SocketAddr, member: &str) {
+    let admin = admin_token("acme", "root");
+    let with_parameter = format!("{}?verbose=1", SETTINGS_GET.1);
+    for (path, bearer, status) in [
+        (SETTINGS_GET.1, Some(member), 200),
+        (SETTINGS_GET.1, Some(admin.as_str()), 200),
+        (&with_parameter, Some(member), 400),
+        (SETTINGS_GET.1, None, 401),
+    ] {
+        assert_eq!(
+            recorder.json(addr, SETTINGS_GET, path, bearer, Value::Null).await,
+            status
+        );
+    }
+    for route in [SETTINGS_PUT, SETTINGS_PATCH] {
+        let valid = json!({"data_retention": {"hook_events_days": 30}, "alerts": {"high_error_rate_threshold": 2.5}});
+        let invalid = json!({"data_retention": {"hook_events_days": 0}, "theme": "dark"});
+        let huge = json!({"pad": "x".repeat(5000)});
+        for (bearer, body, status) in [
+            (Some(admin.as_str()), valid.clone(), 200),
+            (Some(admin.as_str()), invalid, 400),
+            (None, valid.clone(), 401),
+            (Some(member), valid.clone(), 403),
+            (Some(admin.as_str()), huge, 413),
+        ] {
+            assert_eq!(
+                recorder.json(addr, route, route.1, bearer, body).await,
+                status,
+                "{route:?}"
+            );
+        }
+        let form = recorder
+            .send(Call {
+                addr,
+                method: route.0,
+                template: route.1,
+                path: route.1,
+                bearer: Some(&admin),
+                content_type: "text/plain",
+                body: valid.to_string(),
+            })
+            .await;
+        assert_eq!(form.status, 415);
+    }
+    let muted = admin_token("muted", "root");
+    let off = json!({"otlp": {"enabled": false}});
+    assert_eq!(
+        recorder
+            .json(addr, SETTINGS_PATCH, SETTINGS_PATCH.1, Some(&muted), off)
+            .await,
+        200
+    );
+    for (route, export) in otlp_exports() {
+        assert_eq!(
+            recorder.json(addr, route, route.1, Some(&muted), export).await,
+            403,
+            "{route:?}"
+        );
+    }
 }
 
 /// The key routes' answers, for an admin token, an admin key, a member and no one.
@@ -409,6 +475,9 @@ async fn expect_on_every_authenticated_route(recorder: &mut Recorder, addr: Sock
     routes.push((KEY_CREATE, KEY_CREATE.1.to_owned(), json!({"user_id": "bob"})));
     routes.push((KEY_LIST, KEY_LIST.1.to_owned(), Value::Null));
     routes.push((KEY_REVOKE, format!("/api/v1/keys/{}", "0".repeat(32)), Value::Null));
+    routes.push((SETTINGS_GET, SETTINGS_GET.1.to_owned(), Value::Null));
+    routes.push((SETTINGS_PUT, SETTINGS_PUT.1.to_owned(), json!({})));
+    routes.push((SETTINGS_PATCH, SETTINGS_PATCH.1.to_owned(), json!({})));
     for (route, path, body) in routes {
         assert_eq!(
             recorder.json(addr, route, &path, Some(bearer), body).await,

@@ -15,6 +15,7 @@ use shared::config::{OnStoreError, RateLimitConfig};
 use shared::domain::ids::{Caller, OrgId, UserId};
 use shared::domain::ratelimit::{Budgets, Limits, Scope};
 use shared::ports::rate_limit::RateLimiter;
+use shared::ports::settings::SettingsSource;
 
 /// A day-long window: no request is refilled while a test runs, so counts are exact however
 /// slow the machine is.
@@ -43,7 +44,6 @@ fn config_with_users(table: &str, max_requests: u64, user_max_requests: u64) -> 
         },
         table_name: table.to_owned(),
         on_store_error: OnStoreError::Deny,
-        override_ttl: Duration::from_secs(60),
         store_timeout: Duration::from_secs(5),
     }
 }
@@ -183,9 +183,9 @@ async fn the_common_case_is_one_update_per_budget() {
             status.remaining
         );
     }
-    // One read of the (absent) override, then per request one conditional update of each
-    // budget (sent together once this container has seen the developer's bucket with room).
-    assert_eq!(limiter.round_trips(), 1 + 2 * 20);
+    // Per request one conditional update of each budget (sent together once this container has
+    // seen the developer's bucket with room); the settings are read elsewhere, and cached.
+    assert_eq!(limiter.round_trips(), 2 * 20);
 }
 
 #[tokio::test]
@@ -198,9 +198,9 @@ async fn a_refusal_is_decided_from_the_item_the_failed_condition_returns() {
     let second = limiter(&table, 2).await;
     let refused = second.check(&caller("acme", "bob")).await.unwrap();
     assert!(!refused.admitted());
-    // The override read, bob's own update, and one organization update whose failure returned
-    // the old `tat` (ReturnValuesOnConditionCheckFailure = ALL_OLD): no read, no second update.
-    assert_eq!(second.round_trips(), 3);
+    // Bob's own update, and one organization update whose failure returned the old `tat`
+    // (ReturnValuesOnConditionCheckFailure = ALL_OLD): no read, no second update.
+    assert_eq!(second.round_trips(), 2);
     assert_eq!(refused.scope, Scope::Organization);
     // The first container saw the bucket full: it refuses without a call.
     let before = first.round_trips();
@@ -223,8 +223,8 @@ async fn a_new_instance_joins_an_active_bucket() {
     assert_eq!(second.check(&alice()).await.unwrap().remaining, 1);
     assert_eq!(
         second.round_trips(),
-        5,
-        "override read, then for each budget a failed restart and an advance"
+        4,
+        "for each budget a failed restart and an advance"
     );
     assert_eq!(first.check(&alice()).await.unwrap().remaining, 0);
     assert!(!second.check(&alice()).await.unwrap().admitted());
@@ -244,12 +244,21 @@ async fn overrides_are_read_from_the_same_table() {
         .await
         .unwrap();
     let limiter = limiter(&table, 5).await;
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    let env = shared::config::Env::from_pairs([
+        ("RATE_LIMIT_TABLE_NAME", table.as_str()),
+        ("RATE_LIMIT_MAX_REQUESTS", "5"),
+        ("RATE_LIMIT_WINDOW_MS", "86400000"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+    ]);
+    let settings = shared::app::settings::Settings::from_env(&env, &shared::app::aws_config().await).unwrap();
     let admitted = |id: &'static str| {
-        let limiter = &limiter;
+        let (limiter, settings) = (&limiter, &settings);
         async move {
             let mut n = 0;
+            let budgets = settings.effective(&org(id)).await.unwrap().settings.budgets();
             for _ in 0..10 {
-                let status = limiter.check(&caller(id, "alice")).await.unwrap();
+                let status = limiter.check_within(&caller(id, "alice"), &budgets).await.unwrap();
                 if status.admitted() {
                     n += 1;
                 }

@@ -300,6 +300,9 @@ const AUTHENTICATING: &[&str] = &[
     "api-key-create",
     "api-key-list",
     "api-key-revoke",
+    "settings-get",
+    "settings-put",
+    "settings-patch",
 ];
 
 /// Each environment variable of the template (Globals, then every function), as text.

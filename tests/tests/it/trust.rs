@@ -571,10 +571,7 @@ async fn limits_whose_arithmetic_would_overflow_are_ignored_with_a_log_line_not_
         assert_eq!(response.body["rate_limit"]["scope"], "organization");
     }
     let logged = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
-    assert!(
-        logged.contains("ignoring invalid rate-limit override"),
-        "{logged:.2000}"
-    );
+    assert!(logged.contains("ignoring invalid stored settings"), "{logged:.2000}");
 }
 
 /// Alice's request to a session route, with the session `id` as its path parameter.
