@@ -545,3 +545,55 @@ async fn overlapping_runs_send_a_change_once() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].verified()["alert"]["state"], "firing");
 }
+
+/// An admin's PATCH of the organization's webhook over HTTP: the status and the errors' fields.
+async fn save_webhook(addr: SocketAddr, url: &str) -> (u16, Vec<String>) {
+    let body = json!({"alerts": {"webhook_url": url}}).to_string();
+    let bearer = integration_tests::admin_token("acme", "lead");
+    let (status, _, answer) = integration_tests::http(
+        addr,
+        "PATCH",
+        "/api/v1/organization/settings",
+        Some(&bearer),
+        "application/json",
+        &body,
+    )
+    .await;
+    let fields = answer["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    (status, fields)
+}
+
+#[tokio::test]
+async fn saving_a_webhook_that_points_inside_is_refused_naming_the_field() {
+    let deployed = TestApp::spawn().await;
+    let addr = deployed.serve_http().await;
+    for url in [
+        "http://hooks.example.com/a",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.1/a",
+        "https://127.1/a",
+        "https://localhost/a",
+        "https://[::ffff:192.168.0.1]/a",
+    ] {
+        assert_eq!(
+            save_webhook(addr, url).await,
+            (400, vec!["alerts.webhook_url".to_owned()]),
+            "{url}"
+        );
+    }
+    assert_eq!(save_webhook(addr, "https://hooks.example.com/a").await.0, 200);
+
+    // The local stack accepts a receiver on this machine.
+    let local = TestApp::spawn_with(&[("WEBHOOK_ALLOW_LOOPBACK", "true")]).await;
+    let addr = local.serve_http().await;
+    assert_eq!(save_webhook(addr, "http://127.0.0.1:9099/a").await.0, 200);
+    assert_eq!(save_webhook(addr, "http://10.0.0.1/a").await.0, 400);
+}
