@@ -8,6 +8,11 @@
 //!   timeout, and after `maxReceiveCount` deliveries moves it to the dead-letter queue.
 //! - Poison (an envelope that can never be written): forwarded at once to the dead-letter queue
 //!   with a `failure_reason` attribute for the operator, then not reported, so it is deleted here.
+//!
+//! The organization's settings govern each message: its write may take at most
+//! `performance.processing_timeout_ms` (past it, the message comes back, and being idempotent it
+//! is written once), and once written (or dead-lettered) a batch from the batch route frees its
+//! slot of `performance.concurrent_requests`.
 
 use std::sync::Arc;
 
@@ -16,13 +21,17 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMe
 use lambda_runtime::{Error, LambdaEvent};
 use shared::adapters::sqs::SqsDeadLetters;
 use shared::app::Storage;
+use shared::app::in_flight::InFlight;
 use shared::app::lambda::FLUSH_BUDGET;
 use shared::app::live::Broadcaster;
 use shared::config::{ConfigError, DatabaseConfig, Env};
 use shared::domain::batch::Envelope;
+use shared::domain::ids::OrgId;
 use shared::domain::kind::PerKind;
 use shared::ports::queue::DeadLetters;
+use shared::ports::settings::SettingsSource;
 use shared::ports::store::MetricStore;
+use std::time::Duration;
 use tokio::task::JoinSet;
 
 /// What this function builds once per container.
@@ -35,6 +44,10 @@ pub struct Worker {
     pub dead_letters: Arc<dyn DeadLetters>,
     /// Messages written at the same time (each needs a database connection).
     pub concurrency: usize,
+    /// The organizations' settings (each message's processing timeout).
+    pub settings: Arc<dyn SettingsSource>,
+    /// The batch route's slots, freed once a batch is written.
+    pub in_flight: Arc<InFlight>,
 }
 
 impl shared::app::FromEnv for Worker {
@@ -71,6 +84,8 @@ impl Worker {
                 database.timeout,
             )),
             concurrency: env.number_or("WORKER_CONCURRENCY", database.max_connections as u64, 1)? as usize,
+            settings: Arc::new(shared::app::settings::Settings::from_env(env, aws)?),
+            in_flight: Arc::new(InFlight::from_env(env, aws)?),
         })
     }
 
@@ -116,7 +131,16 @@ impl Worker {
                 outcomes[i] = outcome;
             }
             let (store, dead_letters) = (self.store.clone(), self.dead_letters.clone());
-            running.spawn(async move { (index, process(store.as_ref(), dead_letters.as_ref(), record).await) });
+            let (settings, in_flight) = (self.settings.clone(), self.in_flight.clone());
+            running.spawn(async move {
+                let parts = Parts {
+                    store: store.as_ref(),
+                    dead_letters: dead_letters.as_ref(),
+                    settings: settings.as_ref(),
+                    in_flight: &in_flight,
+                };
+                (index, governed(parts, record).await)
+            });
         }
         while let Some(joined) = running.join_next().await {
             // A panicking task leaves its message at `Retry`.
@@ -142,6 +166,53 @@ fn publish_metrics(outcomes: &[(Option<String>, Outcome)], elapsed: std::time::D
         }
     }
     shared::telemetry::worker_metrics(written, duplicates, poison, failed, elapsed.as_secs_f64() * 1e3);
+}
+
+/// What [`governed`] works with.
+pub struct Parts<'a> {
+    pub store: &'a dyn MetricStore,
+    pub dead_letters: &'a dyn DeadLetters,
+    pub settings: &'a dyn SettingsSource,
+    pub in_flight: &'a InFlight,
+}
+
+/// The fields of an envelope that say whose batch it is, read without the metrics.
+#[derive(serde::Deserialize)]
+struct Header {
+    organization_id: String,
+    batch_id: uuid::Uuid,
+    source: String,
+}
+
+/// [`process`] within the organization's `processing_timeout_ms`, then the batch route's slot
+/// freed once the batch is written or dead-lettered.
+pub async fn governed(parts: Parts<'_>, record: SqsMessage) -> Outcome {
+    let header = record
+        .body
+        .as_deref()
+        .and_then(|body| serde_json::from_str::<Header>(body).ok());
+    let whose = header.and_then(|h| Some((OrgId::parse(&h.organization_id).ok()?, h.batch_id, h.source == "api")));
+    let Some((org, batch, from_the_route)) = whose else {
+        // Not an envelope: `process` dead-letters it with the reason.
+        return process(parts.store, parts.dead_letters, record).await;
+    };
+    let timeout = match parts.settings.effective(&org).await {
+        Ok(effective) => effective.settings.performance.processing_timeout_ms,
+        Err(_) => parts.settings.defaults().performance.processing_timeout_ms,
+    };
+    let message_id = record.message_id.clone().unwrap_or_default();
+    let writing = process(parts.store, parts.dead_letters, record);
+    let outcome = match tokio::time::timeout(Duration::from_millis(timeout), writing).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            tracing::warn!(message_id, org = %org, batch_id = %batch, timeout_ms = timeout, "batch not written within processing_timeout_ms; it will come back");
+            Outcome::Retry
+        }
+    };
+    if from_the_route && outcome != Outcome::Retry {
+        parts.in_flight.release_batch(&org, batch).await;
+    }
+    outcome
 }
 
 /// Writes one message, or forwards it to the dead-letter queue if it can never be written.
@@ -255,6 +326,15 @@ mod tests {
                 live: None,
                 dead_letters: dead_letters.clone(),
                 concurrency: 2,
+                settings: Arc::new(shared::app::settings::Settings::new(
+                    Arc::new(shared::fakes::settings::InMemorySettings::new()),
+                    Default::default(),
+                    std::time::Duration::ZERO,
+                )),
+                in_flight: Arc::new(InFlight::new(
+                    Arc::new(shared::fakes::batch_slots::InMemoryBatchSlots::new()),
+                    std::time::Duration::from_secs(300),
+                )),
             },
             store,
             dead_letters,

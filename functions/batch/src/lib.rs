@@ -1,6 +1,9 @@
 //! `POST /api/v1/metrics/batch`: validates a whole batch the way the single endpoints do (every
 //! error located), assigns every metric an id, and queues ONE SQS message with the batch envelope;
 //! answers 202 with the batch id and counts per kind. Nothing is acknowledged that was not queued.
+//! The organization's settings govern it: at most `performance.batch_size_limit` metrics per
+//! batch (400 naming the limit), and at most `performance.concurrent_requests` batches in flight
+//! (429 with `scope: batches_in_flight` until the worker has written one).
 
 use std::sync::Arc;
 
@@ -9,6 +12,7 @@ use http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
 use shared::adapters::sqs::SqsQueue;
 use shared::app::FromEnv;
+use shared::app::in_flight::InFlight;
 use shared::config::{BatchConfig, ConfigError, Env, QueueConfig};
 use shared::domain::batch::{Envelope, Metrics, Source};
 use shared::http::api::Api;
@@ -22,6 +26,7 @@ pub type State = BatchApp;
 pub struct BatchApp {
     pub api: Api,
     pub queue: Arc<dyn BatchQueue>,
+    pub in_flight: InFlight,
 }
 
 impl FromEnv for BatchApp {
@@ -37,6 +42,7 @@ impl FromEnv for BatchApp {
         Ok(Self {
             api: shared::app::api_from_env(env, aws)?,
             queue: Arc::new(queue),
+            in_flight: InFlight::from_env(env, aws)?,
         })
     }
 }
@@ -45,10 +51,16 @@ pub async fn handle(app: &BatchApp, req: Request) -> Result<Response<Body>, Erro
     Ok(app
         .api
         .handle_json(&req, ROUTE, StatusCode::ACCEPTED, async |caller, body| {
-            let max = app.api.settings_of(&caller.org).performance.batch_size_limit as usize;
-            let envelope = Envelope::new(&caller, Source::Api, Metrics::from_request(&body, max)?);
+            let performance = app.api.settings_of(&caller.org).performance;
+            let metrics = Metrics::from_request(&body, performance.batch_size_limit as usize)?;
+            let envelope = Envelope::new(&caller, Source::Api, metrics);
             let message = envelope.to_message()?;
-            app.queue.send(&envelope, &message).await?;
+            app.in_flight.admit(&envelope, performance.concurrent_requests).await?;
+            if let Err(err) = app.queue.send(&envelope, &message).await {
+                // Not queued, so not in flight.
+                app.in_flight.release(&envelope).await;
+                return Err(err.into());
+            }
             Ok(envelope.accepted())
         })
         .await)
@@ -60,6 +72,7 @@ mod tests {
     use shared::config::OnStoreError;
     use shared::domain::batch::Envelope;
     use shared::domain::ids::OrgId;
+    use shared::fakes::batch_slots::InMemoryBatchSlots;
     use shared::fakes::queue::InMemoryQueue;
     use shared::fakes::rate_limit::InMemoryRateLimiter;
     use shared::fakes::store::InMemoryStore;
@@ -69,6 +82,51 @@ mod tests {
 
     const EVENT: &str = include_str!("../../../events/batch.json");
 
+    fn in_flight() -> InFlight {
+        InFlight::new(Arc::new(InMemoryBatchSlots::new()), std::time::Duration::from_secs(300))
+    }
+
+    #[tokio::test]
+    async fn at_most_the_organizations_concurrent_batches_are_in_flight() {
+        // GIVEN acme allows two batches in flight
+        let given = given(
+            InMemoryStore::new(),
+            InMemoryRateLimiter::new(limits(1000)),
+            OnStoreError::Allow,
+        );
+        given.settings.set(
+            &OrgId::parse("acme").unwrap(),
+            json!({"performance": {"concurrent_requests": 2}}),
+        );
+        let slots = Arc::new(InMemoryBatchSlots::new());
+        let app = BatchApp {
+            api: given.app.api,
+            queue: Arc::new(InMemoryQueue::new()),
+            in_flight: InFlight::new(slots.clone(), std::time::Duration::from_secs(300)),
+        };
+        let body = json!({"command_executions": [command()]});
+        // WHEN it sends three before the worker has written any
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let (status, answer) = parts(handle(&app, request(EVENT, "acme", "alice", &body)).await.unwrap());
+            statuses.push((status, answer));
+        }
+        // THEN the third is refused, saying why and when to retry, and holds no slot
+        assert_eq!(statuses[0].0, 202);
+        assert_eq!(statuses[1].0, 202);
+        let (status, refused) = &statuses[2];
+        assert_eq!(*status, 429, "{refused}");
+        assert_eq!(refused["rate_limit"]["scope"], "batches_in_flight");
+        assert_eq!(refused["rate_limit"]["limit"], 2);
+        assert!(refused["message"].as_str().unwrap().contains("concurrent_requests"));
+        assert_eq!(slots.held(&OrgId::parse("acme").unwrap()).len(), 2);
+        // and another organization is not held back
+        assert_eq!(
+            parts(handle(&app, request(EVENT, "globex", "bob", &body)).await.unwrap()).0,
+            202
+        );
+    }
+
     fn app(queue: InMemoryQueue, limiter: InMemoryRateLimiter) -> (BatchApp, Arc<InMemoryQueue>) {
         let queue = Arc::new(queue);
         let api = given(InMemoryStore::new(), limiter, OnStoreError::Allow).app.api;
@@ -76,6 +134,7 @@ mod tests {
             BatchApp {
                 api,
                 queue: queue.clone(),
+                in_flight: in_flight(),
             },
             queue,
         )
@@ -137,6 +196,7 @@ mod tests {
         let app = BatchApp {
             api: given.app.api,
             queue: queue.clone(),
+            in_flight: in_flight(),
         };
         let body = json!({"command_executions": vec![command(); 25]});
         let (status, refused) = parts(handle(&app, request(EVENT, "acme", "alice", &body)).await.unwrap());

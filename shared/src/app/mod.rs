@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod health;
 pub mod hooks;
+pub mod in_flight;
 pub mod keys;
 pub mod lambda;
 pub mod live;

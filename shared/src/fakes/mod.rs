@@ -3,6 +3,7 @@
 
 mod aggregates;
 pub mod api_keys;
+pub mod batch_slots;
 pub mod contract;
 pub mod key_contract;
 pub mod live;
@@ -10,6 +11,7 @@ pub mod queue;
 pub mod rate_limit;
 pub mod settings;
 pub mod settings_contract;
+pub mod slots_contract;
 pub mod store;
 
 use std::sync::Arc;

@@ -197,7 +197,15 @@ impl Api {
             caller = Some(who.clone());
             reply.set_rate(self.rate_limit(&who).await?);
             let input = read(req)?;
-            work(who, input).await
+            let deadline = self.settings.last_read(&who.org).performance.processing_timeout_ms;
+            // Dropping the work rolls back what it had not committed; a retry with the same ids
+            // stores once (the database's `statement_timeout` cancels a statement left behind).
+            tokio::time::timeout(std::time::Duration::from_millis(deadline), work(who, input))
+                .await
+                .map_err(|_| ApiError::Unavailable {
+                    dependency: Dependency::Deadline,
+                    detail: format!("the work took longer than processing_timeout_ms ({deadline} ms)"),
+                })?
         })
         .await;
         let (response, error) = match outcome {

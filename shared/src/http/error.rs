@@ -21,6 +21,8 @@ pub enum Dependency {
     ApiKeys,
     /// The organization settings' item.
     Settings,
+    /// The work outlasted the organization's `performance.processing_timeout_ms`.
+    Deadline,
 }
 
 impl Dependency {
@@ -32,6 +34,9 @@ impl Dependency {
             Dependency::KeyServer => "Token keys temporarily unavailable",
             Dependency::ApiKeys => "API keys temporarily unavailable",
             Dependency::Settings => "Organization settings temporarily unavailable",
+            Dependency::Deadline => {
+                "Processing took longer than the organization allows (processing_timeout_ms); try again"
+            }
         }
     }
 }
@@ -100,6 +105,12 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "Content-Type must be application/json".into(),
             ApiError::UnsupportedEncoding => {
                 "Content-Encoding must be identity: compressed bodies are not accepted".into()
+            }
+            ApiError::RateLimited(status) if status.scope == crate::domain::ratelimit::Scope::BatchesInFlight => {
+                format!(
+                    "Too many batches in flight for this organization (at most {}, setting performance.concurrent_requests)",
+                    status.limit
+                )
             }
             ApiError::RateLimited(_) => "Rate limit exceeded".into(),
             ApiError::Unavailable { dependency, .. } => dependency.public_message().into(),

@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod api_keys;
+pub mod batch_slots;
 pub mod live;
 pub mod queue;
 pub mod rate_limit;

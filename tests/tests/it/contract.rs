@@ -21,3 +21,16 @@ async fn the_dynamodb_settings_item_keeps_the_settings_contract() {
     let given = TestApp::spawn().await;
     shared::fakes::settings_contract::every_case(given.stack.settings.settings.store().as_ref(), "contract").await;
 }
+
+#[tokio::test]
+async fn the_dynamodb_slots_item_keeps_the_slots_contract() {
+    let given = TestApp::spawn().await;
+    let slots = shared::adapters::dynamodb::batch_slots::DynamoBatchSlots::new(
+        &shared::app::aws_config().await,
+        &shared::config::DynamoDbConfig::from_env(&shared::config::Env::process()),
+        &given.table,
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    shared::fakes::slots_contract::every_case(&slots, "contract").await;
+}

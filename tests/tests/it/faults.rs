@@ -16,6 +16,10 @@ use serde_json::{Value, json};
 use shared::App;
 use uuid::Uuid;
 
+/// These tests queue many batches before any worker runs: the batches-in-flight bound (tested in
+/// `settings`) would refuse them.
+const MANY_BATCHES_IN_FLIGHT: &str = r#"{"performance": {"concurrent_requests": 1000}}"#;
+
 fn command(id: Uuid) -> Value {
     json!({"id": id, "command_name": "build", "execution_time_ms": 1, "status": "success"})
 }
@@ -197,6 +201,7 @@ async fn postgres_restarted_under_load_on_the_batch_path_loses_and_duplicates_no
             ("DATABASE_TIMEOUT_MS", "1000"),
             ("BATCH_QUEUE_URL", &queue),
             ("DEAD_LETTER_QUEUE_URL", &dlq),
+            ("ORGANIZATION_SETTINGS_DEFAULTS", MANY_BATCHES_IN_FLIGHT),
         ],
     )
     .await;
@@ -260,7 +265,12 @@ fn worker_process(given: &TestApp) -> Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_killed_in_the_middle_of_a_batch_loses_and_duplicates_nothing() {
     let (queue, dlq) = patient_queue().await;
-    let given = TestApp::spawn_with(&[("BATCH_QUEUE_URL", &queue), ("DEAD_LETTER_QUEUE_URL", &dlq)]).await;
+    let given = TestApp::spawn_with(&[
+        ("BATCH_QUEUE_URL", &queue),
+        ("DEAD_LETTER_QUEUE_URL", &dlq),
+        ("ORGANIZATION_SETTINGS_DEFAULTS", MANY_BATCHES_IN_FLIGHT),
+    ])
+    .await;
     // globex exists, so its table can be locked: the worker will block inside a batch.
     let refusals = AtomicUsize::new(0);
     let first = Uuid::new_v4();
@@ -308,7 +318,7 @@ async fn the_worker_killed_in_the_middle_of_a_batch_loses_and_duplicates_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_delivered_twice_concurrently_is_written_once() {
-    let given = TestApp::spawn().await;
+    let given = TestApp::spawn_with(&[("ORGANIZATION_SETTINGS_DEFAULTS", MANY_BATCHES_IN_FLIGHT)]).await;
     let mut acknowledged = vec![];
     for _ in 0..30 {
         let ids = new_ids(20);

@@ -209,3 +209,182 @@ async fn a_webhook_gets_a_secret_admins_see_and_members_see_only_its_origin() {
     );
     assert!(member["data"].get("webhook_secret").is_none());
 }
+
+#[tokio::test]
+async fn racing_batches_never_exceed_the_organizations_concurrent_requests_until_the_worker_writes_them() {
+    // GIVEN acme allows five batches in flight, and no worker is running
+    let (given, addr) = served().await;
+    let admin = admin_token("acme", "lead");
+    assert_eq!(
+        patch(addr, &admin, &json!({"performance": {"concurrent_requests": 5}}))
+            .await
+            .0,
+        200
+    );
+    let body =
+        json!({"command_executions": [{"command_name": "b", "execution_time_ms": 1, "status": "success"}]}).to_string();
+    // WHEN twenty batches race
+    let sends: Vec<_> = (0..20)
+        .map(|i| {
+            let (body, bearer) = (body.clone(), token("acme", &format!("dev{i}")));
+            tokio::spawn(async move {
+                http(
+                    addr,
+                    "POST",
+                    "/api/v1/metrics/batch",
+                    Some(&bearer),
+                    "application/json",
+                    &body,
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for send in sends {
+        let (status, _, answer) = send.await.unwrap();
+        match status {
+            202 => accepted += 1,
+            429 => assert_eq!(answer["rate_limit"]["scope"], "batches_in_flight", "{answer}"),
+            other => panic!("{other}: {answer}"),
+        }
+    }
+    // THEN exactly five are accepted; once the worker has written them, more are
+    assert_eq!(accepted, 5);
+    assert_eq!(given.drain().await, 5);
+    let (status, _, answer) = http(
+        addr,
+        "POST",
+        "/api/v1/metrics/batch",
+        Some(&token("acme", "late")),
+        "application/json",
+        &body,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+}
+
+#[tokio::test]
+async fn a_request_past_the_organizations_processing_timeout_is_a_503_and_its_retry_is_stored_once() {
+    // GIVEN acme allows 200 ms of processing, and its table is locked
+    let given = TestApp::spawn_with(&[("SETTINGS_CACHE_MS", "0"), ("DATABASE_TIMEOUT_MS", "2000")]).await;
+    let addr = given.serve_http().await;
+    let alice = token("acme", "alice");
+    let id = uuid::Uuid::new_v4();
+    let body = json!({"id": id, "command_name": "build", "execution_time_ms": 5, "status": "success"}).to_string();
+    let send = || {
+        http(
+            addr,
+            "POST",
+            "/api/v1/metrics/command-execution",
+            Some(&alice),
+            "application/json",
+            &body,
+        )
+    };
+    assert_eq!(send().await.0, 201, "the schema exists");
+    let id = uuid::Uuid::new_v4();
+    let body = json!({"id": id, "command_name": "build", "execution_time_ms": 5, "status": "success"}).to_string();
+    let send = || {
+        http(
+            addr,
+            "POST",
+            "/api/v1/metrics/command-execution",
+            Some(&alice),
+            "application/json",
+            &body,
+        )
+    };
+    let admin = admin_token("acme", "lead");
+    assert_eq!(
+        patch(addr, &admin, &json!({"performance": {"processing_timeout_ms": 200}}))
+            .await
+            .0,
+        200
+    );
+    let mut locker = given.db().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE \"org_acme\".command_executions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // WHEN a metric is sent
+    let (status, _, answer) = send().await;
+    // THEN it is refused within the organization's budget, saying so, and nothing is kept
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("processing_timeout_ms"),
+        "{answer}"
+    );
+    assert_eq!(answer["retry_after"], 30);
+    // The server cancels the statement left behind (DATABASE_TIMEOUT_MS); then the retry stores once.
+    let probe = given.db().await;
+    for _ in 0..100 {
+        let waiting: i64 = probe
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    lock.rollback().await.unwrap();
+    assert_eq!(
+        patch(addr, &admin, &json!({"performance": {"processing_timeout_ms": null}}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(send().await.0, 201);
+    assert_eq!(send().await.0, 201, "the same id again is the stored record");
+    assert_eq!(given.count("acme", "command_executions").await, 2);
+}
+
+#[tokio::test]
+async fn a_batch_the_worker_cannot_write_within_the_processing_timeout_comes_back_and_keeps_its_slot() {
+    let logs = integration_tests::logs();
+    // GIVEN acme allows one batch in flight and 200 ms to write one, and its table is locked
+    let (given, addr) = served().await;
+    let (admin, alice) = (admin_token("acme", "lead"), token("acme", "alice"));
+    let body =
+        json!({"command_executions": [{"command_name": "b", "execution_time_ms": 1, "status": "success"}]}).to_string();
+    let send = || {
+        http(
+            addr,
+            "POST",
+            "/api/v1/metrics/batch",
+            Some(&alice),
+            "application/json",
+            &body,
+        )
+    };
+    assert_eq!(command(addr, &alice).await, 201, "the schema exists");
+    let limits = json!({"performance": {"concurrent_requests": 1, "processing_timeout_ms": 200}});
+    assert_eq!(patch(addr, &admin, &limits).await.0, 200);
+    assert_eq!(send().await.0, 202);
+    let mut locker = given.db().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE \"org_acme\".command_executions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // WHEN the worker gets the batch
+    let (received, failed) = given.poller().await.poll_once().await.unwrap();
+    // THEN it gives up within the organization's budget: the message will come back, and the
+    // batch still holds its slot
+    assert_eq!((received, failed), (1, 1));
+    let logged = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        logged.contains("batch not written within processing_timeout_ms"),
+        "{logged:.2000}"
+    );
+    assert_eq!(send().await.0, 429, "still in flight");
+    lock.rollback().await.unwrap();
+    // Once written, the slot is free again.
+    assert!(given.drain().await >= 1);
+    assert_eq!(given.count("acme", "command_executions").await, 2);
+    assert_eq!(send().await.0, 202);
+}

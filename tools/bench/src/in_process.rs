@@ -180,7 +180,13 @@ fn command_app(env: &Env, aws: &aws_config::SdkConfig) -> (App, Arc<DynamoRateLi
     let auth = Authenticator::new(&AuthConfig::from_env(env).expect("auth")).expect("auth");
     let db = Database::connect(&DatabaseConfig::from_env(env).expect("db")).expect("pool");
     let app = App::new(
-        Api::new(auth, limiter.clone(), OnStoreError::Deny, 1 << 20),
+        Api::new(
+            auth,
+            limiter.clone(),
+            Arc::new(shared::app::settings::Settings::from_env(env, aws).expect("settings")),
+            OnStoreError::Deny,
+            1 << 20,
+        ),
         Arc::new(PgStore::new(db.clone())),
     );
     (app, limiter)

@@ -91,6 +91,8 @@ pub struct UpdateItem<'a> {
     pub key: Value,
     pub update_expression: &'a str,
     pub condition_expression: &'a str,
+    /// DynamoDB refuses an empty map: none is sent then.
+    #[serde(skip_serializing_if = "is_empty_map")]
     pub expression_attribute_values: Value,
     /// Placeholders (`#name`) for attribute names that are DynamoDB reserved words.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -252,6 +254,10 @@ impl DynamoHttp {
         )
         .map_err(DynamoError::Failed)
     }
+}
+
+fn is_empty_map(value: &Value) -> bool {
+    value.as_object().is_some_and(serde_json::Map::is_empty)
 }
 
 /// The public endpoint of DynamoDB in a region.

@@ -2,6 +2,7 @@
 //! live connections table, and the API keys table.
 
 pub mod api_keys;
+pub mod batch_slots;
 pub mod client;
 pub mod connections;
 pub mod rate_limiter;

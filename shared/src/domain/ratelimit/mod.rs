@@ -90,10 +90,16 @@ pub enum Scope {
     User,
     /// The organization's ceiling over all its developers.
     Organization,
+    /// The organization's batches accepted and not yet written (`performance.concurrent_requests`).
+    BatchesInFlight,
 }
 
 impl crate::domain::validation::Choice for Scope {
-    const ALL: &'static [(&'static str, Self)] = &[("user", Scope::User), ("organization", Scope::Organization)];
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("user", Scope::User),
+        ("organization", Scope::Organization),
+        ("batches_in_flight", Scope::BatchesInFlight),
+    ];
 }
 crate::choice_serde!(Scope);
 
