@@ -108,10 +108,13 @@ impl SettingsSource for Settings {
                 self.remember(org, &effective);
                 Ok(effective)
             }
-            // What this container last read is a better answer than none.
+            // What this container last read is a better answer than none, except that content is
+            // never kept more widely than the stage's default on the strength of an old read.
             Err(err) => match cached {
-                Some((_, effective)) => {
+                Some((read_at, mut effective)) => {
                     tracing::warn!(org = %org, error = %err, "settings unavailable; using what was read last");
+                    effective.settings.content = self.defaults.content;
+                    lock(&self.cache).insert(org.clone(), (read_at, effective.clone()));
                     Ok(effective)
                 }
                 None => Err(err),
@@ -295,4 +298,108 @@ fn new_webhook_secret() -> String {
     getrandom::fill(&mut bytes).expect("the operating system's random number generator");
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("whsec_{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::fakes::settings::InMemorySettings;
+
+    fn acme() -> OrgId {
+        OrgId::parse("acme").unwrap()
+    }
+
+    #[test]
+    fn stage_defaults_come_from_the_variables_then_the_defaults_document() {
+        let env = Env::from_pairs([
+            ("RATE_LIMIT_TABLE_NAME", "t"),
+            ("RATE_LIMIT_MAX_REQUESTS", "500"),
+            ("HOOK_CONTENT", "redacted"),
+            ("COLLECTION_BATCH_SIZE", "50"),
+            (
+                "ORGANIZATION_SETTINGS_DEFAULTS",
+                r#"{"data_retention": {"hook_events_days": 30}}"#,
+            ),
+        ]);
+        let defaults = stage_defaults(&env).unwrap();
+        assert_eq!(defaults.rate_limiting.max_requests, 500);
+        assert_eq!(defaults.content.hook_content, HookContent::Redacted);
+        assert_eq!(defaults.performance.batch_size_limit, 50);
+        assert_eq!(defaults.data_retention.hook_events_days, 30);
+        assert_eq!(defaults.data_retention.otlp_days, 90);
+    }
+
+    #[test]
+    fn an_invalid_defaults_document_stops_the_start_naming_the_field() {
+        for (raw, named) in [
+            ("{\"live\": {\"max_connections\": 0}}", "live.max_connections"),
+            ("{", "not JSON"),
+        ] {
+            let env = Env::from_pairs([("RATE_LIMIT_TABLE_NAME", "t"), ("ORGANIZATION_SETTINGS_DEFAULTS", raw)]);
+            let err = stage_defaults(&env).unwrap_err();
+            assert_eq!(err.variable, "ORGANIZATION_SETTINGS_DEFAULTS");
+            assert!(err.to_string().contains(named), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_is_seen_once_the_cache_has_aged_and_invalid_overrides_fall_back_to_the_defaults() {
+        let store = Arc::new(InMemorySettings::new());
+        let settings = Settings::new(
+            store.clone(),
+            OrganizationSettings::default(),
+            Duration::from_millis(50),
+        );
+        assert!(settings.effective(&acme()).await.unwrap().settings.otlp.enabled);
+        store.set(&acme(), json!({"otlp": {"enabled": false}}));
+        assert!(
+            settings.effective(&acme()).await.unwrap().settings.otlp.enabled,
+            "still cached"
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(
+            !settings.effective(&acme()).await.unwrap().settings.otlp.enabled,
+            "read again"
+        );
+        assert!(!settings.last_read(&acme()).otlp.enabled);
+
+        store.set(&acme(), json!({"otlp": {"enabled": "sometimes"}}));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(
+            settings.effective(&acme()).await.unwrap().settings,
+            OrganizationSettings::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_is_an_error_unless_this_container_read_the_settings_before() {
+        let settings = Settings::new(
+            Arc::new(InMemorySettings::unavailable()),
+            OrganizationSettings::default(),
+            Duration::ZERO,
+        );
+        assert!(settings.effective(&acme()).await.is_err());
+        assert_eq!(settings.last_read(&acme()), OrganizationSettings::default());
+    }
+
+    #[tokio::test]
+    async fn while_the_store_is_down_the_last_read_serves_but_content_falls_back_to_the_stages() {
+        let store = Arc::new(InMemorySettings::new());
+        let settings = Settings::new(store.clone(), OrganizationSettings::default(), Duration::ZERO);
+        store.set(
+            &acme(),
+            json!({"content": {"hook_content": "redacted"}, "performance": {"batch_size_limit": 99}}),
+        );
+        assert_eq!(
+            settings.effective(&acme()).await.unwrap().settings.content.hook_content,
+            HookContent::Redacted
+        );
+        store.set_unavailable(true);
+        let stale = settings.effective(&acme()).await.unwrap().settings;
+        assert_eq!(stale.performance.batch_size_limit, 99);
+        assert_eq!(stale.content.hook_content, HookContent::Metrics);
+        assert_eq!(settings.last_read(&acme()).content.hook_content, HookContent::Metrics);
+    }
 }

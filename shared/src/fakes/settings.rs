@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 
@@ -13,7 +14,7 @@ use crate::ports::settings::{PutError, SettingsStore, SettingsUnavailable, Store
 #[derive(Default)]
 pub struct InMemorySettings {
     stored: Mutex<HashMap<OrgId, StoredSettings>>,
-    unavailable: bool,
+    unavailable: AtomicBool,
 }
 
 impl InMemorySettings {
@@ -23,10 +24,9 @@ impl InMemorySettings {
 
     /// A store that cannot be reached: every call fails.
     pub fn unavailable() -> Self {
-        Self {
-            unavailable: true,
-            ..Self::default()
-        }
+        let store = Self::default();
+        store.set_unavailable(true);
+        store
     }
 
     /// Stores `overrides` for `org` as its next version (a test's set-up).
@@ -37,8 +37,13 @@ impl InMemorySettings {
         entry.version += 1;
     }
 
+    /// Makes every call fail (`true`) or work again.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.unavailable.store(unavailable, Ordering::Relaxed);
+    }
+
     fn reachable(&self) -> Result<(), SettingsUnavailable> {
-        if self.unavailable {
+        if self.unavailable.load(Ordering::Relaxed) {
             return Err(SettingsUnavailable("in-memory settings set to unavailable".into()));
         }
         Ok(())
