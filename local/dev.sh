@@ -64,6 +64,8 @@ fi
   # The local front is the WebSocket API's management endpoint.
   echo "LIVE_UPDATES_ENDPOINT=http://127.0.0.1:$PORT"
   echo "PORT=$PORT"
+  # Alerts may be tried against a receiver on this machine (http://127.0.0.1:9099/...).
+  echo "WEBHOOK_ALLOW_LOOPBACK=true"
 } >"$LOCAL_DIR/stack.env"
 set -a
 # shellcheck disable=SC1091

@@ -99,8 +99,72 @@ fn publish(document: &serde_json::Value) {
 }
 
 /// The metrics directive of a request record: `Latency`, `Requests`, `ClientErrors`,
-/// `ServerErrors`, `RateLimited`, by `Stage` and `Route` and by `Stage` alone.
-const REQUEST_METRICS: &str = r#"[{"Namespace":"MetricsCollection","Dimensions":[["Stage","Route"],["Stage"]],"Metrics":[{"Name":"Latency","Unit":"Milliseconds"},{"Name":"Requests","Unit":"Count"},{"Name":"ClientErrors","Unit":"Count"},{"Name":"ServerErrors","Unit":"Count"},{"Name":"RateLimited","Unit":"Count"}]}]"#;
+/// `ServerErrors`, `RateLimited`, by `Stage` and `Route` and by `Stage` alone; then, when the
+/// record has them, `DatabaseLatency` (ms of PostgreSQL work in the request) and `PeakMemory`
+/// (the process's peak resident memory so far, MB). EMF wants a value for every metric named,
+/// so a request without database work names no `DatabaseLatency` (its average stays the
+/// average of requests that used the database).
+const REQUEST_METRICS: &str = r#"[{"Namespace":"MetricsCollection","Dimensions":[["Stage","Route"],["Stage"]],"Metrics":[{"Name":"Latency","Unit":"Milliseconds"},{"Name":"Requests","Unit":"Count"},{"Name":"ClientErrors","Unit":"Count"},{"Name":"ServerErrors","Unit":"Count"},{"Name":"RateLimited","Unit":"Count"}"#;
+const DATABASE_METRIC: &str = r#",{"Name":"DatabaseLatency","Unit":"Milliseconds"}"#;
+const MEMORY_METRIC: &str = r#",{"Name":"PeakMemory","Unit":"Megabytes"}"#;
+
+/// The directive for a record with (or without) a database time and a memory figure.
+fn request_directive(database: bool, memory: bool) -> &'static serde_json::value::RawValue {
+    static DIRECTIVES: std::sync::OnceLock<Vec<Box<serde_json::value::RawValue>>> = std::sync::OnceLock::new();
+    let all = DIRECTIVES.get_or_init(|| {
+        (0..4)
+            .map(|i| {
+                let mut text = REQUEST_METRICS.to_owned();
+                if i & 1 == 1 {
+                    text.push_str(DATABASE_METRIC);
+                }
+                if i & 2 == 2 {
+                    text.push_str(MEMORY_METRIC);
+                }
+                text.push_str("]}]");
+                serde_json::value::RawValue::from_string(text).expect("constant JSON")
+            })
+            .collect()
+    });
+    &all[usize::from(database) | usize::from(memory) << 1]
+}
+
+tokio::task_local! {
+    /// Milliseconds of PostgreSQL work of the request running in this task.
+    static DATABASE_TIME: std::cell::Cell<Option<f64>>;
+}
+
+/// Runs `work` (one request) with a clock of its PostgreSQL time: every database call inside it
+/// ([`add_database_time`]) adds to the clock. `None` when it made none.
+pub async fn timing_database<T>(work: impl Future<Output = T>) -> (T, Option<f64>) {
+    DATABASE_TIME
+        .scope(std::cell::Cell::new(None), async move {
+            let output = work.await;
+            (output, DATABASE_TIME.with(std::cell::Cell::get))
+        })
+        .await
+}
+
+/// Adds `ms` of database work to the running request's clock (nothing outside a request).
+pub fn add_database_time(ms: f64) {
+    let _ = DATABASE_TIME.try_with(|clock| clock.set(Some(clock.get().unwrap_or(0.0) + ms)));
+}
+
+/// The process's peak resident memory so far, in MB (`getrusage`: the same figure as VmHWM).
+pub fn peak_memory_mb() -> Option<f64> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+            // Linux reports kilobytes.
+            return Some(((usage.ru_maxrss as f64) / 1024.0 * 10.0).round() / 10.0);
+        }
+        None
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
 
 #[derive(serde::Serialize)]
 struct EmfHeader {
@@ -140,6 +204,10 @@ pub struct RequestRecord<'a> {
     server_errors: u8,
     #[serde(rename = "RateLimited")]
     rate_limited: u8,
+    #[serde(rename = "DatabaseLatency", skip_serializing_if = "Option::is_none")]
+    database_ms: Option<f64>,
+    #[serde(rename = "PeakMemory", skip_serializing_if = "Option::is_none")]
+    peak_memory_mb: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -152,14 +220,15 @@ pub struct RequestOutcome<'a> {
     pub user: Option<&'a str>,
     pub status: u16,
     pub latency_ms: f64,
+    /// Milliseconds of PostgreSQL work, when the request did any ([`timing_database`]).
+    pub database_ms: Option<f64>,
     /// Log detail (internal for 5xx: it goes to the logs, never to the client).
     pub error: Option<String>,
 }
 
 pub fn request_record<'a>(outcome: RequestOutcome<'a>) -> RequestRecord<'a> {
-    static DIRECTIVE: std::sync::OnceLock<Box<serde_json::value::RawValue>> = std::sync::OnceLock::new();
-    let metrics = DIRECTIVE
-        .get_or_init(|| serde_json::value::RawValue::from_string(REQUEST_METRICS.to_owned()).expect("constant JSON"));
+    let peak_memory_mb = peak_memory_mb();
+    let metrics = request_directive(outcome.database_ms.is_some(), peak_memory_mb.is_some());
     let now = chrono::Utc::now();
     let status = outcome.status;
     RequestRecord {
@@ -188,6 +257,8 @@ pub fn request_record<'a>(outcome: RequestOutcome<'a>) -> RequestRecord<'a> {
         client_errors: u8::from((400..500).contains(&status)),
         server_errors: u8::from(status >= 500),
         rate_limited: u8::from(status == 429),
+        database_ms: outcome.database_ms.map(|ms| (ms * 1000.0).round() / 1000.0),
+        peak_memory_mb,
         error: outcome.error,
     }
 }
@@ -283,6 +354,7 @@ mod tests {
             user: None,
             status: 503,
             latency_ms: 12.5,
+            database_ms: Some(3.25),
             error: Some("database unavailable: connection refused".into()),
         });
         let doc = serde_json::to_value(&record).unwrap();
@@ -304,6 +376,45 @@ mod tests {
         assert_eq!(doc["level"], "ERROR");
         assert_eq!(doc["request_id"], "req-1");
         assert!(doc.get("user").is_none());
+        assert_eq!(doc["DatabaseLatency"], 3.25);
+        assert!(doc["PeakMemory"].as_f64().is_some_and(|mb| mb > 0.0));
+    }
+
+    #[test]
+    fn a_request_without_database_work_names_no_database_metric() {
+        let record = request_record(RequestOutcome {
+            request_id: None,
+            route: "POST /api/v1/metrics/batch",
+            org: None,
+            user: None,
+            status: 401,
+            latency_ms: 0.5,
+            database_ms: None,
+            error: None,
+        });
+        let doc = serde_json::to_value(&record).unwrap();
+        let names: Vec<&str> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert!(!names.contains(&"DatabaseLatency") && doc.get("DatabaseLatency").is_none());
+        assert!(names.contains(&"PeakMemory"));
+    }
+
+    #[tokio::test]
+    async fn database_time_adds_up_within_a_request_and_nowhere_else() {
+        add_database_time(100.0);
+        let ((), none) = timing_database(async {}).await;
+        assert_eq!(none, None);
+        let ((), some) = timing_database(async {
+            add_database_time(1.5);
+            tokio::task::yield_now().await;
+            add_database_time(2.0);
+        })
+        .await;
+        assert_eq!(some, Some(3.5));
     }
 
     #[test]

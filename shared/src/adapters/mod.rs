@@ -11,6 +11,7 @@ pub mod secrets;
 pub mod signing;
 pub mod sqs;
 pub mod tls;
+pub mod webhook;
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};

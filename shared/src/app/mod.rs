@@ -4,6 +4,7 @@
 //!
 //! May import every layer: this is where they meet.
 
+pub mod alerts;
 pub mod health;
 pub mod hooks;
 pub mod in_flight;

@@ -177,6 +177,8 @@ pub fn cache_ttl(env: &Env) -> Result<Duration, ConfigError> {
 pub struct SettingsAdmin {
     pub api: Api,
     pub settings: Arc<Settings>,
+    /// Where this stage's webhooks may point (`WEBHOOK_ALLOW_LOOPBACK`), checked when saved.
+    pub webhooks: crate::domain::webhook::WebhookPolicy,
 }
 
 impl FromEnv for SettingsAdmin {
@@ -187,6 +189,7 @@ impl FromEnv for SettingsAdmin {
         Ok(Self {
             api: Api::from_env(env, aws, settings.clone())?,
             settings,
+            webhooks: crate::adapters::webhook::WebhookConfig::from_env(env)?.policy,
         })
     }
 }
@@ -232,7 +235,7 @@ impl SettingsAdmin {
                 .defaults
                 .with_overrides(&overrides)
                 .map_err(ApiError::Validation)?;
-            check_webhook_policy(&settings)?;
+            check_webhook_policy(&settings, self.webhooks)?;
             let webhook_secret = match (&settings.alerts.webhook_url, current.webhook_secret) {
                 (Some(_), None) => Some(new_webhook_secret()),
                 (_, kept) => kept,
@@ -277,9 +280,16 @@ fn shown(caller: &Caller, effective: &Effective, stored: Option<&StoredSettings>
 }
 
 /// Where a webhook may point in this stage; checked again when an alert is sent.
-fn check_webhook_policy(settings: &OrganizationSettings) -> Result<(), ApiError> {
-    let _ = settings;
-    Ok(())
+fn check_webhook_policy(
+    settings: &OrganizationSettings,
+    policy: crate::domain::webhook::WebhookPolicy,
+) -> Result<(), ApiError> {
+    match &settings.alerts.webhook_url {
+        Some(url) => crate::domain::webhook::WebhookUrl::parse(url, policy)
+            .map(|_| ())
+            .map_err(|problem| ApiError::validation("alerts.webhook_url", &problem)),
+        None => Ok(()),
+    }
 }
 
 /// `whsec_` and 32 random bytes in hex.

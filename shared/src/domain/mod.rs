@@ -6,6 +6,7 @@
 //! (`crate::adapters`, `tokio_postgres`, `aws_*`), nor the ports: the domain has its own error
 //! types, and the layers above map them.
 
+pub mod alerts;
 pub mod api_keys;
 pub mod batch;
 pub mod hooks;
@@ -24,3 +25,4 @@ pub mod settings;
 pub mod summary;
 pub mod usage;
 pub mod validation;
+pub mod webhook;

@@ -209,6 +209,7 @@ pub fn a_settings_admin() -> (crate::app::settings::SettingsAdmin, Arc<InMemoryS
     let admin = crate::app::settings::SettingsAdmin {
         api: given.app.api,
         settings,
+        webhooks: crate::domain::webhook::WebhookPolicy::DEPLOYED,
     };
     (admin, given.settings)
 }

@@ -192,7 +192,7 @@ impl Api {
     ) -> Response<Body> {
         let mut reply = Reply::start(request_id(req));
         let mut caller = None;
-        let outcome = async {
+        let (outcome, database_ms) = crate::telemetry::timing_database(async {
             let who = self.auth.authenticate(req.headers()).await?;
             caller = Some(who.clone());
             reply.set_rate(self.rate_limit(&who).await?);
@@ -206,13 +206,13 @@ impl Api {
                     dependency: Dependency::Deadline,
                     detail: format!("the work took longer than processing_timeout_ms ({deadline} ms)"),
                 })?
-        }
+        })
         .await;
         let (response, error) = match outcome {
             Ok(done) => (respond(&reply, done), None),
             Err(err) => (fail(&reply, &err), Some(err)),
         };
-        log_request(route, &reply, caller.as_ref(), response.status(), error);
+        log_request(route, &reply, caller.as_ref(), response.status(), error, database_ms);
         response
     }
 
@@ -303,6 +303,7 @@ fn log_request(
     caller: Option<&Caller>,
     status: StatusCode,
     error: Option<ApiError>,
+    database_ms: Option<f64>,
 ) {
     crate::telemetry::log_request(crate::telemetry::RequestOutcome {
         request_id: reply.request_id(),
@@ -311,6 +312,7 @@ fn log_request(
         user: caller.map(|c| c.user.as_str()),
         status: status.as_u16(),
         latency_ms: reply.elapsed_ms(),
+        database_ms,
         error: error.map(|e| e.to_string()),
     });
 }

@@ -4,6 +4,7 @@
 //!
 //! May import: `crate::domain` only (and `async_trait`, `thiserror`).
 
+pub mod alerts;
 pub mod api_keys;
 pub mod batch_slots;
 pub mod lifecycle;

@@ -1,6 +1,7 @@
 //! Integration tests against the real local services; run them with `make test`.
 //! One test binary (modules below) keeps linking time down.
 
+mod alerts;
 mod auth;
 mod batch;
 mod command_execution;

@@ -65,6 +65,8 @@ async fn a_tenant_schema_has_the_specifications_tables_and_indexes() {
         tables,
         [
             "agent_interactions",
+            "alert_snapshots",
+            "alert_state",
             "command_executions",
             "daily_aggregates",
             "daily_latency",
@@ -91,11 +93,16 @@ async fn a_tenant_schema_has_the_specifications_tables_and_indexes() {
         indexes,
         [
             "idx_agent_int_org_agent_time",
+            "idx_agent_int_timestamp",
             "idx_cmd_exec_org_user_time",
+            "idx_cmd_exec_timestamp",
+            "idx_hook_events_received",
             "idx_hook_events_session",
             "idx_productivity_org_type_period",
+            "idx_productivity_period_end",
             "idx_sessions_active",
-            "idx_sessions_org_user_active"
+            "idx_sessions_org_user_active",
+            "idx_sessions_start"
         ]
     );
 }

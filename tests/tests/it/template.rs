@@ -278,6 +278,7 @@ const DATABASE_USERS: &[&str] = &[
     "health",
     "batch-worker",
     "session-reaper",
+    "alerts",
     "migrate",
     "retention",
     "user-erase",
@@ -578,6 +579,7 @@ fn a_refused_hook_event_raises_an_alarm() {
         user: Some("alice"),
         status: 429,
         latency_ms: 1.0,
+        database_ms: None,
         error: Some("rate limited (user)".into()),
     });
     let line = serde_json::to_value(&record).unwrap();
@@ -585,4 +587,121 @@ fn a_refused_hook_event_raises_an_alarm() {
         (line["RateLimited"].as_u64(), line["Route"].as_str()),
         (Some(1), Some(claude_code_hook::ROUTE))
     );
+}
+
+/// The stage-wide alarm (no `Route` dimension) whose metric, or one of whose metric-math inputs,
+/// is `metric` of our namespace.
+fn alarm_on<'a>(doc: &'a Value, metric: &str) -> &'a Value {
+    resources(doc, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|(_, alarm)| &alarm["Properties"])
+        .find(|alarm| {
+            let ours = |m: &Value| m["MetricName"] == metric && m["Namespace"] == shared::telemetry::METRICS_NAMESPACE;
+            (ours(alarm) && !text(&alarm["Dimensions"]).contains("Route"))
+                || alarm["Metrics"]
+                    .as_sequence()
+                    .is_some_and(|metrics| metrics.iter().any(|m| ours(&m["MetricStat"]["Metric"])))
+        })
+        .unwrap_or_else(|| panic!("no alarm on {metric}"))
+}
+
+/// A parameter's default.
+fn default_of(doc: &Value, parameter: &str) -> f64 {
+    doc["Parameters"][parameter]["Default"]
+        .as_f64()
+        .or_else(|| doc["Parameters"][parameter]["Default"].as_u64().map(|v| v as f64))
+        .unwrap_or_else(|| panic!("parameter {parameter} has no number default"))
+}
+
+#[test]
+fn the_specifications_monitoring_thresholds_are_alarms_on_metrics_the_service_emits() {
+    let doc = template();
+    // (metric, statistic, threshold parameter, the specification's value)
+    for (metric, statistic, parameter, value) in [
+        ("Latency", "Average", "AverageLatencyThresholdMs", 10.0),
+        ("DatabaseLatency", "Average", "DatabaseLatencyThresholdMs", 100.0),
+        ("PeakMemory", "Maximum", "MemoryThresholdMb", 64.0),
+    ] {
+        let alarm = alarm_on(&doc, metric);
+        assert_eq!(alarm["Statistic"].as_str(), Some(statistic), "{metric}");
+        assert_eq!(alarm["Period"].as_u64(), Some(300), "{metric}: five minutes");
+        assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
+        assert_eq!(text(&alarm["Threshold"]).trim(), format!("!Ref {parameter}"));
+        assert_eq!(default_of(&doc, parameter), value, "{parameter}");
+    }
+    // More than 10% of requests rate limited: RateLimited / Requests, both of our namespace.
+    let limited = alarm_on(&doc, "RateLimited");
+    assert!(text(&limited["Metrics"]).contains("100 * limited / requests"));
+    assert_eq!(text(&limited["Threshold"]).trim(), "!Ref RateLimitedPercent");
+    assert_eq!(default_of(&doc, "RateLimitedPercent"), 10.0);
+    // More than 1% errors: the 5xx share of API Gateway's requests.
+    let errors = &doc["Resources"]["ApiServerErrorRateAlarm"]["Properties"];
+    assert_eq!(text(&errors["Threshold"]).trim(), "!Ref ServerErrorRatePercent");
+    assert_eq!(default_of(&doc, "ServerErrorRatePercent"), 1.0);
+
+    // Every metric these alarms read is one a request's log line carries (with database work).
+    let record = shared::telemetry::request_record(shared::telemetry::RequestOutcome {
+        request_id: None,
+        route: "POST /api/v1/metrics/command-execution",
+        org: Some("acme"),
+        user: Some("alice"),
+        status: 201,
+        latency_ms: 1.0,
+        database_ms: Some(0.5),
+        error: None,
+    });
+    let line = serde_json::to_value(&record).unwrap();
+    let emitted: BTreeSet<String> = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Name"].as_str().unwrap().to_owned())
+        .collect();
+    for metric in ["Latency", "DatabaseLatency", "PeakMemory", "RateLimited", "Requests"] {
+        assert!(emitted.contains(metric), "{metric} is not emitted: {emitted:?}");
+        assert!(line[metric].is_number(), "{metric} has a value");
+    }
+}
+
+#[tokio::test]
+async fn a_request_on_the_real_database_logs_its_database_time_and_peak_memory() {
+    let logs = integration_tests::logs();
+    let given = TestApp::spawn().await;
+    let org = format!("dbtime{}", uuid::Uuid::new_v4().simple());
+    let body = serde_json::json!({"command_name": "build", "execution_time_ms": 5, "status": "success"});
+    let response = command_execution::handle(
+        &given.app,
+        integration_tests::request("command-execution", &org, "alice", &body),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 201);
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let line: serde_json::Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["org"] == org.as_str() && l["Route"].is_string())
+        .expect("the request's log line");
+    assert!(line["DatabaseLatency"].as_f64().is_some_and(|ms| ms > 0.0), "{line}");
+    assert!(line["PeakMemory"].as_f64().is_some_and(|mb| mb > 1.0), "{line}");
+}
+
+#[test]
+fn the_alerts_function_runs_every_minute_and_only_the_local_stack_allows_loopback_webhooks() {
+    let doc = template();
+    let alerts = &doc["Resources"]["AlertsFunction"];
+    assert_eq!(function_binary(alerts).as_deref(), Some("alerts"));
+    let schedules = template_schedules(TEMPLATE).unwrap();
+    let schedule = schedules.iter().find(|s| s.binary == "alerts").expect("a schedule");
+    assert_eq!(schedule.every, std::time::Duration::from_secs(60));
+    assert!(text(&doc["Resources"]["AlertsLogs"]["Properties"]["LogGroupName"]).contains("-alerts"));
+    assert_eq!(
+        alerts["Properties"]["Environment"]["Variables"]["WEBHOOK_ALLOW_LOOPBACK"],
+        "false"
+    );
+    for (name, resource) in functions(&doc).unwrap() {
+        let allow = &resource["Properties"]["Environment"]["Variables"]["WEBHOOK_ALLOW_LOOPBACK"];
+        assert!(allow.is_null() || allow == "false", "{name} allows loopback webhooks");
+    }
+    assert!(doc["Globals"]["Function"]["Environment"]["Variables"]["WEBHOOK_ALLOW_LOOPBACK"].is_null());
 }

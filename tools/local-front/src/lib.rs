@@ -11,6 +11,7 @@ pub mod routes;
 pub mod runtime_api;
 pub mod scheduler;
 pub mod token;
+pub mod webhook_receiver;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,7 +59,7 @@ macro_rules! function {
 }
 
 /// Every function of the template.
-pub fn functions() -> [Function; 24] {
+pub fn functions() -> [Function; 25] {
     [
         function!("command-execution", command_execution::State),
         function!("agent-interaction", agent_interaction::State),
@@ -74,6 +75,7 @@ pub fn functions() -> [Function; 24] {
         function!("batch-worker", batch_worker::State),
         function!("health", health::State),
         function!("session-reaper", session_reaper::State),
+        function!("alerts", alerts::State),
         function!("migrate", migrate::State),
         function!("live-connection", live_connection::State),
         function!("api-key-create", api_key_create::State),
@@ -108,6 +110,8 @@ pub struct Stack {
     pub otlp: Arc<OtlpApp>,
     pub health: Arc<Health>,
     pub reaper: Arc<Reaper>,
+    /// The alerts function's state (scheduled every minute).
+    pub alerts: Arc<alerts::State>,
     pub batch: Arc<BatchApp>,
     pub worker: Arc<Worker>,
     /// The WebSocket API's connection function, when live updates are configured.
@@ -133,6 +137,7 @@ impl Stack {
             app,
             health: Arc::new(Health::from_env(env, aws)?),
             reaper: Arc::new(Reaper::from_env(env)?),
+            alerts: Arc::new(<alerts::State as FromEnv>::from_env(env, aws)?),
             reader: Arc::new(Reader::from_env(env, aws)?),
             keys: Arc::new(KeyAdmin::from_env(env, aws)?),
             settings: Arc::new(SettingsAdmin::from_env(env, aws)?),
@@ -238,5 +243,16 @@ pub fn jobs(stack: &Stack) -> HashMap<String, Job> {
     HashMap::from([
         ("session-reaper".to_owned(), job!(stack.reaper)),
         ("retention".to_owned(), job!(stack.retention)),
+        ("alerts".to_owned(), alerts_job(stack)),
     ])
+}
+
+/// The alerts function's scheduled run (its crate's `handle` is a free function).
+pub fn alerts_job(stack: &Stack) -> Job {
+    let state = stack.alerts.clone();
+    Arc::new(move || {
+        let state = state.clone();
+        Box::pin(async move { alerts::handle(&state, scheduler::scheduled_event()).await })
+            as lambda_http::BoxFuture<'static, _>
+    })
 }

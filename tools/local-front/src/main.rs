@@ -6,6 +6,8 @@
 //! `local-front key create --org ORG --user USER [--role admin] [--name N] [--expires-at T]` —
 //!   write an API key straight to the keys table and print it once; `key list --org ORG`,
 //!   `key revoke --org ORG --id ID`.
+//! `local-front webhook-receiver [--port 9099] [--secret whsec_…] [--status 200]` — print each
+//!   webhook POST and whether its signature verifies (for trying alerts).
 //! `local-front watch [--org ORG] [--url ws://127.0.0.1:3000/live]` — print the organization's
 //!   live updates, one JSON line each.
 //! `local-front invoke <scheduled function> [--env FILE]` — run a scheduled function of the
@@ -42,6 +44,7 @@ async fn run(args: Vec<String>) {
         Some("watch") => watch(&args[1..]).await,
         Some("key") => local_front::keys::run(&args[1..]).await.map(|out| println!("{out}")),
         Some("invoke") => invoke(&args[1..]).await,
+        Some("webhook-receiver") => local_front::webhook_receiver::run(&args[1..]).await,
         Some(other) => Err(format!(
             "unknown command {other:?}; expected serve, provision, token, watch, key or invoke"
         )),

@@ -4,6 +4,7 @@
 //! round trip, unnamed, no session state), so they also work behind RDS Proxy or PgBouncer in
 //! transaction mode. Tenant schema names are quoted and every value is a bind parameter.
 
+pub mod alerts;
 mod envelope;
 pub mod lifecycle;
 pub mod migrate;
@@ -64,10 +65,14 @@ impl Database {
     }
 
     /// Bounds `work` by the configured time budget; past it the database counts as unavailable.
+    /// The time it took counts towards the request's `DatabaseLatency` metric.
     pub async fn within_budget<T>(&self, work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        tokio::time::timeout(self.timeout, work)
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.timeout, work)
             .await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("no answer within {:?}", self.timeout))))
+            .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("no answer within {:?}", self.timeout))));
+        crate::telemetry::add_database_time(started.elapsed().as_secs_f64() * 1e3);
+        result
     }
 
     /// Whether the database answers a trivial query (for health checks).

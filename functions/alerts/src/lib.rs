@@ -1,0 +1,97 @@
+//! Scheduled by EventBridge every minute: for each organization with a `webhook_url`, reads the
+//! last five minutes from the rolling aggregates (never raw rows) and posts a signed message to
+//! the webhook when the error rate exceeds `high_error_rate_threshold` or the p95 latency
+//! exceeds `slow_response_threshold_ms`, once per change, and "resolved" when it ends
+//! (see `shared::app::alerts` and docs/operations.md, "Alerts").
+
+use lambda_runtime::{Error, LambdaEvent};
+use serde_json::Value;
+use shared::app::alerts::Alerts;
+
+/// What this function builds once per container.
+pub type State = Alerts;
+
+/// One scheduled run. Only an unreadable organization list fails the invocation (EventBridge
+/// retries it); each organization's own failure is logged and counted in the result.
+pub async fn handle(state: &State, _event: LambdaEvent<Value>) -> Result<Value, Error> {
+    let report = state.run(chrono::Utc::now()).await?;
+    tracing::info!(report = %serde_json::to_string(&report)?, "alerts ran");
+    Ok(serde_json::to_value(report)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use chrono::{DateTime, Duration, Utc};
+    use shared::app::alerts::{AlertTarget, AlertTargets, AlertsConfig};
+    use shared::domain::alerts::{AlertRules, Notice};
+    use shared::domain::ids::OrgId;
+    use shared::ports::alerts::{AlertStore, DeliveryError, Evaluation, WebhookSender};
+    use shared::ports::store::StoreError;
+
+    use super::*;
+
+    const EVENT: &str = include_str!("../../../events/alerts.json");
+
+    struct Down;
+
+    #[async_trait]
+    impl AlertStore for Down {
+        async fn organizations(&self) -> Result<Vec<OrgId>, StoreError> {
+            Err(StoreError::Unavailable("down".into()))
+        }
+        async fn evaluate(
+            &self,
+            _: &OrgId,
+            _: &AlertRules,
+            _: DateTime<Utc>,
+            _: Duration,
+            _: Duration,
+        ) -> Result<Evaluation, StoreError> {
+            unreachable!("no organization is listed")
+        }
+        async fn delivered(&self, _: &OrgId, _: &Notice, _: DateTime<Utc>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn delivery_failed(&self, _: &OrgId, _: &Notice, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    struct NoTargets;
+
+    #[async_trait]
+    impl AlertTargets for NoTargets {
+        async fn target(&self, _: &OrgId) -> Result<Option<AlertTarget>, String> {
+            Ok(None)
+        }
+    }
+
+    struct NoSend;
+
+    #[async_trait]
+    impl WebhookSender for NoSend {
+        async fn send(&self, _: &str, _: &str, _: &[u8]) -> Result<u32, DeliveryError> {
+            unreachable!("nothing is owed")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_database_outage_fails_the_invocation() {
+        shared::fakes::quiet_logs();
+        let state = Alerts {
+            store: Arc::new(Down),
+            targets: Arc::new(NoTargets),
+            sender: Arc::new(NoSend),
+            config: AlertsConfig {
+                min_samples: 20,
+                window: Duration::minutes(5),
+                hold: Duration::minutes(1),
+            },
+        };
+        let event = LambdaEvent::new(serde_json::from_str(EVENT).unwrap(), lambda_runtime::Context::default());
+        assert!(handle(&state, event).await.is_err());
+    }
+}
