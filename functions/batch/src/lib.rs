@@ -40,7 +40,7 @@ impl FromEnv for BatchApp {
             batch.queue_timeout,
         );
         Ok(Self {
-            api: shared::app::api_from_env(env, aws)?,
+            api: shared::app::api_from_env(env, aws)?.without_deadline(),
             queue: Arc::new(queue),
             in_flight: InFlight::from_env(env, aws)?,
         })

@@ -44,11 +44,19 @@ pub struct OrganizationRetention(pub Arc<dyn SettingsSource>);
 #[async_trait]
 impl RetentionSettings for OrganizationRetention {
     async fn retention(&self, org: &OrgId) -> Result<Retention, RetentionUnavailable> {
-        self.0
+        let effective = self
+            .0
             .effective(org)
             .await
-            .map(|effective| effective.settings.data_retention)
-            .map_err(|err| RetentionUnavailable(err.to_string()))
+            .map_err(|err| RetentionUnavailable(err.to_string()))?;
+        // Deleting cannot be undone: not with a stage value standing in for a broken field.
+        if !effective.invalid.is_empty() {
+            return Err(RetentionUnavailable(format!(
+                "stored settings do not validate ({}); fix them to resume retention",
+                effective.invalid.join(", ")
+            )));
+        }
+        Ok(effective.settings.data_retention)
     }
 }
 
@@ -252,6 +260,16 @@ mod tests {
             read.command_executions_days,
             Retention::default().command_executions_days
         );
+
+        // A stored field that does not validate: nothing is deleted for the organization.
+        let broken = Arc::new(InMemorySettings::new());
+        broken.set(
+            &org("acme"),
+            json!({"data_retention": {"hook_events_days": 3650, "otlp_days": 0}}),
+        );
+        let settings = Settings::new(broken, OrganizationSettings::default(), Duration::ZERO);
+        let refused = OrganizationRetention(Arc::new(settings)).retention(&org("acme")).await;
+        assert!(refused.is_err_and(|e| e.to_string().contains("data_retention.otlp_days")));
 
         let down = Settings::new(
             Arc::new(InMemorySettings::unavailable()),

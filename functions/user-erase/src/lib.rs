@@ -33,7 +33,7 @@ impl FromEnv for Eraser {
 
     fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
         Ok(Self {
-            api: shared::app::api_from_env(env, aws)?,
+            api: shared::app::api_from_env(env, aws)?.without_deadline(),
             lifecycle: Arc::new(PgLifecycle::from_env(env)?),
         })
     }

@@ -35,15 +35,44 @@ const WRITE_ATTEMPTS: usize = 4;
 pub struct Settings {
     store: Arc<dyn SettingsStore>,
     defaults: OrganizationSettings,
+    bounds: StageBounds,
     ttl: Duration,
     cache: Mutex<HashMap<OrgId, (Instant, Effective)>>,
 }
 
+/// What an organization's admins may choose in this stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageBounds {
+    /// The most capacity an admin may ask for (`ORGANIZATION_SETTINGS_CEILINGS` over the
+    /// stage's defaults): admins may lower the stage's limits, only operators raise them.
+    pub ceilings: OrganizationSettings,
+    /// The shortest `processing_timeout_ms`: the database's own statement timeout
+    /// (`DATABASE_TIMEOUT_MS`), so a statement is never abandoned while it may still commit.
+    pub shortest_processing_ms: u64,
+}
+
 impl Settings {
+    /// Settings whose admins may choose anything up to the stage's defaults.
     pub fn new(store: Arc<dyn SettingsStore>, defaults: OrganizationSettings, ttl: Duration) -> Self {
+        let bounds = StageBounds {
+            ceilings: defaults.clone(),
+            shortest_processing_ms: 0,
+        };
+        Self::bounded(store, defaults, bounds, ttl)
+    }
+
+    pub fn bounded(
+        store: Arc<dyn SettingsStore>,
+        mut defaults: OrganizationSettings,
+        bounds: StageBounds,
+        ttl: Duration,
+    ) -> Self {
+        let timeout = &mut defaults.performance.processing_timeout_ms;
+        *timeout = (*timeout).max(bounds.shortest_processing_ms);
         Self {
             store,
             defaults,
+            bounds,
             ttl,
             cache: Mutex::new(HashMap::new()),
         }
@@ -59,33 +88,61 @@ impl Settings {
             &rate.table_name,
             rate.store_timeout,
         )?;
-        Ok(Self::new(Arc::new(store), stage_defaults(env)?, cache_ttl(env)?))
+        let defaults = stage_defaults(env)?;
+        let bounds = stage_bounds(env, &defaults)?;
+        Ok(Self::bounded(Arc::new(store), defaults, bounds, cache_ttl(env)?))
     }
 
     pub fn store(&self) -> &Arc<dyn SettingsStore> {
         &self.store
     }
 
-    /// Effective settings from what is stored. Overrides that no longer validate (written by
-    /// hand, or before a range narrowed) are logged and the defaults used instead.
+    /// Effective settings from what is stored. A stored field that no longer validates (written
+    /// by hand, or before a range narrowed) is logged, named in `invalid` and left at the
+    /// stage's value; the valid ones apply.
     pub fn resolve(&self, org: &OrgId, stored: Option<&StoredSettings>) -> Effective {
         let Some(stored) = stored else {
             return Effective {
                 settings: self.defaults.clone(),
                 webhook_secret: None,
+                invalid: Vec::new(),
             };
         };
-        let settings = self
-            .defaults
-            .with_overrides(&stored.overrides)
-            .unwrap_or_else(|errors| {
-                tracing::error!(org = %org, problems = ?errors, "ignoring invalid stored settings; using the defaults");
-                self.defaults.clone()
-            });
+        let (mut settings, errors) = self.defaults.with_valid_overrides(&stored.overrides);
+        if !errors.is_empty() {
+            tracing::error!(org = %org, problems = ?errors, "ignoring invalid stored settings; those fields keep the stage's values");
+        }
+        let timeout = &mut settings.performance.processing_timeout_ms;
+        *timeout = (*timeout).max(self.bounds.shortest_processing_ms);
         Effective {
             settings,
             webhook_secret: stored.webhook_secret.clone(),
+            invalid: errors.into_iter().map(|e| e.field).collect(),
         }
+    }
+
+    /// What `wanted` asks beyond the stage's bounds that `current` did not already have (an
+    /// operator may have set more for this organization by hand; an admin cannot add to it).
+    fn beyond_bounds(&self, wanted: &OrganizationSettings, current: &OrganizationSettings) -> Vec<FieldError> {
+        let already: Vec<String> = current
+            .beyond(&self.bounds.ceilings)
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        let mut errors: Vec<FieldError> = wanted
+            .beyond(&self.bounds.ceilings)
+            .into_iter()
+            .filter(|e| !already.contains(&e.field))
+            .collect();
+        let shortest = self.bounds.shortest_processing_ms;
+        let timeout = wanted.performance.processing_timeout_ms;
+        if timeout < shortest && timeout != current.performance.processing_timeout_ms {
+            errors.push(FieldError::new(
+                "performance.processing_timeout_ms",
+                format!("Must be at least {shortest} in this stage (its database statement timeout)"),
+            ));
+        }
+        errors
     }
 
     fn remember(&self, org: &OrgId, effective: &Effective) {
@@ -167,6 +224,26 @@ pub fn stage_defaults(env: &Env) -> Result<OrganizationSettings, ConfigError> {
     Ok(defaults)
 }
 
+/// The stage's bounds on what admins choose: `ORGANIZATION_SETTINGS_CEILINGS` (a partial
+/// settings document) over the stage's defaults, and `DATABASE_TIMEOUT_MS`.
+pub fn stage_bounds(env: &Env, defaults: &OrganizationSettings) -> Result<StageBounds, ConfigError> {
+    let ceilings = match env.optional("ORGANIZATION_SETTINGS_CEILINGS") {
+        None => defaults.clone(),
+        Some(raw) => {
+            let document: Value = serde_json::from_str(&raw)
+                .map_err(|e| ConfigError::new("ORGANIZATION_SETTINGS_CEILINGS", format!("not JSON: {e}")))?;
+            defaults.with_overrides(&document).map_err(|errors| {
+                let problems: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+                ConfigError::new("ORGANIZATION_SETTINGS_CEILINGS", problems.join("; "))
+            })?
+        }
+    };
+    Ok(StageBounds {
+        ceilings,
+        shortest_processing_ms: env.millis_or("DATABASE_TIMEOUT_MS", 5000)?.as_millis() as u64,
+    })
+}
+
 /// `SETTINGS_CACHE_MS`, or the older `RATE_LIMIT_OVERRIDE_TTL_MS`, else 60 s.
 pub fn cache_ttl(env: &Env) -> Result<Duration, ConfigError> {
     let legacy = env.number_or("RATE_LIMIT_OVERRIDE_TTL_MS", DEFAULT_CACHE_MS, 0)?;
@@ -235,10 +312,19 @@ impl SettingsAdmin {
                 .defaults
                 .with_overrides(&overrides)
                 .map_err(ApiError::Validation)?;
+            let was = self.settings.resolve(&caller.org, Some(&current)).settings;
+            let beyond = self.settings.beyond_bounds(&settings, &was);
+            if !beyond.is_empty() {
+                return Err(ApiError::Validation(beyond));
+            }
             check_webhook_policy(&settings, self.webhooks)?;
-            let webhook_secret = match (&settings.alerts.webhook_url, current.webhook_secret) {
-                (Some(_), None) => Some(new_webhook_secret()),
-                (_, kept) => kept,
+            // A new address gets a new secret: whoever knew the old one cannot sign for it.
+            let webhook_secret = match &settings.alerts.webhook_url {
+                None => None,
+                Some(url) if current.webhook_secret.is_some() && was.alerts.webhook_url.as_ref() == Some(url) => {
+                    current.webhook_secret.clone()
+                }
+                Some(_) => Some(new_webhook_secret()),
             };
             let next = StoredSettings {
                 overrides,

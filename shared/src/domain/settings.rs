@@ -158,6 +158,86 @@ impl OrganizationSettings {
         Self::parse(&merged)
     }
 
+    /// [`OrganizationSettings::with_overrides`] that keeps what is valid: each field that does
+    /// not validate is left at these settings' value and named in the list (stored overrides
+    /// written by hand, or before a range narrowed, must not change what is valid in them).
+    pub fn with_valid_overrides(&self, overrides: &Value) -> (Self, Vec<FieldError>) {
+        let errors = match self.with_overrides(overrides) {
+            Ok(settings) => return (settings, Vec::new()),
+            Err(errors) => errors,
+        };
+        let mut kept = overrides.clone();
+        for error in &errors {
+            remove_path(&mut kept, &error.field);
+        }
+        match self.with_overrides(&kept) {
+            Ok(settings) => (settings, errors),
+            Err(_) => (self.clone(), errors),
+        }
+    }
+
+    /// What these settings ask beyond `ceiling`, the most the stage lets an organization's
+    /// admins choose: the organization's and each developer's sustained rate and burst, the
+    /// batch size, batches in flight, processing time and live connections.
+    pub fn beyond(&self, ceiling: &Self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let mut most = |field: &str, value: u64, limit: u64| {
+            if value > limit {
+                errors.push(FieldError::new(
+                    field,
+                    format!("Must be at most {limit} in this stage (its operators can raise the ceiling)"),
+                ));
+            }
+        };
+        let (rate, top) = (&self.rate_limiting, &ceiling.rate_limiting);
+        // The ceiling's sustained rate over this organization's window, and its bucket's size.
+        let over_window =
+            |top_max: u64| (u128::from(top_max) * u128::from(rate.window_ms) / u128::from(top.window_ms)) as u64;
+        let room = |top_max: u64, top_burst: u64, max: u64| (top_max + top_burst).saturating_sub(max);
+        most(
+            "rate_limiting.max_requests",
+            rate.max_requests,
+            over_window(top.max_requests),
+        );
+        most(
+            "rate_limiting.burst_allowance",
+            rate.burst_allowance,
+            room(top.max_requests, top.burst_allowance, rate.max_requests),
+        );
+        most(
+            "rate_limiting.user_max_requests",
+            rate.user_max_requests,
+            over_window(top.user_max_requests),
+        );
+        most(
+            "rate_limiting.user_burst_allowance",
+            rate.user_burst_allowance,
+            room(top.user_max_requests, top.user_burst_allowance, rate.user_max_requests),
+        );
+        let (perf, top_perf) = (&self.performance, &ceiling.performance);
+        most(
+            "performance.batch_size_limit",
+            perf.batch_size_limit,
+            top_perf.batch_size_limit,
+        );
+        most(
+            "performance.concurrent_requests",
+            perf.concurrent_requests,
+            top_perf.concurrent_requests,
+        );
+        most(
+            "performance.processing_timeout_ms",
+            perf.processing_timeout_ms,
+            top_perf.processing_timeout_ms,
+        );
+        most(
+            "live.max_connections",
+            self.live.max_connections,
+            ceiling.live.max_connections,
+        );
+        errors
+    }
+
     /// A complete settings document: every section and field present and in range, nothing
     /// unknown.
     pub fn parse(doc: &Value) -> Result<Self, Vec<FieldError>> {
@@ -233,12 +313,31 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Removes the member a validation error names (`section.field`, `section` or a top-level key).
+fn remove_path(document: &mut Value, field: &str) {
+    let mut parts = field.splitn(2, '.');
+    let (Some(first), rest) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let Some(object) = document.as_object_mut() else { return };
+    match rest {
+        Some(inner) => {
+            if let Some(section) = object.get_mut(first).and_then(Value::as_object_mut) {
+                section.remove(inner);
+            }
+        }
+        None => {
+            object.remove(first);
+        }
+    }
+}
+
 /// `scheme://host[:port]` of a URL, or `"(set)"` when it has no recognisable origin.
 fn origin_of(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "(set)".into();
     };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = rest.split(['/', '\\', '?', '#']).next().unwrap_or_default();
     // Drop any `user:password@` before the host.
     let host = host.rsplit('@').next().unwrap_or_default();
     format!("{scheme}://{host}")
@@ -411,8 +510,8 @@ fn check_webhook_syntax(url: &str) -> Result<(), String> {
     if host.is_empty() || host.contains('@') {
         return Err("Must name a host (and no user name or password)".into());
     }
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("Must not contain spaces or control characters".into());
+    if url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\') {
+        return Err("Must not contain spaces, backslashes or control characters".into());
     }
     Ok(())
 }
@@ -571,9 +670,64 @@ mod tests {
             "https://user:pw@example.com/x",
             "example.com/x",
             "https://a b.com/",
+            r"https://hooks.slack.com\services\T0\B0\secret",
         ] {
             let result = OrganizationSettings::default().with_overrides(&json!({"alerts": {"webhook_url": bad}}));
             assert!(result.is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn invalid_stored_fields_are_named_and_the_valid_ones_kept() {
+        let defaults = OrganizationSettings::default();
+        let (settings, invalid) = defaults.with_valid_overrides(&json!({
+            "data_retention": {"command_executions_days": 3650, "otlp_days": "forever"},
+            "otlp": {"enabled": false},
+            "colour": "blue",
+        }));
+        assert_eq!(fields(&invalid), ["colour", "data_retention.otlp_days"]);
+        assert_eq!(settings.data_retention.command_executions_days, 3650);
+        assert_eq!(settings.data_retention.otlp_days, 90);
+        assert!(!settings.otlp.enabled);
+    }
+
+    #[test]
+    fn admins_may_lower_capacity_but_not_raise_it_past_the_stages_ceiling() {
+        let ceiling = OrganizationSettings::default();
+        let lower = ceiling
+            .with_overrides(&json!({"rate_limiting": {"max_requests": 100}, "performance": {"concurrent_requests": 1}}))
+            .unwrap();
+        assert!(lower.beyond(&ceiling).is_empty());
+        // The same rate over a longer window is no more; twice the rate is.
+        let same_rate = ceiling
+            .with_overrides(&json!({"rate_limiting": {"window_ms": 120_000, "max_requests": 24_000}}))
+            .unwrap();
+        assert!(
+            same_rate.beyond(&ceiling).is_empty(),
+            "{:?}",
+            same_rate.beyond(&ceiling)
+        );
+        let more = ceiling
+            .with_overrides(&json!({
+                "rate_limiting": {"window_ms": 1000, "max_requests": 1000, "burst_allowance": 50000},
+                "performance": {"batch_size_limit": 1000, "concurrent_requests": 1000, "processing_timeout_ms": 29000},
+                "live": {"max_connections": 100000},
+            }))
+            .unwrap();
+        let errors = more.beyond(&ceiling);
+        let mut named = fields(&errors);
+        named.sort();
+        assert_eq!(
+            named,
+            [
+                "live.max_connections",
+                "performance.batch_size_limit",
+                "performance.concurrent_requests",
+                "performance.processing_timeout_ms",
+                "rate_limiting.burst_allowance",
+                "rate_limiting.max_requests",
+                "rate_limiting.user_max_requests",
+            ]
+        );
     }
 }

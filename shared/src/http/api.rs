@@ -29,6 +29,8 @@ pub struct Api {
     settings: Arc<dyn SettingsSource>,
     on_store_error: OnStoreError,
     max_body_bytes: usize,
+    /// Whether the organization's `processing_timeout_ms` bounds each request's work.
+    deadline: bool,
 }
 
 impl Api {
@@ -45,7 +47,16 @@ impl Api {
             settings,
             on_store_error,
             max_body_bytes,
+            deadline: true,
         }
+    }
+
+    /// No `processing_timeout_ms` around the work: for routes whose work must not be abandoned
+    /// half done — the batch route (a 503 after the queue took the batch would invite a second
+    /// copy) and the erasure (its own `ERASE_TIMEOUT_MS`, one transaction).
+    pub fn without_deadline(mut self) -> Self {
+        self.deadline = false;
+        self
     }
 
     /// Authentication and the DynamoDB rate limiter, configured from the environment, with the
@@ -197,9 +208,13 @@ impl Api {
             caller = Some(who.clone());
             reply.set_rate(self.rate_limit(&who).await?);
             let input = read(req)?;
+            if !self.deadline {
+                return work(who, input).await;
+            }
+            // At least the database's statement timeout (see `StageBounds`), so no statement is
+            // abandoned while it may still commit: this bounds the whole of the work (pool waits
+            // and several statements), and a retry with the same ids stores once.
             let deadline = self.settings.last_read(&who.org).performance.processing_timeout_ms;
-            // Dropping the work rolls back what it had not committed; a retry with the same ids
-            // stores once (the database's `statement_timeout` cancels a statement left behind).
             tokio::time::timeout(std::time::Duration::from_millis(deadline), work(who, input))
                 .await
                 .map_err(|_| ApiError::Unavailable {
@@ -320,6 +335,42 @@ fn log_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const EVENT: &str = include_str!("../../../events/command-execution.json");
+
+    /// A route whose work takes 300 ms, for an organization allowing 100.
+    async fn slow_work_status(deadline: bool) -> (u16, serde_json::Value) {
+        let given = crate::fakes::a_working_service();
+        let org = crate::domain::ids::OrgId::parse("demo").unwrap();
+        given
+            .settings
+            .set(&org, serde_json::json!({"performance": {"processing_timeout_ms": 100}}));
+        let api = if deadline {
+            given.app.api
+        } else {
+            given.app.api.without_deadline()
+        };
+        let req = crate::fakes::request(EVENT, "demo", "alice", &serde_json::json!({}));
+        let response = api
+            .handle_json(&req, "POST /slow", StatusCode::OK, async |_, _| {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                Ok(serde_json::json!({}))
+            })
+            .await;
+        crate::fakes::parts(response)
+    }
+
+    #[tokio::test]
+    async fn work_past_the_organizations_processing_timeout_is_a_503_saying_so_unless_the_route_opts_out() {
+        let (status, body) = slow_work_status(true).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("processing_timeout_ms"),
+            "{body}"
+        );
+        assert_eq!(body["retry_after"], 30);
+        assert_eq!(slow_work_status(false).await.0, 200);
+    }
 
     fn headers(content_type: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -23,6 +23,8 @@ use crate::ports::batch_slots::{BatchSlots, Slot, SlotsUnavailable};
 
 /// Attempts under contention before refusing (never admitting past `most`).
 const MAX_ATTEMPTS: usize = 6;
+/// Expired slots removed by one update.
+const PRUNE_AT_ONCE: usize = 50;
 
 pub struct DynamoBatchSlots {
     client: DynamoHttp,
@@ -161,7 +163,13 @@ impl BatchSlots for DynamoBatchSlots {
                 .iter()
                 .filter_map(|(id, until)| Some((id, until.get("N")?.as_str()?.parse().ok()?)))
                 .collect();
-            let expired: Vec<(&String, i64)> = slots.iter().filter(|(_, until)| *until <= now_ms).copied().collect();
+            // A few at a time: one update expression must stay within DynamoDB's 4 KB.
+            let expired: Vec<(&String, i64)> = slots
+                .iter()
+                .filter(|(_, until)| *until <= now_ms)
+                .take(PRUNE_AT_ONCE)
+                .copied()
+                .collect();
             if expired.is_empty() {
                 let first_free = slots.iter().map(|(_, until)| *until).min().unwrap_or(until);
                 return Ok(Slot::Full {
