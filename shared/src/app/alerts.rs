@@ -16,8 +16,8 @@ use crate::ports::alerts::{AlertStore, DeliveryError, WebhookSender};
 use crate::ports::settings::SettingsSource;
 use crate::ports::store::StoreError;
 
-/// What an organization's alerts need from its settings.
-#[derive(Debug, Clone, PartialEq)]
+/// What an organization's alerts need from its settings. (Its `Debug` never shows the secret.)
+#[derive(Clone, PartialEq)]
 pub struct AlertTarget {
     /// Percent.
     pub high_error_rate_threshold: f64,
@@ -25,6 +25,17 @@ pub struct AlertTarget {
     pub webhook_url: String,
     /// The organization's signing secret (`whsec_…`).
     pub secret: String,
+}
+
+impl std::fmt::Debug for AlertTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertTarget")
+            .field("high_error_rate_threshold", &self.high_error_rate_threshold)
+            .field("slow_response_threshold_ms", &self.slow_response_threshold_ms)
+            .field("webhook_url", &self.webhook_url)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Where each organization's alert settings come from.

@@ -22,8 +22,8 @@ pub enum PutError {
     Unavailable(#[from] SettingsUnavailable),
 }
 
-/// What is stored for one organization.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// What is stored for one organization. (Its `Debug` never shows the secret.)
+#[derive(Clone, PartialEq, Default)]
 pub struct StoredSettings {
     /// Only the fields the organization set, in the settings document's shape.
     pub overrides: Value,
@@ -46,8 +46,8 @@ pub trait SettingsStore: Send + Sync {
     async fn delete(&self, org: &OrgId) -> Result<(), SettingsUnavailable>;
 }
 
-/// An organization's settings as functions use them.
-#[derive(Debug, Clone, PartialEq)]
+/// An organization's settings as functions use them. (Its `Debug` never shows the secret.)
+#[derive(Clone, PartialEq)]
 pub struct Effective {
     pub settings: OrganizationSettings,
     pub webhook_secret: Option<String>,
@@ -68,4 +68,29 @@ pub trait SettingsSource: Send + Sync {
 
     /// The stage's defaults.
     fn defaults(&self) -> &OrganizationSettings;
+}
+
+/// How a webhook secret appears in `Debug` output (logs, panics): whether there is one.
+fn secret_shown(secret: &Option<String>) -> &'static str {
+    if secret.is_some() { "Some(<redacted>)" } else { "None" }
+}
+
+impl std::fmt::Debug for StoredSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSettings")
+            .field("overrides", &self.overrides)
+            .field("webhook_secret", &secret_shown(&self.webhook_secret))
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Effective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Effective")
+            .field("settings", &self.settings)
+            .field("webhook_secret", &secret_shown(&self.webhook_secret))
+            .field("invalid", &self.invalid)
+            .finish()
+    }
 }

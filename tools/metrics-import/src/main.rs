@@ -8,6 +8,7 @@
 //! `--skip-invalid`); 3 some envelopes could not be queued.
 
 use std::io::{BufReader, IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
 
 use metrics_import::{DEFAULT_PER_ENVELOPE, plan, send};
 use shared::domain::ids::{OrgId, UserId};
@@ -204,7 +205,14 @@ async fn run_export(args: &[String]) -> i32 {
         }
     };
     let mut writer: Box<dyn Write + Send> = match &out {
-        Some(path) => match std::fs::File::create(path) {
+        // The export holds the organization's data: readable by its owner only.
+        Some(path) => match std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+        {
             Ok(file) => Box::new(std::io::BufWriter::new(file)),
             Err(e) => {
                 eprintln!("cannot create {path}: {e}");
