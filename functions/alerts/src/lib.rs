@@ -89,9 +89,56 @@ mod tests {
                 min_samples: 20,
                 window: Duration::minutes(5),
                 hold: Duration::minutes(1),
+                evaluation_budget: std::time::Duration::from_secs(30),
             },
         };
         let event = LambdaEvent::new(serde_json::from_str(EVENT).unwrap(), lambda_runtime::Context::default());
         assert!(handle(&state, event).await.is_err());
+    }
+
+    /// Three organizations, none with a webhook.
+    struct Three;
+
+    #[async_trait]
+    impl AlertStore for Three {
+        async fn organizations(&self) -> Result<Vec<OrgId>, StoreError> {
+            Ok(["a", "b", "c"].iter().map(|o| OrgId::parse(o).unwrap()).collect())
+        }
+        async fn evaluate(
+            &self,
+            _: &OrgId,
+            _: &AlertRules,
+            _: DateTime<Utc>,
+            _: Duration,
+            _: Duration,
+        ) -> Result<Evaluation, StoreError> {
+            unreachable!("no organization has a webhook")
+        }
+        async fn delivered(&self, _: &OrgId, _: &Notice, _: DateTime<Utc>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn delivery_failed(&self, _: &OrgId, _: &Notice, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_spent_evaluation_budget_leaves_the_rest_to_the_next_run() {
+        shared::fakes::quiet_logs();
+        let run = |budget| Alerts {
+            store: Arc::new(Three),
+            targets: Arc::new(NoTargets),
+            sender: Arc::new(NoSend),
+            config: AlertsConfig {
+                min_samples: 20,
+                window: Duration::minutes(5),
+                hold: Duration::minutes(1),
+                evaluation_budget: budget,
+            },
+        };
+        let all = run(std::time::Duration::from_secs(30)).run(Utc::now()).await.unwrap();
+        assert_eq!((all.organizations, all.without_webhook, all.unfinished), (3, 3, 0));
+        let none = run(std::time::Duration::ZERO).run(Utc::now()).await.unwrap();
+        assert_eq!((none.organizations, none.without_webhook, none.unfinished), (3, 0, 3));
     }
 }

@@ -170,6 +170,7 @@ fn alerts(given: &TestApp, targets: Fixed, sender: HttpWebhooks) -> Alerts {
             min_samples: 10,
             window: Duration::minutes(5),
             hold: Duration::minutes(1),
+            evaluation_budget: std::time::Duration::from_secs(30),
         },
     }
 }
