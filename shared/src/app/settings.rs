@@ -98,8 +98,8 @@ impl Settings {
     }
 
     /// Effective settings from what is stored. A stored field that no longer validates (written
-    /// by hand, or before a range narrowed) is logged, named in `invalid` and left at the
-    /// stage's value; the valid ones apply.
+    /// by hand, or before a range narrowed) is logged, named in `invalid`, and its section left
+    /// at the stage's values; the other sections apply.
     pub fn resolve(&self, org: &OrgId, stored: Option<&StoredSettings>) -> Effective {
         let Some(stored) = stored else {
             return Effective {
@@ -110,7 +110,7 @@ impl Settings {
         };
         let (mut settings, errors) = self.defaults.with_valid_overrides(&stored.overrides);
         if !errors.is_empty() {
-            tracing::error!(org = %org, problems = ?errors, "ignoring invalid stored settings; those fields keep the stage's values");
+            tracing::error!(org = %org, problems = ?errors, "ignoring invalid stored settings; their sections keep the stage's values");
         }
         let timeout = &mut settings.performance.processing_timeout_ms;
         *timeout = (*timeout).max(self.bounds.shortest_processing_ms);

@@ -158,9 +158,11 @@ impl OrganizationSettings {
         Self::parse(&merged)
     }
 
-    /// [`OrganizationSettings::with_overrides`] that keeps what is valid: each field that does
-    /// not validate is left at these settings' value and named in the list (stored overrides
-    /// written by hand, or before a range narrowed, must not change what is valid in them).
+    /// [`OrganizationSettings::with_overrides`] that keeps what is valid: a section with a field
+    /// that does not validate is left at these settings' values (its fields depend on one
+    /// another: a rate limit's window without its count is another limit), and each such field
+    /// is named in the list; the other sections apply (stored overrides written by hand, or
+    /// before a range narrowed, must not undo what is valid in them).
     pub fn with_valid_overrides(&self, overrides: &Value) -> (Self, Vec<FieldError>) {
         let errors = match self.with_overrides(overrides) {
             Ok(settings) => return (settings, Vec::new()),
@@ -168,7 +170,7 @@ impl OrganizationSettings {
         };
         let mut kept = overrides.clone();
         for error in &errors {
-            remove_path(&mut kept, &error.field);
+            remove_section(&mut kept, &error.field);
         }
         match self.with_overrides(&kept) {
             Ok(settings) => (settings, errors),
@@ -313,22 +315,11 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Removes the member a validation error names (`section.field`, `section` or a top-level key).
-fn remove_path(document: &mut Value, field: &str) {
-    let mut parts = field.splitn(2, '.');
-    let (Some(first), rest) = (parts.next(), parts.next()) else {
-        return;
-    };
-    let Some(object) = document.as_object_mut() else { return };
-    match rest {
-        Some(inner) => {
-            if let Some(section) = object.get_mut(first).and_then(Value::as_object_mut) {
-                section.remove(inner);
-            }
-        }
-        None => {
-            object.remove(first);
-        }
+/// Removes the section (or top-level key) a validation error names (`section.field`).
+fn remove_section(document: &mut Value, field: &str) {
+    let section = field.split('.').next().unwrap_or_default();
+    if let Some(object) = document.as_object_mut() {
+        object.remove(section);
     }
 }
 
@@ -682,13 +673,23 @@ mod tests {
         let defaults = OrganizationSettings::default();
         let (settings, invalid) = defaults.with_valid_overrides(&json!({
             "data_retention": {"command_executions_days": 3650, "otlp_days": "forever"},
+            "rate_limiting": {"max_requests": 1, "window_ms": 31_536_000_000u64},
             "otlp": {"enabled": false},
             "colour": "blue",
         }));
-        assert_eq!(fields(&invalid), ["colour", "data_retention.otlp_days"]);
-        assert_eq!(settings.data_retention.command_executions_days, 3650);
-        assert_eq!(settings.data_retention.otlp_days, 90);
-        assert!(!settings.otlp.enabled);
+        assert_eq!(
+            fields(&invalid),
+            ["colour", "rate_limiting.window_ms", "data_retention.otlp_days"]
+        );
+        assert_eq!(
+            settings.data_retention, defaults.data_retention,
+            "the broken section keeps the defaults"
+        );
+        assert_eq!(
+            settings.rate_limiting, defaults.rate_limiting,
+            "not a count without its window"
+        );
+        assert!(!settings.otlp.enabled, "the valid section applies");
     }
 
     #[test]

@@ -51,7 +51,8 @@ pub trait SettingsStore: Send + Sync {
 pub struct Effective {
     pub settings: OrganizationSettings,
     pub webhook_secret: Option<String>,
-    /// Stored fields that did not validate, left at the stage's values (empty normally).
+    /// Stored fields that did not validate, their sections left at the stage's values (empty
+    /// normally).
     /// Whatever cannot be undone (retention's deletes) is not done while this names anything.
     pub invalid: Vec<String>,
 }
