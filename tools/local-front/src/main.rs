@@ -46,7 +46,7 @@ async fn run(args: Vec<String>) {
         Some("invoke") => invoke(&args[1..]).await,
         Some("webhook-receiver") => local_front::webhook_receiver::run(&args[1..]).await,
         Some(other) => Err(format!(
-            "unknown command {other:?}; expected serve, provision, token, watch, key or invoke"
+            "unknown command {other:?}; expected serve, provision, token, watch, key, invoke or webhook-receiver"
         )),
     };
     if let Err(message) = result {
