@@ -207,37 +207,38 @@ pub fn stage_defaults(env: &Env) -> Result<OrganizationSettings, ConfigError> {
         "content": {"hook_content": env.parse_or("HOOK_CONTENT", HookContent::default())?.as_str()},
         "live": {"max_connections": env.number_or("LIVE_MAX_CONNECTIONS_PER_ORG", DEFAULT_MAX_LIVE_CONNECTIONS, 1)?},
     });
-    let invalid = |variable: &str, errors: Vec<FieldError>| {
-        let problems: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
-        ConfigError::new(variable, problems.join("; "))
-    };
-    let mut defaults = OrganizationSettings::default()
+    let defaults = OrganizationSettings::default()
         .with_overrides(&from_variables)
-        .map_err(|errors| invalid("RATE_LIMIT_MAX_REQUESTS", errors))?;
-    if let Some(raw) = env.optional("ORGANIZATION_SETTINGS_DEFAULTS") {
-        let document: Value = serde_json::from_str(&raw)
-            .map_err(|e| ConfigError::new("ORGANIZATION_SETTINGS_DEFAULTS", format!("not JSON: {e}")))?;
-        defaults = defaults
-            .with_overrides(&document)
-            .map_err(|errors| invalid("ORGANIZATION_SETTINGS_DEFAULTS", errors))?;
-    }
-    Ok(defaults)
+        .map_err(|errors| invalid_document("RATE_LIMIT_MAX_REQUESTS", &errors))?;
+    over_document(env, "ORGANIZATION_SETTINGS_DEFAULTS", defaults)
+}
+
+/// `settings` with the partial settings document in `variable` (if set) over them; a document
+/// that is not JSON, or whose fields do not validate, stops the start naming the variable.
+fn over_document(
+    env: &Env,
+    variable: &str,
+    settings: OrganizationSettings,
+) -> Result<OrganizationSettings, ConfigError> {
+    let Some(raw) = env.optional(variable) else {
+        return Ok(settings);
+    };
+    let document: Value =
+        serde_json::from_str(&raw).map_err(|e| ConfigError::new(variable, format!("not JSON: {e}")))?;
+    settings
+        .with_overrides(&document)
+        .map_err(|errors| invalid_document(variable, &errors))
+}
+
+fn invalid_document(variable: &str, errors: &[FieldError]) -> ConfigError {
+    let problems: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+    ConfigError::new(variable, problems.join("; "))
 }
 
 /// The stage's bounds on what admins choose: `ORGANIZATION_SETTINGS_CEILINGS` (a partial
 /// settings document) over the stage's defaults, and `DATABASE_TIMEOUT_MS`.
 pub fn stage_bounds(env: &Env, defaults: &OrganizationSettings) -> Result<StageBounds, ConfigError> {
-    let ceilings = match env.optional("ORGANIZATION_SETTINGS_CEILINGS") {
-        None => defaults.clone(),
-        Some(raw) => {
-            let document: Value = serde_json::from_str(&raw)
-                .map_err(|e| ConfigError::new("ORGANIZATION_SETTINGS_CEILINGS", format!("not JSON: {e}")))?;
-            defaults.with_overrides(&document).map_err(|errors| {
-                let problems: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
-                ConfigError::new("ORGANIZATION_SETTINGS_CEILINGS", problems.join("; "))
-            })?
-        }
-    };
+    let ceilings = over_document(env, "ORGANIZATION_SETTINGS_CEILINGS", defaults.clone())?;
     Ok(StageBounds {
         ceilings,
         shortest_processing_ms: env.millis_or("DATABASE_TIMEOUT_MS", 5000)?.as_millis() as u64,

@@ -216,18 +216,7 @@ async fn evaluate_on(
 #[async_trait]
 impl AlertStore for PgAlerts {
     async fn organizations(&self) -> Result<Vec<OrgId>, StoreError> {
-        let rows = with_client!(&self.db, |client| {
-            client
-                .query_typed(
-                    "SELECT organization_id FROM public.tenants ORDER BY organization_id",
-                    &[],
-                )
-                .await
-        })?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| OrgId::parse(row.get::<_, &str>(0)).ok())
-            .collect())
+        super::registered_organizations(&self.db).await
     }
 
     async fn evaluate(

@@ -149,23 +149,7 @@ pub fn chunk_sql(schema: &str, table: Expiring) -> String {
 #[async_trait]
 impl DataLifecycle for PgLifecycle {
     async fn organizations(&self) -> Result<Vec<OrgId>, StoreError> {
-        let rows = with_client!(&self.db, |client| {
-            client
-                .query_typed(
-                    "SELECT organization_id FROM public.tenants ORDER BY organization_id",
-                    &[],
-                )
-                .await
-        })?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| {
-                let raw: &str = row.get(0);
-                OrgId::parse(raw)
-                    .inspect_err(|_| tracing::error!(organization_id = raw, "skipping tenant with an invalid id"))
-                    .ok()
-            })
-            .collect())
+        super::registered_organizations(&self.db).await
     }
 
     async fn delete_expired(

@@ -109,6 +109,28 @@ macro_rules! with_client {
 }
 pub(crate) use with_client;
 
+/// Every organization in the registry, in id order (the reaper, retention and alerts walk
+/// them); a row whose id no longer parses is logged and skipped.
+pub(crate) async fn registered_organizations(db: &Database) -> Result<Vec<crate::domain::ids::OrgId>, StoreError> {
+    let rows = with_client!(db, |client| {
+        client
+            .query_typed(
+                "SELECT organization_id FROM public.tenants ORDER BY organization_id",
+                &[],
+            )
+            .await
+    })?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let raw: &str = row.get(0);
+            crate::domain::ids::OrgId::parse(raw)
+                .inspect_err(|_| tracing::error!(organization_id = raw, "skipping tenant with an invalid id"))
+                .ok()
+        })
+        .collect())
+}
+
 /// TLS for PostgreSQL: the public roots (enough for RDS Proxy and most managed services) plus
 /// the configured CA certificates (e.g. the RDS bundle). Whether TLS is used follows `sslmode`.
 pub fn tls(config: &DatabaseConfig) -> Result<MakeRustlsConnect, ConfigError> {
