@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: release builds, a throwaway PostgreSQL and moto, then every measurement of
 # tools/bench in one run. The table goes to the terminal, the figures to .local/bench/results.json.
-# BENCH_SCALE=0.2 makes a quick run; BENCH_SKIP_ZIPS=1 skips the arm64 zips (sizes then missing).
+# BENCH_SCALE=0.2 makes a quick run; BENCH_SKIP_ZIPS=1 skips the arm64 zips (sizes then missing);
+# BENCH_FAST_DATABASE=1 runs PostgreSQL without fsync (not durable: figures of another system).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -13,8 +14,9 @@ if [ -z "${BENCH_SKIP_ZIPS:-}" ]; then
 fi
 
 packages=(--package metrics-bench)
-# The functions' own binaries are only needed to measure them (the functions section).
-if [[ ",${BENCH_SECTIONS:-functions}," == *",functions,"* ]]; then
+# The functions' own binaries are only needed to run them (the functions and cost sections).
+sections=",${BENCH_SECTIONS:-functions,cost},"
+if [[ $sections == *",functions,"* || $sections == *",cost,"* ]]; then
   for manifest in functions/*/Cargo.toml; do
     packages+=(--package "$(basename "$(dirname "$manifest")")")
   done
@@ -26,6 +28,10 @@ cargo build --release --quiet "${packages[@]}"
 # does not land on the measured thread (on a one-CPU machine nothing is pinned).
 cpus=$(nproc)
 if [ "$cpus" -ge 2 ]; then export STACK_CPUS=$((cpus - 1)); pin=(taskset -c 0); else pin=(); fi
+# PostgreSQL with its durable defaults (fsync, full-page writes, synchronous commits), as a
+# managed server runs; BENCH_FAST_DATABASE=1 turns fsync and full-page writes off for a quick
+# look, and the report says so.
+[ -z "${BENCH_FAST_DATABASE:-}" ] && export STACK_PG_DURABLE=1
 start_throwaway_stack bench
 export BENCH_DATABASE_URL="$STACK_DATABASE_URL"
 export BENCH_RELEASE_DIR="$ROOT/target/release"

@@ -118,10 +118,12 @@ start_throwaway_stack() {
   local pin=()
   [ -n "${STACK_CPUS:-}" ] && pin=(taskset -c "$STACK_CPUS")
   # Commits are synchronous (an acknowledged write survives PostgreSQL crashing, as the fault
-  # tests prove); only what protects against the machine itself crashing (fsync, full pages) is
-  # off, for speed.
-  PG_EXTRA_OPTIONS="-c fsync=off -c full_page_writes=off -c max_connections=400" \
-    "${pin[@]}" "$ROOT/local/pg.sh" start "$STACK_PG_DIR" "$pg_port"
+  # tests prove); for tests, only what protects against the machine itself crashing (fsync, full
+  # pages) is off, for speed. STACK_PG_DURABLE=1 (the benchmark) keeps the server's durable
+  # defaults, as a managed PostgreSQL runs.
+  local options="-c max_connections=400"
+  [ -z "${STACK_PG_DURABLE:-}" ] && options="-c fsync=off -c full_page_writes=off $options"
+  PG_EXTRA_OPTIONS="$options" "${pin[@]}" "$ROOT/local/pg.sh" start "$STACK_PG_DIR" "$pg_port"
   STACK_MOTO_PID=$("${pin[@]}" bash -c "$(declare -f log die wait_for_port port_open start_moto); VENV='$VENV' ROOT='$ROOT' start_moto $moto_port '$STACK_RUN_DIR/moto.log'")
   set -a
   eval "$(aws_local_env "http://127.0.0.1:$moto_port")"

@@ -47,7 +47,7 @@ fn function_names() -> Vec<String> {
 }
 
 /// The repository's root, from this crate's folder.
-fn repository() -> &'static Path {
+pub fn repository() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
@@ -114,6 +114,17 @@ async fn start(binary: &Path, name: &str, stack: &Stack) -> (RuntimeApi, tokio::
     (api, child, spawned)
 }
 
+/// As [`start`], with the function's standard output (its log) piped to the caller.
+pub async fn start_with_stdout(binary: &Path, name: &str, stack: &Stack) -> (RuntimeApi, tokio::process::Child) {
+    let api = RuntimeApi::default();
+    let addr = api.start().await;
+    let child = launch(binary, name, addr, stack)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    (api, child)
+}
+
 /// The command that runs a function's binary as Lambda would, against the Runtime API at `addr`.
 fn launch(binary: &Path, name: &str, addr: SocketAddr, stack: &Stack) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(binary);
@@ -146,7 +157,7 @@ fn launch(binary: &Path, name: &str, addr: SocketAddr, stack: &Stack) -> tokio::
 }
 
 /// The peak resident memory (VmHWM) of process `pid`, in KiB.
-fn peak_rss_kb(pid: u32) -> Option<u64> {
+pub fn peak_rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

@@ -9,6 +9,7 @@
 
 shared::fast_allocator!();
 
+mod cost;
 mod functions;
 mod hostile;
 mod http;
@@ -24,12 +25,12 @@ mod summary;
 mod targets;
 mod team;
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use stack::{Sizes, Stack};
 
 /// The sections, in the order they run, and what is printed as each begins.
-/// `BENCH_SECTIONS=in_process,http,live,keys,otlp,team,ingest,functions,summary,hostile,retention` selects some (all by default).
-const SECTIONS: [(&str, &str); 11] = [
+/// `BENCH_SECTIONS=in_process,http,live,keys,otlp,team,ingest,functions,summary,hostile,retention,cost` selects some (all by default).
+const SECTIONS: [(&str, &str); 12] = [
     (
         "in_process",
         "measuring baselines, the handler in process and the worker (current-thread runtime)...",
@@ -68,6 +69,10 @@ const SECTIONS: [(&str, &str); 11] = [
         "retention",
         "inserting expired rows, then timing ingest before and while retention deletes them...",
     ),
+    (
+        "cost",
+        "running each path's functions as release binaries to price one million metrics...",
+    ),
 ];
 
 fn main() {
@@ -84,9 +89,21 @@ fn main() {
             run(section, &runtime, &stack, &sizes, &mut results);
         }
     }
+    let run = json!({
+        "scale": stack::env_number("BENCH_SCALE", 1.0),
+        "sections": chosen.as_deref().unwrap_or("all"),
+        "database": runtime.block_on(stack::database_settings(&stack)),
+    });
+    let path = output_path();
+    let previous = targets::Previous::read(&path);
     let targets = targets::targets(&results);
-    targets::print_report(&targets, &results);
-    write(&targets::document(results, &targets));
+    targets::print_report(&targets, &results, &run, previous.as_ref());
+    write(&path, &targets::document(results, &targets, run));
+}
+
+/// `BENCH_OUTPUT`, where the results go (and where the previous run's are read from).
+fn output_path() -> String {
+    std::env::var("BENCH_OUTPUT").unwrap_or_else(|_| ".local/bench/results.json".into())
 }
 
 /// Runs one section; the in-process sections make or need no runtime of their own.
@@ -109,16 +126,16 @@ fn run(
         "hostile" => hostile::measure_all(results),
         "summary" => runtime.block_on(summary::measure(stack, results)),
         "retention" => runtime.block_on(retention::measure(stack, results)),
+        "cost" => runtime.block_on(cost::measure(stack, results)),
         _ => unreachable!("{section} is not in SECTIONS"),
     }
 }
 
-/// Writes `output` to `BENCH_OUTPUT`.
-fn write(output: &Value) {
-    let path = std::env::var("BENCH_OUTPUT").unwrap_or_else(|_| ".local/bench/results.json".into());
-    if let Some(dir) = std::path::Path::new(&path).parent() {
+/// Writes `output` to `path`.
+fn write(path: &str, output: &Value) {
+    if let Some(dir) = std::path::Path::new(path).parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    std::fs::write(&path, serde_json::to_string_pretty(output).expect("json")).expect("write results");
+    std::fs::write(path, serde_json::to_string_pretty(output).expect("json")).expect("write results");
     eprintln!("\nresults written to {path}");
 }

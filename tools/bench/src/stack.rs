@@ -142,6 +142,31 @@ async fn connect_dashboard(aws: &aws_config::SdkConfig, connections_table: &str)
     .expect("connection");
 }
 
+/// The server's settings that decide what a commit costs, and in one word whether they are
+/// durable (what a managed PostgreSQL runs) or not.
+pub async fn database_settings(stack: &Stack) -> Value {
+    let client = connect_postgres(&stack.database_url).await;
+    let mut settings = serde_json::Map::new();
+    for name in [
+        "server_version",
+        "fsync",
+        "synchronous_commit",
+        "full_page_writes",
+        "wal_sync_method",
+        "shared_buffers",
+    ] {
+        let row = client.query_one(&format!("SHOW {name}"), &[]).await.expect("SHOW");
+        settings.insert(name.to_owned(), json!(row.get::<_, String>(0)));
+    }
+    let durable = ["fsync", "synchronous_commit", "full_page_writes"]
+        .iter()
+        .all(|name| settings[*name] == "on");
+    json!({
+        "durability": if durable { "durable" } else { "NOT durable (quick mode: fsync or synchronous commit off)" },
+        "settings": settings,
+    })
+}
+
 /// A PostgreSQL client on `url`, its connection driven by a spawned task.
 pub async fn connect_postgres(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -33,6 +33,11 @@ struct State {
     extension_polls: usize,
     dispatched: usize,
     pushes: usize,
+    /// When each invocation was handed to the runtime, was answered, and (with an extension)
+    /// was finished by the extension, in order: the runtime takes one event at a time.
+    dispatched_at: Vec<Instant>,
+    answered_at: Vec<Instant>,
+    extension_done_at: Vec<Instant>,
 }
 
 #[derive(Clone, Default)]
@@ -102,6 +107,23 @@ impl RuntimeApi {
         self.lock().pushes
     }
 
+    /// Each answered invocation's billed time as Lambda counts it: from the event handed out to
+    /// the answer, or to the extension finishing with it when that is later (Lambda bills an
+    /// extension's post-invocation work too). Not rounded.
+    pub fn billed_durations(&self) -> Vec<Duration> {
+        let state = self.lock();
+        let extension = state.extension_registered;
+        (0..state.answered_at.len().min(state.dispatched_at.len()))
+            .map(|i| {
+                let mut end = state.answered_at[i];
+                if extension && let Some(done) = state.extension_done_at.get(i) {
+                    end = end.max(*done);
+                }
+                end - state.dispatched_at[i]
+            })
+            .collect()
+    }
+
     /// Waits until `count` invocations have been answered (responses or errors).
     pub async fn wait_for(&self, count: usize) {
         loop {
@@ -150,6 +172,9 @@ impl RuntimeApi {
             .unwrap_or_default();
         {
             let mut state = self.lock();
+            if path.contains("/invocation/") && (path.ends_with("/response") || path.ends_with("/error")) {
+                state.answered_at.push(Instant::now());
+            }
             if path.ends_with("/response") {
                 state.responses += 1;
                 if state.answers.len() < MAX_KEPT_ANSWERS {
@@ -185,6 +210,7 @@ impl RuntimeApi {
                 let event = state.events.pop_front();
                 if let Some((id, _)) = &event {
                     state.dispatched += 1;
+                    state.dispatched_at.push(Instant::now());
                     if state.extension_registered {
                         state.extension_events.push_back(id.clone());
                     }
@@ -222,6 +248,7 @@ impl RuntimeApi {
             let mut state = self.lock();
             if state.extension_polls > 0 {
                 state.extension_done += 1;
+                state.extension_done_at.push(Instant::now());
             }
             state.extension_polls += 1;
         }
