@@ -5,9 +5,10 @@
 //! requests each path makes of API Gateway, DynamoDB and SQS are counted from its shape and the
 //! run's DynamoDB calls per admitted request (the `in_process` section).
 //!
-//! Left out, and said so in the output: PostgreSQL (a provisioned server, not per request), live
-//! updates (per connected dashboard: one WebSocket message per stored record and connection),
-//! data transfer, and free tiers.
+//! Live updates are on, as deployed: each write's connections lookup is counted, and the measured
+//! durations include one connected dashboard's push. Left out, and said so in the output:
+//! PostgreSQL (a provisioned server, not per request), the WebSocket messages themselves
+//! ($1.00 per million per connected dashboard), data transfer, and free tiers.
 //!
 //! May use `stats`, `stack` and `functions` (to start a binary), and the service's crates.
 
@@ -41,6 +42,9 @@ mod price {
     /// DynamoDB on-demand, per write request unit (a write of up to 1 KB; a failed conditional
     /// write is charged too).
     pub const DYNAMODB_WRITE_UNIT: f64 = 0.625 / 1e6;
+    /// DynamoDB on-demand, per read request unit (an eventually consistent read of up to 4 KB is
+    /// half of one).
+    pub const DYNAMODB_READ_UNIT: f64 = 0.125 / 1e6;
     /// SQS standard queue, per request (each 64 KB chunk of a request's payload is one).
     pub const SQS_REQUEST: f64 = 0.40 / 1e6;
     /// CloudWatch Logs, per GB ingested (standard class).
@@ -49,6 +53,9 @@ mod price {
 
 /// Bytes Lambda's own START, END and REPORT lines add to each invocation's log (approximate).
 const PLATFORM_LOG_BYTES: f64 = 300.0;
+/// Read units of the live-update connections lookup each writer makes per stored batch of
+/// records (an eventually consistent query of a few connections), with live updates on.
+const LIVE_LOOKUP_READ_UNITS: f64 = 0.5;
 /// SQS messages per worker invocation (the event source mapping's `BatchSize` in template.yaml).
 const MESSAGES_PER_WORKER_EVENT: usize = 10;
 const SQS_CHUNK: f64 = 64.0 * 1024.0;
@@ -131,10 +138,11 @@ pub async fn measure(stack: &Stack, results: &mut Map<String, Value>) {
     let otlp_logs = invoke("otlp-logs", stack, repeat(fixture("otlp-logs"), n)).await;
     let (points, records) = otlp_fixture_records(&fixture("otlp-metrics"), &fixture("otlp-logs"));
 
+    let live_lookup = LIVE_LOOKUP_READ_UNITS * price::DYNAMODB_READ_UNIT;
     let per_request = |route: &Invocations, metrics_per_request: f64| Bill {
         api_gateway: price::HTTP_API_REQUEST * METRICS / metrics_per_request,
         lambda: route.lambda_cost(memory_mb) * METRICS / metrics_per_request,
-        dynamodb: limiter_writes * price::DYNAMODB_WRITE_UNIT * METRICS / metrics_per_request,
+        dynamodb: (limiter_writes * price::DYNAMODB_WRITE_UNIT + live_lookup) * METRICS / metrics_per_request,
         sqs: 0.0,
         logs: route.log_cost() * METRICS / metrics_per_request,
     };
@@ -147,7 +155,7 @@ pub async fn measure(stack: &Stack, results: &mut Map<String, Value>) {
             // Received ten at a time (their payload in 64 KB chunks), deleted ten at a time.
             let receive = (MESSAGES_PER_WORKER_EVENT as f64 * envelope_bytes / SQS_CHUNK).ceil();
             bill.sqs += (receive + 1.0) * events * price::SQS_REQUEST;
-            bill.dynamodb += slot_writes * envelopes * price::DYNAMODB_WRITE_UNIT;
+            bill.dynamodb += (slot_writes * price::DYNAMODB_WRITE_UNIT + live_lookup) * envelopes;
         };
 
     let mut paths: Vec<(&str, Bill)> = vec![
@@ -160,7 +168,8 @@ pub async fn measure(stack: &Stack, results: &mut Map<String, Value>) {
     // Batch of 20 through the route: the route's request, its limiter and slot writes and its
     // SendMessage; then the worker (which frees the slot: one more write).
     let mut batch = per_request(&batch_route, 20.0);
-    batch.dynamodb += price::DYNAMODB_WRITE_UNIT * METRICS / 20.0;
+    // The route stores nothing itself (no live lookup); it takes a batch slot.
+    batch.dynamodb += (price::DYNAMODB_WRITE_UNIT - live_lookup) * METRICS / 20.0;
     batch.sqs += (envelope_20_bytes / SQS_CHUNK).ceil() * price::SQS_REQUEST * METRICS / 20.0;
     worker_part(&mut batch, &worker_20, 20.0, envelope_20_bytes, 1.0);
     paths.push(("batch of 20 (POST /api/v1/metrics/batch, then the worker)", batch));
@@ -199,7 +208,9 @@ pub async fn measure(stack: &Stack, results: &mut Map<String, Value>) {
             bill.total()
         );
     }
-    eprintln!("  not included: PostgreSQL, live updates (per connected dashboard), data transfer, free tiers");
+    eprintln!(
+        "  not included: PostgreSQL, WebSocket messages to dashboards ($1.00 per million per connected dashboard), data transfer, free tiers"
+    );
     let measured = json!({
         "command-execution": single.json(), "claude-code-hook": hook.json(), "batch_20": batch_route.json(),
         "batch-worker_10x20": worker_20.json(), "batch-worker_10x500": worker_500.json(),
@@ -215,7 +226,7 @@ pub async fn measure(stack: &Stack, results: &mut Map<String, Value>) {
             "otlp_records_per_export": {"metrics_points": points, "logs_events": records},
             "paths": paths.iter().map(|(name, bill)| (name.to_string(), bill.json())).collect::<Map<_, _>>(),
             "invocations": measured,
-            "not_included": ["PostgreSQL", "live updates", "data transfer", "free tiers"],
+            "not_included": ["PostgreSQL", "WebSocket messages to connected dashboards", "data transfer", "free tiers"],
         }),
     );
 }
