@@ -39,6 +39,17 @@ impl Target {
         }
     }
 
+    /// What the report says of it: met, MISSED, or not measured (its section did not run).
+    fn verdict(&self) -> &'static str {
+        if self.value.is_nan() {
+            "not run"
+        } else if self.met() {
+            "met"
+        } else {
+            "MISSED"
+        }
+    }
+
     fn comparison(&self) -> &'static str {
         if self.lower_is_better { "<=" } else { ">=" }
     }
@@ -277,15 +288,15 @@ pub fn print_report(targets: &[Target], results: &Map<String, Value>, run: &Valu
         None => eprintln!("no previous run to compare with"),
     }
     eprintln!(
-        "\n{:<58} {:>12} {:>10}  {:<6} {:>10} {:>7}",
+        "\n{:<58} {:>12} {:>10}  {:<7} {:>10} {:>7}",
         "measure", "value", "target", "result", "previous", "ratio"
     );
     for target in targets {
         let (name, value, limit, op) = (&target.measure, target.value, target.limit, target.comparison());
         let before = previous.and_then(|p| p.target(&target.key));
         eprintln!(
-            "{name:<58} {value:>12.3} {op}{limit:>8}  {:<6} {}",
-            if target.met() { "met" } else { "MISSED" },
+            "{name:<58} {value:>12.3} {op}{limit:>8}  {:<7} {}",
+            target.verdict(),
             beside(value, before)
         );
     }
@@ -315,7 +326,7 @@ pub fn document(results: Map<String, Value>, targets: &[Target], run: Value) -> 
         "targets": targets.iter().map(|t| json!({
             "key": t.key, "measure": t.measure, "value": round3(t.value), "target": t.limit,
             "comparison": t.comparison(),
-            "met": t.met(),
+            "met": (!t.value.is_nan()).then(|| t.met()),
         })).collect::<Vec<_>>(),
     })
 }
