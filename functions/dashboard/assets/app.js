@@ -149,6 +149,7 @@ async function load() {
     }
     show("data"); // first, so the charts can measure their width
     render(series, { users, commands, agents, models });
+    performance.mark("figures-shown"); // for measuring how soon the figures appear
   } catch (error) {
     if (id !== view.loadId) return;
     if (error.status === 401) {

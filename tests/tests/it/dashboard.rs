@@ -257,6 +257,13 @@ async fn the_dashboard_shows_the_summarys_figures_and_live_updates_of_its_organi
         2
     );
     browser.screenshot("data-laptop").await;
+    // Printed for docs/dashboard.md, never asserted (timings are measured, not tested).
+    let timings = "return [performance.getEntriesByName('first-contentful-paint')[0].startTime, \
+                   performance.getEntriesByName('figures-shown')[0].startTime]";
+    eprintln!(
+        "first paint, figures shown (ms after navigation): {}",
+        browser.script(timings).await
+    );
 
     let b = &browser;
     b.wait_for("the live connection", SETTLE, || async move {
@@ -296,6 +303,18 @@ async fn the_dashboard_shows_the_summarys_figures_and_live_updates_of_its_organi
     })
     .await;
     browser.screenshot("data-phone").await;
+
+    // A member: the organization's totals, but only their own row by user.
+    browser.client.set_window_size(1280, 900).await.unwrap();
+    browser.open(&format!("http://{addr}/dashboard#token={alice}")).await;
+    b.wait_for("the member's view", SETTLE, || async move {
+        b.state().await == "data" && b.text_of("per-user-note").await.contains("yours only")
+    })
+    .await;
+    assert_eq!(browser.text_of("fig-commands").await, "4");
+    let users = browser.text_of("table-user").await;
+    assert!(users.contains("alice") && !users.contains("bob"), "{users}");
+    browser.screenshot("data-member").await;
     browser.close().await;
 }
 
