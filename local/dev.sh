@@ -66,6 +66,8 @@ fi
   echo "PORT=$PORT"
   # Alerts may be tried against a receiver on this machine (http://127.0.0.1:9099/...).
   echo "WEBHOOK_ALLOW_LOOPBACK=true"
+  # Other origins whose pages may read the API (CORS); none unless set when starting make dev.
+  [ -n "${ALLOWED_ORIGINS:-}" ] && echo "ALLOWED_ORIGINS=$ALLOWED_ORIGINS"
 } >"$LOCAL_DIR/stack.env"
 set -a
 # shellcheck disable=SC1091
@@ -84,11 +86,16 @@ until port_open "$PORT"; do
 done
 
 TOKEN=$("$FRONT" token --org demo --user dev-user --hours 24)
+DASHBOARD_TOKEN=$("$FRONT" token --org demo --user dev-admin --role admin --hours 24)
 cat <<MSG
 
 Local stack ready. Settings: .local/stack.env
 API: http://127.0.0.1:$PORT   (routes of template.yaml)
 Live updates: ws://127.0.0.1:$PORT/live?token=\$METRICS_TOKEN   (metric_update messages of your organization)
+Dashboard (signed in as demo's admin dev-admin for 24 h; the token stays in the tab, see docs/dashboard.md):
+
+  http://127.0.0.1:$PORT/dashboard#token=$DASHBOARD_TOKEN
+
 Dev token (org "demo", user "dev-user", 24 h; another: target/debug/local-front token --org ORG --user USER [--role admin]):
 
   export METRICS_TOKEN=$TOKEN

@@ -30,6 +30,18 @@ ensure_postgres() {
   export PG_BIN
 }
 
+# Debian's Chromium and its WebDriver, for the dashboard's browser test (no browser download:
+# the packages only). Without them that test fails under CI and explains itself elsewhere.
+ensure_chromium() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then return 0; fi
+  log "installing Chromium and ChromeDriver (Debian packages chromium, chromium-driver) for the dashboard test"
+  if ! { as_root apt-get update -qq &&
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }; then
+    [ -n "${CI:-}" ] && die "could not install chromium and chromium-driver"
+    log "could not install Chromium: the dashboard's browser test will say it did not run"
+  fi
+}
+
 # PostgreSQL refuses to run as root: as root, its commands run as the postgres user.
 pg_as_owner() {
   if [ "$(id -u)" = 0 ]; then

@@ -7,6 +7,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_postgres
 ensure_venv
+# Only runs that include the integration tests need a browser.
+case " $* " in
+  *" -p "* | *" --package "* | *" -p="* | *" --package="*)
+    case " $* " in *integration-tests*) ensure_chromium ;; esac ;;
+  *) ensure_chromium ;;
+esac
 start_throwaway_stack test
 
 # Each test makes its own database from this server, and its own DynamoDB table and queues.

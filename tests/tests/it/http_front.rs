@@ -98,3 +98,114 @@ async fn path_parameters_and_the_health_route_work_over_http() {
         404
     );
 }
+
+/// A raw request with extra header lines; status and the response's headers.
+async fn with_headers(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, std::collections::BTreeMap<String, String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let lines: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{lines}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    let head = raw.split("\r\n\r\n").next().unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, integration_tests::header_map(head))
+}
+
+#[tokio::test]
+async fn cors_answers_only_the_allowed_origins_and_only_for_reads() {
+    let (_app, addr) = integration_tests::TestApp::spawn_live(&[(
+        "ALLOWED_ORIGINS",
+        "https://dash.example.com, https://other.example.com",
+    )])
+    .await;
+    let summary = "/api/v1/metrics/summary";
+    let allowed = "https://dash.example.com";
+    // The preflight of a read with a token, from an allowed origin: answered by the gateway.
+    let ask = |origin, method| {
+        [
+            ("Origin", origin),
+            ("Access-Control-Request-Method", method),
+            ("Access-Control-Request-Headers", "authorization"),
+        ]
+    };
+    let (status, headers) = with_headers(addr, "OPTIONS", summary, &ask(allowed, "GET")).await;
+    assert_eq!(status, 204);
+    assert_eq!(headers["access-control-allow-origin"], allowed);
+    assert_eq!(headers["access-control-allow-methods"], "GET");
+    assert_eq!(headers["access-control-allow-headers"], "authorization");
+    // A write, or an origin not listed: no permission, so the browser refuses it.
+    for (origin, method) in [(allowed, "POST"), ("https://evil.example.com", "GET")] {
+        let (status, headers) = with_headers(addr, "OPTIONS", summary, &ask(origin, method)).await;
+        assert_eq!(status, 204);
+        assert!(
+            !headers.contains_key("access-control-allow-origin"),
+            "{origin} {method}"
+        );
+    }
+    // The read itself carries the origin back (with Vary), and the security headers.
+    let bearer = format!("Bearer {}", token("acme", "alice"));
+    let read = [("Origin", allowed), ("Authorization", bearer.as_str())];
+    let (status, headers) = with_headers(addr, "GET", summary, &read).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["access-control-allow-origin"], allowed);
+    assert!(headers["vary"].contains("origin"));
+    assert!(headers["access-control-expose-headers"].contains("x-ratelimit-remaining"));
+    assert_eq!(
+        headers["strict-transport-security"],
+        "max-age=31536000; includeSubDomains"
+    );
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let stranger = [
+        ("Origin", "https://evil.example.com"),
+        ("Authorization", bearer.as_str()),
+    ];
+    let (_, headers) = with_headers(addr, "GET", summary, &stranger).await;
+    assert!(!headers.contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn without_allowed_origins_there_is_no_cors_at_all() {
+    let (_app, addr) = integration_tests::TestApp::spawn_live(&[]).await;
+    let summary = "/api/v1/metrics/summary";
+    let preflight = [
+        ("Origin", "https://dash.example.com"),
+        ("Access-Control-Request-Method", "GET"),
+    ];
+    // No OPTIONS route and no CORS configuration: API Gateway's 404.
+    assert_eq!(with_headers(addr, "OPTIONS", summary, &preflight).await.0, 404);
+    let bearer = format!("Bearer {}", token("acme", "alice"));
+    let read = [
+        ("Origin", "https://dash.example.com"),
+        ("Authorization", bearer.as_str()),
+    ];
+    let (status, headers) = with_headers(addr, "GET", summary, &read).await;
+    assert_eq!(status, 200);
+    assert!(!headers.contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_with_its_policy_and_gzipped() {
+    let given = TestApp::spawn().await;
+    let addr = given.serve_http().await;
+    let (status, headers) = with_headers(addr, "GET", "/dashboard", &[("Accept-Encoding", "gzip")]).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert!(headers["content-security-policy"].starts_with("default-src 'none'; script-src 'self';"));
+    let (status, headers) = with_headers(addr, "GET", "/dashboard/uPlot.iife.min.js", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(with_headers(addr, "GET", "/dashboard/secrets.txt", &[]).await.0, 404);
+}

@@ -6,6 +6,7 @@ mod auth;
 mod batch;
 mod command_execution;
 mod contract;
+mod dashboard;
 mod database_outage;
 mod docs;
 mod dynamo_signing;

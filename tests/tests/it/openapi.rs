@@ -104,6 +104,8 @@ const SETTINGS_GET: (&str, &str) = ("GET", "/api/v1/organization/settings");
 const SETTINGS_PUT: (&str, &str) = ("PUT", "/api/v1/organization/settings");
 const SETTINGS_PATCH: (&str, &str) = ("PATCH", "/api/v1/organization/settings");
 const ERASE: (&str, &str) = ("DELETE", "/api/v1/organization/users/{user_id}");
+const DASHBOARD: (&str, &str) = ("GET", "/dashboard");
+const DASHBOARD_ASSET: (&str, &str) = ("GET", "/dashboard/{asset}");
 
 /// Claude Code's recorded OTLP JSON exports, one per OTLP route.
 fn otlp_exports() -> Vec<((&'static str, &'static str), Value)> {
@@ -255,6 +257,46 @@ async fn exercise_a_healthy_stack(recorder: &mut Recorder) {
     exercise_keys(recorder, addr, &alice).await;
     exercise_settings(recorder, addr, &alice).await;
     exercise_erasure(recorder, addr, &alice).await;
+    exercise_dashboard(recorder, addr).await;
+}
+
+/// The dashboard's files: the page, a file, a file again with its `ETag` (304), no such file.
+async fn exercise_dashboard(recorder: &mut Recorder, addr: SocketAddr) {
+    assert_eq!(
+        recorder.json(addr, DASHBOARD, DASHBOARD.1, None, Value::Null).await,
+        200
+    );
+    for (path, status) in [("/dashboard/app.js", 200), ("/dashboard/nope.js", 404)] {
+        assert_eq!(
+            recorder.json(addr, DASHBOARD_ASSET, path, None, Value::Null).await,
+            status
+        );
+    }
+    for (route, path) in [(DASHBOARD, "/dashboard"), (DASHBOARD_ASSET, "/dashboard/app.css")] {
+        let etag = header_map(&http_raw(addr, "GET", path, None, "text/plain", "").await.1)["etag"].clone();
+        let (status, head, body) = get_if_none_match(addr, path, &etag).await;
+        assert_eq!(status, 304);
+        recorder.exchanges.push(Exchange {
+            method: route.0,
+            template: route.1,
+            status,
+            headers: header_map(&head),
+            body: Value::String(body),
+        });
+    }
+}
+
+/// `GET path` with `If-None-Match: etag`: status, head and body.
+async fn get_if_none_match(addr: SocketAddr, path: &str, etag: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
 }
 
 /// The erasure route's answers: an admin's, a member's, no token, a user id too long.

@@ -232,12 +232,13 @@ fn every_route_is_unique() {
     let routes = template_routes(TEMPLATE).unwrap();
     let keys: BTreeSet<String> = routes.iter().map(|r| r.key()).collect();
     assert_eq!(keys.len(), routes.len(), "a route is declared twice");
-    // The API's own routes, and OTLP's (exporters append `/v1/metrics` and `/v1/logs` to the
-    // configured endpoint `<ApiUrl>/otlp`).
+    // The API's own routes, OTLP's (exporters append `/v1/metrics` and `/v1/logs` to the
+    // configured endpoint `<ApiUrl>/otlp`), and the dashboard's page and files.
+    let outside_the_api = ["/otlp/v1/metrics", "/otlp/v1/logs", "/dashboard", "/dashboard/{asset}"];
     assert!(
         routes
             .iter()
-            .all(|r| r.path.starts_with("/api/v1/") || ["/otlp/v1/metrics", "/otlp/v1/logs"].contains(&r.path.as_str()))
+            .all(|r| r.path.starts_with("/api/v1/") || outside_the_api.contains(&r.path.as_str()))
     );
 }
 

@@ -1,6 +1,8 @@
 //! A stand-in for API Gateway's HTTP API: each request is turned into the payload-v2 event API
 //! Gateway would send, converted by `lambda_http` exactly as in Lambda, and handed to the
-//! function's handler; the handler's response goes back to the client unchanged.
+//! function's handler; the handler's response goes back to the client unchanged, but for the CORS
+//! headers API Gateway adds when the template configures `CorsConfiguration` (emulated here from
+//! `ALLOWED_ORIGINS`: preflights answered by the gateway itself, GET only, `authorization` only).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -35,9 +37,26 @@ const MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
 /// API Gateway's HTTP API integration timeout.
 const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What the template's `CorsConfiguration` allows: reads, with a token, cached ten minutes.
+const CORS_ALLOW_METHODS: &str = "GET";
+const CORS_ALLOW_HEADERS: &str = "authorization";
+const CORS_EXPOSE_HEADERS: &str = "x-ratelimit-limit,x-ratelimit-remaining,x-ratelimit-reset,retry-after,x-request-id";
+const CORS_MAX_AGE_SECONDS: &str = "600";
+
 pub struct Gateway {
     routes: Vec<(TemplateRoute, Handler)>,
     live: Option<Arc<LiveFront>>,
+    allowed_origins: Vec<String>,
+}
+
+/// The origins of a comma-separated `ALLOWED_ORIGINS` (none when unset or empty).
+pub fn allowed_origins(setting: Option<&str>) -> Vec<String> {
+    setting
+        .unwrap_or_default()
+        .split(',')
+        .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+        .filter(|origin| !origin.is_empty())
+        .collect()
 }
 
 impl Gateway {
@@ -58,7 +77,17 @@ impl Gateway {
         if let Some(binary) = handlers.keys().next() {
             return Err(format!("handler {binary:?} has no route in template.yaml"));
         }
-        Ok(Self { routes, live: None })
+        Ok(Self {
+            routes,
+            live: None,
+            allowed_origins: Vec::new(),
+        })
+    }
+
+    /// Answers CORS for these origins, as API Gateway does with the template's `CorsConfiguration`.
+    pub fn with_allowed_origins(mut self, origins: Vec<String>) -> Self {
+        self.allowed_origins = origins;
+        self
     }
 
     /// Also serves the WebSocket API and its management API.
@@ -92,6 +121,26 @@ impl Gateway {
     }
 
     async fn respond(&self, req: hyper::Request<Incoming>, peer: SocketAddr) -> hyper::Response<Full<Bytes>> {
+        if self.allowed_origins.is_empty() {
+            return self.invoke(req, peer).await;
+        }
+        let origin = req
+            .headers()
+            .get(http::header::ORIGIN)
+            .and_then(|value| value.to_str().ok())
+            .filter(|origin| self.allowed_origins.iter().any(|allowed| allowed == origin))
+            .map(str::to_owned);
+        if req.method() == Method::OPTIONS && req.headers().contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD) {
+            return preflight(origin.as_deref(), req.headers());
+        }
+        let mut response = self.invoke(req, peer).await;
+        if let Some(origin) = origin {
+            add_cors_headers(response.headers_mut(), &origin);
+        }
+        response
+    }
+
+    async fn invoke(&self, req: hyper::Request<Incoming>, peer: SocketAddr) -> hyper::Response<Full<Bytes>> {
         if let Some(live) = &self.live
             && LiveFront::serves(req.method(), req.uri().path())
         {
@@ -143,6 +192,47 @@ impl Gateway {
                 .map(|params| (route, params, handler.clone()))
         })
     }
+}
+
+/// API Gateway's answer to a preflight: 204, with the permissions only for an allowed origin
+/// asking for an allowed method and headers (the browser then refuses the request itself).
+fn preflight(origin: Option<&str>, headers: &HeaderMap) -> hyper::Response<Full<Bytes>> {
+    let mut response = hyper::Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let asked = |name| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let method_allowed = asked(http::header::ACCESS_CONTROL_REQUEST_METHOD) == CORS_ALLOW_METHODS;
+    let headers_allowed = asked(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .split(',')
+        .map(str::trim)
+        .all(|name| name.is_empty() || name.eq_ignore_ascii_case(CORS_ALLOW_HEADERS));
+    if let Some(origin) = origin.filter(|_| method_allowed && headers_allowed) {
+        let out = response.headers_mut();
+        add_cors_headers(out, origin);
+        out.insert(
+            http::header::ACCESS_CONTROL_ALLOW_METHODS,
+            http::HeaderValue::from_static(CORS_ALLOW_METHODS),
+        );
+        out.insert(
+            http::header::ACCESS_CONTROL_ALLOW_HEADERS,
+            http::HeaderValue::from_static(CORS_ALLOW_HEADERS),
+        );
+        out.insert(
+            http::header::ACCESS_CONTROL_MAX_AGE,
+            http::HeaderValue::from_static(CORS_MAX_AGE_SECONDS),
+        );
+    }
+    response
+}
+
+fn add_cors_headers(headers: &mut HeaderMap, origin: &str) {
+    if let Ok(origin) = http::HeaderValue::from_str(origin) {
+        headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+    headers.insert(
+        http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        http::HeaderValue::from_static(CORS_EXPOSE_HEADERS),
+    );
+    headers.append(http::header::VARY, http::HeaderValue::from_static("origin"));
 }
 
 /// The payload-format-2.0 event API Gateway's HTTP API sends for this request.
@@ -295,6 +385,16 @@ mod tests {
         assert_eq!(q["since"], "2025-09-08T00:00:00Z");
         assert_eq!(q["group_by"], "user,day");
         assert_eq!(q["x"], "a b");
+    }
+
+    #[test]
+    fn allowed_origins_are_a_trimmed_comma_separated_list() {
+        assert!(allowed_origins(None).is_empty());
+        assert!(allowed_origins(Some(" , ")).is_empty());
+        assert_eq!(
+            allowed_origins(Some("https://a.test, https://b.test/")),
+            ["https://a.test", "https://b.test"]
+        );
     }
 
     #[test]

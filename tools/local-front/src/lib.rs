@@ -59,7 +59,7 @@ macro_rules! function {
 }
 
 /// Every function of the template.
-pub fn functions() -> [Function; 25] {
+pub fn functions() -> [Function; 26] {
     [
         function!("command-execution", command_execution::State),
         function!("agent-interaction", agent_interaction::State),
@@ -74,6 +74,7 @@ pub fn functions() -> [Function; 25] {
         function!("batch", batch::State),
         function!("batch-worker", batch_worker::State),
         function!("health", health::State),
+        function!("dashboard", dashboard::State),
         function!("session-reaper", session_reaper::State),
         function!("alerts", alerts::State),
         function!("migrate", migrate::State),
@@ -126,6 +127,11 @@ pub struct Stack {
     pub retention: Arc<RetentionJob>,
     /// The erasure route's state.
     pub eraser: Arc<Eraser>,
+    /// The dashboard's page and files.
+    pub dashboard: Arc<dashboard::State>,
+    /// Origins whose pages may read the API (`ALLOWED_ORIGINS`, comma-separated): the gateway
+    /// answers their CORS requests as the template's `CorsConfiguration` makes API Gateway do.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Stack {
@@ -143,6 +149,8 @@ impl Stack {
             settings: Arc::new(SettingsAdmin::from_env(env, aws)?),
             retention: Arc::new(RetentionJob::from_env(env, aws)?),
             eraser: Arc::new(Eraser::from_env(env, aws)?),
+            dashboard: Arc::new(<dashboard::State as FromEnv>::from_env(env, aws)?),
+            allowed_origins: gateway::allowed_origins(env.optional("ALLOWED_ORIGINS").as_deref()),
             batch: Arc::new(BatchApp::from_env(env, aws)?),
             worker: Arc::new(Worker::from_env(env, aws)?),
             live: match LiveConfig::from_env(env)? {
@@ -154,7 +162,7 @@ impl Stack {
 
     /// The template's HTTP routes, and the WebSocket API when live updates are configured.
     pub fn gateway(&self) -> Result<Gateway, String> {
-        let gateway = Gateway::new(TEMPLATE, handlers(self))?;
+        let gateway = Gateway::new(TEMPLATE, handlers(self))?.with_allowed_origins(self.allowed_origins.clone());
         Ok(match &self.live {
             Some(connection) => gateway.with_live(LiveFront::new(connection.clone())),
             None => gateway,
@@ -189,6 +197,7 @@ pub fn handlers(stack: &Stack) -> HashMap<String, Handler> {
         ("session-update".to_owned(), handler!(stack.app, session_update::handle)),
         ("session-end".to_owned(), handler!(stack.app, session_end::handle)),
         ("health".to_owned(), handler!(stack.health, health::handle)),
+        ("dashboard".to_owned(), handler!(stack.dashboard, dashboard::handle)),
         ("batch".to_owned(), handler!(stack.batch, batch::handle)),
         (
             "metrics-summary".to_owned(),
