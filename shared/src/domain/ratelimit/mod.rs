@@ -17,6 +17,7 @@
 //! (`adapters::dynamodb`) and fakes.
 
 pub mod gcra;
+pub mod lease;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
