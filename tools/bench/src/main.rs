@@ -15,6 +15,7 @@ mod http;
 mod in_process;
 mod ingest;
 mod keys;
+mod leases;
 mod live;
 mod otlp;
 mod retention;
@@ -28,11 +29,15 @@ use serde_json::{Map, Value};
 use stack::{Sizes, Stack};
 
 /// The sections, in the order they run, and what is printed as each begins.
-/// `BENCH_SECTIONS=in_process,http,live,keys,otlp,team,ingest,functions,summary,hostile,retention` selects some (all by default).
-const SECTIONS: [(&str, &str); 11] = [
+/// `BENCH_SECTIONS=in_process,leases,http,live,keys,otlp,team,ingest,functions,summary,hostile,retention` selects some (all by default).
+const SECTIONS: [(&str, &str); 12] = [
     (
         "in_process",
         "measuring baselines, the handler in process and the worker (current-thread runtime)...",
+    ),
+    (
+        "leases",
+        "counting the rate limiter's DynamoDB calls with leases: steady, under contention, flooded...",
     ),
     ("http", "measuring the handler over HTTP through the local front..."),
     (
@@ -99,6 +104,7 @@ fn run(
 ) {
     match section {
         "in_process" => in_process::measure(stack, sizes, results),
+        "leases" => runtime.block_on(leases::measure(stack, results)),
         "http" => runtime.block_on(http::measure(stack, sizes, results)),
         "live" => runtime.block_on(live::measure(stack, sizes, results)),
         "keys" => runtime.block_on(keys::measure(stack, sizes, results)),

@@ -91,13 +91,11 @@ pub fn targets(results: &Map<String, Value>) -> Vec<Target> {
             50_000.0,
             false,
         ),
-        // One conditional update per budget (the developer's and the organization's), sent
-        // together: two calls, one round trip of latency. Issue 19's leases will take them off
-        // the hot path.
+        // Both budgets admit from leases: one conditional update per lease, not per request.
         Target::new(
-            "DynamoDB calls per admitted request (two budgets)",
+            "DynamoDB calls per admitted request (two budgets, leases)",
             get(&["dynamodb_round_trips_per_admitted_request"]),
-            2.05,
+            0.1,
             true,
         ),
         Target::new(
@@ -135,6 +133,20 @@ pub fn targets(results: &Map<String, Value>) -> Vec<Target> {
         list.push(Target::new(
             "team load: runaway admitted beyond its own budget",
             get(&["team_load", "runaway_admitted_over_budget"]),
+            0.0,
+            true,
+        ));
+    }
+    if results.contains_key("rate_limit_leases") {
+        list.push(Target::new(
+            "leases: DynamoDB calls per admitted request, 50/s from one container",
+            get(&["rate_limit_leases", "steady_50_per_s", "calls_per_admitted_request"]),
+            0.1,
+            true,
+        ));
+        list.push(Target::new(
+            "leases: admitted beyond the budget, 4 containers x 64 clients",
+            get(&["rate_limit_leases", "contention_over_budget", "admitted_over_budget"]),
             0.0,
             true,
         ));

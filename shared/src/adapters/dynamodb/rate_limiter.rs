@@ -240,7 +240,10 @@ impl DynamoRateLimiter {
     async fn take(&self, bucket: &Bucket, now: i64) -> Result<RateStatus, StoreUnavailable> {
         let Bucket { key, limits, scope } = bucket;
         let taker = self.taker(key);
-        let _turn = taker.lock().await;
+        // The take ahead of this one is a store call: waiting longer than one is an outage.
+        let _turn = tokio::time::timeout(self.timeout, taker.lock())
+            .await
+            .map_err(|_| StoreUnavailable(format!("the take ahead had no answer within {:?}", self.timeout)))?;
         let first = self.with_book(bucket, |book| {
             if book.spend(limits, now) {
                 return Err(book.admitted_status(limits, now));

@@ -17,8 +17,9 @@
 
 use super::{Limits, RateStatus, gcra};
 
-/// How long a lease's tokens may be spent after they were taken (a second).
-pub const HORIZON_US: i64 = 1_000_000;
+/// How long a lease's tokens may be spent after they were taken: two seconds, so a developer at
+/// the default 10 requests a second takes one lease of 20 (0.05 calls per request).
+pub const HORIZON_US: i64 = 2_000_000;
 
 /// A lease takes at most `1 / ROOM_SHARE` of what the bucket has left.
 pub const ROOM_SHARE: u64 = 8;
