@@ -28,7 +28,7 @@ const FLOOD_PER_CLIENT: usize = 60;
 const FLOOD_BUDGET: u64 = 2000;
 
 pub async fn measure(stack: &Stack, results: &mut Map<String, Value>) {
-    let seconds = (20.0 * env_number("BENCH_SCALE", 1.0)).max(5.0);
+    let seconds = (20.0 * env_number::<f64>("BENCH_SCALE", 1.0)).max(5.0);
     let run = Duration::from_secs_f64(seconds);
     let defaults = Budgets {
         organization: per(12_000, 60_000),

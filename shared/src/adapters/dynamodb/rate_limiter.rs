@@ -105,6 +105,16 @@ impl Step {
         }
     }
 
+    /// The `tat` this update found, when its success says: an advance found what it added to,
+    /// a replacement what it expected; an idle bucket's is not returned.
+    fn found(&self, limits: &Limits, new_tat: i64) -> Option<i64> {
+        match *self {
+            Step::Advance(n) => Some(new_tat - limits.interval_us() * n as i64),
+            Step::Restart(_) => None,
+            Step::Replace { end_tat, .. } => Some(end_tat),
+        }
+    }
+
     fn tokens(&self) -> u64 {
         match *self {
             Step::Advance(n) | Step::Restart(n) | Step::Replace { n, .. } => n,
@@ -263,8 +273,9 @@ impl DynamoRateLimiter {
         for _ in 0..MAX_ATTEMPTS {
             let stored = match self.update(key, limits, now, &step).await? {
                 Attempt::Admitted(new_tat) => {
+                    let found = step.found(limits, new_tat);
                     return Ok(self.with_book(bucket, |book| {
-                        book.took(limits, now, step.tokens(), new_tat);
+                        book.took(limits, now, step.tokens(), found, new_tat);
                         book.admitted_status(limits, now).of(*scope)
                     }));
                 }

@@ -6,8 +6,9 @@
 //!
 //! - a lease's tokens may be spent for [`HORIZON_US`] after it was taken, then they expire
 //!   (they are given back with the next take when nobody changed the bucket since);
-//! - its size follows the container's own rate (what it spent over the last lease, scaled to the
-//!   horizon, at most twice the last lease), so a first or quiet request takes one token, as
+//! - its size follows the container's own rate (what it spent of its last lease, scaled to
+//!   [`SIZING_US`], a little less than the horizon so that a steady rate runs a lease dry before
+//!   it expires; at most twice the last lease), so a first or quiet request takes one token, as
 //!   without leases;
 //! - it is at most [`ROOM_SHARE`]'s part of what the bucket has left, so near the limit every
 //!   request takes one token (exact) and no container sits on much of what is left.
@@ -17,9 +18,12 @@
 
 use super::{Limits, RateStatus, gcra};
 
-/// How long a lease's tokens may be spent after they were taken: two seconds, so a developer at
-/// the default 10 requests a second takes one lease of 20 (0.05 calls per request).
+/// How long a lease's tokens may be spent after they were taken: two seconds.
 pub const HORIZON_US: i64 = 2_000_000;
+
+/// A lease holds what the container spent over this long at its last lease's rate: a developer
+/// at the default 10 requests a second takes leases of 15 (0.07 calls per request).
+pub const SIZING_US: i64 = 1_500_000;
 
 /// A lease takes at most `1 / ROOM_SHARE` of what the bucket has left.
 pub const ROOM_SHARE: u64 = 8;
@@ -45,6 +49,9 @@ struct Lease {
     taken_at: i64,
     /// Spent since the take: the container's demand.
     spent: u64,
+    /// No other container took between this container's last two takes: a give-back would
+    /// likely find the bucket as this lease left it.
+    alone: bool,
 }
 
 impl Lease {
@@ -110,7 +117,7 @@ impl LeaseBook {
         let by_rate = match &self.lease {
             Some(lease) if lease.limits == *limits => {
                 let elapsed = (now - lease.taken_at).max(1) as u64;
-                let demand = (lease.spent * HORIZON_US as u64).div_ceil(elapsed);
+                let demand = (lease.spent * SIZING_US as u64).div_ceil(elapsed);
                 demand.min(2 * lease.size)
             }
             _ => 1,
@@ -121,7 +128,8 @@ impl LeaseBook {
     /// The unspent tokens of an expired lease of `limits`, if any.
     pub fn give_back(&self, limits: &Limits, now: i64) -> Option<GiveBack> {
         let lease = self.lease.as_ref()?;
-        (lease.limits == *limits && now >= lease.expires_at && lease.tokens > 0).then_some(GiveBack {
+        let worth_trying = lease.alone && lease.tokens > 0;
+        (lease.limits == *limits && now >= lease.expires_at && worth_trying).then_some(GiveBack {
             end_tat: lease.end_tat,
             tokens: lease.tokens,
         })
@@ -134,10 +142,14 @@ impl LeaseBook {
         }
     }
 
-    /// Records a take of `tokens` at `now` that left the bucket's `tat` at `new_tat`; one of them
-    /// is the current request's.
-    pub fn took(&mut self, limits: &Limits, now: i64, tokens: u64, new_tat: i64) {
+    /// Records a take of `tokens` at `now` that found the bucket's `tat` at `found` (`None` when
+    /// the update does not say) and left it at `new_tat`; one token is the current request's.
+    pub fn took(&mut self, limits: &Limits, now: i64, tokens: u64, found: Option<i64>, new_tat: i64) {
         self.seen_tat = Some(new_tat);
+        let alone = match (self.lease.as_ref(), found) {
+            (Some(lease), Some(found)) => lease.end_tat == found,
+            _ => true,
+        };
         let unspent = match &self.lease {
             // Only a token put back can be left here (takes wait for a dry lease); keep it.
             Some(lease) if lease.live(limits, now) => lease.tokens,
@@ -151,6 +163,7 @@ impl LeaseBook {
             size: tokens,
             taken_at: now,
             spent: 1,
+            alone,
         });
     }
 
@@ -217,7 +230,7 @@ mod tests {
             let base = tat.unwrap_or(now).max(now);
             if base <= gcra::max_tat_for(limits, now, size) {
                 tat = Some(base + limits.interval_us() * size as i64);
-                book.took(limits, now, size, tat.unwrap_or_default());
+                book.took(limits, now, size, Some(base), tat.unwrap_or_default());
                 admitted += 1;
             } else {
                 book.saw(tat);
@@ -243,7 +256,7 @@ mod tests {
             let now = i * 2000 * MS;
             assert!(!book.spend(&limits, now));
             assert_eq!(book.next_size(&limits, now), 1);
-            book.took(&limits, now, 1, now + limits.interval_us());
+            book.took(&limits, now, 1, None, now + limits.interval_us());
         }
     }
 
@@ -255,7 +268,7 @@ mod tests {
         assert_eq!(admitted, 100);
         // A lease of 8 spent at once asks for 16, but the room left (92) allows 11 only.
         let mut book = LeaseBook::default();
-        book.took(&limits, 0, 8, 8 * limits.interval_us());
+        book.took(&limits, 0, 8, None, 8 * limits.interval_us());
         while book.spend(&limits, 0) {}
         assert_eq!(book.next_size(&limits, 1), 11);
         // Room 7: one.
@@ -267,7 +280,7 @@ mod tests {
     fn expired_tokens_are_not_spent_and_are_offered_back_once() {
         let limits = per_minute(6000);
         let mut book = LeaseBook::default();
-        book.took(&limits, 0, 10, 10 * limits.interval_us());
+        book.took(&limits, 0, 10, None, 10 * limits.interval_us());
         assert!(book.spend(&limits, HORIZON_US - 1));
         assert!(!book.spend(&limits, HORIZON_US), "expired");
         let back = book.give_back(&limits, HORIZON_US).expect("eight unspent");
@@ -280,10 +293,24 @@ mod tests {
     }
 
     #[test]
+    fn a_give_back_is_tried_only_when_no_other_container_took_in_between() {
+        let limits = per_minute(6000);
+        let interval = limits.interval_us();
+        let mut book = LeaseBook::default();
+        book.took(&limits, 0, 4, None, 4 * interval);
+        // The next take found the `tat` this container left: nobody else is taking.
+        book.took(&limits, 10, 4, Some(4 * interval), 8 * interval);
+        assert!(book.give_back(&limits, HORIZON_US + 10).is_some());
+        // Another container took three in between: a give-back would fail, so it is not tried.
+        book.took(&limits, 20, 4, Some(11 * interval), 15 * interval);
+        assert_eq!(book.give_back(&limits, HORIZON_US + 20), None);
+    }
+
+    #[test]
     fn a_lease_taken_under_other_limits_is_never_spent() {
         let (old, lowered) = (per_minute(6000), per_minute(60));
         let mut book = LeaseBook::default();
-        book.took(&old, 0, 10, 10 * old.interval_us());
+        book.took(&old, 0, 10, None, 10 * old.interval_us());
         assert!(!book.spend(&lowered, 1));
         assert_eq!(book.next_size(&lowered, 1), 1);
         assert_eq!(book.give_back(&lowered, HORIZON_US), None);
@@ -293,7 +320,7 @@ mod tests {
     fn an_admitted_request_is_told_what_is_left_counting_its_containers_unspent_tokens() {
         let limits = per_minute(100);
         let mut book = LeaseBook::default();
-        book.took(&limits, 0, 5, 5 * limits.interval_us());
+        book.took(&limits, 0, 5, None, 5 * limits.interval_us());
         assert_eq!(book.admitted_status(&limits, 0).remaining, 99);
         assert!(book.spend(&limits, 0));
         assert_eq!(book.admitted_status(&limits, 0).remaining, 98);
