@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod live;
 pub mod queue;
 pub mod rate_limit;
+pub mod rate_limit_contract;
 pub mod settings;
 pub mod settings_contract;
 pub mod slots_contract;

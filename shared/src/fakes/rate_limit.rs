@@ -4,12 +4,14 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::domain::ids::Caller;
-use crate::domain::ratelimit::{Budgets, Limits, RateStatus, Scope, gcra, now_us};
+use crate::domain::ratelimit::{Budgets, Limits, RateStatus, Scope, gcra};
 use crate::ports::rate_limit::{RateLimiter, StoreUnavailable};
 
 /// A rate limiter that keeps its state in this process; for unit tests of handlers. Each
 /// developer's budget is asked before the organization's, as the DynamoDB limiter does; the
-/// stage's developer budget is unlimited in practice.
+/// stage's developer budget is unlimited in practice. It takes no leases (one process needs
+/// none): the rate-limit contract (`fakes::rate_limit_contract`) holds the cases where the
+/// DynamoDB limiter's leases change nothing a caller sees.
 pub struct InMemoryRateLimiter {
     defaults: Limits,
     tats: Mutex<HashMap<String, i64>>,
@@ -36,12 +38,11 @@ impl InMemoryRateLimiter {
 
 #[async_trait]
 impl RateLimiter for InMemoryRateLimiter {
-    async fn check_within(&self, caller: &Caller, budgets: &Budgets) -> Result<RateStatus, StoreUnavailable> {
+    async fn check_at(&self, caller: &Caller, budgets: &Budgets, now: i64) -> Result<RateStatus, StoreUnavailable> {
         if self.unavailable {
             return Err(StoreUnavailable("in-memory limiter set to unavailable".into()));
         }
         let limits = &budgets.organization;
-        let now = now_us();
         let mut tats = self.tats.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut take = |key: String, limits: &Limits| {
             let (new_tat, status) = gcra::apply(limits, tats.get(&key).copied(), now);
@@ -67,5 +68,20 @@ impl RateLimiter for InMemoryRateLimiter {
                 burst_allowance: 0,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_in_memory_limiter_keeps_the_rate_limit_contract() {
+        let limiter = InMemoryRateLimiter::new(Limits {
+            max_requests: 1000,
+            window_ms: 60_000,
+            burst_allowance: 0,
+        });
+        crate::fakes::rate_limit_contract::every_case(&limiter, "fake").await;
     }
 }

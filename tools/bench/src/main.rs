@@ -16,6 +16,7 @@ mod http;
 mod in_process;
 mod ingest;
 mod keys;
+mod leases;
 mod live;
 mod otlp;
 mod retention;
@@ -29,11 +30,15 @@ use serde_json::{Map, Value, json};
 use stack::{Sizes, Stack};
 
 /// The sections, in the order they run, and what is printed as each begins.
-/// `BENCH_SECTIONS=in_process,http,live,keys,otlp,team,ingest,functions,summary,hostile,retention,cost` selects some (all by default).
-const SECTIONS: [(&str, &str); 12] = [
+/// `BENCH_SECTIONS=in_process,leases,http,live,keys,otlp,team,ingest,functions,summary,hostile,retention,cost` selects some (all by default).
+const SECTIONS: [(&str, &str); 13] = [
     (
         "in_process",
         "measuring baselines, the handler in process and the worker (current-thread runtime)...",
+    ),
+    (
+        "leases",
+        "counting the rate limiter's DynamoDB calls with leases: steady, under contention, flooded...",
     ),
     ("http", "measuring the handler over HTTP through the local front..."),
     (
@@ -116,6 +121,7 @@ fn run(
 ) {
     match section {
         "in_process" => in_process::measure(stack, sizes, results),
+        "leases" => runtime.block_on(leases::measure(stack, results)),
         "http" => runtime.block_on(http::measure(stack, sizes, results)),
         "live" => runtime.block_on(live::measure(stack, sizes, results)),
         "keys" => runtime.block_on(keys::measure(stack, sizes, results)),

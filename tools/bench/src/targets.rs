@@ -109,14 +109,12 @@ pub fn targets(results: &Map<String, Value>) -> Vec<Target> {
             50_000.0,
             false,
         ),
-        // One conditional update per budget (the developer's and the organization's), sent
-        // together: two calls, one round trip of latency. Issue 19's leases will take them off
-        // the hot path.
+        // Both budgets admit from leases: one conditional update per lease, not per request.
         Target::new(
             "dynamodb_calls_per_admitted_request",
-            "DynamoDB calls per admitted request (two budgets)",
+            "DynamoDB calls per admitted request (two budgets, leases)",
             get(&["dynamodb_round_trips_per_admitted_request"]),
-            2.05,
+            0.1,
             true,
         ),
         Target::new(
@@ -160,6 +158,22 @@ pub fn targets(results: &Map<String, Value>) -> Vec<Target> {
             "team_runaway_admitted_over_budget",
             "team load: runaway admitted beyond its own budget",
             get(&["team_load", "runaway_admitted_over_budget"]),
+            0.0,
+            true,
+        ));
+    }
+    if results.contains_key("rate_limit_leases") {
+        list.push(Target::new(
+            "leases_calls_per_request_steady_50_per_s",
+            "leases: DynamoDB calls per admitted request, 50/s from one container",
+            get(&["rate_limit_leases", "steady_50_per_s", "calls_per_admitted_request"]),
+            0.1,
+            true,
+        ));
+        list.push(Target::new(
+            "leases_admitted_over_budget_under_contention",
+            "leases: admitted beyond the budget, 4 containers x 64 clients",
+            get(&["rate_limit_leases", "contention_over_budget", "admitted_over_budget"]),
             0.0,
             true,
         ));

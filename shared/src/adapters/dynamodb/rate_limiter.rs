@@ -3,17 +3,27 @@
 //! changed only by conditional `UpdateItem`s, so concurrent Lambda instances never admit more
 //! than either limit.
 //!
-//! A request is counted against the developer's budget, then the organization's: a flooding
-//! client is refused by its own budget without spending its colleagues' share. When this
-//! container last saw the developer's bucket with room to spare (a tenth of it or more), both
-//! updates go out at once (one round trip of latency); a developer's refusal then costs the
-//! organization one token, and each container can be wrong that way at most once per tenth of a
-//! window before it has seen the bucket again (under-admission, never over-admission).
+//! Requests are admitted from *leases* (`domain::ratelimit::lease`): one conditional update takes
+//! several tokens of a bucket (advances its `tat` by as many intervals, if that stays within the
+//! tolerance) and this container spends them locally for up to a second. Tokens are counted in
+//! the item before they are spent, so no number of containers over-admits; a lease's size follows
+//! this container's rate and shrinks to one token as the bucket nears its limit, so a quiet or
+//! nearly spent budget is updated per request, exactly as without leases. In one container one
+//! take at a time goes to a bucket's item; requests arriving meanwhile wait for it and spend from
+//! the lease it brings (or see the refusal it proved).
 //!
-//! Per bucket, two conditional updates cover every case; which to try first is guessed from the
-//! last `tat` this container saw, so the common case is one update:
+//! A request is counted against the developer's budget, then the organization's: a flooding
+//! client is refused by its own budget without spending its colleagues' share. When both need a
+//! take and this container last saw the developer's bucket with room to spare (a tenth of it or
+//! more), both updates go out at once; a token one budget took for a request the other refused
+//! goes back to this container's lease of it, not lost.
+//!
+//! Per bucket, three conditional updates cover every case; which to try first is guessed from
+//! what this container last saw, so the common case is one update per take:
 //! - *active* bucket (`now <= tat <= max_tat`): `SET tat = tat + :inc`;
-//! - *idle* bucket (no `tat`, or `tat < now`): `SET tat = :now + :inc`.
+//! - *idle* bucket (no `tat`, or `tat < now`): `SET tat = :now + :inc`;
+//! - this container's own expired lease still the last take (`tat = :end`): `SET tat = :new_tat`,
+//!   giving back its unspent tokens with the new take.
 //!
 //! A failed condition returns the old item (`ReturnValuesOnConditionCheckFailure = ALL_OLD`),
 //! which either proves the request must be refused (no further call) or says which update to
@@ -23,8 +33,8 @@
 //! `adapters::dynamodb::settings`, in the same table under `pk = limits#<id>`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,7 +43,8 @@ use serde_json::{Value, json};
 use super::client::{DynamoError, DynamoHttp, UpdateItem};
 use crate::config::{ConfigError, RateLimitConfig};
 use crate::domain::ids::{Caller, OrgId};
-use crate::domain::ratelimit::{Budgets, Limits, RateStatus, Scope, gcra, now_us};
+use crate::domain::ratelimit::lease::LeaseBook;
+use crate::domain::ratelimit::{Budgets, Limits, RateStatus, Scope, gcra};
 use crate::lock;
 use crate::ports::rate_limit::{RateLimiter, StoreUnavailable};
 
@@ -47,8 +58,10 @@ pub struct DynamoRateLimiter {
     table: String,
     defaults: Budgets,
     timeout: Duration,
-    /// The last `tat` seen per bucket key.
-    last_tat: Mutex<HashMap<String, i64>>,
+    /// What this container knows of each bucket: the last `tat` seen, and its lease.
+    books: Mutex<HashMap<String, LeaseBook>>,
+    /// One take at a time per bucket from this container.
+    takers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     round_trips: AtomicU64,
 }
 
@@ -57,6 +70,56 @@ struct Bucket {
     key: String,
     limits: Limits,
     scope: Scope,
+}
+
+/// One conditional update of a bucket's `tat`.
+enum Step {
+    /// Active bucket: take `n` tokens after the stored `tat`.
+    Advance(u64),
+    /// Idle or new bucket: take `n` tokens from now.
+    Restart(u64),
+    /// Nobody took since this container's expired lease ended at `end_tat`: set `new_tat`,
+    /// which gives its unspent tokens back and takes `n`.
+    Replace { n: u64, end_tat: i64, new_tat: i64 },
+}
+
+impl Step {
+    /// The first update to try for a take of `n`, from what this container knows.
+    fn first(book: &LeaseBook, limits: &Limits, now: i64, n: u64) -> Step {
+        let replace = book.give_back(limits, now).and_then(|back| {
+            back.new_tat(limits, now, n).map(|new_tat| Step::Replace {
+                n,
+                end_tat: back.end_tat,
+                new_tat,
+            })
+        });
+        replace.unwrap_or_else(|| Step::after(book.seen_tat(), now, n))
+    }
+
+    /// The update for a take of `n` from a bucket whose stored `tat` is `tat`.
+    fn after(tat: Option<i64>, now: i64, n: u64) -> Step {
+        if tat.is_some_and(|tat| tat >= now) {
+            Step::Advance(n)
+        } else {
+            Step::Restart(n)
+        }
+    }
+
+    /// The `tat` this update found, when its success says: an advance found what it added to,
+    /// a replacement what it expected; an idle bucket's is not returned.
+    fn found(&self, limits: &Limits, new_tat: i64) -> Option<i64> {
+        match *self {
+            Step::Advance(n) => Some(new_tat - limits.interval_us() * n as i64),
+            Step::Restart(_) => None,
+            Step::Replace { end_tat, .. } => Some(end_tat),
+        }
+    }
+
+    fn tokens(&self) -> u64 {
+        match *self {
+            Step::Advance(n) | Step::Restart(n) | Step::Replace { n, .. } => n,
+        }
+    }
 }
 
 /// Outcome of one conditional update.
@@ -74,7 +137,8 @@ impl DynamoRateLimiter {
             table: config.table_name.clone(),
             defaults: config.defaults,
             timeout: config.store_timeout,
-            last_tat: Mutex::new(HashMap::new()),
+            books: Mutex::new(HashMap::new()),
+            takers: Mutex::new(HashMap::new()),
             round_trips: AtomicU64::new(0),
         })
     }
@@ -105,111 +169,166 @@ impl DynamoRateLimiter {
             .map_err(|_| StoreUnavailable(format!("no answer within {:?}", self.timeout)))
     }
 
-    /// Active bucket: advance `tat` by one interval if that stays within the tolerance.
-    async fn advance(&self, key: &str, limits: &Limits, now: i64) -> Result<Attempt, StoreUnavailable> {
+    /// Sends one conditional update of `key`'s `tat`.
+    async fn update(&self, key: &str, limits: &Limits, now: i64, step: &Step) -> Result<Attempt, StoreUnavailable> {
+        let inc = |n: u64| limits.interval_us() * n as i64;
+        let exp = number(expiry(limits, now));
+        let (update_expression, condition_expression, values, known_tat) = match *step {
+            Step::Advance(n) => (
+                "SET tat = tat + :inc, expires_at = :exp",
+                "tat BETWEEN :now AND :max_tat",
+                json!({
+                    ":inc": number(inc(n)),
+                    ":now": number(now),
+                    ":max_tat": number(gcra::max_tat_for(limits, now, n)),
+                    ":exp": exp,
+                }),
+                None,
+            ),
+            Step::Restart(n) => (
+                "SET tat = :new_tat, expires_at = :exp",
+                "attribute_not_exists(tat) OR tat < :now",
+                json!({":new_tat": number(now + inc(n)), ":now": number(now), ":exp": exp}),
+                Some(now + inc(n)),
+            ),
+            Step::Replace { end_tat, new_tat, .. } => (
+                "SET tat = :new_tat, expires_at = :exp",
+                "tat = :end",
+                json!({":new_tat": number(new_tat), ":end": number(end_tat), ":exp": exp}),
+                Some(new_tat),
+            ),
+        };
         let request = UpdateItem {
             table_name: &self.table,
             key: json!({"pk": {"S": key}}),
-            update_expression: "SET tat = tat + :inc, expires_at = :exp",
-            condition_expression: "tat BETWEEN :now AND :max_tat",
-            expression_attribute_values: json!({
-                ":inc": number(limits.interval_us()),
-                ":now": number(now),
-                ":max_tat": number(gcra::max_tat(limits, now)),
-                ":exp": number(expiry(limits, now)),
-            }),
-            return_values: Some("UPDATED_NEW"),
+            update_expression,
+            condition_expression,
+            expression_attribute_values: values,
+            return_values: known_tat.is_none().then_some("UPDATED_NEW"),
             expression_attribute_names: None,
             return_values_on_condition_check_failure: "ALL_OLD",
         };
         match self.timed(self.client.call(&request)).await? {
-            Ok(output) => output
-                .get("Attributes")
-                .and_then(|attributes| number_of(attributes, "tat"))
+            Ok(output) => known_tat
+                .or_else(|| {
+                    output
+                        .get("Attributes")
+                        .and_then(|attributes| number_of(attributes, "tat"))
+                })
                 .map(Attempt::Admitted)
                 .ok_or_else(|| StoreUnavailable("update returned no tat".into())),
             Err(err) => conflict_or_unavailable(err),
         }
     }
 
-    /// Idle (or new) bucket: restart `tat` from now.
-    async fn restart(&self, key: &str, limits: &Limits, now: i64) -> Result<Attempt, StoreUnavailable> {
-        let new_tat = now + limits.interval_us();
-        let request = UpdateItem {
-            table_name: &self.table,
-            key: json!({"pk": {"S": key}}),
-            update_expression: "SET tat = :new_tat, expires_at = :exp",
-            condition_expression: "attribute_not_exists(tat) OR tat < :now",
-            expression_attribute_values: json!({
-                ":new_tat": number(new_tat),
-                ":now": number(now),
-                ":exp": number(expiry(limits, now)),
-            }),
-            return_values: None,
-            expression_attribute_names: None,
-            return_values_on_condition_check_failure: "ALL_OLD",
-        };
-        match self.timed(self.client.call(&request)).await? {
-            Ok(_) => Ok(Attempt::Admitted(new_tat)),
-            Err(err) => conflict_or_unavailable(err),
-        }
+    /// Runs `f` on this container's book of `bucket`.
+    fn with_book<T>(&self, bucket: &Bucket, f: impl FnOnce(&mut LeaseBook) -> T) -> T {
+        f(lock(&self.books).entry(bucket.key.clone()).or_default())
     }
 
-    fn remember(&self, key: &str, tat: i64) {
-        lock(&self.last_tat).insert(key.to_owned(), tat);
+    /// Spends a token of this container's live lease of `bucket`, if it has one.
+    fn spend_local(&self, bucket: &Bucket, now: i64) -> Option<RateStatus> {
+        let Bucket { limits, scope, .. } = bucket;
+        self.with_book(bucket, |book| {
+            book.spend(limits, now)
+                .then(|| book.admitted_status(limits, now).of(*scope))
+        })
     }
 
-    /// Whether this container last saw `bucket` with at least a tenth of it left.
-    fn has_room(&self, bucket: &Bucket, now: i64) -> bool {
-        lock(&self.last_tat)
-            .get(&bucket.key)
-            .is_some_and(|&tat| gcra::max_tat(&bucket.limits, now) - tat.max(now) >= bucket.limits.tolerance_us() / 10)
+    /// Returns the token a request took of `bucket` when the other budget refused it.
+    fn put_back(&self, bucket: &Bucket, now: i64) {
+        self.with_book(bucket, |book| book.put_back(&bucket.limits, now));
     }
 
-    /// Counts one request against one bucket.
+    /// This container's turn to take from `key` (one take at a time per bucket).
+    fn taker(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.takers).entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Counts one request against one bucket: from the lease another request just brought, or
+    /// by a refusal already proven, or by taking a new lease from the item.
     async fn take(&self, bucket: &Bucket, now: i64) -> Result<RateStatus, StoreUnavailable> {
         let Bucket { key, limits, scope } = bucket;
-        // A bucket's stored `tat` never decreases (`restart` only replaces a past one), so one
-        // this container saw beyond `max_tat` proves the refusal without a call: a flooding
-        // client costs no DynamoDB write, and cannot throttle its item into the outage policy.
-        let seen = lock(&self.last_tat).get(key).copied();
-        if let Some(tat) = seen.filter(|&tat| tat > gcra::max_tat(limits, now)) {
-            return Ok(gcra::denied_status(limits, tat, now).of(*scope));
-        }
-        let mut active = lock(&self.last_tat).get(key).is_some_and(|&tat| tat >= now);
+        let taker = self.taker(key);
+        // The take ahead of this one is a store call: waiting longer than one is an outage.
+        let _turn = tokio::time::timeout(self.timeout, taker.lock())
+            .await
+            .map_err(|_| StoreUnavailable(format!("the take ahead had no answer within {:?}", self.timeout)))?;
+        let first = self.with_book(bucket, |book| {
+            if book.spend(limits, now) {
+                return Err(book.admitted_status(limits, now));
+            }
+            // A `tat` this container saw beyond `max_tat` proves the refusal without a call: a
+            // flooding client costs no DynamoDB write, and cannot throttle its item into the
+            // outage policy.
+            match book.known_refusal(limits, now) {
+                Some(refusal) => Err(refusal),
+                None => Ok(Step::first(book, limits, now, book.next_size(limits, now))),
+            }
+        });
+        let mut step = match first {
+            Ok(step) => step,
+            Err(decided) => return Ok(decided.of(*scope)),
+        };
         for _ in 0..MAX_ATTEMPTS {
-            let attempt = if active {
-                self.advance(key, limits, now).await?
-            } else {
-                self.restart(key, limits, now).await?
-            };
-            let stored = match attempt {
+            let stored = match self.update(key, limits, now, &step).await? {
                 Attempt::Admitted(new_tat) => {
-                    self.remember(key, new_tat);
-                    return Ok(gcra::admitted_status(limits, new_tat, now).of(*scope));
+                    let found = step.found(limits, new_tat);
+                    return Ok(self.with_book(bucket, |book| {
+                        book.took(limits, now, step.tokens(), found, new_tat);
+                        book.admitted_status(limits, now).of(*scope)
+                    }));
                 }
                 Attempt::Conflict(stored) => stored,
             };
-            if let Some(tat) = stored {
-                self.remember(key, tat);
+            if gcra::room(limits, stored, now) == 0 {
+                self.with_book(bucket, |book| book.saw(stored));
+                return Ok(gcra::denied_status(limits, stored.unwrap_or(now), now).of(*scope));
             }
-            match gcra::decide(limits, stored, now) {
-                gcra::Verdict::Deny => {
-                    return Ok(gcra::denied_status(limits, stored.unwrap_or(now), now).of(*scope));
-                }
-                gcra::Verdict::Admit { .. } => active = stored.is_some_and(|tat| tat >= now),
-            }
+            step = self.with_book(bucket, |book| {
+                book.saw(stored);
+                book.forget_give_back();
+                Step::after(stored, now, book.next_size(limits, now))
+            });
         }
         // Other instances kept changing the item under us: refuse rather than risk over-admitting.
         tracing::warn!(bucket = %key, "rate limit contention; refusing this request");
         Ok(gcra::denied_status(limits, now + limits.tolerance_us(), now).of(*scope))
     }
+
+    /// The answer once both budgets were asked: admitted if both admitted; otherwise the
+    /// developer's refusal or failure first, and a token either took for this request goes back
+    /// to its lease.
+    fn settle(
+        &self,
+        (user, user_outcome): (&Bucket, Result<RateStatus, StoreUnavailable>),
+        (organization, organization_outcome): (&Bucket, Result<RateStatus, StoreUnavailable>),
+        now: i64,
+    ) -> Result<RateStatus, StoreUnavailable> {
+        let admitted =
+            |outcome: &Result<RateStatus, StoreUnavailable>| outcome.as_ref().is_ok_and(RateStatus::admitted);
+        if admitted(&user_outcome) && admitted(&organization_outcome) {
+            return Ok(RateStatus::binding(user_outcome?, organization_outcome?));
+        }
+        if admitted(&user_outcome) {
+            self.put_back(user, now);
+        }
+        if admitted(&organization_outcome) {
+            self.put_back(organization, now);
+        }
+        // The developer's refusal stands even if the organization's bucket could not be read:
+        // the outage policy must never admit what a budget refused.
+        let user_status = user_outcome?;
+        if !user_status.admitted() {
+            return Ok(user_status);
+        }
+        organization_outcome
+    }
 }
 
 #[async_trait]
 impl RateLimiter for DynamoRateLimiter {
-    async fn check_within(&self, caller: &Caller, budgets: &Budgets) -> Result<RateStatus, StoreUnavailable> {
-        let now = now_us();
+    async fn check_at(&self, caller: &Caller, budgets: &Budgets, now: i64) -> Result<RateStatus, StoreUnavailable> {
         let user = Bucket {
             key: Self::user_state_key(caller),
             limits: budgets.user,
@@ -220,21 +339,22 @@ impl RateLimiter for DynamoRateLimiter {
             limits: budgets.organization,
             scope: Scope::Organization,
         };
-        if self.has_room(&user, now) {
-            let (user, organization) = tokio::join!(self.take(&user, now), self.take(&organization, now));
-            // The developer's refusal stands even if the organization's bucket could not be read:
-            // the outage policy must never admit what a budget refused.
-            let user = user?;
-            if !user.admitted() {
-                return Ok(user);
+        let outcomes = match (self.spend_local(&user, now), self.spend_local(&organization, now)) {
+            (Some(user_status), Some(organization_status)) => (Ok(user_status), Ok(organization_status)),
+            (Some(user_status), None) => (Ok(user_status), self.take(&organization, now).await),
+            (None, Some(organization_status)) => (self.take(&user, now).await, Ok(organization_status)),
+            (None, None) if self.with_book(&user, |book| book.has_room(&user.limits, now)) => {
+                tokio::join!(self.take(&user, now), self.take(&organization, now))
             }
-            return Ok(RateStatus::binding(user, organization?));
-        }
-        let user = self.take(&user, now).await?;
-        if !user.admitted() {
-            return Ok(user);
-        }
-        Ok(RateStatus::binding(user, self.take(&organization, now).await?))
+            (None, None) => {
+                let user_outcome = self.take(&user, now).await;
+                if !user_outcome.as_ref().is_ok_and(RateStatus::admitted) {
+                    return user_outcome;
+                }
+                (user_outcome, self.take(&organization, now).await)
+            }
+        };
+        self.settle((&user, outcomes.0), (&organization, outcomes.1), now)
     }
 
     fn default_budgets(&self) -> Budgets {

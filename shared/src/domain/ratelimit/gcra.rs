@@ -23,7 +23,18 @@ pub fn decide(limits: &Limits, tat: Option<i64>, now: i64) -> Verdict {
 
 /// The largest stored `tat` that still admits a request at `now`.
 pub fn max_tat(limits: &Limits, now: i64) -> i64 {
-    now + limits.tolerance_us() - limits.interval_us()
+    max_tat_for(limits, now, 1)
+}
+
+/// The largest stored `tat` from which `tokens` requests may be taken at once at `now`.
+pub fn max_tat_for(limits: &Limits, now: i64, tokens: u64) -> i64 {
+    now + limits.tolerance_us() - limits.interval_us() * tokens as i64
+}
+
+/// How many requests the bucket would admit at `now` given its stored `tat`.
+pub fn room(limits: &Limits, tat: Option<i64>, now: i64) -> u64 {
+    let base = tat.map_or(now, |tat| tat.max(now));
+    ((now + limits.tolerance_us() - base).max(0) / limits.interval_us()) as u64
 }
 
 pub fn admitted_status(limits: &Limits, new_tat: i64, now: i64) -> RateStatus {
@@ -181,6 +192,21 @@ mod tests {
         assert_eq!(tat, Some(11 * SECOND));
         assert_eq!(status.reset_at_us, 11 * SECOND);
         assert_eq!(status.reset_epoch_seconds(), 11);
+    }
+
+    #[test]
+    fn room_is_what_decide_would_admit_in_a_row() {
+        let l = limits(5, 60_000, 1);
+        let mut tat = None;
+        for expected_room in (0..=6).rev() {
+            assert_eq!(room(&l, tat, 0), expected_room);
+            let verdict = decide(&l, tat, 0);
+            assert_eq!(matches!(verdict, Verdict::Admit { .. }), expected_room > 0);
+            if let Verdict::Admit { new_tat } = verdict {
+                assert!(tat.unwrap_or(0) <= max_tat_for(&l, 0, expected_room));
+                tat = Some(new_tat);
+            }
+        }
     }
 
     #[test]

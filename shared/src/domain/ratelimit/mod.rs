@@ -9,14 +9,16 @@
 //! `window_ms / max_requests`. The only state is the *theoretical arrival time* (`tat`): the time
 //! at which the bucket would be full again.
 //!
-//! [`gcra`] holds the arithmetic; `DynamoRateLimiter` keeps each `tat` in DynamoDB with
-//! conditional updates, exact across any number of Lambda instances; `InMemoryRateLimiter` is
-//! for tests.
+//! [`gcra`] holds the arithmetic and [`lease`] what one container knows of a bucket (the tokens
+//! it took ahead, and how many to take next); `DynamoRateLimiter` keeps each `tat` in DynamoDB
+//! with conditional updates, never over-admitting across any number of Lambda instances;
+//! `InMemoryRateLimiter` is for tests.
 //!
 //! This module holds the arithmetic and the values; the limiters are adapters
 //! (`adapters::dynamodb`) and fakes.
 
 pub mod gcra;
+pub mod lease;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
