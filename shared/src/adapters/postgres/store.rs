@@ -534,7 +534,6 @@ fn session_columns(row: &tokio_postgres::Row, first: usize) -> SessionFigures {
 }
 
 /// A dense histogram from the buckets (1-based) that have counts.
-
 fn histogram(buckets: Option<Vec<i16>>, counts: Option<Vec<i64>>) -> Vec<i64> {
     let mut dense = vec![0; crate::domain::summary::HISTOGRAM_BUCKETS];
     for (bucket, count) in buckets.unwrap_or_default().into_iter().zip(counts.unwrap_or_default()) {
