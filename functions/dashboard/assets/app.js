@@ -175,6 +175,8 @@ function totalsOf(series) {
     errors: sum(groups, (g) => g.commands && g.commands.error_count),
     p95: p95s.length ? Math.max(...p95s) : null,
     interactions: sum(groups, (g) => g.agents && g.agents.interactions),
+    // Sessions are totalled by the API for the whole span (the groups may not all be shown).
+    sessions: series.sessions ? series.sessions.started : 0,
     tokens: sum(groups, (g) => g.usage && g.usage.input_tokens + g.usage.output_tokens),
     cost: sum(groups, (g) => g.usage && g.usage.cost_usd),
   };
@@ -195,6 +197,7 @@ function showTotals(moved) {
     "fig-error-rate": t.commands ? `${((100 * t.errors) / t.commands).toFixed(1)} %` : "–",
     "fig-p95": formatMs(t.p95),
     "fig-interactions": number.format(t.interactions),
+    "fig-sessions": number.format(t.sessions),
     "fig-tokens": t.tokens ? number.format(t.tokens) : "none",
     "fig-cost": t.cost ? money.format(t.cost) : "none",
   };
@@ -277,7 +280,8 @@ const usageColumns = [
   ["Cost", (g) => g.usage && g.usage.cost_usd, (v) => money.format(v)],
 ];
 const USER_COLUMNS = [["User", (g) => g.key], ...commandsColumns,
-  ["Agent calls", (g) => g.agents && g.agents.interactions], ...usageColumns];
+  ["Agent calls", (g) => g.agents && g.agents.interactions],
+  ["Sessions", (g) => g.sessions && g.sessions.started], ...usageColumns];
 const COMMAND_COLUMNS = [["Command", (g) => g.key], ...commandsColumns,
   ["p95", (g) => g.commands && g.commands.p95_execution_time_ms, formatMs]];
 const AGENT_COLUMNS = [["Agent", (g) => g.key],

@@ -1,6 +1,7 @@
 //! `GET /api/v1/metrics/summary`: the caller's organization's rolling aggregates; query
 //! parameters `since`, `until` (RFC 3339), `group_by` (`user`, `command`, `agent`, `hour`,
-//! `day`) and `limit`. Members read the organization's totals and only their own per-user rows;
+//! `day`) and `limit`; the answer also counts the sessions started in the span. Members read
+//! the organization's totals and only their own per-user rows;
 //! admins everything (`SummaryQuery::as_seen_by`). See `shared::domain::summary`.
 
 use lambda_http::{Body, Error, Request, Response};

@@ -6,6 +6,10 @@
 //! Groups by user, model, hour and day also carry the `usage` Claude Code's OTLP export
 //! reported (tokens, cost, lines, ...; see [`crate::domain::usage`]), from the usage aggregates
 //! kept the same way; commands and agents have none (usage is per model, not per tool).
+//! Every summary also counts the sessions started in its span ([`SessionFigures`]): in total,
+//! and per group when grouping by user, hour or day (sessions have no command, agent or model).
+//! Sessions are few (one per developer and sitting), so they are counted from their table's
+//! rows, through its index on `session_start`.
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{Value, json};
@@ -57,6 +61,45 @@ impl GroupBy {
     /// Whether its groups carry command and agent figures (models have none).
     pub fn has_metrics(self) -> bool {
         self != GroupBy::Model
+    }
+
+    /// Whether its groups carry session figures (a session has no command, agent or model).
+    pub fn has_sessions(self) -> bool {
+        matches!(self, GroupBy::User | GroupBy::Hour | GroupBy::Day)
+    }
+}
+
+/// The kind of an [`AggregateRow`] holding a group's sessions.
+pub const SESSION_ROW: &str = "session";
+/// The kind of the one [`AggregateRow`] (key `""`) holding the sessions of the whole span,
+/// whatever the grouping and the limit.
+pub const SESSION_TOTAL_ROW: &str = "sessions_total";
+
+/// The sessions started in a span (`session_start` in `[since, until)`), by their status now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionFigures {
+    pub started: i64,
+    /// Still open now.
+    pub active: i64,
+    pub completed: i64,
+    pub abandoned: i64,
+    /// Those with a duration (ended ones), and the sum of their durations.
+    pub timed: i64,
+    pub duration_ms: i64,
+}
+
+impl SessionFigures {
+    /// `{started, active, completed, abandoned, avg_duration_ms}`; the average is over the
+    /// sessions that ended (`null` when none did).
+    pub fn to_json(&self) -> Value {
+        let average = (self.timed > 0).then(|| round3(self.duration_ms as f64 / self.timed as f64));
+        json!({
+            "started": self.started,
+            "active": self.active,
+            "completed": self.completed,
+            "abandoned": self.abandoned,
+            "avg_duration_ms": average,
+        })
     }
 }
 
@@ -194,12 +237,15 @@ fn time(name: &str, value: &str, errors: &mut Vec<FieldError>) -> Option<DateTim
 
 /// Aggregates of one group and one kind (`command`, `agent` or `usage`), summed over the span.
 /// A `usage` row carries [`AggregateRow::usage`] (its `count` is the model requests, its
-/// `error_count` the model errors) and no histogram.
+/// `error_count` the model errors) and no histogram. A [`SESSION_ROW`] or [`SESSION_TOTAL_ROW`]
+/// carries [`AggregateRow::sessions`] (its `count` is the sessions started, so they count as
+/// activity when groups are ranked).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AggregateRow {
     pub key: String,
     pub kind: String,
     pub usage: Usage,
+    pub sessions: SessionFigures,
     pub count: i64,
     pub error_count: i64,
     pub total_ms: f64,
@@ -246,10 +292,14 @@ fn round3(value: f64) -> f64 {
 }
 
 /// The response's `data`: one entry per group, its commands and its agents, and whether groups
-/// were left out by `limit` (`rows` may hold one group more than the limit, to tell).
+/// were left out by `limit` (`rows` may hold one group more than the limit, to tell), and the
+/// sessions of the whole span.
 pub fn summary_data(query: &SummaryQuery, rows: &[AggregateRow]) -> Value {
+    let (totals, rows): (Vec<&AggregateRow>, Vec<&AggregateRow>) =
+        rows.iter().partition(|row| row.kind == SESSION_TOTAL_ROW);
+    let sessions = totals.first().map(|row| row.sessions).unwrap_or_default();
     let mut keys: Vec<&str> = vec![];
-    for row in rows {
+    for row in &rows {
         if !keys.contains(&row.key.as_str()) {
             keys.push(&row.key);
         }
@@ -263,9 +313,16 @@ pub fn summary_data(query: &SummaryQuery, rows: &[AggregateRow]) -> Value {
             if query.group_by.has_usage() {
                 group["usage"] = Usage::default().to_json();
             }
+            if query.group_by.has_sessions() {
+                group["sessions"] = SessionFigures::default().to_json();
+            }
             for row in rows.iter().filter(|r| r.key == *key) {
                 if row.kind == "usage" {
                     group["usage"] = row.usage.to_json();
+                    continue;
+                }
+                if row.kind == SESSION_ROW {
+                    group["sessions"] = row.sessions.to_json();
                     continue;
                 }
                 let average = if row.count > 0 {
@@ -306,6 +363,7 @@ pub fn summary_data(query: &SummaryQuery, rows: &[AggregateRow]) -> Value {
         "groups": groups,
         "truncated": truncated,
         "per_user_rows": if query.own_rows_only { "own" } else { "all" },
+        "sessions": sessions.to_json(),
     })
 }
 
@@ -395,6 +453,7 @@ mod tests {
             key: key.into(),
             kind: kind.into(),
             usage: Usage::default(),
+            sessions: SessionFigures::default(),
             count: 4,
             error_count: 1,
             total_ms: 10.0,
@@ -412,5 +471,57 @@ mod tests {
         assert_eq!(data["groups"].as_array().unwrap().len(), 1);
         assert_eq!(data["groups"][0]["commands"]["avg_execution_time_ms"], 2.5);
         assert_eq!(data["groups"][0]["agents"]["input_tokens"], 7);
+    }
+
+    #[test]
+    fn sessions_are_totalled_for_the_span_and_given_per_group_by_user_hour_and_day() {
+        let row = |key: &str, kind: &str, sessions: SessionFigures| AggregateRow {
+            key: key.into(),
+            kind: kind.into(),
+            usage: Usage::default(),
+            sessions,
+            count: sessions.started,
+            error_count: 0,
+            total_ms: 0.0,
+            tokens_in: 0,
+            tokens_out: 0,
+            histogram: vec![],
+        };
+        let alices = SessionFigures {
+            started: 3,
+            active: 1,
+            completed: 1,
+            abandoned: 1,
+            timed: 2,
+            duration_ms: 3001,
+        };
+        let all = SessionFigures {
+            started: 5,
+            active: 3,
+            ..alices
+        };
+        let q = SummaryQuery::parse([], now()).unwrap();
+        let data = summary_data(
+            &q,
+            &[row("", SESSION_TOTAL_ROW, all), row("alice", SESSION_ROW, alices)],
+        );
+        assert_eq!(
+            data["groups"].as_array().unwrap().len(),
+            1,
+            "the total is no group: {data}"
+        );
+        assert_eq!(
+            data["groups"][0]["sessions"],
+            json!({"started": 3, "active": 1, "completed": 1, "abandoned": 1, "avg_duration_ms": 1500.5})
+        );
+        assert_eq!(data["sessions"]["started"], 5);
+        assert_eq!(data["sessions"]["active"], 3);
+        let q = SummaryQuery::parse([("group_by", "command")], now()).unwrap();
+        let data = summary_data(&q, &[row("", SESSION_TOTAL_ROW, SessionFigures::default())]);
+        assert_eq!(data["groups"], json!([]));
+        assert_eq!(
+            data["sessions"],
+            json!({"started": 0, "active": 0, "completed": 0, "abandoned": 0, "avg_duration_ms": null})
+        );
     }
 }

@@ -3,7 +3,11 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::summary::{AggregateRow, GroupBy, HISTOGRAM_BUCKETS, NO_MODEL_KEY, SummaryQuery, latency_bucket};
+use crate::domain::sessions::{SessionRecord, SessionStatus};
+use crate::domain::summary::{
+    AggregateRow, GroupBy, HISTOGRAM_BUCKETS, NO_MODEL_KEY, SESSION_ROW, SESSION_TOTAL_ROW, SessionFigures,
+    SummaryQuery, latency_bucket,
+};
 use crate::domain::usage::{Usage, UsageField};
 
 /// One stored record as a summary counts it: (user, kind, name, when, ms, failed, tokens in,
@@ -30,6 +34,7 @@ fn empty_row(key: String, kind: &str) -> AggregateRow {
         key,
         kind: kind.to_owned(),
         usage: Usage::default(),
+        sessions: SessionFigures::default(),
         count: 0,
         error_count: 0,
         total_ms: 0.0,
@@ -39,16 +44,53 @@ fn empty_row(key: String, kind: &str) -> AggregateRow {
     }
 }
 
-/// The rows of `query` over `records` and `usage`: the first `limit + 1` groups, busiest first
-/// (or in time order for hours and days), each group's kinds together.
+/// Adds one session to the figures of a summary row.
+fn count_session(row: &mut AggregateRow, session: &SessionRecord) {
+    let figures = &mut row.sessions;
+    figures.started += 1;
+    match session.status {
+        SessionStatus::Active => figures.active += 1,
+        SessionStatus::Completed => figures.completed += 1,
+        SessionStatus::Abandoned => figures.abandoned += 1,
+    }
+    if let Some(ms) = session.total_duration_ms {
+        figures.timed += 1;
+        figures.duration_ms += ms;
+    }
+    row.count = figures.started;
+}
+
+/// The rows of `query` over `records`, `usage` and `sessions` (with their users): first the
+/// span's session total, then the first `limit + 1` groups, busiest first (or in time order for
+/// hours and days), each group's kinds together.
 pub(super) fn summarise<'a>(
     records: impl Iterator<Item = Counted<'a>>,
     usage: impl Iterator<Item = CountedUsage<'a>>,
+    sessions: impl Iterator<Item = (&'a str, &'a SessionRecord)>,
     query: &SummaryQuery,
 ) -> Vec<AggregateRow> {
     let mut rows: Vec<AggregateRow> = vec![];
     let in_span = |when: DateTime<Utc>| when >= query.since && when < query.until;
     let wanted_user = |user: &str| query.user.as_ref().is_none_or(|u| u.as_str() == user);
+    let mut span_total = empty_row(String::new(), SESSION_TOTAL_ROW);
+    for (user, session) in sessions {
+        if !in_span(session.session_start) || !wanted_user(user) {
+            continue;
+        }
+        count_session(&mut span_total, session);
+        if !query.group_by.has_sessions() {
+            continue;
+        }
+        let key = key_of(query.group_by, user, "", session.session_start);
+        let at = match rows.iter().position(|r| r.key == key && r.kind == SESSION_ROW) {
+            Some(at) => at,
+            None => {
+                rows.push(empty_row(key, SESSION_ROW));
+                rows.len() - 1
+            }
+        };
+        count_session(&mut rows[at], session);
+    }
     for (user, model, when, field, amount) in usage {
         if !query.group_by.has_usage() || !in_span(when) || !wanted_user(user) {
             continue;
@@ -103,7 +145,8 @@ pub(super) fn summarise<'a>(
     });
     keys.dedup();
     keys.truncate(query.limit as usize + 1);
-    keys.iter()
-        .flat_map(|key| rows.iter().filter(|r| &r.key == key).cloned().collect::<Vec<_>>())
-        .collect()
+    let groups = keys
+        .iter()
+        .flat_map(|key| rows.iter().filter(|r| &r.key == key).cloned().collect::<Vec<_>>());
+    std::iter::once(span_total).chain(groups).collect()
 }

@@ -27,6 +27,7 @@ pub async fn every_case(store: &dyn MetricStore, org_prefix: &str) {
     envelopes_count_what_is_new_and_name_what_others_hold(store, &org("envelopes")).await;
     hook_events_are_kept_once_and_counted_per_user(store, &org("hooks")).await;
     aggregates_count_what_was_stored(store, &org("aggregates")).await;
+    sessions_are_summarised_by_their_start(store, &org("session-figures")).await;
     usage_counts_each_point_once_and_joins_the_session(store, &org("usage")).await;
 }
 
@@ -359,6 +360,79 @@ pub async fn aggregates_count_what_was_stored(store: &dyn MetricStore, org: &str
         .map(|row| row.tokens_in)
         .sum();
     assert_eq!(tokens, 10);
+}
+
+/// Sessions count in the span holding their start (`[since, until)`), in the span's total and,
+/// grouped by user or hour, in their group; the total follows the `user` filter.
+pub async fn sessions_are_summarised_by_their_start(store: &dyn MetricStore, org: &str) {
+    use crate::domain::summary::{SESSION_ROW, SESSION_TOTAL_ROW, SessionFigures};
+    let (alice, bob) = (caller(org, "alice"), caller(org, "bob"));
+    let start = async |who: &Caller, at: &str| {
+        let session = SessionStart::from_json(&json!({"session_start": at}))
+            .expect("start")
+            .identified();
+        store.start_session(who, &session).await.expect("session start");
+        session.id
+    };
+    // GIVEN sessions started at both edges of 10:00-12:00 and just outside it, one of them ended
+    let first = start(&alice, "2026-11-20T10:00:00Z").await;
+    start(&alice, "2026-11-20T11:59:59.999Z").await;
+    start(&alice, "2026-11-20T12:00:00Z").await;
+    start(&alice, "2026-11-20T09:59:59.999Z").await;
+    start(&bob, "2026-11-20T11:00:00Z").await;
+    let end = SessionEnd::from_json(&json!({"session_id": first})).expect("end");
+    store.end_session(&alice, &end).await.expect("end");
+    let query = |group_by: &str, user: Option<&Caller>| {
+        let span = [("since", "2026-11-20T10:00:00Z"), ("until", "2026-11-20T12:00:00Z")];
+        let mut query =
+            SummaryQuery::parse(span.into_iter().chain([("group_by", group_by)]), Utc::now()).expect("query");
+        query.user = user.map(|who| who.user.clone());
+        query
+    };
+    let figures = async |query: SummaryQuery, key: &str, kind: &str| -> Option<SessionFigures> {
+        let rows = store.aggregates(&alice, &query).await.expect("aggregates");
+        rows.iter().find(|r| r.key == key && r.kind == kind).map(|r| r.sessions)
+    };
+    // WHEN grouped by user THEN the total has the three started inside, the groups their users'
+    let total = figures(query("user", None), "", SESSION_TOTAL_ROW)
+        .await
+        .expect("total");
+    let (started, active, completed, abandoned, timed) = (3, 2, 1, 0, 1);
+    assert_eq!(
+        (
+            total.started,
+            total.active,
+            total.completed,
+            total.abandoned,
+            total.timed
+        ),
+        (started, active, completed, abandoned, timed),
+        "{total:?}"
+    );
+    assert!(
+        total.duration_ms > 0,
+        "the ended one lasted from 2026-11-20 to now: {total:?}"
+    );
+    let alices = figures(query("user", None), "alice", SESSION_ROW).await.expect("alice");
+    assert_eq!((alices.started, alices.completed, alices.timed), (2, 1, 1));
+    assert_eq!(alices.duration_ms, total.duration_ms);
+    let bobs = figures(query("user", None), "bob", SESSION_ROW).await.expect("bob");
+    assert_eq!((bobs.started, bobs.active), (1, 1));
+    // AND by hour, each in the hour of its start
+    let hour =
+        |key: &'static str| async move { figures(query("hour", None), key, SESSION_ROW).await.map(|f| f.started) };
+    assert_eq!(hour("2026-11-20T10:00:00Z").await, Some(1));
+    assert_eq!(hour("2026-11-20T11:00:00Z").await, Some(2));
+    // AND by command only the total, which a user filter narrows to that user's sessions
+    let rows = store
+        .aggregates(&alice, &query("command", None))
+        .await
+        .expect("aggregates");
+    assert!(rows.iter().all(|r| r.kind != SESSION_ROW), "{rows:?}");
+    let bobs_total = figures(query("command", Some(&bob)), "", SESSION_TOTAL_ROW)
+        .await
+        .expect("bob's total");
+    assert_eq!((bobs_total.started, bobs_total.timed), (1, 0));
 }
 
 /// An OTLP export as Claude Code sends it (`events/otlp/`), its cumulative variant, and retries.

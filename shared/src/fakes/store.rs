@@ -492,9 +492,11 @@ impl MetricStore for InMemoryStore {
             e.field
                 .map(|field| (user.as_str(), e.model.as_str(), e.time(), field, 1.0))
         });
+        let sessions = tenant.sessions.iter().map(|(user, session)| (user.as_str(), session));
         Ok(super::aggregates::summarise(
             commands.chain(agents),
             points.chain(events),
+            sessions,
             query,
         ))
     }

@@ -180,9 +180,23 @@ async fn post_interaction(addr: SocketAddr, bearer: &str, agent: &str) {
     assert_eq!(code, 201, "{answer}");
 }
 
+async fn start_session(addr: SocketAddr, bearer: &str) {
+    let (code, _, answer) = http(
+        addr,
+        "POST",
+        "/api/v1/metrics/session/start",
+        Some(bearer),
+        "application/json",
+        "{}",
+    )
+    .await;
+    assert_eq!(code, 201, "{answer}");
+}
+
 /// The headline figures as the summary API gives them for the page's default range (last 24 h,
-/// per hour), formatted as the page formats them.
-async fn expected_figures(addr: SocketAddr, bearer: &str) -> (String, String, String, String) {
+/// per hour), formatted as the page formats them: commands, error rate, p95, agent
+/// interactions, sessions started.
+async fn expected_figures(addr: SocketAddr, bearer: &str) -> (String, String, String, String, String) {
     let (code, _, body) = http(
         addr,
         "GET",
@@ -212,6 +226,7 @@ async fn expected_figures(addr: SocketAddr, bearer: &str) -> (String, String, St
         format!("{:.1} %", 100.0 * errors / commands),
         p95,
         format!("{interactions}"),
+        format!("{}", body["data"]["sessions"]["started"].as_i64().unwrap()),
     )
 }
 
@@ -225,9 +240,13 @@ async fn the_dashboard_shows_the_summarys_figures_and_live_updates_of_its_organi
     post_command(addr, &alice, "claude_code_review", "error", 400).await;
     post_command(addr, &bob, "claude_code_generate", "success", 2300).await;
     post_interaction(addr, &bob, "coder").await;
-    // Another organization's developer and command, which must never appear.
+    for bearer in [&alice, &alice, &bob] {
+        start_session(addr, bearer).await;
+    }
+    // Another organization's developer, command and session, which must never appear or count.
     let mallory = token("umbrella", "mallory");
     post_command(addr, &mallory, "umbrella_secret_tool", "success", 10).await;
+    start_session(addr, &mallory).await;
 
     browser.open(&format!("http://{addr}/dashboard#token={lead}")).await;
     browser.wait_for_state("data").await;
@@ -239,12 +258,13 @@ async fn the_dashboard_shows_the_summarys_figures_and_live_updates_of_its_organi
         .await;
     assert_eq!(stored.as_str(), Some(lead.as_str()));
 
-    let (commands, error_rate, p95, interactions) = expected_figures(addr, &lead).await;
-    assert_eq!(commands, "3");
+    let (commands, error_rate, p95, interactions, sessions) = expected_figures(addr, &lead).await;
+    assert_eq!((commands.as_str(), sessions.as_str()), ("3", "3"));
     assert_eq!(browser.text_of("fig-commands").await, commands);
     assert_eq!(browser.text_of("fig-error-rate").await, error_rate);
     assert_eq!(browser.text_of("fig-p95").await, p95);
     assert_eq!(browser.text_of("fig-interactions").await, interactions);
+    assert_eq!(browser.text_of("fig-sessions").await, sessions);
     let users = browser.text_of("table-user").await;
     assert!(users.contains("alice") && users.contains("bob"), "{users}");
     assert!(browser.text_of("table-command").await.contains("claude_code_review"));
@@ -312,6 +332,12 @@ async fn the_dashboard_shows_the_summarys_figures_and_live_updates_of_its_organi
     })
     .await;
     assert_eq!(browser.text_of("fig-commands").await, "4");
+    assert_eq!(
+        browser.text_of("fig-sessions").await,
+        expected_figures(addr, &alice).await.4,
+        "the organization's sessions, as the member's summary gives them"
+    );
+    assert_eq!(browser.text_of("fig-sessions").await, "3");
     let users = browser.text_of("table-user").await;
     assert!(users.contains("alice") && !users.contains("bob"), "{users}");
     browser.screenshot("data-member").await;

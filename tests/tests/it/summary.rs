@@ -410,3 +410,115 @@ async fn metrics_stored_before_the_aggregates_existed_are_counted_by_the_migrati
         );
     }
 }
+
+/// Starts a session of `user` in `org` at `at` and answers its id.
+async fn start_session(addr: SocketAddr, org: &str, user: &str, at: &str) -> String {
+    let body = json!({"session_start": at}).to_string();
+    let route = "/api/v1/metrics/session/start";
+    let (status, _, answer) = http(addr, "POST", route, Some(&token(org, user)), "application/json", &body).await;
+    assert_eq!(status, 201, "{answer}");
+    answer["data"]["id"].as_str().unwrap().to_owned()
+}
+
+/// What `user_sessions` says of the span (`[since, until)`, optionally one user's): started,
+/// active, completed, average duration of those with one.
+async fn raw_sessions(given: &TestApp, user: Option<&str>) -> (i64, i64, i64, Option<f64>) {
+    let row = given
+        .db()
+        .await
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'active'), count(*) FILTER (WHERE status = 'completed'), \
+               avg(total_duration_ms)::float8 FROM \"org_acme\".user_sessions \
+             WHERE session_start >= '2026-11-27T08:00:00Z' AND session_start < '2026-11-27T11:00:00Z' \
+               AND ($1::text IS NULL OR user_id = $1)",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
+#[tokio::test]
+async fn sessions_count_where_they_started_per_organization_and_as_each_role_may_see() {
+    // GIVEN acme's sessions at both edges of 08:00-11:00 and outside it, one ended, and globex's
+    let given = TestApp::spawn().await;
+    let addr = given.serve_http().await;
+    let ended = start_session(addr, "acme", "alice", "2026-11-27T08:00:00Z").await;
+    start_session(addr, "acme", "alice", "2026-11-27T10:59:59.999Z").await;
+    start_session(addr, "acme", "bob", "2026-11-27T09:30:00Z").await;
+    start_session(addr, "acme", "bob", "2026-11-27T11:00:00Z").await;
+    start_session(addr, "acme", "carol", "2026-11-27T07:59:59.999Z").await;
+    start_session(addr, "globex", "alice", "2026-11-27T09:00:00Z").await;
+    let end = json!({"session_id": ended}).to_string();
+    let route = "/api/v1/metrics/session/end";
+    let (status, _, answer) = http(
+        addr,
+        "POST",
+        route,
+        Some(&token("acme", "alice")),
+        "application/json",
+        &end,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let span = "since=2026-11-27T08:00:00Z&until=2026-11-27T11:00:00Z";
+    let figures = |sessions: &Value| {
+        (
+            sessions["started"].as_i64().unwrap(),
+            sessions["active"].as_i64().unwrap(),
+            sessions["completed"].as_i64().unwrap(),
+            sessions["avg_duration_ms"].as_f64(),
+        )
+    };
+    let group = |data: &Value, key: &str| {
+        let groups = data["groups"].as_array().unwrap();
+        groups.iter().find(|g| g["key"] == key).cloned()
+    };
+
+    // WHEN an admin reads them by user THEN the total is the three started inside the span, as
+    // the rows say, and each user's group has theirs
+    let all = summary(addr, "acme", &format!("group_by=user&{span}")).await;
+    let total = figures(&all["sessions"]);
+    assert_eq!(total, raw_sessions(&given, None).await);
+    assert_eq!((total.0, total.1, total.2), (3, 2, 1), "{all}");
+    assert!(total.3.unwrap() > 0.0, "the ended session has a duration: {all}");
+    assert_eq!(all["sessions"]["abandoned"], 0);
+    let alices = group(&all, "alice").expect("alice's group");
+    assert_eq!(figures(&alices["sessions"]), raw_sessions(&given, Some("alice")).await);
+    assert_eq!(group(&all, "bob").expect("bob's group")["sessions"]["started"], 1);
+    assert_eq!(group(&all, "carol"), None, "carol's session started before the span");
+    // AND by hour, each hour has those started in it; by command, only the total
+    let hours = summary(addr, "acme", &format!("group_by=hour&{span}")).await;
+    let started_in = |hour: &str| group(&hours, hour).map(|g| g["sessions"]["started"].clone());
+    assert_eq!(started_in("2026-11-27T08:00:00Z"), Some(json!(1)));
+    assert_eq!(started_in("2026-11-27T09:00:00Z"), Some(json!(1)));
+    assert_eq!(started_in("2026-11-27T10:00:00Z"), Some(json!(1)));
+    assert_eq!(hours["sessions"], all["sessions"]);
+    let commands = summary(addr, "acme", &format!("group_by=command&{span}")).await;
+    assert_eq!(
+        (commands["groups"].clone(), commands["sessions"].clone()),
+        (json!([]), all["sessions"].clone())
+    );
+
+    // AND globex sees its own session only
+    let globex = summary(addr, "globex", &format!("group_by=user&{span}")).await;
+    assert_eq!(globex["sessions"]["started"], 1, "{globex}");
+    assert_eq!(globex["groups"].as_array().unwrap().len(), 1);
+
+    // AND bob, a member, reads his own sessions by user, the organization's by hour or day
+    let bob = token("acme", "bob");
+    let own = summary_as(addr, &bob, &format!("group_by=user&{span}")).await;
+    assert_eq!(figures(&own["sessions"]), raw_sessions(&given, Some("bob")).await);
+    assert_eq!(own["groups"].as_array().unwrap().len(), 1);
+    assert_eq!(own["groups"][0]["key"], "bob");
+    for group_by in ["hour", "day", "command"] {
+        let query = format!("group_by={group_by}&{span}");
+        assert_eq!(
+            summary_as(addr, &bob, &query).await["sessions"],
+            all["sessions"],
+            "{group_by}"
+        );
+    }
+    let (status, _) = summary_answer(addr, &bob, &format!("group_by=day&user=alice&{span}")).await;
+    assert_eq!(status, 403);
+}

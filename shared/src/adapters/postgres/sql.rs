@@ -8,7 +8,7 @@ use super::migrate::quote_ident;
 use crate::domain::ids::OrgId;
 use crate::domain::kind::{Kind, PerKind};
 use crate::domain::sessions::{MAX_AGENTS, SessionAction, SessionStatus};
-use crate::domain::summary::{GroupBy, NO_MODEL_KEY};
+use crate::domain::summary::{GroupBy, NO_MODEL_KEY, SESSION_ROW, SESSION_TOTAL_ROW};
 use crate::domain::usage::UsageField;
 use crate::domain::validation::Choice;
 use crate::lock;
@@ -377,8 +377,11 @@ pub(super) fn session_change(schema: &str, action: SessionAction, extra_set: &st
 /// (`bucket` and `count` arrays); with `$6`, only that user's rows. Usage rows (kind `usage`,
 /// from the usage aggregates) come with
 /// the groups that carry usage; their model requests and errors are their count and errors.
+/// The sessions started in the span (the same user filter) come as one [`SESSION_TOTAL_ROW`] of
+/// key `''`, first, and — for the groupings that carry sessions — a [`SESSION_ROW`] per group
+/// (count: the sessions started, so they rank groups too).
 /// Columns: key, kind, count, error_count, total_ms, tokens_in, tokens_out, buckets, counts,
-/// then one per [`UsageField::ALL`].
+/// one per [`UsageField::ALL`], then one per [`SESSION_COLUMNS_OF_SUMMARY`].
 pub(super) fn summary_statement(schema: &str, group_by: GroupBy, p95: bool) -> String {
     let only = match group_by {
         GroupBy::Command => "AND kind = 'command'",
@@ -418,12 +421,20 @@ pub(super) fn summary_statement(schema: &str, group_by: GroupBy, p95: bool) -> S
     let usage_names: Vec<&str> = UsageField::ALL.iter().map(|f| f.name()).collect();
     let no_usage: Vec<String> = usage_names.iter().map(|n| format!("0::float8 AS {n}")).collect();
     let no_usage = no_usage.join(", ");
+    let session_names: Vec<&str> = SESSION_COLUMNS_OF_SUMMARY.iter().map(|(name, _)| *name).collect();
+    let no_sessions: Vec<String> = session_names.iter().map(|n| format!("0::bigint AS {n}")).collect();
+    let no_sessions = no_sessions.join(", ");
+    let session_figures: Vec<String> = SESSION_COLUMNS_OF_SUMMARY
+        .iter()
+        .map(|(name, value)| format!("{value}::bigint AS {name}"))
+        .collect();
+    let session_figures = session_figures.join(", ");
     let mut branches = vec![];
     if group_by.has_metrics() {
         branches.push(pick(
             "aggregates",
             "name",
-            &format!("kind, count, error_count, total_ms, tokens_in, tokens_out, {no_usage}"),
+            &format!("kind, count, error_count, total_ms, tokens_in, tokens_out, {no_usage}, {no_sessions}"),
             only,
         ));
     }
@@ -433,10 +444,21 @@ pub(super) fn summary_statement(schema: &str, group_by: GroupBy, p95: bool) -> S
             "model",
             &format!(
                 "'usage' AS kind, api_requests::bigint AS count, api_errors::bigint AS error_count, \
-                 0::float8 AS total_ms, 0::bigint AS tokens_in, 0::bigint AS tokens_out, {}",
+                 0::float8 AS total_ms, 0::bigint AS tokens_in, 0::bigint AS tokens_out, {}, {no_sessions}",
                 usage_names.join(", ")
             ),
             "",
+        ));
+    }
+    // Sessions by their start, from the table's rows (its index on `session_start`).
+    let session_columns = format!(
+        "1::bigint AS count, 0::bigint AS error_count, 0::float8 AS total_ms, 0::bigint AS tokens_in, \
+         0::bigint AS tokens_out, {no_usage}, {session_figures}"
+    );
+    if group_by.has_sessions() {
+        branches.push(format!(
+            "SELECT {} AS key, '{SESSION_ROW}' AS kind, {session_columns} FROM sessions",
+            key("session_start", "")
         ));
     }
     let order = if group_by.chronological() {
@@ -457,27 +479,69 @@ pub(super) fn summary_statement(schema: &str, group_by: GroupBy, p95: bool) -> S
             "LEFT JOIN histograms h USING (key, kind)",
         )
     } else {
-        (String::new(), "NULL::smallint[], NULL::bigint[]", "")
+        (
+            String::new(),
+            "NULL::smallint[] AS buckets, NULL::bigint[] AS counts",
+            "",
+        )
     };
     let usage_sums: Vec<String> = usage_names.iter().map(|n| format!("sum({n}) AS {n}")).collect();
-    let usage_out: Vec<String> = usage_names.iter().map(|n| format!("g.{n}")).collect();
+    let session_sums: Vec<String> = session_names
+        .iter()
+        .map(|n| format!("sum({n})::bigint AS {n}"))
+        .collect();
+    let out: Vec<String> = usage_names
+        .iter()
+        .chain(&session_names)
+        .map(|n| format!("g.{n}"))
+        .collect();
+    let total: Vec<String> = SESSION_COLUMNS_OF_SUMMARY
+        .iter()
+        .map(|(name, value)| format!("coalesce(sum({value}), 0)::bigint AS {name}"))
+        .collect();
     format!(
-        "WITH picked AS ({}), \
+        "WITH sessions AS ( \
+            SELECT user_id, session_start, status, total_duration_ms FROM {schema}.user_sessions \
+            WHERE session_start >= $1 AND session_start < $2 AND ($6::text IS NULL OR user_id = $6)), \
+         picked AS ({}), \
          grouped AS ( \
             SELECT key, kind, sum(count)::bigint AS count, sum(error_count)::bigint AS error_count, \
                 sum(total_ms) AS total_ms, sum(tokens_in)::bigint AS tokens_in, sum(tokens_out)::bigint AS tokens_out, \
-                {} \
+                {}, {} \
             FROM picked GROUP BY 1, 2), \
          keys AS ( \
             SELECT key, row_number() OVER (ORDER BY {order}) AS position \
             FROM grouped GROUP BY key ORDER BY {order} LIMIT $3){latency_cte} \
-         SELECT g.key, g.kind, g.count, g.error_count, g.total_ms, g.tokens_in, g.tokens_out, {buckets}, {} \
-         FROM grouped g JOIN keys USING (key) {join} ORDER BY keys.position, g.kind DESC",
+         SELECT key, kind, count, error_count, total_ms, tokens_in, tokens_out, buckets, counts, {} FROM ( \
+            SELECT keys.position, g.key, g.kind, g.count, g.error_count, g.total_ms, g.tokens_in, g.tokens_out, \
+                {buckets}, {} \
+            FROM grouped g JOIN keys USING (key) {join} \
+            UNION ALL \
+            SELECT 0, '', '{SESSION_TOTAL_ROW}', count(*), 0, 0, 0, 0, NULL, NULL, {no_usage}, {} FROM sessions \
+         ) answer ORDER BY position, kind DESC",
         branches.join(" UNION ALL "),
         usage_sums.join(", "),
-        usage_out.join(", "),
+        session_sums.join(", "),
+        usage_names
+            .iter()
+            .chain(&session_names)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", "),
+        out.join(", "),
+        total.join(", "),
     )
 }
+
+/// The session figures of a summary row, after its usage columns: each column's name and its
+/// value for one `user_sessions` row (summed over a group).
+pub(super) const SESSION_COLUMNS_OF_SUMMARY: [(&str, &str); 5] = [
+    ("sessions_active", "(status = 'active')::int"),
+    ("sessions_completed", "(status = 'completed')::int"),
+    ("sessions_abandoned", "(status = 'abandoned')::int"),
+    ("sessions_timed", "(total_duration_ms IS NOT NULL)::int"),
+    ("sessions_duration_ms", "coalesce(total_duration_ms, 0)"),
+];
 
 /// The ids among `$1`..`$4` (arrays of ids, one per kind in [`Kind::ALL`] order) stored as
 /// another user's than `$5`, each with its kind's plural name.

@@ -20,7 +20,7 @@ use crate::domain::ids::{Caller, OrgId, UserId};
 use crate::domain::kind::{Kind, PerKind};
 use crate::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
 use crate::domain::sessions::{SessionActivity, SessionChange, SessionEnd, SessionRecord, SessionStart};
-use crate::domain::summary::{AggregateRow, SummaryQuery};
+use crate::domain::summary::{AggregateRow, SESSION_ROW, SESSION_TOTAL_ROW, SessionFigures, SummaryQuery};
 use crate::domain::usage::{Usage, UsageExport, UsageField, UsageWritten, count_points, usage_of};
 use crate::domain::validation::Choice;
 use crate::ports::store::{HookReceipt, KeptHookEvent, MetricStore, StoreError, Stored};
@@ -240,6 +240,7 @@ impl MetricStore for PgStore {
                 tokens_out: row.get(6),
                 histogram: histogram(row.get(7), row.get(8)),
                 usage: usage_columns(row, 9),
+                sessions: session_columns(row, 9 + UsageField::ALL.len()),
             })
             .collect())
     }
@@ -504,7 +505,6 @@ impl MetricStore for PgStore {
     }
 }
 
-/// A dense histogram from the buckets (1-based) that have counts.
 /// The usage figures of a summary row, from column `first` on, in [`UsageField::ALL`] order.
 fn usage_columns(row: &tokio_postgres::Row, first: usize) -> Usage {
     let mut usage = Usage::default();
@@ -514,6 +514,26 @@ fn usage_columns(row: &tokio_postgres::Row, first: usize) -> Usage {
     usage
 }
 
+/// The session figures of a summary row: its count (the sessions started), then the columns of
+/// `SESSION_COLUMNS_OF_SUMMARY` from column `first` on.
+/// Zeros on the rows of other kinds.
+fn session_columns(row: &tokio_postgres::Row, first: usize) -> SessionFigures {
+    let kind: &str = row.get(1);
+    if kind != SESSION_ROW && kind != SESSION_TOTAL_ROW {
+        return SessionFigures::default();
+    }
+    let column = |i: usize| row.get::<_, Option<i64>>(first + i).unwrap_or_default();
+    SessionFigures {
+        started: row.get(2),
+        active: column(0),
+        completed: column(1),
+        abandoned: column(2),
+        timed: column(3),
+        duration_ms: column(4),
+    }
+}
+
+/// A dense histogram from the buckets (1-based) that have counts.
 fn histogram(buckets: Option<Vec<i16>>, counts: Option<Vec<i64>>) -> Vec<i64> {
     let mut dense = vec![0; crate::domain::summary::HISTOGRAM_BUCKETS];
     for (bucket, count) in buckets.unwrap_or_default().into_iter().zip(counts.unwrap_or_default()) {
