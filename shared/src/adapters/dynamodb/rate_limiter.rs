@@ -5,7 +5,7 @@
 //!
 //! Requests are admitted from *leases* (`domain::ratelimit::lease`): one conditional update takes
 //! several tokens of a bucket (advances its `tat` by as many intervals, if that stays within the
-//! tolerance) and this container spends them locally for up to a second. Tokens are counted in
+//! tolerance) and this container spends them locally for up to two seconds. Tokens are counted in
 //! the item before they are spent, so no number of containers over-admits; a lease's size follows
 //! this container's rate and shrinks to one token as the bucket nears its limit, so a quiet or
 //! nearly spent budget is updated per request, exactly as without leases. In one container one
@@ -52,6 +52,56 @@ use crate::ports::rate_limit::{RateLimiter, StoreUnavailable};
 const MAX_ATTEMPTS: usize = 4;
 /// Items outlive their last `tat` by this much, then DynamoDB's TTL removes them.
 const EXPIRY_MARGIN_SECONDS: i64 = 3600;
+/// Books kept before the forgettable ones are dropped (then again at twice what is left).
+const PRUNE_FROM: usize = 1024;
+/// Books kept at most: past it, even after pruning, all are dropped (only ever under-admits).
+/// Each caller has a book and a container serves every organization's callers, so without
+/// this bound made-up user ids would grow a container's memory until it failed (review).
+const MAX_BOOKS: usize = 50_000;
+
+/// The turns to take from each bucket, by key, and when to prune them next.
+#[derive(Default)]
+struct Turns {
+    by_key: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    prune_at: usize,
+}
+
+impl Turns {
+    /// The turn of `key`, after dropping the turns nobody holds or waits for if there are many
+    /// (so what is kept is bounded by the requests in flight).
+    fn of(&mut self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        if self.by_key.len() >= self.prune_at.max(PRUNE_FROM) && !self.by_key.contains_key(key) {
+            self.by_key.retain(|_, turn| Arc::strong_count(turn) > 1);
+            self.prune_at = 2 * self.by_key.len();
+        }
+        self.by_key.entry(key.to_owned()).or_default().clone()
+    }
+}
+
+/// This container's books, by bucket key, and when to prune them next.
+#[derive(Default)]
+struct Books {
+    by_key: HashMap<String, LeaseBook>,
+    prune_at: usize,
+}
+
+impl Books {
+    /// The book of `key`, after dropping forgettable books if there are many.
+    fn of(&mut self, key: &str, now: i64) -> &mut LeaseBook {
+        if self.by_key.len() >= self.prune_at.max(PRUNE_FROM) && !self.by_key.contains_key(key) {
+            self.by_key.retain(|_, book| !book.forgettable(now));
+            if self.by_key.len() >= MAX_BOOKS {
+                tracing::warn!(
+                    books = self.by_key.len(),
+                    "rate-limit books over their bound; all dropped"
+                );
+                self.by_key.clear();
+            }
+            self.prune_at = 2 * self.by_key.len();
+        }
+        self.by_key.entry(key.to_owned()).or_default()
+    }
+}
 
 pub struct DynamoRateLimiter {
     client: DynamoHttp,
@@ -59,9 +109,9 @@ pub struct DynamoRateLimiter {
     defaults: Budgets,
     timeout: Duration,
     /// What this container knows of each bucket: the last `tat` seen, and its lease.
-    books: Mutex<HashMap<String, LeaseBook>>,
+    books: Mutex<Books>,
     /// One take at a time per bucket from this container.
-    takers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    takers: Mutex<Turns>,
     round_trips: AtomicU64,
 }
 
@@ -137,8 +187,8 @@ impl DynamoRateLimiter {
             table: config.table_name.clone(),
             defaults: config.defaults,
             timeout: config.store_timeout,
-            books: Mutex::new(HashMap::new()),
-            takers: Mutex::new(HashMap::new()),
+            books: Mutex::new(Books::default()),
+            takers: Mutex::new(Turns::default()),
             round_trips: AtomicU64::new(0),
         })
     }
@@ -222,14 +272,14 @@ impl DynamoRateLimiter {
     }
 
     /// Runs `f` on this container's book of `bucket`.
-    fn with_book<T>(&self, bucket: &Bucket, f: impl FnOnce(&mut LeaseBook) -> T) -> T {
-        f(lock(&self.books).entry(bucket.key.clone()).or_default())
+    fn with_book<T>(&self, bucket: &Bucket, now: i64, f: impl FnOnce(&mut LeaseBook) -> T) -> T {
+        f(lock(&self.books).of(&bucket.key, now))
     }
 
     /// Spends a token of this container's live lease of `bucket`, if it has one.
     fn spend_local(&self, bucket: &Bucket, now: i64) -> Option<RateStatus> {
         let Bucket { limits, scope, .. } = bucket;
-        self.with_book(bucket, |book| {
+        self.with_book(bucket, now, |book| {
             book.spend(limits, now)
                 .then(|| book.admitted_status(limits, now).of(*scope))
         })
@@ -237,12 +287,12 @@ impl DynamoRateLimiter {
 
     /// Returns the token a request took of `bucket` when the other budget refused it.
     fn put_back(&self, bucket: &Bucket, now: i64) {
-        self.with_book(bucket, |book| book.put_back(&bucket.limits, now));
+        self.with_book(bucket, now, |book| book.put_back(&bucket.limits, now));
     }
 
     /// This container's turn to take from `key` (one take at a time per bucket).
     fn taker(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        lock(&self.takers).entry(key.to_owned()).or_default().clone()
+        lock(&self.takers).of(key)
     }
 
     /// Counts one request against one bucket: from the lease another request just brought, or
@@ -254,7 +304,7 @@ impl DynamoRateLimiter {
         let _turn = tokio::time::timeout(self.timeout, taker.lock())
             .await
             .map_err(|_| StoreUnavailable(format!("the take ahead had no answer within {:?}", self.timeout)))?;
-        let first = self.with_book(bucket, |book| {
+        let first = self.with_book(bucket, now, |book| {
             if book.spend(limits, now) {
                 return Err(book.admitted_status(limits, now));
             }
@@ -274,7 +324,7 @@ impl DynamoRateLimiter {
             let stored = match self.update(key, limits, now, &step).await? {
                 Attempt::Admitted(new_tat) => {
                     let found = step.found(limits, new_tat);
-                    return Ok(self.with_book(bucket, |book| {
+                    return Ok(self.with_book(bucket, now, |book| {
                         book.took(limits, now, step.tokens(), found, new_tat);
                         book.admitted_status(limits, now).of(*scope)
                     }));
@@ -282,10 +332,10 @@ impl DynamoRateLimiter {
                 Attempt::Conflict(stored) => stored,
             };
             if gcra::room(limits, stored, now) == 0 {
-                self.with_book(bucket, |book| book.saw(stored));
+                self.with_book(bucket, now, |book| book.saw(stored));
                 return Ok(gcra::denied_status(limits, stored.unwrap_or(now), now).of(*scope));
             }
-            step = self.with_book(bucket, |book| {
+            step = self.with_book(bucket, now, |book| {
                 book.saw(stored);
                 book.forget_give_back();
                 Step::after(stored, now, book.next_size(limits, now))
@@ -316,12 +366,16 @@ impl DynamoRateLimiter {
         if admitted(&organization_outcome) {
             self.put_back(organization, now);
         }
-        // The developer's refusal stands even if the organization's bucket could not be read:
-        // the outage policy must never admit what a budget refused.
-        let user_status = user_outcome?;
-        if !user_status.admitted() {
-            return Ok(user_status);
+        // A refusal stands even if the other budget's bucket could not be read: the outage
+        // policy must never admit what a budget refused. The developer's is said first.
+        let refused = |outcome: &Result<RateStatus, StoreUnavailable>| outcome.as_ref().is_ok_and(|s| !s.admitted());
+        if refused(&user_outcome) {
+            return user_outcome;
         }
+        if refused(&organization_outcome) {
+            return organization_outcome;
+        }
+        user_outcome?;
         organization_outcome
     }
 }
@@ -343,11 +397,18 @@ impl RateLimiter for DynamoRateLimiter {
             (Some(user_status), Some(organization_status)) => (Ok(user_status), Ok(organization_status)),
             (Some(user_status), None) => (Ok(user_status), self.take(&organization, now).await),
             (None, Some(organization_status)) => (self.take(&user, now).await, Ok(organization_status)),
-            (None, None) if self.with_book(&user, |book| book.has_room(&user.limits, now)) => {
+            (None, None) if self.with_book(&user, now, |book| book.has_room(&user.limits, now)) => {
                 tokio::join!(self.take(&user, now), self.take(&organization, now))
             }
             (None, None) => {
                 let user_outcome = self.take(&user, now).await;
+                if user_outcome.is_err()
+                    && let Some(refusal) =
+                        self.with_book(&organization, now, |book| book.known_refusal(&organization.limits, now))
+                {
+                    // The organization's refusal is already proven: no outage policy applies.
+                    return Ok(refusal.of(Scope::Organization));
+                }
                 if !user_outcome.as_ref().is_ok_and(RateStatus::admitted) {
                     return user_outcome;
                 }
@@ -388,4 +449,52 @@ fn number(n: i64) -> Value {
 /// Epoch seconds after which the item may be deleted: the bucket is full again long before.
 fn expiry(limits: &Limits, now: i64) -> i64 {
     (now + limits.tolerance_us()) / 1_000_000 + EXPIRY_MARGIN_SECONDS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_requests: 600,
+            window_ms: 60_000,
+            burst_allowance: 0,
+        }
+    }
+
+    #[test]
+    fn made_up_callers_never_grow_the_books_past_their_bound() {
+        // GIVEN a container's books, and a million distinct callers each taking one token
+        let mut books = Books::default();
+        let limits = limits();
+        for i in 0..1_000_000i64 {
+            let now = i * 1000; // a thousand callers a second
+            books
+                .of(&format!("user#acme#u{i}"), now)
+                .took(&limits, now, 1, None, now + limits.interval_us());
+            // THEN the books never exceed their bound
+            assert!(books.by_key.len() <= MAX_BOOKS, "{} books", books.by_key.len());
+        }
+        // AND what is kept is about what still says something: the leases of the last two
+        // seconds (2,000 callers), and at most twice that before the next pruning
+        assert!(
+            books.by_key.len() <= 4 * 2_000 + PRUNE_FROM,
+            "{} books",
+            books.by_key.len()
+        );
+    }
+
+    #[test]
+    fn turns_nobody_holds_are_dropped_and_held_ones_kept() {
+        // GIVEN one held turn and many made-up ones
+        let mut turns = Turns::default();
+        let held = turns.of("user#acme#alice");
+        for i in 0..10 * PRUNE_FROM {
+            turns.of(&format!("user#acme#u{i}"));
+        }
+        // THEN they stay bounded and the held turn is still the same one
+        assert!(turns.by_key.len() <= 2 * PRUNE_FROM + 1, "{} turns", turns.by_key.len());
+        assert!(Arc::ptr_eq(&held, &turns.of("user#acme#alice")));
+    }
 }

@@ -183,6 +183,13 @@ impl LeaseBook {
         (tat > gcra::max_tat(limits, now)).then(|| gcra::denied_status(limits, tat, now))
     }
 
+    /// Whether forgetting this book loses nothing but a guess: no lease still to spend, and the
+    /// bucket as last seen already full again (a `tat` in the past is what no book says too).
+    /// An expired lease's unspent tokens are then lost, which only ever under-admits.
+    pub fn forgettable(&self, now: i64) -> bool {
+        self.seen_tat.is_none_or(|tat| tat < now) && self.lease.as_ref().is_none_or(|lease| now >= lease.expires_at)
+    }
+
     /// Whether the bucket had at least a tenth of it left when last seen.
     pub fn has_room(&self, limits: &Limits, now: i64) -> bool {
         self.seen_tat
@@ -324,5 +331,22 @@ mod tests {
         assert_eq!(book.admitted_status(&limits, 0).remaining, 99);
         assert!(book.spend(&limits, 0));
         assert_eq!(book.admitted_status(&limits, 0).remaining, 98);
+    }
+
+    #[test]
+    fn a_book_is_forgettable_only_once_its_lease_expired_and_its_bucket_is_full_again() {
+        // GIVEN a take of 5 tokens at 0 on a 100-a-minute bucket (tat = 3 s)
+        let limits = per_minute(100);
+        let mut book = LeaseBook::default();
+        assert!(book.forgettable(0), "an empty book says nothing");
+        book.took(&limits, 0, 5, None, 5 * limits.interval_us());
+        // THEN it is kept while the lease may be spent, and while the bucket is not full again
+        assert!(!book.forgettable(HORIZON_US - 1));
+        assert!(!book.forgettable(5 * limits.interval_us() - 1));
+        assert!(book.forgettable(5 * limits.interval_us() + 1));
+        // AND a bucket seen past its limit (a refusal proven without a call) is kept
+        let mut refused = LeaseBook::default();
+        refused.saw(Some(10 * 60_000 * MS));
+        assert!(!refused.forgettable(60_000 * MS));
     }
 }
