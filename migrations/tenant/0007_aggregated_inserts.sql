@@ -9,46 +9,42 @@
 -- as in a redelivered batch, counts nothing). They are folded per aggregate key (GROUP BY) and
 -- each key is upserted once, in key order; with the ids inserted in id order too, two writers
 -- of the same ids or keys wait for each other instead of deadlocking. Commands are always
--- written before agents within a statement (see sql.rs), and the four tables below in a fixed
--- order, so every writer takes its locks in one global order.
+-- written before agents within a statement (see sql.rs), and the four tables below in the same
+-- order by every writer (one statement, one plan shape), so all take their locks in one order.
 
 -- Adds freshly inserted metrics of one kind ('command' or 'agent') and one user to the hourly
--- and daily totals and latency buckets. The arrays are parallel, one element per metric.
+-- and daily totals and latency buckets (one statement: cheaper than four). The arrays are
+-- parallel, one element per metric.
 CREATE OR REPLACE FUNCTION {schema}.count_in_aggregates(
     metric_kind text, metric_user text, stamps timestamptz[], names text[], failures boolean[],
     durations double precision[], inputs bigint[], outputs bigint[]) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO {schema}.hourly_aggregates AS agg
-        (hour, user_id, kind, name, count, error_count, total_ms, tokens_in, tokens_out)
-    SELECT date_trunc('hour', m.stamp, 'UTC'), metric_user, metric_kind, m.name, count(*),
-           count(*) FILTER (WHERE m.failed), sum(m.ms), coalesce(sum(m.tokens_in), 0), coalesce(sum(m.tokens_out), 0)
-    FROM unnest(stamps, names, failures, durations, inputs, outputs) AS m(stamp, name, failed, ms, tokens_in, tokens_out)
-    GROUP BY 1, 4 ORDER BY 1, 4
-    ON CONFLICT (hour, user_id, kind, name) DO UPDATE SET count = agg.count + excluded.count,
-        error_count = agg.error_count + excluded.error_count, total_ms = agg.total_ms + excluded.total_ms,
-        tokens_in = agg.tokens_in + excluded.tokens_in, tokens_out = agg.tokens_out + excluded.tokens_out;
-
-    INSERT INTO {schema}.hourly_latency AS lat (hour, user_id, kind, name, bucket, count)
-    SELECT date_trunc('hour', m.stamp, 'UTC'), metric_user, metric_kind, m.name, {schema}.latency_bucket(m.ms), count(*)
-    FROM unnest(stamps, names, durations) AS m(stamp, name, ms)
-    GROUP BY 1, 4, 5 ORDER BY 1, 4, 5
-    ON CONFLICT (hour, user_id, kind, name, bucket) DO UPDATE SET count = lat.count + excluded.count;
-
-    INSERT INTO {schema}.daily_aggregates AS agg
-        (day, user_id, kind, name, count, error_count, total_ms, tokens_in, tokens_out)
-    SELECT date_trunc('day', m.stamp, 'UTC'), metric_user, metric_kind, m.name, count(*),
-           count(*) FILTER (WHERE m.failed), sum(m.ms), coalesce(sum(m.tokens_in), 0), coalesce(sum(m.tokens_out), 0)
-    FROM unnest(stamps, names, failures, durations, inputs, outputs) AS m(stamp, name, failed, ms, tokens_in, tokens_out)
-    GROUP BY 1, 4 ORDER BY 1, 4
-    ON CONFLICT (day, user_id, kind, name) DO UPDATE SET count = agg.count + excluded.count,
-        error_count = agg.error_count + excluded.error_count, total_ms = agg.total_ms + excluded.total_ms,
-        tokens_in = agg.tokens_in + excluded.tokens_in, tokens_out = agg.tokens_out + excluded.tokens_out;
-
+    WITH metrics AS (
+        SELECT m.stamp, m.name, m.failed, m.ms, coalesce(m.tokens_in, 0) AS tokens_in, coalesce(m.tokens_out, 0) AS tokens_out
+        FROM unnest(stamps, names, failures, durations, inputs, outputs) AS m(stamp, name, failed, ms, tokens_in, tokens_out)),
+    hourly AS (
+        INSERT INTO {schema}.hourly_aggregates AS agg (hour, user_id, kind, name, count, error_count, total_ms, tokens_in, tokens_out)
+        SELECT date_trunc('hour', stamp, 'UTC'), metric_user, metric_kind, name, count(*), count(*) FILTER (WHERE failed), sum(ms), sum(tokens_in), sum(tokens_out)
+        FROM metrics GROUP BY 1, 4 ORDER BY 1, 4
+        ON CONFLICT (hour, user_id, kind, name) DO UPDATE SET count = agg.count + excluded.count,
+            error_count = agg.error_count + excluded.error_count, total_ms = agg.total_ms + excluded.total_ms,
+            tokens_in = agg.tokens_in + excluded.tokens_in, tokens_out = agg.tokens_out + excluded.tokens_out),
+    hourly_latency AS (
+        INSERT INTO {schema}.hourly_latency AS lat (hour, user_id, kind, name, bucket, count)
+        SELECT date_trunc('hour', stamp, 'UTC'), metric_user, metric_kind, name, {schema}.latency_bucket(ms), count(*)
+        FROM metrics GROUP BY 1, 4, 5 ORDER BY 1, 4, 5
+        ON CONFLICT (hour, user_id, kind, name, bucket) DO UPDATE SET count = lat.count + excluded.count),
+    daily AS (
+        INSERT INTO {schema}.daily_aggregates AS agg (day, user_id, kind, name, count, error_count, total_ms, tokens_in, tokens_out)
+        SELECT date_trunc('day', stamp, 'UTC'), metric_user, metric_kind, name, count(*), count(*) FILTER (WHERE failed), sum(ms), sum(tokens_in), sum(tokens_out)
+        FROM metrics GROUP BY 1, 4 ORDER BY 1, 4
+        ON CONFLICT (day, user_id, kind, name) DO UPDATE SET count = agg.count + excluded.count,
+            error_count = agg.error_count + excluded.error_count, total_ms = agg.total_ms + excluded.total_ms,
+            tokens_in = agg.tokens_in + excluded.tokens_in, tokens_out = agg.tokens_out + excluded.tokens_out)
     INSERT INTO {schema}.daily_latency AS lat (day, user_id, kind, name, bucket, count)
-    SELECT date_trunc('day', m.stamp, 'UTC'), metric_user, metric_kind, m.name, {schema}.latency_bucket(m.ms), count(*)
-    FROM unnest(stamps, names, durations) AS m(stamp, name, ms)
-    GROUP BY 1, 4, 5 ORDER BY 1, 4, 5
+    SELECT date_trunc('day', stamp, 'UTC'), metric_user, metric_kind, name, {schema}.latency_bucket(ms), count(*)
+    FROM metrics GROUP BY 1, 4, 5 ORDER BY 1, 4, 5
     ON CONFLICT (day, user_id, kind, name, bucket) DO UPDATE SET count = lat.count + excluded.count;
 END
 $$;
