@@ -1,12 +1,15 @@
 //! Rolling aggregates and `GET /api/v1/metrics/summary` on the real PostgreSQL: the write paths
 //! (single routes and the batch worker, redeliveries included) keep the aggregates equal to what
-//! the raw rows say; summaries are per organization, bounded, and p95 is within a bucket.
+//! the raw rows say, also when batches race on the same keys and ids or are replayed; summaries
+//! are per organization, bounded, and p95 is within a bucket.
 
 use std::net::SocketAddr;
 
 use integration_tests::{TestApp, admin_token, connect, fresh_database, http, request, token};
 use serde_json::{Value, json};
 use shared::adapters::postgres::migrate::{Migration, TENANT, provision_tenant, provision_tenant_with};
+use shared::domain::batch::{Envelope, Metrics, Source};
+use shared::domain::ids::{Caller, OrgId, UserId};
 use shared::domain::summary::latency_bucket;
 
 /// The summary an admin of `org` reads.
@@ -521,4 +524,184 @@ async fn sessions_count_where_they_started_per_organization_and_as_each_role_may
     }
     let (status, _) = summary_answer(addr, &bob, &format!("group_by=day&user=alice&{span}")).await;
     assert_eq!(status, 403);
+}
+
+/// The rows of `org`'s hourly and daily aggregates and latency buckets that differ from the same
+/// recomputed from its raw rows (both ways), per table: all zero when they agree exactly.
+async fn aggregates_unlike_the_raw_rows(given: &TestApp, org: &str) -> Vec<(String, i64)> {
+    let schema = format!("\"org_{org}\"");
+    let raw = format!(
+        "SELECT \"timestamp\" AS t, user_id, 'command' AS kind, command_name AS name, status <> 'success' AS failed, \
+           execution_time_ms AS ms, 0::bigint AS tokens_in, 0::bigint AS tokens_out FROM {schema}.command_executions \
+         UNION ALL SELECT \"timestamp\", user_id, 'agent', agent_name, NOT success, processing_time_ms, input_tokens, \
+           output_tokens FROM {schema}.agent_interactions"
+    );
+    let db = given.db().await;
+    let mut differences = vec![];
+    for (unit, period) in [("hour", "hourly"), ("day", "daily")] {
+        let totals = format!(
+            "SELECT date_trunc('{unit}', t, 'UTC'), user_id, kind, name, count(*), count(*) FILTER (WHERE failed), \
+               sum(ms), sum(tokens_in)::bigint, sum(tokens_out)::bigint FROM raw GROUP BY 1, 2, 3, 4"
+        );
+        let latency = format!(
+            "SELECT date_trunc('{unit}', t, 'UTC'), user_id, kind, name, {schema}.latency_bucket(ms), count(*) \
+             FROM raw GROUP BY 1, 2, 3, 4, 5"
+        );
+        for (table, expected) in [
+            (format!("{period}_aggregates"), totals),
+            (format!("{period}_latency"), latency),
+        ] {
+            let unlike: i64 = db
+                .query_one(
+                    &format!(
+                        "WITH raw AS ({raw}), expected AS ({expected}) SELECT count(*) FROM ( \
+                           (SELECT * FROM expected EXCEPT ALL SELECT * FROM {schema}.{table}) UNION ALL \
+                           (SELECT * FROM {schema}.{table} EXCEPT ALL SELECT * FROM expected)) AS d"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            differences.push((table, unlike));
+        }
+    }
+    differences
+}
+
+/// Every aggregate table agrees with the raw rows.
+fn agreeing() -> Vec<(String, i64)> {
+    [
+        "hourly_aggregates",
+        "hourly_latency",
+        "daily_aggregates",
+        "daily_latency",
+    ]
+    .map(|table| (table.to_owned(), 0))
+    .to_vec()
+}
+
+/// A batch of `user`'s commands and agent interactions with these ids, over two hours of two
+/// days, on a few names (so batches share aggregate keys), in the ids' order.
+fn batch_with_ids(org: &str, user: &str, ids: &[uuid::Uuid]) -> Envelope {
+    let caller = Caller::member(OrgId::parse(org).unwrap(), UserId::parse(user).unwrap());
+    let at = ["2026-11-27T08:15:00Z", "2026-11-27T09:40:00Z", "2026-11-28T09:05:00Z"];
+    // What a metric says depends on its id only, so every copy of an id is the same metric.
+    let n = |id: &uuid::Uuid| id.as_u128() as usize;
+    let commands: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            let name = ["build", "test", "lint"][n(id) % 3];
+            json!({"id": id, "command_name": name,
+                   "execution_time_ms": (n(id) % 5000) as f64, "status": if n(id) % 4 == 0 { "error" } else { "success" },
+                   "timestamp": at[n(id) / 3 % 3]})
+        })
+        .collect();
+    let agents: Vec<Value> = ids
+        .iter()
+        .take(5)
+        .map(|id| {
+            let name = ["coder", "reviewer"][n(id) % 2];
+            json!({"id": id, "agent_name": name, "interaction_type": "tool_call",
+                   "input_tokens": n(id) % 1000, "output_tokens": 7, "processing_time_ms": (n(id) % 900) as f64,
+                   "success": n(id) % 3 != 0, "timestamp": at[n(id) / 7 % 3]})
+        })
+        .collect();
+    let body = json!({"command_executions": commands, "agent_interactions": agents});
+    Envelope::new(&caller, Source::Import, Metrics::from_request(&body, 1000).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_racing_on_the_same_aggregate_keys_neither_deadlock_nor_miscount() {
+    let given = TestApp::spawn().await;
+    const WRITERS: usize = 8;
+    const ROUNDS: usize = 6;
+    const SHARED: usize = 200;
+    const OWN: usize = 3;
+    // Each round, every writer sends the round's shared ids at the same moment, each in its own
+    // order, plus ids of its own: rows and aggregate keys locked by one are wanted by the others.
+    let shared_ids: Vec<Vec<uuid::Uuid>> = (0..ROUNDS)
+        .map(|_| (0..SHARED).map(|_| uuid::Uuid::new_v4()).collect())
+        .collect();
+    let start_together = std::sync::Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..WRITERS {
+        let store = given.app.store.clone();
+        let shared_ids = shared_ids.clone();
+        let start_together = start_together.clone();
+        writers.spawn(async move {
+            let mut written = 0;
+            for ids in shared_ids {
+                let mut ids: Vec<uuid::Uuid> = ids.into_iter().chain((0..OWN).map(|_| uuid::Uuid::new_v4())).collect();
+                let start = writer * 37 % ids.len();
+                ids.rotate_left(start);
+                if writer % 2 == 1 {
+                    ids.reverse();
+                }
+                let batch = batch_with_ids("race", ["alice", "bob"][writer % 2], &ids);
+                start_together.wait().await;
+                let counts = store.write_envelope(&batch).await.unwrap();
+                written += counts.command_executions + counts.agent_interactions;
+            }
+            written
+        });
+    }
+    let mut written = 0;
+    while let Some(done) = writers.join_next().await {
+        written += done.unwrap();
+    }
+    let commands = given.count("race", "command_executions").await;
+    let stored = commands + given.count("race", "agent_interactions").await;
+    assert_eq!(written as i64, stored, "each stored metric counted as new once");
+    // A shared id is kept once, by whichever writer came first (another user's writer skips it).
+    assert_eq!(commands as usize, ROUNDS * (SHARED + OWN * WRITERS));
+    assert_eq!(aggregates_unlike_the_raw_rows(&given, "race").await, agreeing());
+}
+
+#[tokio::test]
+async fn a_replayed_batch_leaves_the_aggregates_as_they_were_and_equal_to_the_raw_rows() {
+    let given = TestApp::spawn().await;
+    let ids: Vec<uuid::Uuid> = (0..20).map(|_| uuid::Uuid::new_v4()).collect();
+    let batch = batch_with_ids("replay", "alice", &ids);
+    let snapshot = async || {
+        let db = given.db().await;
+        let mut tables = vec![];
+        for table in [
+            "hourly_aggregates",
+            "hourly_latency",
+            "daily_aggregates",
+            "daily_latency",
+        ] {
+            let rows = db
+                .query(
+                    &format!("SELECT to_jsonb(a)::text FROM \"org_replay\".{table} a ORDER BY 1"),
+                    &[],
+                )
+                .await
+                .unwrap();
+            tables.push(rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>());
+        }
+        tables
+    };
+    let first = given.app.store.write_envelope(&batch).await.unwrap();
+    assert_eq!((first.command_executions, first.agent_interactions), (20, 5));
+    let counted = snapshot().await;
+    assert!(counted.iter().all(|rows| !rows.is_empty()), "{counted:?}");
+    let replayed = given.app.store.write_envelope(&batch).await.unwrap();
+    assert_eq!(replayed.total(), 0, "nothing new in a replay");
+    assert_eq!(snapshot().await, counted, "the replay counted nothing");
+    // Half the ids again, with new ones: only the new ones count.
+    let mixed: Vec<uuid::Uuid> = ids[..10]
+        .iter()
+        .copied()
+        .chain((0..10).map(|_| uuid::Uuid::new_v4()))
+        .collect();
+    let again = given
+        .app
+        .store
+        .write_envelope(&batch_with_ids("replay", "alice", &mixed))
+        .await
+        .unwrap();
+    assert_eq!(again.command_executions, 10);
+    assert_eq!(aggregates_unlike_the_raw_rows(&given, "replay").await, agreeing());
 }

@@ -38,20 +38,8 @@ impl TenantSql {
     pub(super) fn new(org: &OrgId) -> Self {
         let schema = quote_ident(&org.schema_name());
         Self {
-            command_execution: InsertSql::aggregated(
-                &format!("{schema}.command_executions"),
-                "id, organization_id, user_id, command_name, command_args, execution_time_ms, status, \
-                 error_message, context, \"timestamp\"",
-                "$1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, now())",
-                &aggregate_upserts(&schema, Kind::CommandExecution, "inserted"),
-            ),
-            agent_interaction: InsertSql::aggregated(
-                &format!("{schema}.agent_interactions"),
-                "id, organization_id, user_id, agent_name, interaction_type, input_tokens, output_tokens, \
-                 processing_time_ms, success, metadata, \"timestamp\"",
-                "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now())",
-                &aggregate_upserts(&schema, Kind::AgentInteraction, "inserted"),
-            ),
+            command_execution: InsertSql::aggregated(&schema, Kind::CommandExecution, 10),
+            agent_interaction: InsertSql::aggregated(&schema, Kind::AgentInteraction, 11),
             productivity_metric: InsertSql::new(
                 &format!("{schema}.productivity_metrics"),
                 "id, organization_id, user_id, metric_type, value, unit, period_start, period_end, dimensions",
@@ -111,16 +99,23 @@ pub(super) struct InsertSql {
 }
 
 impl InsertSql {
-    /// [`InsertSql::new`] whose inserted row also updates the rolling aggregates (`upserts`, CTEs
-    /// reading the CTE `inserted`), in the same statement: a skipped (already stored) id counts
-    /// nothing.
-    fn aggregated(table: &str, columns: &str, values: &str, upserts: &str) -> Self {
+    /// One metric of an aggregated kind through its tenant function `insert_<kind>` (migration
+    /// 0007), which also counts it in the rolling aggregates, in the same statement: a skipped
+    /// (already stored) id counts nothing. The parameters are those of a plain insert (`$1` the
+    /// id, `$2` the organization, `$3` the user, then the kind's columns up to `$params`, the
+    /// last its timestamp); the function takes them as one-element arrays.
+    fn aggregated(schema: &str, kind: Kind, params: usize) -> Self {
+        let columns: Vec<String> = std::iter::once(1)
+            .chain(4..=params)
+            .map(|param| format!("ARRAY[${param}]"))
+            .collect();
+        let table = kind.plural();
         Self {
             insert: format!(
-                "WITH inserted AS (INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING RETURNING *), \
-                 {upserts} SELECT id, created_at, user_id FROM inserted"
+                "SELECT stored_id, stored_at, $3 FROM {schema}.insert_{table}($2, $3, now(), {})",
+                columns.join(", ")
             ),
-            select_existing: format!("SELECT id, created_at, user_id FROM {table} WHERE id = $1"),
+            select_existing: format!("SELECT id, created_at, user_id FROM {schema}.{table} WHERE id = $1"),
         }
     }
 
@@ -136,22 +131,24 @@ impl InsertSql {
     }
 }
 
-/// How each kind of metric is inserted from arrays (one array per column): its table and
-/// columns, the `SELECT` over `unnest` (columns `id`, `a1`, `a2`, ...) and the array types, in
-/// `$1` is the organization, `$2` the user, `$3` the envelope's
-/// `received_at` (the default timestamp).
+/// How each kind of metric is inserted from arrays (one array per column, of the types in
+/// `arrays`, in `EnvelopeColumns::params` order). `$1` is the organization, `$2` the user, `$3`
+/// the envelope's `received_at` (the default timestamp). Aggregated kinds go through their
+/// tenant function `insert_<kind>` (migration 0007), which takes exactly these; the others are
+/// a plain insert of `columns` from `select` over `unnest` (columns `id`, `a1`, `a2`, ...).
 struct KindInsert {
+    arrays: &'static [&'static str],
+    plain: Option<PlainInsert>,
+}
+
+struct PlainInsert {
     columns: &'static str,
     select: &'static str,
-    arrays: &'static [&'static str],
 }
 
 fn kind_insert(kind: Kind) -> KindInsert {
     match kind {
         Kind::CommandExecution => KindInsert {
-            columns: "id, organization_id, user_id, command_name, command_args, execution_time_ms, status, error_message, \
-                      context, \"timestamp\"",
-            select: "r.id, $1, $2, r.a1, r.a2, r.a3, r.a4, r.a5, r.a6, coalesce(r.a7, $3)",
             arrays: &[
                 "uuid",
                 "text",
@@ -162,11 +159,9 @@ fn kind_insert(kind: Kind) -> KindInsert {
                 "jsonb",
                 "timestamptz",
             ],
+            plain: None,
         },
         Kind::AgentInteraction => KindInsert {
-            columns: "id, organization_id, user_id, agent_name, interaction_type, input_tokens, output_tokens, \
-                      processing_time_ms, success, metadata, \"timestamp\"",
-            select: "r.id, $1, $2, r.a1, r.a2, r.a3, r.a4, r.a5, r.a6, r.a7, coalesce(r.a8, $3)",
             arrays: &[
                 "uuid",
                 "text",
@@ -178,14 +173,9 @@ fn kind_insert(kind: Kind) -> KindInsert {
                 "jsonb",
                 "timestamptz",
             ],
+            plain: None,
         },
         Kind::UserSession => KindInsert {
-            columns: "id, organization_id, user_id, session_start, session_end, total_duration_ms, commands_executed, \
-                      agents_used, productivity_score, context, status",
-            select: "r.id, $1, $2, r.a1, r.a2, \
-                     CASE WHEN r.a2 IS NULL THEN NULL \
-                          ELSE GREATEST(0, floor(extract(epoch FROM r.a2 - r.a1) * 1000))::bigint END, \
-                     r.a3::integer, ARRAY(SELECT jsonb_array_elements_text(r.a4)), r.a5, r.a6, r.a7",
             arrays: &[
                 "uuid",
                 "timestamptz",
@@ -196,11 +186,21 @@ fn kind_insert(kind: Kind) -> KindInsert {
                 "jsonb",
                 "text",
             ],
+            plain: Some(PlainInsert {
+                columns: "id, organization_id, user_id, session_start, session_end, total_duration_ms, \
+                          commands_executed, agents_used, productivity_score, context, status",
+                select: "r.id, $1, $2, r.a1, r.a2, \
+                         CASE WHEN r.a2 IS NULL THEN NULL \
+                              ELSE GREATEST(0, floor(extract(epoch FROM r.a2 - r.a1) * 1000))::bigint END, \
+                         r.a3::integer, ARRAY(SELECT jsonb_array_elements_text(r.a4)), r.a5, r.a6, r.a7",
+            }),
         },
         Kind::ProductivityMetric => KindInsert {
-            columns: "id, organization_id, user_id, metric_type, value, unit, period_start, period_end, dimensions",
-            select: "r.id, $1, $2, r.a1, r.a2, r.a3, r.a4, r.a5, r.a6",
             arrays: &["uuid", "text", "float8", "text", "timestamptz", "timestamptz", "jsonb"],
+            plain: Some(PlainInsert {
+                columns: "id, organization_id, user_id, metric_type, value, unit, period_start, period_end, dimensions",
+                select: "r.id, $1, $2, r.a1, r.a2, r.a3, r.a4, r.a5, r.a6",
+            }),
         },
     }
 }
@@ -211,60 +211,21 @@ fn is_plain_insert(present: &PerKind<bool>) -> bool {
     kinds.len() == 1 && !kinds[0].is_aggregated()
 }
 
-/// Data-modifying CTEs (`name AS (...)`, comma-separated) adding the rows of the CTE `source`
-/// (freshly inserted metrics of `kind`) to the hourly and daily aggregates and latency buckets:
-/// grouped first (one upsert per key) and in key order (no deadlock between concurrent writers).
-fn aggregate_upserts(schema: &str, kind: Kind, source: &str) -> String {
-    let (label, name, failed, ms, tokens) = if kind == Kind::CommandExecution {
-        (
-            "command",
-            "command_name",
-            "status <> 'success'",
-            "execution_time_ms",
-            "0, 0",
-        )
-    } else {
-        (
-            "agent",
-            "agent_name",
-            "NOT success",
-            "processing_time_ms",
-            "sum(input_tokens), sum(output_tokens)",
-        )
-    };
-    [("hour", "hourly"), ("day", "daily")]
-        .iter()
-        .map(|(unit, period)| {
-            let time = format!("date_trunc('{unit}', \"timestamp\", 'UTC')");
-            let totals = format!(
-                "INSERT INTO {schema}.{period}_aggregates AS agg \
-                 ({unit}, user_id, kind, name, count, error_count, total_ms, tokens_in, tokens_out) \
-                 SELECT {time}, user_id, '{label}', {name}, count(*), count(*) FILTER (WHERE {failed}), sum({ms}), {tokens} \
-                 FROM {source} GROUP BY 1, 2, 4 ORDER BY 1, 2, 4 \
-                 ON CONFLICT ({unit}, user_id, kind, name) DO UPDATE SET count = agg.count + excluded.count, \
-                 error_count = agg.error_count + excluded.error_count, total_ms = agg.total_ms + excluded.total_ms, \
-                 tokens_in = agg.tokens_in + excluded.tokens_in, tokens_out = agg.tokens_out + excluded.tokens_out"
-            );
-            let latency = format!(
-                "INSERT INTO {schema}.{period}_latency AS lat ({unit}, user_id, kind, name, bucket, count) \
-                 SELECT {time}, user_id, '{label}', {name}, {schema}.latency_bucket({ms}), count(*) \
-                 FROM {source} GROUP BY 1, 2, 4, 5 ORDER BY 1, 2, 4, 5 \
-                 ON CONFLICT ({unit}, user_id, kind, name, bucket) DO UPDATE SET count = lat.count + excluded.count"
-            );
-            format!("{source}_{unit} AS ({totals}), {source}_{unit}_latency AS ({latency})")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The statement that writes the kinds in `present`, each `ON CONFLICT (id) DO NOTHING`.
+/// The statement that writes the kinds in `present`, each skipping ids already stored.
 /// Sessions or productivity metrics alone are one plain insert (its row count is the answer);
-/// otherwise the kinds, and the aggregates of commands and agents, are data-modifying CTEs of
-/// one statement, atomic together, answering one count per kind in [`Kind::ALL`] order.
+/// otherwise one statement, atomic as a whole, answers one count per kind in [`Kind::ALL`]
+/// order: plain kinds are data-modifying CTEs, and commands and agents (with their aggregates)
+/// calls of their tenant functions, evaluated in that order (commands first), so every writer
+/// takes the aggregates' row locks in the same order.
 pub(super) fn envelope_statement(schema: &str, present: &PerKind<bool>) -> String {
     let mut next_param = 4;
-    let mut inserts = Vec::new();
-    for kind in Kind::ALL.into_iter().filter(|kind| present[*kind]) {
+    let mut ctes = Vec::new();
+    let mut counts = Vec::new();
+    for kind in Kind::ALL {
+        if !present[kind] {
+            counts.push("0::bigint".to_owned());
+            continue;
+        }
         let spec = kind_insert(kind);
         let arrays: Vec<String> = spec
             .arrays
@@ -272,51 +233,37 @@ pub(super) fn envelope_statement(schema: &str, present: &PerKind<bool>) -> Strin
             .enumerate()
             .map(|(i, ty)| format!("${}::{ty}[]", next_param + i))
             .collect();
+        next_param += spec.arrays.len();
+        let table = kind.plural();
+        let Some(plain) = spec.plain else {
+            counts.push(format!(
+                "(SELECT count(*) FROM {schema}.insert_{table}($1, $2, $3, {}))",
+                arrays.join(", ")
+            ));
+            continue;
+        };
         let names: Vec<String> = std::iter::once("id".to_owned())
             .chain((1..spec.arrays.len()).map(|i| format!("a{i}")))
             .collect();
-        next_param += spec.arrays.len();
-        inserts.push((
-            kind,
-            format!(
-                "INSERT INTO {schema}.{} ({}) SELECT {} FROM unnest({}) AS r({}) ON CONFLICT (id) DO NOTHING",
-                kind.plural(),
-                spec.columns,
-                spec.select,
-                arrays.join(", "),
-                names.join(", ")
-            ),
-        ));
+        let insert = format!(
+            "INSERT INTO {schema}.{table} ({}) SELECT {} FROM unnest({}) AS r({}) ON CONFLICT (id) DO NOTHING",
+            plain.columns,
+            plain.select,
+            arrays.join(", "),
+            names.join(", ")
+        );
+        if is_plain_insert(present) {
+            return insert;
+        }
+        ctes.push(format!("new_{table} AS ({insert} RETURNING 1)"));
+        counts.push(format!("(SELECT count(*) FROM new_{table})"));
     }
-    if is_plain_insert(present) {
-        return inserts[0].1.clone();
-    }
-    // Each kind's inserted rows are the CTE `new_<kind>`.
-    let ctes: Vec<String> = inserts
-        .iter()
-        .flat_map(|(kind, sql)| {
-            let name = format!("new_{}", kind.plural());
-            if kind.is_aggregated() {
-                vec![
-                    format!("{name} AS ({sql} RETURNING *)"),
-                    aggregate_upserts(schema, *kind, &name),
-                ]
-            } else {
-                vec![format!("{name} AS ({sql} RETURNING 1)")]
-            }
-        })
-        .collect();
-    let counts: Vec<String> = Kind::ALL
-        .iter()
-        .map(|kind| {
-            if present[*kind] {
-                format!("(SELECT count(*) FROM new_{})", kind.plural())
-            } else {
-                "0::bigint".to_owned()
-            }
-        })
-        .collect();
-    format!("WITH {} SELECT {}", ctes.join(", "), counts.join(", "))
+    let with = if ctes.is_empty() {
+        String::new()
+    } else {
+        format!("WITH {} ", ctes.join(", "))
+    };
+    format!("{with}SELECT {}", counts.join(", "))
 }
 
 pub(super) const SESSION_COLUMNS: &str = "id, status, session_start, session_end, total_duration_ms, commands_executed, \
