@@ -198,6 +198,8 @@ struct SingleMetric {
     sdk_ddb: Samples,
     direct_ddb: Samples,
     handler: Samples,
+    /// The handler's samples of requests the lease admitted locally (no DynamoDB call).
+    handler_local: Samples,
     /// DynamoDB round trips per admitted request.
     trips: f64,
 }
@@ -218,6 +220,7 @@ async fn single_metric_rounds(
         Samples::default(),
         Samples::default(),
     );
+    let mut handler_local = Samples::default();
     let mut trips_before = 0;
     for i in 0..rounds + SINGLE_WARM_UP {
         let warming = i < SINGLE_WARM_UP;
@@ -249,11 +252,16 @@ async fn single_metric_rounds(
             .await
             .expect("direct update");
         let req = command_request(&token);
+        let calls_before = limiter.round_trips();
         let response = handler
             .time(warming, command_execution::handle(app, req))
             .await
             .expect("handler");
         assert_eq!(response.status(), 201, "benchmark requests must be admitted and stored");
+        if !warming && limiter.round_trips() == calls_before {
+            handler_local.wall.extend(handler.wall.last());
+            handler_local.cpu.extend(handler.cpu.last());
+        }
     }
     let trips = (limiter.round_trips() - trips_before) as f64 / rounds as f64;
     SingleMetric {
@@ -261,22 +269,26 @@ async fn single_metric_rounds(
         sdk_ddb,
         direct_ddb,
         handler,
+        handler_local,
         trips,
     }
 }
 
-/// Samples of the batch rounds: the raw 20-row insert and the worker.
+/// Samples of the batch rounds: the raw 20-row insert and the worker, on an envelope the
+/// importer sent (the database's work alone) and on one the batch route sent (which also frees
+/// its batch slot: one more DynamoDB call).
 struct Batch {
     pg20: Samples,
     worker: Samples,
+    worker_route: Samples,
 }
 
 /// `rounds` rounds (after warm-up) of: the raw 20-row insert, then the worker fed one SQS event of
-/// one 20-metric envelope.
+/// one 20-metric envelope from the importer, then one from the batch route.
 async fn batch_rounds(raw: &RawPostgres, worker: &batch_worker::Worker, rounds: usize) -> Batch {
     let body = spec_command();
     let caller = caller("bench", "bench-user");
-    let (mut pg20, mut batch) = (Samples::default(), Samples::default());
+    let (mut pg20, mut batch, mut route) = (Samples::default(), Samples::default(), Samples::default());
     for i in 0..rounds + BATCH_WARM_UP {
         let warming = i < BATCH_WARM_UP;
         let ids: Vec<Uuid> = (0..BATCH_ROWS).map(|_| Uuid::now_v7()).collect();
@@ -291,17 +303,21 @@ async fn batch_rounds(raw: &RawPostgres, worker: &batch_worker::Worker, rounds: 
         pg20.time(warming, raw.client.execute(&raw.insert20, &params))
             .await
             .expect("raw 20");
-        let metrics = metrics(vec![spec_command(); BATCH_ROWS], BATCH_ROWS);
-        let message = Envelope::new(&caller, Source::Api, metrics)
-            .to_message()
-            .expect("message");
-        let response = batch
-            .time(warming, worker.handle(sqs_event(vec![message])))
-            .await
-            .expect("worker");
-        assert!(response.batch_item_failures.is_empty());
+        for (source, samples) in [(Source::Import, &mut batch), (Source::Api, &mut route)] {
+            let metrics = metrics(vec![spec_command(); BATCH_ROWS], BATCH_ROWS);
+            let message = Envelope::new(&caller, source, metrics).to_message().expect("message");
+            let response = samples
+                .time(warming, worker.handle(sqs_event(vec![message])))
+                .await
+                .expect("worker");
+            assert!(response.batch_item_failures.is_empty());
+        }
     }
-    Batch { pg20, worker: batch }
+    Batch {
+        pg20,
+        worker: batch,
+        worker_route: route,
+    }
 }
 
 /// The section's figures into `results`. The DynamoDB baseline is the faster of the SDK and the
@@ -317,6 +333,14 @@ fn record(results: &mut Map<String, Value>, sizes: &Sizes, single: &SingleMetric
     };
     let (pg_s, pg20_s) = (Stats::of(&single.pg.wall), Stats::of(&batch.pg20.wall));
     let (wall_s, batch_s) = (Stats::of(&single.handler.wall), Stats::of(&batch.worker.wall));
+    let route_s = Stats::of(&batch.worker_route.wall);
+    // Every sample when no request was admitted locally (no leases): the ratio then says so.
+    let local = &single.handler_local;
+    let local_s = if local.wall.is_empty() {
+        None
+    } else {
+        Some(Stats::of(&local.wall))
+    };
     let figures = [
         ("raw_postgres_insert", pg_s.json(n)),
         ("raw_postgres_insert_cpu", Stats::of(&single.pg.cpu).json(n)),
@@ -333,6 +357,11 @@ fn record(results: &mut Map<String, Value>, sizes: &Sizes, single: &SingleMetric
         ("handler_cpu", Stats::of(&single.handler.cpu).json(n)),
         ("worker_batch_of_20", batch_s.json(n_batch)),
         ("worker_batch_of_20_cpu", Stats::of(&batch.worker.cpu).json(n_batch)),
+        ("worker_batch_of_20_from_the_route", route_s.json(n_batch)),
+        (
+            "handler_admitted_locally",
+            local_s.map_or(Value::Null, |s| s.json(local.wall.len())),
+        ),
         ("dynamodb_round_trips_per_admitted_request", json!(round3(single.trips))),
         (
             "ratios",
@@ -341,6 +370,8 @@ fn record(results: &mut Map<String, Value>, sizes: &Sizes, single: &SingleMetric
                 "handler_p50_over_raw_p50_sum": round3(wall_s.p50 / (pg_s.p50 + ddb_s.p50)),
                 "batch20_p50_over_raw20_p50": round3(batch_s.p50 / pg20_s.p50),
                 "batch20_p95_over_raw20_p95": round3(batch_s.p95 / pg20_s.p95),
+                "batch20_from_the_route_p50_over_raw20_p50": round3(route_s.p50 / pg20_s.p50),
+                "handler_admitted_locally_p95_over_raw_pg_p95": local_s.map(|s| round3(s.p95 / pg_s.p95)),
             }),
         ),
     ];

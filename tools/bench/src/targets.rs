@@ -56,7 +56,7 @@ impl Target {
 }
 
 /// The keys of the latency table, in the order printed.
-const LATENCIES: [&str; 17] = [
+const LATENCIES: [&str; 19] = [
     "raw_postgres_insert",
     "raw_dynamodb_conditional_update",
     "raw_dynamodb_update_direct",
@@ -74,6 +74,8 @@ const LATENCIES: [&str; 17] = [
     "raw_postgres_20_row_insert",
     "worker_batch_of_20",
     "worker_batch_of_20_cpu",
+    "worker_batch_of_20_from_the_route",
+    "handler_admitted_locally",
 ];
 
 /// The targets of the benchmark, for the sections that ran (a missing figure is NaN).
@@ -89,6 +91,13 @@ pub fn targets(results: &Map<String, Value>) -> Vec<Target> {
             true,
         ),
         Target::new(
+            "single_metric_local_p95_over_raw_pg_p95",
+            "single-metric p95 admitted by the lease / raw PG insert p95",
+            get(&["ratios", "handler_admitted_locally_p95_over_raw_pg_p95"]),
+            1.1,
+            true,
+        ),
+        Target::new(
             "own_cpu_per_request_p95_ms",
             "own CPU per request p95 (ms)",
             get(&["handler_cpu", "p95_ms"]),
@@ -97,7 +106,7 @@ pub fn targets(results: &Map<String, Value>) -> Vec<Target> {
         ),
         Target::new(
             "batch20_p50_over_raw20_p50",
-            "batch of 20 p50 / raw 20-row insert p50",
+            "worker: batch of 20 p50 / raw 20-row insert p50",
             get(&["ratios", "batch20_p50_over_raw20_p50"]),
             2.0,
             true,
