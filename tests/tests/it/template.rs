@@ -115,8 +115,8 @@ fn sam_build_builds_every_function_in_one_cargo_run_and_copies_each_its_own_bina
     for (name, resource) in functions(&doc).unwrap() {
         let binary = function_binary(resource).unwrap();
         let commands = sam_build_commands(&name);
-        let builds: Vec<&String> = commands.iter().filter(|c| c.contains("cargo lambda build")).collect();
-        assert_eq!(builds.len(), 1, "{name}: {commands:?}");
+        let builds = commands.iter().filter(|c| c.contains("cargo lambda build")).count();
+        assert_eq!(builds, 1, "{name}: {commands:?}");
         let words: Vec<&str> = commands.iter().flat_map(|c| c.split_whitespace()).collect();
         let packages: BTreeSet<String> = words
             .windows(2)
