@@ -60,8 +60,8 @@ fn every_template_function_is_a_crate_and_every_crate_is_deployed() {
                 .get("Metadata")
                 .and_then(|m| m.get("BuildMethod"))
                 .and_then(Value::as_str),
-            Some("rust-cargolambda"),
-            "{name}"
+            Some("makefile"),
+            "{name}: `sam build` copies what the Makefile's one cargo run built"
         );
         let events = event_types(resource);
         if websocket_targets(&doc).contains(&name) {
@@ -84,6 +84,54 @@ fn every_template_function_is_a_crate_and_every_crate_is_deployed() {
         crate_names(),
         "template functions and functions/ crates differ"
     );
+}
+
+/// What `make build-<logical_id>` would run, as `sam build` calls it: from another folder, with
+/// the Makefile named and `ARTIFACTS_DIR` set (`--dry-run`: nothing is built).
+fn sam_build_commands(logical_id: &str) -> Vec<String> {
+    let makefile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Makefile");
+    let output = std::process::Command::new("make")
+        .current_dir(std::env::temp_dir())
+        .arg("--dry-run")
+        .arg("--makefile")
+        .arg(&makefile)
+        .arg(format!("build-{logical_id}"))
+        .env("ARTIFACTS_DIR", "/artifacts")
+        .output()
+        .expect("make");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "make build-{logical_id}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn sam_build_builds_every_function_in_one_cargo_run_and_copies_each_its_own_binary() {
+    let doc = template();
+    let crates = crate_names();
+    for (name, resource) in functions(&doc).unwrap() {
+        let binary = function_binary(resource).unwrap();
+        let commands = sam_build_commands(&name);
+        let builds = commands.iter().filter(|c| c.contains("cargo lambda build")).count();
+        assert_eq!(builds, 1, "{name}: {commands:?}");
+        let words: Vec<&str> = commands.iter().flat_map(|c| c.split_whitespace()).collect();
+        let packages: BTreeSet<String> = words
+            .windows(2)
+            .filter(|pair| pair[0] == "--package")
+            .map(|pair| pair[1].to_owned())
+            .collect();
+        assert_eq!(packages, crates, "{name}: the one cargo run builds every function");
+        let copies: Vec<&String> = commands.iter().filter(|c| c.starts_with("cp ")).collect();
+        assert_eq!(copies.len(), 1, "{name}: {commands:?}");
+        assert!(
+            copies[0].ends_with(&format!("/lambda/{binary}/bootstrap\" \"/artifacts/bootstrap\"")),
+            "{name} must get {binary}'s bootstrap: {}",
+            copies[0]
+        );
+    }
 }
 
 /// The resources of one type.
