@@ -37,20 +37,38 @@ function takeTokenFromFragment() {
   }
 }
 
+/**
+ * Forgets everything shown for the previous caller: their live feed and totals, their socket, a
+ * load still under way (its answer is dropped) and a pending refresh (it would read with no token).
+ */
+function forgetCaller() {
+  view.loadId += 1;
+  clearTimeout(view.refreshTimer);
+  view.refreshTimer = null;
+  view.totals = null;
+  view.reconnectDelay = 1000;
+  closeLive();
+  $("live-feed").replaceChildren();
+  $("who").textContent = "";
+}
+
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   view.token = null;
-  closeLive();
-  $("who").textContent = "";
+  forgetCaller();
   $("sign-in-message").textContent =
     message || "Paste an API key (mcsk_…) or a token. It stays in this tab only.";
   $("sign-in-message").classList.toggle("error", Boolean(message));
   show("signed-out");
 }
 
-/** Who the token says the caller is (display only: the API checks it). */
+/**
+ * Who the token says the caller is (display only: the API checks it), so that a swapped
+ * credential shows. An API key says only its id (not secret: `mcsk_<id>_<secret>`); once the
+ * summaries are read, `describeKey` adds its user and role.
+ */
 function describeCaller(token) {
-  if (token.startsWith("mcsk_")) return "Signed in with an API key";
+  if (token.startsWith("mcsk_")) return `API key ${keyIdOf(token).slice(0, 8)}…`;
   try {
     const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
     const claims = JSON.parse(atob(part));
@@ -60,7 +78,35 @@ function describeCaller(token) {
   }
 }
 
+function keyIdOf(key) {
+  return key.split("_")[1] || "";
+}
+
+/**
+ * An API key's user and role, from what the API tells its holder: a member's summary by user holds
+ * only their own row; an admin may list the organization's keys, their own among them. No answer
+ * names the organization, so the page cannot show it for a key.
+ */
+async function describeKey(token, byUser) {
+  const label = describeCaller(token);
+  let text = `${label} · member`;
+  if (byUser.per_user_rows === "all") {
+    text = `${label} · admin`;
+    try {
+      const keys = (await apiGet("api/v1/keys")).keys || [];
+      const mine = keys.find((key) => key.id === keyIdOf(token));
+      if (mine) text = `${mine.user_id} · ${mine.role} · ${label}${mine.name ? ` (${mine.name})` : ""}`;
+    } catch {
+      /* the role from the summary is enough */
+    }
+  } else if (byUser.groups.length === 1) {
+    text = `${byUser.groups[0].key} · member · ${label}`;
+  }
+  if (view.token === token) $("who").textContent = text;
+}
+
 function signIn(token) {
+  forgetCaller();
   sessionStorage.setItem(TOKEN_KEY, token);
   view.token = token;
   $("who").textContent = describeCaller(token);
@@ -108,8 +154,13 @@ async function summary(groupBy, p95) {
     limit: "1000",
     p95: String(p95),
   });
+  return apiGet(`api/v1/metrics/summary?${query}`);
+}
+
+/** The `data` of a GET of the API with the caller's credential; an ApiError when refused. */
+async function apiGet(path) {
   // Beside the page: /dashboard -> /api/v1/... (under a stage path too).
-  const url = new URL(`api/v1/metrics/summary?${query}`, location.href);
+  const url = new URL(path, location.href);
   const response = await fetch(url, { headers: { Authorization: `Bearer ${view.token}` } });
   let body = null;
   try {
@@ -142,7 +193,9 @@ async function load() {
       summary("agent", true),
       summary("model", false),
     ]);
-    if (id !== view.loadId) return; // a newer load is under way
+    if (id !== view.loadId) return; // a newer load, or another caller, since
+    const described = $("who").textContent !== describeCaller(view.token);
+    if (view.token.startsWith("mcsk_") && !described) describeKey(view.token, users);
     if (series.groups.length === 0) {
       show("empty");
       return;
@@ -152,13 +205,18 @@ async function load() {
     performance.mark("figures-shown"); // for measuring how soon the figures appear
   } catch (error) {
     if (id !== view.loadId) return;
-    if (error.status === 401) {
-      signOut("That key or token was refused (wrong, expired or revoked). Paste another.");
-    } else {
+    if (!signedOutIfRefused(error)) {
       $("error-message").textContent = error.message || String(error);
       show("error");
     }
   }
+}
+
+/** A 401 means the credential is wrong, expired or revoked: forget it and ask for another. */
+function signedOutIfRefused(error) {
+  if (error.status !== 401) return false;
+  signOut("That key or token was refused (wrong, expired or revoked). Paste another.");
+  return true;
 }
 
 // ---- Figures, charts and tables ----
@@ -357,15 +415,22 @@ function setLiveStatus(text) {
   $("live-status").textContent = text;
 }
 
-function connectLive() {
+function connectLive(reconnecting = false) {
   closeLive();
+  setLiveStatus("connecting");
   const socket = new WebSocket(liveUrl());
   view.socket = socket;
+  // A socket closed by a sign-out or a switch may still deliver: only the current one counts.
+  const current = () => view.socket === socket;
   socket.addEventListener("open", () => {
+    if (!current()) return;
     view.reconnectDelay = 1000;
     setLiveStatus("connected");
+    // Updates stored while disconnected were missed: read the figures again.
+    if (reconnecting) scheduleRefresh();
   });
   socket.addEventListener("message", (event) => {
+    if (!current()) return;
     try {
       onUpdate(JSON.parse(event.data));
     } catch {
@@ -373,11 +438,27 @@ function connectLive() {
     }
   });
   socket.addEventListener("close", () => {
-    if (view.socket !== socket) return;
+    if (!current()) return;
     setLiveStatus("disconnected; retrying");
-    setTimeout(() => view.token && view.socket === socket && connectLive(), view.reconnectDelay);
-    view.reconnectDelay = Math.min(view.reconnectDelay * 2, 60000);
+    reconnectUnlessRefused(socket);
   });
+}
+
+/**
+ * A closed socket may mean the credential was revoked or expired (the handshake's refusal does not
+ * reach the page): ask the API first; a 401 signs out and forgets it, anything else (the network)
+ * is retried with a backoff of 1 s doubling up to a minute.
+ */
+async function reconnectUnlessRefused(socket) {
+  const token = view.token;
+  try {
+    await apiGet("api/v1/metrics/summary?group_by=day&limit=1");
+  } catch (error) {
+    if (view.token === token && view.socket === socket && signedOutIfRefused(error)) return;
+  }
+  const delay = view.reconnectDelay;
+  view.reconnectDelay = Math.min(view.reconnectDelay * 2, 60000);
+  setTimeout(() => view.token === token && view.socket === socket && connectLive(true), delay);
 }
 
 function closeLive() {

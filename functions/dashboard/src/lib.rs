@@ -27,6 +27,9 @@ pub type State = Dashboard;
 /// The variable naming the WebSocket API's URL (the stack's `LiveUrl`).
 pub const LIVE_URL: &str = "LIVE_URL";
 
+/// Not among `http::header`'s names.
+const CROSS_ORIGIN_OPENER_POLICY: &str = "cross-origin-opener-policy";
+
 const INDEX: &str = include_str!("../assets/index.html");
 const LIVE_URL_PLACEHOLDER: &str = "{{LIVE_URL}}";
 
@@ -182,11 +185,14 @@ pub async fn handle(dashboard: &Dashboard, req: Request) -> Result<Response<Body
     } else {
         reply.bytes(StatusCode::OK, asset.content_type, asset.plain.clone())
     };
-    Ok(with_cache_headers(response, asset, &dashboard.content_security_policy))
+    Ok(with_page_headers(response, asset, &dashboard.content_security_policy))
 }
 
-/// Revalidated on every load (cheap: a 304 carries no body), so a deploy shows at once.
-fn with_cache_headers(mut response: Response<Body>, asset: &Asset, policy: &HeaderValue) -> Response<Body> {
+/// Revalidated on every load (cheap: a 304 carries no body), so a deploy shows at once. The page
+/// is its own browsing-context group (`Cross-Origin-Opener-Policy: same-origin`): a window of
+/// another origin that opened it, or that it opened, holds no reference to it, so cannot navigate
+/// it to a `#token=` link of someone else's credential.
+fn with_page_headers(mut response: Response<Body>, asset: &Asset, policy: &HeaderValue) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
@@ -194,6 +200,7 @@ fn with_cache_headers(mut response: Response<Body>, asset: &Asset, policy: &Head
         headers.insert(header::ETAG, etag);
     }
     headers.insert(header::CONTENT_SECURITY_POLICY, policy.clone());
+    headers.insert(CROSS_ORIGIN_OPENER_POLICY, HeaderValue::from_static("same-origin"));
     response
 }
 
@@ -266,6 +273,22 @@ mod tests {
         assert!(policy.contains("connect-src 'self' wss://abc.execute-api.eu-west-1.amazonaws.com;"));
         assert!(policy.contains("script-src 'self';") && policy.contains("frame-ancestors 'none'"));
         assert!(!policy.contains("unsafe"));
+    }
+
+    #[tokio::test]
+    async fn the_page_and_its_files_keep_other_windows_from_holding_a_reference_to_it() {
+        let dashboard = Dashboard::new(None).unwrap();
+        for asset in [None, Some("app.js")] {
+            let response = call(&dashboard, asset, &[]).await;
+            assert_eq!(
+                response.headers()[CROSS_ORIGIN_OPENER_POLICY],
+                "same-origin",
+                "{asset:?}"
+            );
+        }
+        let revalidated = call(&dashboard, None, &[("if-none-match", "*")]).await;
+        assert_eq!(revalidated.status(), 304);
+        assert_eq!(revalidated.headers()[CROSS_ORIGIN_OPENER_POLICY], "same-origin");
     }
 
     #[tokio::test]

@@ -180,6 +180,33 @@ async fn post_interaction(addr: SocketAddr, bearer: &str, agent: &str) {
     assert_eq!(code, 201, "{answer}");
 }
 
+/// Pastes `credential` into the sign-in form and submits it.
+fn paste_script(credential: &str) -> String {
+    format!(
+        "document.getElementById('sign-in-token').value = {credential:?}; \
+         document.querySelector('#sign-in button').click();"
+    )
+}
+
+/// A new API key made by `admin`: its text and id.
+async fn create_key(addr: SocketAddr, admin: &str, body: Value) -> (String, String) {
+    let (code, _, answer) = http(
+        addr,
+        "POST",
+        "/api/v1/keys",
+        Some(admin),
+        "application/json",
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(code, 201, "{answer}");
+    let data = &answer["data"];
+    (
+        data["key"].as_str().unwrap().to_owned(),
+        data["id"].as_str().unwrap().to_owned(),
+    )
+}
+
 async fn start_session(addr: SocketAddr, bearer: &str) {
     let (code, _, answer) = http(
         addr,
@@ -341,12 +368,80 @@ async fn the_dashboard_shows_the_summarys_figures_and_live_updates_of_its_organi
     let users = browser.text_of("table-user").await;
     assert!(users.contains("alice") && !users.contains("bob"), "{users}");
     browser.screenshot("data-member").await;
+
+    // Another organization's link opened in the same tab: nothing of the first one stays, and
+    // the first one's socket moves nothing.
+    b.wait_for("the member's live connection", SETTLE, || async move {
+        b.text_of("live-status").await == "connected"
+    })
+    .await;
+    post_command(addr, &alice, "member_live_tool", "success", 20).await;
+    b.wait_for("the member's update in the feed", SETTLE, || async move {
+        b.text_of("live-feed").await.contains("member_live_tool")
+    })
+    .await;
+    browser.open(&format!("http://{addr}/dashboard#token={mallory}")).await;
+    b.wait_for("the other organization's view, connected", SETTLE, || async move {
+        b.state().await == "data"
+            && b.text_of("who").await == "mallory · umbrella · member"
+            && b.text_of("live-status").await == "connected"
+    })
+    .await;
+    assert_eq!(
+        browser.text_of("live-feed").await,
+        "",
+        "the first organization's feed stays"
+    );
+    let (commands, error_rate, p95, interactions, sessions) = expected_figures(addr, &mallory).await;
+    assert_eq!((commands.as_str(), sessions.as_str()), ("2", "1"));
+    let shown = [
+        "fig-commands",
+        "fig-error-rate",
+        "fig-p95",
+        "fig-interactions",
+        "fig-sessions",
+    ];
+    let mut figures = Vec::new();
+    for id in shown {
+        figures.push(browser.text_of(id).await);
+    }
+    assert_eq!(figures, [commands, error_rate, p95, interactions, sessions]);
+    post_command(addr, &alice, "acme_after_switch", "error", 30).await;
+    post_command(addr, &mallory, "umbrella_after_switch", "success", 40).await;
+    b.wait_for(
+        "the other organization's update in the feed and count",
+        SETTLE,
+        || async move {
+            b.text_of("live-feed").await.contains("umbrella_after_switch")
+                && b.text_of("fig-commands").await == "3"
+                && b.text_of("fig-error-rate").await == "0.0 %"
+        },
+    )
+    .await;
+    assert_eq!(expected_figures(addr, &mallory).await.0, "3");
+    let page = browser.script("return document.body.innerText").await;
+    let page = page.as_str().unwrap();
+    for first in [
+        "alice",
+        "bob",
+        "member_live_tool",
+        "acme_after_switch",
+        "live_probe_tool",
+        "claude_code",
+    ] {
+        assert!(
+            !page.contains(first),
+            "the first organization's {first} still shown: {page}"
+        );
+    }
+    browser.screenshot("switched-organization").await;
     browser.close().await;
 }
 
 #[tokio::test]
 async fn the_dashboard_shows_signed_out_empty_error_and_loading_states() {
-    let (_app, addr) = TestApp::spawn_live(&[]).await;
+    // Containers that trust an API key they read for half a second (revocation is seen soon).
+    let (_app, addr) = TestApp::spawn_live(&[("API_KEY_CACHE_MS", "500")]).await;
     let Some(browser) = Browser::start().await else { return };
     let page = format!("http://{addr}/dashboard");
 
@@ -367,11 +462,7 @@ async fn the_dashboard_shows_signed_out_empty_error_and_loading_states() {
 
     // Pasting a token of an organization with no metrics: the empty state.
     let quiet = token("quiet", "dana");
-    let paste = format!(
-        "document.getElementById('sign-in-token').value = {quiet:?}; \
-         document.querySelector('#sign-in button').click();"
-    );
-    browser.script(&paste).await;
+    browser.script(&paste_script(&quiet)).await;
     browser.wait_for_state("empty").await;
     assert_eq!(browser.text_of("who").await, "dana · quiet · member");
     browser.screenshot("empty").await;
@@ -398,6 +489,48 @@ async fn the_dashboard_shows_signed_out_empty_error_and_loading_states() {
     // The loading state, shown for people to look at (it lasts only as long as a request).
     browser.script("document.body.dataset.state = 'loading'").await;
     browser.screenshot("loading").await;
+
+    // An admin's API key pasted: the page says whose key it is (no answer names its organization).
+    let owner = admin_token("quiet", "owner");
+    let (key, id) = create_key(
+        addr,
+        &owner,
+        json!({"user_id": "kim", "role": "admin", "name": "laptop"}),
+    )
+    .await;
+    browser
+        .script("document.getElementById('range-preset').value = '24h'; document.getElementById('sign-out').click()")
+        .await;
+    browser.wait_for_state("signed-out").await;
+    browser.script(&paste_script(&key)).await;
+    let who = format!("kim · admin · API key {}… (laptop)", &id[..8]);
+    let b = &browser;
+    b.wait_for("the key's holder named, connected", SETTLE, || async {
+        b.text_of("who").await == who && b.text_of("live-status").await == "connected"
+    })
+    .await;
+    browser.screenshot("api-key").await;
+
+    // Revoked: once the socket closes (the server ends it at the latest at its expiry) the page
+    // asks the API, is refused, signs out and forgets the key rather than retrying for ever.
+    let (code, _, answer) = http(
+        addr,
+        "DELETE",
+        &format!("/api/v1/keys/{id}"),
+        Some(&owner),
+        "application/json",
+        "",
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    tokio::time::sleep(Duration::from_millis(600)).await; // the containers' key cache
+    browser.script("view.socket.close()").await;
+    b.wait_for("the revoked key's refusal", SETTLE, || async move {
+        b.state().await == "signed-out" && b.text_of("sign-in-message").await.contains("refused")
+    })
+    .await;
+    assert_eq!(browser.script("return sessionStorage.length").await, 0);
+    assert_eq!(browser.text_of("who").await, "");
 
     browser.close().await;
 }

@@ -204,6 +204,7 @@ async fn the_dashboard_is_served_with_its_policy_and_gzipped() {
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
     assert_eq!(headers["content-encoding"], "gzip");
     assert!(headers["content-security-policy"].starts_with("default-src 'none'; script-src 'self';"));
+    assert_eq!(headers["cross-origin-opener-policy"], "same-origin");
     let (status, headers) = with_headers(addr, "GET", "/dashboard/uPlot.iife.min.js", &[]).await;
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "text/javascript; charset=utf-8");
