@@ -2,6 +2,7 @@
 //! One test binary (modules below) keeps linking time down.
 
 mod alerts;
+mod allocator;
 mod auth;
 mod batch;
 mod command_execution;

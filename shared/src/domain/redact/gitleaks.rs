@@ -115,7 +115,9 @@ pub fn rules() -> &'static [Rule] {
     &CONFIG.0
 }
 
-static CONFIG: LazyLock<(Vec<Rule>, Allowlist)> = LazyLock::new(|| {
+/// The rules and the global allowlist as written; the allowlist is compiled on the first
+/// finding ([`GLOBAL_ALLOWLIST`]), since most texts have none and its patterns cost memory.
+static CONFIG: LazyLock<(Vec<Rule>, AllowlistSpec)> = LazyLock::new(|| {
     let spec: ConfigSpec = serde_json::from_str(CONFIG_JSON).expect("gitleaks.json is valid");
     let rules = spec
         .rules
@@ -132,9 +134,11 @@ static CONFIG: LazyLock<(Vec<Rule>, Allowlist)> = LazyLock::new(|| {
             })
         })
         .collect();
-    let global = allowlist(&spec.allowlist).unwrap_or_else(|e| panic!("gitleaks global allowlist: {e}"));
-    (rules, global)
+    (rules, spec.allowlist)
 });
+
+static GLOBAL_ALLOWLIST: LazyLock<Allowlist> =
+    LazyLock::new(|| allowlist(&CONFIG.1).unwrap_or_else(|e| panic!("gitleaks global allowlist: {e}")));
 
 fn allowlist(spec: &AllowlistSpec) -> Result<Allowlist, String> {
     let regexes = spec
@@ -204,7 +208,6 @@ impl Rule {
         let Ok(compiled) = self.compiled() else {
             return;
         };
-        let global = &CONFIG.1;
         for caps in compiled.regex.captures_iter(text) {
             let whole = caps.get(0).expect("group 0");
             let secret = if self.secret_group > 0 {
@@ -218,7 +221,7 @@ impl Rule {
                 continue;
             }
             let line = line_around(text, whole.range());
-            if std::iter::once(global)
+            if std::iter::once(&*GLOBAL_ALLOWLIST)
                 .chain(&compiled.allowlists)
                 .any(|a| a.allows(value, whole.as_str(), line))
             {
@@ -368,6 +371,12 @@ mod tests {
             translate(r"^\$(?:\d+|{\d+})$ x{2} x{2,} x{1,3}"),
             r"^\$(?:[0-9]+|\{[0-9]+})$ x{2} x{2,} x{1,3}"
         );
+    }
+
+    #[test]
+    fn the_global_allowlist_compiles_when_first_needed() {
+        assert_eq!(GLOBAL_ALLOWLIST.regexes.len(), CONFIG.1.regexes.len());
+        assert!(!GLOBAL_ALLOWLIST.regexes.is_empty());
     }
 
     #[test]

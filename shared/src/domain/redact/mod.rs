@@ -29,7 +29,7 @@ pub mod gitleaks;
 
 use std::borrow::Cow;
 use std::ops::Range;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use aho_corasick::AhoCorasick;
 use regex::{Captures, Regex};
@@ -49,7 +49,9 @@ const REDACTION_MARGIN_CHARS: usize = 512;
 /// `secret` that took part in the match; 0 is the whole match), lower-case words of which a
 /// matching text contains at least one, and a check that the match is a secret.
 struct ContextRule {
-    pattern: Regex,
+    name: &'static str,
+    /// Compiled the first time a text holds one of the rule's keywords (most never do).
+    pattern: LazyPattern,
     secret: usize,
     keywords: &'static [&'static str],
     is_secret: IsSecret,
@@ -175,7 +177,8 @@ static CONTEXT_RULES: LazyLock<Vec<ContextRule>> = LazyLock::new(|| {
     rules
         .into_iter()
         .map(|(name, pattern, secret, keywords, is_secret)| ContextRule {
-            pattern: Regex::new(&pattern).unwrap_or_else(|e| panic!("context rule {name}: {e}")),
+            name,
+            pattern: LazyPattern(pattern, OnceLock::new()),
             secret,
             keywords,
             is_secret,
@@ -183,9 +186,17 @@ static CONTEXT_RULES: LazyLock<Vec<ContextRule>> = LazyLock::new(|| {
         .collect()
 });
 
+/// A pattern and, once needed, its compiled form.
+struct LazyPattern(String, OnceLock<Regex>);
+
 impl ContextRule {
+    fn pattern(&self) -> &Regex {
+        let LazyPattern(pattern, compiled) = &self.pattern;
+        compiled.get_or_init(|| Regex::new(pattern).unwrap_or_else(|e| panic!("context rule {}: {e}", self.name)))
+    }
+
     fn find(&self, text: &str, spans: &mut Vec<Range<usize>>) {
-        for caps in self.pattern.captures_iter(text) {
+        for caps in self.pattern().captures_iter(text) {
             if !(self.is_secret)(&caps) {
                 continue;
             }
@@ -451,6 +462,13 @@ mod tests {
 
     fn clean(text: &str) -> String {
         redact_text(text).into_owned()
+    }
+
+    #[test]
+    fn every_context_rule_compiles() {
+        for rule in CONTEXT_RULES.iter() {
+            assert!(rule.pattern().captures_len() > 0, "{}", rule.name);
+        }
     }
 
     #[test]
