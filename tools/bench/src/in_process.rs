@@ -1,4 +1,5 @@
-//! Baselines and in-process figures: a raw PostgreSQL insert, a raw DynamoDB conditional update
+//! Baselines and in-process figures: a raw PostgreSQL insert, the handler's own statement issued
+//! directly (the row and its aggregates), a raw DynamoDB conditional update
 //! (through the SDK and through the direct client), the command-execution handler called
 //! directly, a raw 20-row insert and the worker fed one 20-metric envelope. All run on one
 //! current-thread runtime so that the thread's CPU clock sees all of our own work (the database
@@ -75,6 +76,9 @@ struct RawPostgres {
     insert: Statement,
     /// The batch's rows, every column from an array, one statement.
     insert20: Statement,
+    /// The handler's own statement (the row and its aggregates, tenant migration 0007), issued
+    /// directly: the database's share of a single metric, without the service around it.
+    insert_aggregated: Statement,
 }
 
 impl RawPostgres {
@@ -121,10 +125,30 @@ impl RawPostgres {
             )
             .await
             .expect("prepare 20");
+        let insert_aggregated = client
+            .prepare_typed(
+                "SELECT stored_id, stored_at, $3 FROM \"org_raw\".insert_command_executions($2, $3, now(), \
+                 ARRAY[$1], ARRAY[$4], ARRAY[$5], ARRAY[$6], ARRAY[$7], ARRAY[$8], ARRAY[$9], ARRAY[$10])",
+                &[
+                    Type::UUID,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::JSONB,
+                    Type::FLOAT8,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::JSONB,
+                    Type::TIMESTAMPTZ,
+                ],
+            )
+            .await
+            .expect("prepare the aggregated insert");
         RawPostgres {
             client,
             insert,
             insert20,
+            insert_aggregated,
         }
     }
 }
@@ -195,6 +219,8 @@ fn command_app(env: &Env, aws: &aws_config::SdkConfig) -> (App, Arc<DynamoRateLi
 /// Samples of the single-metric rounds.
 struct SingleMetric {
     pg: Samples,
+    /// The handler's statement issued directly (`RawPostgres::insert_aggregated`).
+    pg_aggregated: Samples,
     sdk_ddb: Samples,
     direct_ddb: Samples,
     handler: Samples,
@@ -214,7 +240,8 @@ async fn single_metric_rounds(
 ) -> SingleMetric {
     let token = token("bench", "bench-user");
     let body = spec_command();
-    let (mut pg, mut sdk_ddb, mut direct_ddb, mut handler) = (
+    let (mut pg, mut pg_aggregated, mut sdk_ddb, mut direct_ddb, mut handler) = (
+        Samples::default(),
         Samples::default(),
         Samples::default(),
         Samples::default(),
@@ -241,6 +268,22 @@ async fn single_metric_rounds(
         pg.time(warming, raw.client.execute(&raw.insert, &params))
             .await
             .expect("raw insert");
+        let aggregated: [&(dyn ToSql + Sync); 10] = [
+            &Uuid::now_v7(),
+            &"raw",
+            &"bench",
+            &"claude_code_generate",
+            &body["command_args"],
+            &1250.0f64,
+            &"success",
+            &None::<String>,
+            &body["context"],
+            &None::<chrono::DateTime<chrono::Utc>>,
+        ];
+        pg_aggregated
+            .time(warming, raw.client.query_one(&raw.insert_aggregated, &aggregated))
+            .await
+            .expect("raw aggregated insert");
         let now = shared::domain::ratelimit::now_us();
         sdk_ddb
             .time(warming, dynamo.sdk_update(now).send())
@@ -266,6 +309,7 @@ async fn single_metric_rounds(
     let trips = (limiter.round_trips() - trips_before) as f64 / rounds as f64;
     SingleMetric {
         pg,
+        pg_aggregated,
         sdk_ddb,
         direct_ddb,
         handler,
@@ -332,6 +376,7 @@ fn record(results: &mut Map<String, Value>, sizes: &Sizes, single: &SingleMetric
         sdk_ddb
     };
     let (pg_s, pg20_s) = (Stats::of(&single.pg.wall), Stats::of(&batch.pg20.wall));
+    let pg_aggregated_s = Stats::of(&single.pg_aggregated.wall);
     let (wall_s, batch_s) = (Stats::of(&single.handler.wall), Stats::of(&batch.worker.wall));
     let route_s = Stats::of(&batch.worker_route.wall);
     // Every sample when no request was admitted locally (no leases): the ratio then says so.
@@ -344,6 +389,7 @@ fn record(results: &mut Map<String, Value>, sizes: &Sizes, single: &SingleMetric
     let figures = [
         ("raw_postgres_insert", pg_s.json(n)),
         ("raw_postgres_insert_cpu", Stats::of(&single.pg.cpu).json(n)),
+        ("raw_postgres_aggregated_insert", pg_aggregated_s.json(n)),
         ("raw_dynamodb_conditional_update", sdk_ddb.json(n)),
         ("raw_dynamodb_update_cpu", Stats::of(&single.sdk_ddb.cpu).json(n)),
         ("raw_dynamodb_update_direct", direct_ddb.json(n)),
@@ -372,6 +418,8 @@ fn record(results: &mut Map<String, Value>, sizes: &Sizes, single: &SingleMetric
                 "batch20_p95_over_raw20_p95": round3(batch_s.p95 / pg20_s.p95),
                 "batch20_from_the_route_p50_over_raw20_p50": round3(route_s.p50 / pg20_s.p50),
                 "handler_admitted_locally_p95_over_raw_pg_p95": local_s.map(|s| round3(s.p95 / pg_s.p95)),
+                "handler_admitted_locally_p95_over_raw_aggregated_insert_p95":
+                    local_s.map(|s| round3(s.p95 / pg_aggregated_s.p95)),
             }),
         ),
     ];

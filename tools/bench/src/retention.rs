@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 use shared::App;
-use shared::adapters::postgres::lifecycle::{DEFAULT_CHUNK_ROWS, PgLifecycle};
+use shared::adapters::postgres::lifecycle::{DEFAULT_CHUNK_ROWS, DEFAULT_PAUSE_MS, PgLifecycle};
 use shared::domain::ids::OrgId;
 use shared::domain::lifecycle::Retention;
 use shared::ports::lifecycle::DataLifecycle;
@@ -41,6 +41,7 @@ async fn ingest_until(app: &App, token: &str, mut done: impl FnMut() -> bool) ->
 pub async fn measure(stack: &Stack, results: &mut Map<String, Value>) {
     let rows: u64 = env_number("BENCH_RETENTION_ROWS", 10_000_000);
     let chunk: u32 = env_number("BENCH_RETENTION_CHUNK_ROWS", DEFAULT_CHUNK_ROWS);
+    let pause_ms: u64 = env_number("BENCH_RETENTION_PAUSE_MS", DEFAULT_PAUSE_MS);
     let seconds: u64 = env_number("BENCH_RETENTION_INGEST_SECONDS", 10);
     let aws = shared::app::aws_config().await;
     let app = App::from_env(&env(&env_for(stack, &[])), &aws).expect("app");
@@ -80,7 +81,13 @@ pub async fn measure(stack: &Stack, results: &mut Map<String, Value>) {
     let before_started = Instant::now();
     let before = ingest_until(&app, &token, || before_started.elapsed() >= window).await;
 
-    let vars = env_for(stack, &[("RETENTION_CHUNK_ROWS", chunk.to_string())]);
+    let vars = env_for(
+        stack,
+        &[
+            ("RETENTION_CHUNK_ROWS", chunk.to_string()),
+            ("RETENTION_PAUSE_MS", pause_ms.to_string()),
+        ],
+    );
     let lifecycle = Arc::new(PgLifecycle::from_env(&env(&vars)).expect("lifecycle"));
     let org = OrgId::parse(ORG).expect("org");
     let deletion = tokio::spawn(async move {
@@ -104,7 +111,7 @@ pub async fn measure(stack: &Stack, results: &mut Map<String, Value>) {
     let ratio = round3(during_stats.p95 / before_stats.p95);
     let rate = (deleted as f64 / took.as_secs_f64()).round();
     eprintln!(
-        "  retention: {deleted} rows deleted in {:.1} s ({rate} rows/s, chunks of {chunk}); \
+        "  retention: {deleted} rows deleted in {:.1} s ({rate} rows/s, chunks of {chunk}, {pause_ms} ms apart); \
          ingest p95 {:.3} ms before, {:.3} ms during (x{ratio})",
         took.as_secs_f64(),
         before_stats.p95,
@@ -116,6 +123,7 @@ pub async fn measure(stack: &Stack, results: &mut Map<String, Value>) {
             "expired_rows_inserted": rows,
             "insert_seconds": round3(insert_seconds),
             "chunk_rows": chunk,
+            "pause_ms": pause_ms,
             "rows_deleted": deleted,
             "complete": expired.complete,
             "deletion_seconds": round3(took.as_secs_f64()),

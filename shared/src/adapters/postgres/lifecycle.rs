@@ -26,6 +26,8 @@ use crate::ports::store::StoreError;
 
 /// Rows a retention chunk deletes at most, by default.
 pub const DEFAULT_CHUNK_ROWS: u32 = 5000;
+/// Milliseconds between two chunks (`RETENTION_PAUSE_MS`).
+pub const DEFAULT_PAUSE_MS: u64 = 0;
 
 pub struct PgLifecycle {
     db: Database,
@@ -53,7 +55,7 @@ impl PgLifecycle {
         let chunk_rows = env.number_or("RETENTION_CHUNK_ROWS", u64::from(DEFAULT_CHUNK_ROWS), 1)?;
         let chunk_rows = u32::try_from(chunk_rows)
             .map_err(|_| ConfigError::new("RETENTION_CHUNK_ROWS", format!("must be at most {}", u32::MAX)))?;
-        let pause = Duration::from_millis(env.parse_or("RETENTION_PAUSE_MS", 0u64)?);
+        let pause = Duration::from_millis(env.parse_or("RETENTION_PAUSE_MS", DEFAULT_PAUSE_MS)?);
         let erase_timeout = env.millis_or("ERASE_TIMEOUT_MS", 20_000)?;
         let db = Database::connect(&DatabaseConfig::from_env(env)?)?;
         Ok(Self::new(db, chunk_rows, pause, erase_timeout))
