@@ -504,8 +504,6 @@ pub async fn http_with_authorization(
     content_type: &str,
     body: &str,
 ) -> (u16, String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = authorization
         .map(|value| format!("Authorization: {value}\r\n"))
         .unwrap_or_default();
@@ -514,6 +512,14 @@ pub async fn http_with_authorization(
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+    raw_exchange(addr, &request).await
+}
+
+/// Sends `request` (a whole HTTP/1.1 request that asks to close the connection) to `addr` as
+/// written; the answer's status, head and body as sent.
+pub async fn raw_exchange(addr: SocketAddr, request: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.unwrap();

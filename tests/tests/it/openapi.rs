@@ -288,15 +288,8 @@ async fn exercise_dashboard(recorder: &mut Recorder, addr: SocketAddr) {
 
 /// `GET path` with `If-None-Match: etag`: status, head and body.
 async fn get_if_none_match(addr: SocketAddr, path: &str, etag: &str) -> (u16, String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_owned(), body.to_owned())
+    integration_tests::raw_exchange(addr, &request).await
 }
 
 /// The erasure route's answers: an admin's, a member's, no token, a user id too long.
