@@ -35,12 +35,15 @@ mod tests {
 
     const EVENT: &str = include_str!("../../../events/alerts.json");
 
-    struct Down;
+    /// An alert store that lists these organizations (`None`: the database is down), none of
+    /// which has a webhook, so nothing is ever evaluated or delivered.
+    struct Listing(Option<&'static [&'static str]>);
 
     #[async_trait]
-    impl AlertStore for Down {
+    impl AlertStore for Listing {
         async fn organizations(&self) -> Result<Vec<OrgId>, StoreError> {
-            Err(StoreError::Unavailable("down".into()))
+            let orgs = self.0.ok_or_else(|| StoreError::Unavailable("down".into()))?;
+            Ok(orgs.iter().map(|o| OrgId::parse(o).unwrap()).collect())
         }
         async fn evaluate(
             &self,
@@ -50,13 +53,13 @@ mod tests {
             _: Duration,
             _: Duration,
         ) -> Result<Evaluation, StoreError> {
-            unreachable!("no organization is listed")
+            unreachable!("no organization has a webhook")
         }
         async fn delivered(&self, _: &OrgId, _: &Notice, _: DateTime<Utc>) -> Result<(), StoreError> {
-            Ok(())
+            unreachable!("nothing is delivered")
         }
         async fn delivery_failed(&self, _: &OrgId, _: &Notice, _: &str) -> Result<(), StoreError> {
-            Ok(())
+            unreachable!("nothing is delivered")
         }
     }
 
@@ -82,7 +85,7 @@ mod tests {
     async fn a_database_outage_fails_the_invocation() {
         shared::fakes::quiet_logs();
         let state = Alerts {
-            store: Arc::new(Down),
+            store: Arc::new(Listing(None)),
             targets: Arc::new(NoTargets),
             sender: Arc::new(NoSend),
             config: AlertsConfig {
@@ -96,37 +99,11 @@ mod tests {
         assert!(handle(&state, event).await.is_err());
     }
 
-    /// Three organizations, none with a webhook.
-    struct Three;
-
-    #[async_trait]
-    impl AlertStore for Three {
-        async fn organizations(&self) -> Result<Vec<OrgId>, StoreError> {
-            Ok(["a", "b", "c"].iter().map(|o| OrgId::parse(o).unwrap()).collect())
-        }
-        async fn evaluate(
-            &self,
-            _: &OrgId,
-            _: &AlertRules,
-            _: DateTime<Utc>,
-            _: Duration,
-            _: Duration,
-        ) -> Result<Evaluation, StoreError> {
-            unreachable!("no organization has a webhook")
-        }
-        async fn delivered(&self, _: &OrgId, _: &Notice, _: DateTime<Utc>) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn delivery_failed(&self, _: &OrgId, _: &Notice, _: &str) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
-
     #[tokio::test]
     async fn a_spent_evaluation_budget_leaves_the_rest_to_the_next_run() {
         shared::fakes::quiet_logs();
         let run = |budget| Alerts {
-            store: Arc::new(Three),
+            store: Arc::new(Listing(Some(&["a", "b", "c"]))),
             targets: Arc::new(NoTargets),
             sender: Arc::new(NoSend),
             config: AlertsConfig {

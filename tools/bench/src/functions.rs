@@ -110,22 +110,26 @@ async fn cold_starts(binary: &Path, name: &str, stack: &Stack) -> Vec<f64> {
 
 /// A Runtime API stand-in, the function's binary started against it, and when it was spawned.
 async fn start(binary: &Path, name: &str, stack: &Stack) -> (RuntimeApi, tokio::process::Child, Instant) {
-    let api = RuntimeApi::default();
-    let addr = api.start().await;
-    let spawned = Instant::now();
-    let child = launch(binary, name, addr, stack).spawn().expect("spawn");
-    (api, child, spawned)
+    start_logging_to(binary, name, stack, std::process::Stdio::null()).await
 }
 
 /// As [`start`], with the function's standard output (its log) piped to the caller.
 pub async fn start_with_stdout(binary: &Path, name: &str, stack: &Stack) -> (RuntimeApi, tokio::process::Child) {
+    let (api, child, _) = start_logging_to(binary, name, stack, std::process::Stdio::piped()).await;
+    (api, child)
+}
+
+async fn start_logging_to(
+    binary: &Path,
+    name: &str,
+    stack: &Stack,
+    stdout: std::process::Stdio,
+) -> (RuntimeApi, tokio::process::Child, Instant) {
     let api = RuntimeApi::default();
     let addr = api.start().await;
-    let child = launch(binary, name, addr, stack)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    (api, child)
+    let spawned = Instant::now();
+    let child = launch(binary, name, addr, stack).stdout(stdout).spawn().expect("spawn");
+    (api, child, spawned)
 }
 
 /// The command that runs a function's binary as Lambda would, against the Runtime API at `addr`.

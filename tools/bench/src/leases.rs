@@ -75,6 +75,11 @@ struct Tally {
 }
 
 impl Tally {
+    fn record(&mut self, admitted: bool) {
+        self.requests += 1;
+        self.admitted += u64::from(admitted);
+    }
+
     fn add(&mut self, other: Tally) {
         self.requests += other.requests;
         self.admitted += other.admitted;
@@ -112,8 +117,7 @@ async fn steady(stack: &Stack, defaults: &Budgets, run: Duration) -> Value {
             continue;
         }
         calls_before.get_or_insert(limiter.round_trips());
-        tally.requests += 1;
-        tally.admitted += u64::from(status.admitted());
+        tally.record(status.admitted());
     }
     let calls = limiter.round_trips() - calls_before.unwrap_or_default();
     let mut figures = tally.json(calls);
@@ -142,8 +146,7 @@ async fn contention_within_budget(stack: &Stack, defaults: &Budgets, run: Durati
                     }
                     let limiter = &instances[(client + i) % instances.len()];
                     let status = limiter.check(&who).await.expect("check");
-                    tally.requests += 1;
-                    tally.admitted += u64::from(status.admitted());
+                    tally.record(status.admitted());
                 }
                 tally
             })
@@ -173,8 +176,7 @@ async fn contention_over_budget(stack: &Stack) -> Value {
                 for i in 0..FLOOD_PER_CLIENT {
                     let limiter = &instances[(client + i) % instances.len()];
                     let status = limiter.check(&who).await.expect("check");
-                    tally.requests += 1;
-                    tally.admitted += u64::from(status.admitted());
+                    tally.record(status.admitted());
                 }
                 tally
             })
