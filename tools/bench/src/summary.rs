@@ -53,6 +53,22 @@ pub async fn measure(stack: &Stack, results: &mut Map<String, Value>) {
     let since_text = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let handler = time_summaries(&app, &token, &since_text, false, SUMMARY_RUNS).await;
     let handler_p95 = time_summaries(&app, &token, &since_text, true, SUMMARY_WITH_P95_RUNS).await;
+    let by_grouping: Map<String, Value> = GROUPINGS
+        .iter()
+        .map(|grouping| {
+            let samples: Vec<f64> = handler
+                .iter()
+                .filter(|(g, _)| g == grouping)
+                .map(|(_, ms)| *ms)
+                .collect();
+            (grouping.to_string(), Stats::of(&samples).json(samples.len()))
+        })
+        .collect();
+    eprintln!("  summary handler p50 / p95 by grouping (ms): {}", {
+        let show = |(g, v): (&String, &Value)| format!("{g} {} / {}", v["p50_ms"], v["p95_ms"]);
+        by_grouping.iter().map(show).collect::<Vec<_>>().join(", ")
+    });
+    let (handler, handler_p95) = (durations(&handler), durations(&handler_p95));
     let query_only = time_aggregates_query(&app, &since_text, now).await;
     let scan = time_raw_scans(&stack.database_url, since).await;
     let written_rows = messages * METRICS_PER_MESSAGE;
@@ -63,6 +79,7 @@ pub async fn measure(stack: &Stack, results: &mut Map<String, Value>) {
             "write_seconds": round3(write_seconds),
             "write_metrics_per_second": (written_rows as f64 / write_seconds).round(),
             "summary_handler_ms": Stats::of(&handler).json(SUMMARY_RUNS),
+            "summary_handler_by_grouping_ms": by_grouping,
             "summary_handler_with_p95_ms": Stats::of(&handler_p95).json(SUMMARY_WITH_P95_RUNS),
             "per_user_query_on_aggregates_ms": Stats::of(&query_only).json(QUERY_RUNS),
             "raw_per_user_scan_ms": Stats::of(&scan).json(RAW_SCANS),
@@ -105,11 +122,15 @@ fn message(m: usize, first_day: DateTime<Utc>) -> String {
         .expect("message")
 }
 
-/// Milliseconds of `runs` summary requests (group_by user, command and day in turn), after warm-up.
-async fn time_summaries(app: &Reader, token: &str, since: &str, p95: bool, runs: usize) -> Vec<f64> {
+/// The summary's groupings the benchmark asks for, in turn.
+const GROUPINGS: [&str; 3] = ["user", "command", "day"];
+
+/// Each of `runs` summary requests (the `GROUPINGS` in turn), after warm-up: its grouping and
+/// milliseconds.
+async fn time_summaries(app: &Reader, token: &str, since: &str, p95: bool, runs: usize) -> Vec<(&'static str, f64)> {
     let mut samples = Vec::new();
     for i in 0..runs + WARM_UP {
-        let group_by = ["user", "command", "day"][i % 3];
+        let group_by = GROUPINGS[i % GROUPINGS.len()];
         let query: std::collections::HashMap<String, String> = [
             ("group_by".to_owned(), group_by.to_owned()),
             ("since".to_owned(), since.to_owned()),
@@ -124,10 +145,14 @@ async fn time_summaries(app: &Reader, token: &str, since: &str, p95: bool, runs:
         let response = metrics_summary::handle(app, req).await.expect("summary");
         assert_eq!(response.status(), 200, "{:?}", response.body());
         if i >= WARM_UP {
-            samples.push(ms(began.elapsed()));
+            samples.push((group_by, ms(began.elapsed())));
         }
     }
     samples
+}
+
+fn durations(samples: &[(&str, f64)]) -> Vec<f64> {
+    samples.iter().map(|(_, ms)| *ms).collect()
 }
 
 /// The specification's query (count and average time per user since a time) alone: the
