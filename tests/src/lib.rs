@@ -298,6 +298,16 @@ impl TestApp {
         connect(&self.database_url).await
     }
 
+    /// The first column of what `sql` answers, one value per row.
+    pub async fn column<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Vec<T> {
+        let rows = self.db().await.query(sql, params).await.unwrap();
+        rows.iter().map(|row| row.get(0)).collect()
+    }
+
     /// Rows of one table in one organization's schema.
     pub async fn count(&self, org: &str, table: &str) -> i64 {
         self.db()

@@ -215,6 +215,51 @@ async fn summaries_equal_what_the_raw_rows_say_for_every_grouping() {
     assert_eq!(nine_oclock, by_hour["groups"][1]["commands"]["count"].as_i64().unwrap());
 }
 
+/// The summary functions in `org`'s schema (one per grouping read since the statement last
+/// changed; see `SummaryFunction`).
+async fn summary_functions(given: &TestApp, org: &str) -> Vec<String> {
+    given
+        .column(
+            "SELECT proname::text FROM pg_proc WHERE pronamespace = $1::text::regnamespace \
+             AND proname LIKE 'summary\\_%' ORDER BY 1",
+            &[&format!("org_{org}")],
+        )
+        .await
+}
+
+/// GIVEN acme's history, read once by day with p95, WHEN its summary function is gone (as in a
+/// tenant whose function a new deploy has not created yet) and eight readers race for it, THEN
+/// every reader gets the same figures as before and the tenant has the one function again.
+#[tokio::test]
+async fn a_missing_summary_function_is_created_once_while_readers_race_for_it() {
+    let given = TestApp::spawn().await;
+    let addr = given.serve_http().await;
+    write_history(&given, addr).await;
+    let query = "group_by=day&p95=true&since=2026-11-27T00:00:00Z&until=2026-11-28T00:00:00Z";
+    let before = summary(addr, "acme", query).await;
+    let functions = summary_functions(&given, "acme").await;
+    assert_eq!(functions.len(), 1, "{functions:?}");
+    assert!(functions[0].starts_with("summary_day_p95_"), "{functions:?}");
+    given
+        .db()
+        .await
+        .batch_execute(&format!("DROP FUNCTION \"org_acme\".{}", functions[0]))
+        .await
+        .unwrap();
+
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        readers.spawn(summary(addr, "acme", query));
+    }
+    let answers = readers.join_all().await;
+
+    assert_eq!(answers.len(), 8);
+    for answer in answers {
+        assert_eq!(answer["groups"], before["groups"]);
+    }
+    assert_eq!(summary_functions(&given, "acme").await, functions);
+}
+
 #[tokio::test]
 async fn summaries_are_per_organization_and_bounded() {
     let given = TestApp::spawn().await;

@@ -47,17 +47,11 @@ fn marker_of(table: &str) -> &'static str {
 
 async fn markers(given: &TestApp, org: &str, table: &str, id: Uuid) -> Vec<String> {
     given
-        .db()
-        .await
-        .query(
+        .column(
             &format!("SELECT {} FROM \"org_{org}\".{table} WHERE id = $1", marker_of(table)),
             &[&id],
         )
         .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
 }
 
 #[tokio::test]

@@ -77,6 +77,24 @@ pub async fn tenant_version(client: &Client, org: &OrgId) -> Result<Option<i32>,
     Ok(rows.first().map(|row| row.get(0)))
 }
 
+/// Creates (or replaces) a function of the organization's schema from `definition`, under the
+/// tenant's migration lock: containers that find it missing at once create it one after the
+/// other instead of failing on each other's catalog rows.
+pub async fn create_tenant_function(
+    client: &mut Client,
+    org: &OrgId,
+    definition: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.query_typed(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[(&LOCK_NAMESPACE, Type::INT4), (&org.as_str(), Type::TEXT)],
+    )
+    .await?;
+    tx.batch_execute(definition).await?;
+    tx.commit().await
+}
+
 /// Registers the organization and brings its schema to the latest tenant migration.
 /// Safe under concurrency: the first caller does the work, the others wait for it and find
 /// nothing left to do. Returns whether anything was applied.

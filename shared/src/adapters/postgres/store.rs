@@ -10,8 +10,8 @@ use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use super::envelope::EnvelopeColumns;
-use super::migrate::provision_tenant;
-use super::sql::{InsertSql, TenantSql};
+use super::migrate::{create_tenant_function, provision_tenant};
+use super::sql::{InsertSql, SummaryFunction, TenantSql};
 use super::usage;
 use super::{Database, with_client};
 use crate::domain::batch::Envelope;
@@ -204,6 +204,23 @@ impl PgStore {
     }
 }
 
+/// Runs a summary's tenant function, creating it first when the tenant does not have it yet
+/// (a new tenant, or the first summary of this kind since a deploy changed its statement).
+async fn summarise(
+    client: &mut Object,
+    org: &OrgId,
+    function: &SummaryFunction,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    match client.query_typed(&function.call, params).await {
+        Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION) => {
+            create_tenant_function(client, org, &function.definition).await?;
+            client.query_typed(&function.call, params).await
+        }
+        answer => answer,
+    }
+}
+
 #[async_trait]
 impl MetricStore for PgStore {
     async fn aggregates(&self, caller: &Caller, query: &SummaryQuery) -> Result<Vec<AggregateRow>, StoreError> {
@@ -221,9 +238,8 @@ impl MetricStore for PgStore {
         let rows = with_client!(&self.db, |client| {
             match self.tenant(&mut client, &caller.org).await {
                 Ok(tenant) => {
-                    client
-                        .query_typed(&tenant.summary(query.group_by, query.p95), params)
-                        .await
+                    let function = tenant.summary(query.group_by, query.p95);
+                    summarise(&mut client, &caller.org, &function, params).await
                 }
                 Err(err) => Err(err),
             }
