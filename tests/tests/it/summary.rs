@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use integration_tests::{TestApp, admin_token, connect, fresh_database, http, request, token};
 use serde_json::{Value, json};
-use shared::adapters::postgres::migrate::{Migration, TENANT, provision_tenant, provision_tenant_with};
+use shared::adapters::postgres::migrate::{LOCK_NAMESPACE, Migration, TENANT, provision_tenant, provision_tenant_with};
 use shared::domain::batch::{Envelope, Metrics, Source};
 use shared::domain::ids::{Caller, OrgId, UserId};
 use shared::domain::summary::latency_bucket;
@@ -228,8 +228,10 @@ async fn summary_functions(given: &TestApp, org: &str) -> Vec<String> {
 }
 
 /// GIVEN acme's history, read once by day with p95, WHEN its summary function is gone (as in a
-/// tenant whose function a new deploy has not created yet) and eight readers race for it, THEN
-/// every reader gets the same figures as before and the tenant has the one function again.
+/// tenant whose function a new deploy has not created yet) and eight readers all find it
+/// missing and wait for the tenant's lock, THEN every reader gets the same figures as before and
+/// the tenant has the one function again — created once: the definition is a plain `CREATE
+/// FUNCTION`, so a second creation would fail its reader.
 #[tokio::test]
 async fn a_missing_summary_function_is_created_once_while_readers_race_for_it() {
     let given = TestApp::spawn().await;
@@ -240,17 +242,30 @@ async fn a_missing_summary_function_is_created_once_while_readers_race_for_it() 
     let functions = summary_functions(&given, "acme").await;
     assert_eq!(functions.len(), 1, "{functions:?}");
     assert!(functions[0].starts_with("summary_day_p95_"), "{functions:?}");
-    given
-        .db()
-        .await
+    let holder = given.db().await;
+    holder
         .batch_execute(&format!("DROP FUNCTION \"org_acme\".{}", functions[0]))
         .await
         .unwrap();
+    let tenant_lock = "SELECT pg_advisory_lock($1, hashtext($2))";
+    holder.execute(tenant_lock, &[&LOCK_NAMESPACE, &"acme"]).await.unwrap();
 
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..8 {
         readers.spawn(summary(addr, "acme", query));
     }
+    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    let started = std::time::Instant::now();
+    while holder.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0) < 8 {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the readers never all waited for the lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let unlock = "SELECT pg_advisory_unlock($1, hashtext($2))";
+    holder.execute(unlock, &[&LOCK_NAMESPACE, &"acme"]).await.unwrap();
     let answers = readers.join_all().await;
 
     assert_eq!(answers.len(), 8);

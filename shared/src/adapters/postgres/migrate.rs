@@ -20,7 +20,7 @@ pub struct Migration {
 include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
 /// Advisory-lock namespace of this service (first key of the two-key form).
-const LOCK_NAMESPACE: i32 = 0x6d65_7472; // "metr"
+pub const LOCK_NAMESPACE: i32 = 0x6d65_7472; // "metr"
 /// Second key for the public-schema migration lock; tenants use `hashtext(organization_id)`.
 const PUBLIC_LOCK: i32 = 0;
 
@@ -77,12 +77,13 @@ pub async fn tenant_version(client: &Client, org: &OrgId) -> Result<Option<i32>,
     Ok(rows.first().map(|row| row.get(0)))
 }
 
-/// Creates (or replaces) a function of the organization's schema from `definition`, under the
-/// tenant's migration lock: containers that find it missing at once create it one after the
-/// other instead of failing on each other's catalog rows.
+/// Creates a function of the organization's schema from `definition` unless `signature` (its
+/// name and parameter types) names one already, under the tenant's migration lock: of the
+/// containers that find it missing at once, the first creates it and the others find it made.
 pub async fn create_tenant_function(
     client: &mut Client,
     org: &OrgId,
+    signature: &str,
     definition: &str,
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
@@ -91,7 +92,13 @@ pub async fn create_tenant_function(
         &[(&LOCK_NAMESPACE, Type::INT4), (&org.as_str(), Type::TEXT)],
     )
     .await?;
-    tx.batch_execute(definition).await?;
+    let missing: bool = tx
+        .query_typed("SELECT to_regprocedure($1) IS NULL", &[(&signature, Type::TEXT)])
+        .await?[0]
+        .get(0);
+    if missing {
+        tx.batch_execute(definition).await?;
+    }
     tx.commit().await
 }
 

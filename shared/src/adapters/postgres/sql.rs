@@ -107,43 +107,59 @@ impl TenantSql {
 pub(super) struct SummaryFunction {
     /// `SELECT * FROM` the function, with the statement's six parameters.
     pub(super) call: String,
-    /// `CREATE OR REPLACE FUNCTION`, its body the statement.
+    /// The function's name and parameter types, as `to_regprocedure` reads them.
+    pub(super) signature: String,
+    /// `CREATE FUNCTION`, its body the statement.
     pub(super) definition: String,
 }
+
+/// The parameters of every summary function: `$1`..`$6` of [`summary_statement`].
+const SUMMARY_PARAMETERS: &str = "timestamptz, timestamptz, bigint, timestamptz, timestamptz, text";
 
 impl SummaryFunction {
     fn new(schema: &str, group_by: GroupBy, p95: bool) -> Self {
         use sha2::{Digest, Sha256};
-        // The digest of the statement with a stand-in schema: the same name in every tenant.
-        let digest = Sha256::digest(summary_statement("tenant", group_by, p95).as_bytes());
+        // The digest of the whole definition with stand-ins for the schema and the name: the
+        // same name in every tenant, and a new one for any change of the statement or its wrapper.
+        let digest = Sha256::digest(summary_function("tenant", "summary", group_by, p95).as_bytes());
         let name = format!(
             "summary_{}{}_{}",
             group_by.as_str(),
             if p95 { "_p95" } else { "" },
             crate::domain::api_keys::hex(&digest[..6])
         );
-        let signature = "timestamptz, timestamptz, bigint, timestamptz, timestamptz, text";
-        let usage_columns = UsageField::ALL.iter().map(|f| format!(", {} float8", f.name()));
-        let session_columns = SESSION_COLUMNS_OF_SUMMARY
-            .iter()
-            .map(|(name, _)| format!(", {name} bigint"));
-        let columns: String = usage_columns.chain(session_columns).collect();
-        // `use_column`: the result's column names (count, kind, …) are also the names of the
-        // statement's columns, which they must mean.
-        let definition = format!(
-            "CREATE OR REPLACE FUNCTION {schema}.{name}({signature}) \
-             RETURNS TABLE (key text, kind text, count bigint, error_count bigint, total_ms float8, \
-                tokens_in bigint, tokens_out bigint, buckets smallint[], counts bigint[]{columns}) \
-             LANGUAGE plpgsql STABLE SET plan_cache_mode = force_custom_plan AS $summary$ \
-             #variable_conflict use_column\n\
-             BEGIN RETURN QUERY {}; END $summary$",
-            summary_statement(schema, group_by, p95)
-        );
         Self {
-            call: format!("SELECT * FROM {schema}.{name}($1, $2, $3, $4, $5, $6)"),
-            definition,
+            // The rows in the statement's order (sessions first, then the groups by position),
+            // which a function scan does not promise by itself.
+            call: format!(
+                "SELECT * FROM {schema}.{name}($1, $2, $3, $4, $5, $6) WITH ORDINALITY AS answer \
+                 ORDER BY answer.ordinality"
+            ),
+            signature: format!("{schema}.{name}({SUMMARY_PARAMETERS})"),
+            definition: summary_function(schema, &name, group_by, p95),
         }
     }
+}
+
+/// `CREATE FUNCTION` of the summary function `name`: its body the summary statement.
+fn summary_function(schema: &str, name: &str, group_by: GroupBy, p95: bool) -> String {
+    let usage_columns = UsageField::ALL.iter().map(|f| format!(", {} float8", f.name()));
+    let session_columns = SESSION_COLUMNS_OF_SUMMARY
+        .iter()
+        .map(|(name, _)| format!(", {name} bigint"));
+    let columns: String = usage_columns.chain(session_columns).collect();
+    // `use_column`: the result's column names (count, kind, …) are also the names of the
+    // statement's columns, which they must mean. The schema holds only `[A-Za-z0-9_-]`
+    // (`OrgId`), so it cannot end the dollar quote.
+    format!(
+        "CREATE FUNCTION {schema}.{name}({SUMMARY_PARAMETERS}) \
+         RETURNS TABLE (key text, kind text, count bigint, error_count bigint, total_ms float8, \
+            tokens_in bigint, tokens_out bigint, buckets smallint[], counts bigint[]{columns}) \
+         LANGUAGE plpgsql STABLE SET plan_cache_mode = force_custom_plan AS $summary$ \
+         #variable_conflict use_column\n\
+         BEGIN RETURN QUERY {}; END $summary$",
+        summary_statement(schema, group_by, p95)
+    )
 }
 
 /// An idempotent insert, and the read that finds the stored row when the id existed.

@@ -205,7 +205,9 @@ impl PgStore {
 }
 
 /// Runs a summary's tenant function, creating it first when the tenant does not have it yet
-/// (a new tenant, or the first summary of this kind since a deploy changed its statement).
+/// (a new tenant, or the first summary of this kind since a deploy changed its statement). A
+/// function that exists and still fails (its body calling something missing) is not made again:
+/// the second call's error is the answer.
 async fn summarise(
     client: &mut Object,
     org: &OrgId,
@@ -214,7 +216,7 @@ async fn summarise(
 ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
     match client.query_typed(&function.call, params).await {
         Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION) => {
-            create_tenant_function(client, org, &function.definition).await?;
+            create_tenant_function(client, org, &function.signature, &function.definition).await?;
             client.query_typed(&function.call, params).await
         }
         answer => answer,
