@@ -6,8 +6,8 @@
 //! Both run under PostgreSQL advisory locks, inside transactions, so any number of Lambda
 //! instances may race: one applies, the others wait and find the work done.
 
-use tokio_postgres::Client;
 use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Transaction};
 
 use crate::domain::ids::OrgId;
 
@@ -77,6 +77,17 @@ pub async fn tenant_version(client: &Client, org: &OrgId) -> Result<Option<i32>,
     Ok(rows.first().map(|row| row.get(0)))
 }
 
+/// Takes the organization's lock until `tx` ends: provisioning, dropping and creating its
+/// functions wait for one another.
+async fn lock_tenant(tx: &Transaction<'_>, org: &OrgId) -> Result<(), tokio_postgres::Error> {
+    tx.query_typed(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[(&LOCK_NAMESPACE, Type::INT4), (&org.as_str(), Type::TEXT)],
+    )
+    .await
+    .map(drop)
+}
+
 /// Creates a function of the organization's schema from `definition` unless `signature` (its
 /// name and parameter types) names one already, under the tenant's migration lock: of the
 /// containers that find it missing at once, the first creates it and the others find it made.
@@ -87,11 +98,7 @@ pub async fn create_tenant_function(
     definition: &str,
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    tx.query_typed(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-        &[(&LOCK_NAMESPACE, Type::INT4), (&org.as_str(), Type::TEXT)],
-    )
-    .await?;
+    lock_tenant(&tx, org).await?;
     let missing: bool = tx
         .query_typed("SELECT to_regprocedure($1) IS NULL", &[(&signature, Type::TEXT)])
         .await?[0]
@@ -121,11 +128,7 @@ pub async fn provision_tenant_with(
     }
     let schema = quote_ident(&org.schema_name());
     let tx = client.transaction().await?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-        &[&LOCK_NAMESPACE, &org.as_str()],
-    )
-    .await?;
+    lock_tenant(&tx, org).await?;
     let current: Option<i32> = tx
         .query_opt(
             "SELECT schema_version FROM public.tenants WHERE organization_id = $1",
@@ -167,11 +170,7 @@ pub async fn provision_tenant_with(
 pub async fn drop_tenant(client: &mut Client, org: &OrgId) -> Result<bool, tokio_postgres::Error> {
     let schema = quote_ident(&org.schema_name());
     let tx = client.transaction().await?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-        &[&LOCK_NAMESPACE, &org.as_str()],
-    )
-    .await?;
+    lock_tenant(&tx, org).await?;
     tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .await?;
     let removed = tx
