@@ -14,6 +14,7 @@ use crate::domain::ids::{Caller, OrgId, Role, UserId};
 use crate::domain::validation::Choice;
 use crate::http::api_keys::ApiKeyAuth;
 use crate::http::jwks::{Jwks, JwksError};
+use crate::http::verified_tokens::VerifiedTokens;
 
 /// Longest token we try to decode; anything larger is refused unread.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -66,6 +67,8 @@ pub struct Authenticator {
     validation: Validation,
     /// API keys, when the deployment has its keys table (every function that authenticates).
     api_keys: Option<ApiKeyAuth>,
+    /// Tokens verified recently: a token is verified once per container, not per request.
+    verified: VerifiedTokens,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +100,7 @@ impl Authenticator {
                 jwks: Some(Jwks::new(url, algorithm, *min_refresh, *timeout)?),
                 validation: validation(algorithm, config),
                 api_keys: None,
+                verified: VerifiedTokens::default(),
             });
         }
         let (algorithm, key) = decoding_key(&config.key, "JWT_PUBLIC_KEY")?;
@@ -116,6 +120,7 @@ impl Authenticator {
             jwks: None,
             validation: validation(algorithm, config),
             api_keys: None,
+            verified: VerifiedTokens::default(),
         })
     }
 
@@ -145,17 +150,32 @@ impl Authenticator {
                 None => Err(AuthError::InvalidKey),
             };
         }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Invalid);
+        }
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some((caller, exp)) = self.verified.get(token, now, self.validation.leeway) {
+            return Ok((caller, i64::try_from(exp).ok()));
+        }
         let data = match &self.jwks {
             None => self.checked(token)?,
             Some(jwks) => self.verify_with_jwks(jwks, token).await?,
         };
-        let exp = data
-            .claims
-            .exp
-            .as_ref()
-            .and_then(serde_json::Value::as_f64)
-            .map(|exp| exp as i64);
-        Ok((caller(data)?, exp))
+        let exp = data.claims.exp.as_ref();
+        let whole_seconds = exp.and_then(serde_json::Value::as_u64);
+        let exp = exp.and_then(serde_json::Value::as_f64).map(|exp| exp as i64);
+        let caller = caller(data)?;
+        // `exp` is required, so a verified token has one; one that is not a whole number of
+        // seconds is not remembered, only verified again each time.
+        if let Some(until) = whole_seconds {
+            self.verified.insert(token, &caller, until, now);
+        }
+        Ok((caller, exp))
+    }
+
+    /// Tokens remembered as verified (tests check what is and is not remembered).
+    pub fn verified_tokens(&self) -> usize {
+        self.verified.len()
     }
 
     /// Verifies a token against the configured static keys.
@@ -632,6 +652,46 @@ mod tests {
         let mut expired = claims();
         expired["exp"] = json!(now() - 10);
         assert_eq!(auth.verify(&sign_hs(&expired, SECRET)), Err(AuthError::Expired));
+    }
+
+    #[tokio::test]
+    async fn a_token_is_verified_once_and_only_that_exact_token_is_remembered() {
+        // GIVEN a container that has verified alice's token once
+        let auth = hs256();
+        let token = sign_hs(&claims(), SECRET);
+        let (first, exp) = auth
+            .authenticate_until(&headers(&format!("Bearer {token}")))
+            .await
+            .unwrap();
+        assert_eq!(auth.verified_tokens(), 1);
+        // WHEN the same token comes again THEN it names the same caller and expiry
+        let again = auth.authenticate_until(&headers(&format!("Bearer {token}"))).await;
+        assert_eq!(again, Ok((first.clone(), exp)));
+        // AND a token differing in its signature, its claims or its length is checked in full
+        // and refused, and nothing refused is remembered
+        let mut forged_signature = token.clone();
+        let last = forged_signature.pop().unwrap();
+        forged_signature.push(if last == 'A' { 'B' } else { 'A' });
+        let (header, rest) = token.split_once('.').unwrap();
+        let (_, signature) = rest.split_once('.').unwrap();
+        let admin = base64_url::encode(
+            json!({"sub": "alice", "org_id": "acme", "role": "admin", "exp": now() + 600})
+                .to_string()
+                .as_bytes(),
+        );
+        let forged_claims = format!("{header}.{admin}.{signature}");
+        let mut expired = claims();
+        expired["exp"] = json!(now() - 10);
+        for (refused, why) in [
+            (forged_signature, AuthError::Invalid),
+            (forged_claims, AuthError::Invalid),
+            (format!("{token}x"), AuthError::Invalid),
+            (sign_hs(&expired, SECRET), AuthError::Expired),
+        ] {
+            let answer = auth.authenticate_until(&headers(&format!("Bearer {refused}"))).await;
+            assert_eq!(answer, Err(why), "{refused}");
+        }
+        assert_eq!(auth.verified_tokens(), 1);
     }
 
     #[test]

@@ -13,3 +13,4 @@ pub mod error;
 pub mod jwks;
 pub mod otlp;
 pub mod response;
+pub mod verified_tokens;
