@@ -691,6 +691,28 @@ mod tests {
             let answer = auth.authenticate_until(&headers(&format!("Bearer {refused}"))).await;
             assert_eq!(answer, Err(why), "{refused}");
         }
+        // AND a well-signed token whose claims the service refuses is not remembered either
+        let mut hostile_org = claims();
+        hostile_org["org_id"] = json!("../other");
+        let answer = auth
+            .authenticate_until(&headers(&format!("Bearer {}", sign_hs(&hostile_org, SECRET))))
+            .await;
+        assert!(
+            matches!(answer, Err(AuthError::BadClaim { claim: "org_id", .. })),
+            "{answer:?}"
+        );
+        assert_eq!(auth.verified_tokens(), 1);
+        // AND a token whose exp is not a whole number of seconds is verified every time
+        let mut fractional = claims();
+        fractional["exp"] = json!(now() as f64 + 600.5);
+        let fractional = sign_hs(&fractional, SECRET);
+        for _ in 0..2 {
+            assert!(
+                auth.authenticate_until(&headers(&format!("Bearer {fractional}")))
+                    .await
+                    .is_ok()
+            );
+        }
         assert_eq!(auth.verified_tokens(), 1);
     }
 

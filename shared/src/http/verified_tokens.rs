@@ -3,9 +3,11 @@
 //! decodes the header and claims and checks the signature (for RS256 and ES256 a public-key
 //! operation). An entry is the whole token, byte for byte, so only a token that was verified
 //! can hit; it is used only while the token is still valid (`exp` plus the configured leeway,
-//! as the verification itself allows) and for at most [`MAX_AGE_SECONDS`] after it was
-//! verified. `nbf` needs no check here: a token is stored only once it is valid, and time only
-//! moves on. Failures are never stored: every refused token is checked again in full.
+//! as the verification itself allows; a validation that also refused tokens about to expire
+//! would need the same rule here) and for at most [`MAX_AGE_SECONDS`] after it was verified.
+//! `nbf` needs no check: a token is stored only once it is valid, and an entry is not used at a
+//! time before its verification (a clock stepped back), so it is never used before its `nbf`.
+//! Failures are never stored: every refused token is checked again in full.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,7 +20,8 @@ use crate::domain::ids::Caller;
 pub const MAX_AGE_SECONDS: u64 = 60;
 
 /// Tokens held at most; a full cache is emptied and fills again from the next verifications,
-/// so memory stays bounded (a few hundred KB) whatever the number of distinct callers.
+/// so memory stays bounded whatever the number of distinct callers: tokens are at most 8 KiB
+/// (`MAX_TOKEN_BYTES`, so 8 MiB at worst) and typically under 1 KiB (about 1 MiB).
 pub const CAPACITY: usize = 1024;
 
 #[derive(Default)]
@@ -30,19 +33,25 @@ pub struct VerifiedTokens {
 struct Verified {
     caller: Caller,
     exp: u64,
-    /// Unix seconds after which the entry is no longer used.
-    usable_until: u64,
+    /// When it was verified (Unix seconds).
+    verified_at: u64,
 }
 
 impl VerifiedTokens {
     /// The caller and `exp` of `token` if it was verified recently and is still valid at `now`
     /// (Unix seconds) with `leeway` seconds, as the verification would decide.
     pub fn get(&self, token: &str, now: u64, leeway: u64) -> Option<(Caller, u64)> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let hit = entries.get(token)?;
-        // `exp + leeway >= now`, the verification's own rule (an expired token is refused).
-        let usable = hit.usable_until >= now && hit.exp.saturating_add(leeway) >= now;
-        usable.then(|| (hit.caller.clone(), hit.exp))
+        // `exp + leeway >= now` is the verification's own rule (an expired token is refused).
+        let usable = (hit.verified_at..=hit.verified_at.saturating_add(MAX_AGE_SECONDS)).contains(&now)
+            && hit.exp.saturating_add(leeway) >= now;
+        if !usable {
+            // Verified again in full, and remembered again if it passes.
+            entries.remove(token);
+            return None;
+        }
+        Some((hit.caller.clone(), hit.exp))
     }
 
     /// Remembers that `token` was verified at `now` and names `caller`, valid until `exp`.
@@ -56,7 +65,7 @@ impl VerifiedTokens {
             Verified {
                 caller: caller.clone(),
                 exp,
-                usable_until: now.saturating_add(MAX_AGE_SECONDS),
+                verified_at: now,
             },
         );
     }
@@ -99,6 +108,21 @@ mod tests {
         cache.insert("token-a", &alice(), NOW + 3600, NOW);
         assert!(cache.get("token-a", NOW + MAX_AGE_SECONDS, 0).is_some());
         assert!(cache.get("token-a", NOW + MAX_AGE_SECONDS + 1, 0).is_none());
+    }
+
+    #[test]
+    fn an_entry_is_not_used_at_a_time_before_its_verification_and_is_dropped_once_unusable() {
+        // GIVEN a token verified at NOW
+        let cache = VerifiedTokens::default();
+        cache.insert("token-a", &alice(), NOW + 3600, NOW);
+        // WHEN the clock is stepped back THEN it is verified again in full (perhaps before its
+        // nbf), and the entry is gone
+        assert_eq!(cache.get("token-a", NOW - 1, 0), None);
+        assert!(cache.is_empty());
+        // AND an expired entry is dropped, not kept until the cache fills
+        cache.insert("token-b", &alice(), NOW + 5, NOW);
+        assert_eq!(cache.get("token-b", NOW + 6, 0), None);
+        assert!(cache.is_empty());
     }
 
     #[test]
