@@ -29,7 +29,6 @@ pub struct VerifiedTokens {
     entries: Mutex<HashMap<Box<str>, Verified>>,
 }
 
-#[derive(Clone)]
 struct Verified {
     caller: Caller,
     exp: u64,

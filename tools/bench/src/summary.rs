@@ -44,9 +44,8 @@ pub async fn measure(stack: &Stack, results: &mut Map<String, Value>) {
     let write_seconds = written.elapsed().as_secs_f64();
 
     // Settled tables, as autovacuum leaves them in service: the write upserted each aggregate
-    // row many times, and whether autovacuum had cleared those dead versions before the queries
-    // ran decided the figures more than the code did (summary p95 4.7 ms in one run, 11.0 in the
-    // next of nearly the same code, its raw scans equal).
+    // row many times, and without VACUUM the figures also depended on whether autovacuum had
+    // cleared those dead versions before the queries ran.
     let admin = connect_postgres(&stack.database_url).await;
     admin.batch_execute("VACUUM ANALYZE").await.expect("vacuum analyze");
     let app = Reader::from_env(&env(&vars), &aws).expect("app");
