@@ -1,10 +1,12 @@
 //! Baselines and in-process figures: a raw PostgreSQL insert, the handler's own statement issued
-//! directly (the row and its aggregates), a raw DynamoDB conditional update
-//! (through the SDK and through the direct client), the command-execution handler called
+//! directly (the row and its aggregates; prepared, and unnamed as the handler sends it), a raw
+//! DynamoDB conditional update (through the SDK and through the direct client), the
+//! command-execution handler called
 //! directly, a raw 20-row insert and the worker fed one 20-metric envelope. All run on one
 //! current-thread runtime so that the thread's CPU clock sees all of our own work (the database
 //! and HTTP clients run their tasks on it too). Baselines and the code under test are
-//! interleaved, one of each per round, so that they share the same moments of a noisy machine.
+//! interleaved, one of each per round in an order shuffled each round, so that they share the
+//! same moments of a noisy machine and none always follows the same neighbour.
 //!
 //! May use `stats` and `stack`, the service's crates and the AWS and PostgreSQL clients.
 
@@ -25,7 +27,7 @@ use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use crate::stack::{Sizes, Stack, caller, command_request, env, env_for, metrics, spec_command, sqs_event, token};
-use crate::stats::{Samples, Stats, round3};
+use crate::stats::{RoundOrder, Samples, Stats, round3};
 
 /// Rounds run before the single-metric samples are kept.
 const SINGLE_WARM_UP: usize = 200;
@@ -37,6 +39,23 @@ const BATCH_ROWS: usize = 20;
 /// The raw insert's target: a table shaped as the service's, in a tenant of its own.
 const RAW_INSERT_INTO: &str = "INSERT INTO \"org_raw\".command_executions (id, organization_id, user_id, \
      command_name, command_args, execution_time_ms, status, error_message, context, \"timestamp\")";
+
+/// The handler's own statement (tenant migration 0007) into the raw tenant.
+const AGGREGATED_INSERT: &str = "SELECT stored_id, stored_at, $3 FROM \"org_raw\".insert_command_executions($2, $3, now(), \
+     ARRAY[$1], ARRAY[$4], ARRAY[$5], ARRAY[$6], ARRAY[$7], ARRAY[$8], ARRAY[$9], ARRAY[$10])";
+/// The types of [`command_row`]'s parameters, as the handler declares them.
+const COMMAND_ROW_TYPES: [Type; 10] = [
+    Type::UUID,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::JSONB,
+    Type::FLOAT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::JSONB,
+    Type::TIMESTAMPTZ,
+];
 
 /// The limiter's update in the common case: restart the bucket's `tat` if it lies in the past.
 const UPDATE_EXPRESSION: &str = "SET tat = :new_tat, expires_at = :exp";
@@ -79,6 +98,9 @@ struct RawPostgres {
     /// The handler's own statement (the row and its aggregates, tenant migration 0007), issued
     /// directly: the database's share of a single metric, without the service around it.
     insert_aggregated: Statement,
+    /// The same statement as the handler sends it: unnamed, parsed and planned by the server on
+    /// every call (`query_typed`, which proxies in transaction mode need; see `postgres/mod.rs`).
+    aggregated_sql: &'static str,
 }
 
 impl RawPostgres {
@@ -126,22 +148,7 @@ impl RawPostgres {
             .await
             .expect("prepare 20");
         let insert_aggregated = client
-            .prepare_typed(
-                "SELECT stored_id, stored_at, $3 FROM \"org_raw\".insert_command_executions($2, $3, now(), \
-                 ARRAY[$1], ARRAY[$4], ARRAY[$5], ARRAY[$6], ARRAY[$7], ARRAY[$8], ARRAY[$9], ARRAY[$10])",
-                &[
-                    Type::UUID,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::JSONB,
-                    Type::FLOAT8,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::JSONB,
-                    Type::TIMESTAMPTZ,
-                ],
-            )
+            .prepare_typed(AGGREGATED_INSERT, &COMMAND_ROW_TYPES)
             .await
             .expect("prepare the aggregated insert");
         RawPostgres {
@@ -149,6 +156,7 @@ impl RawPostgres {
             insert,
             insert20,
             insert_aggregated,
+            aggregated_sql: AGGREGATED_INSERT,
         }
     }
 }
@@ -226,11 +234,25 @@ struct SingleMetric {
     handler: Samples,
     /// The handler's samples of requests the lease admitted locally (no DynamoDB call).
     handler_local: Samples,
+    /// The handler's statement sent as the handler sends it (`RawPostgres::aggregated_sql`).
+    pg_unnamed: Samples,
     /// DynamoDB round trips per admitted request.
     trips: f64,
 }
 
-/// `rounds` rounds (after warm-up) of: raw insert, SDK update, direct update, handler.
+/// The operations of one single-metric round.
+#[derive(Clone, Copy)]
+enum SingleOp {
+    RawInsert,
+    RawAggregated,
+    RawAggregatedUnnamed,
+    SdkUpdate,
+    DirectUpdate,
+    Handler,
+}
+
+/// `rounds` rounds (after warm-up) of: raw insert, the handler's statement raw, SDK update,
+/// direct update, handler, in an order shuffled each round ([`RoundOrder`]).
 async fn single_metric_rounds(
     raw: &RawPostgres,
     dynamo: &RawDynamo<'_>,
@@ -240,6 +262,7 @@ async fn single_metric_rounds(
 ) -> SingleMetric {
     let token = token("bench", "bench-user");
     let body = spec_command();
+    let mut order = RoundOrder::new();
     let (mut pg, mut pg_aggregated, mut sdk_ddb, mut direct_ddb, mut handler) = (
         Samples::default(),
         Samples::default(),
@@ -247,46 +270,75 @@ async fn single_metric_rounds(
         Samples::default(),
         Samples::default(),
     );
-    let mut handler_local = Samples::default();
+    let (mut handler_local, mut pg_unnamed) = (Samples::default(), Samples::default());
     let mut trips_before = 0;
     for i in 0..rounds + SINGLE_WARM_UP {
         let warming = i < SINGLE_WARM_UP;
         if i == SINGLE_WARM_UP {
             trips_before = limiter.round_trips();
         }
-        // Two ids: the plain insert and the handler's statement write to different tables.
-        let (plain_id, aggregated_id) = (Uuid::now_v7(), Uuid::now_v7());
-        pg.time(
-            warming,
-            raw.client.execute(&raw.insert, &command_row(&plain_id, &body)[..9]),
-        )
-        .await
-        .expect("raw insert");
-        let aggregated = command_row(&aggregated_id, &body);
-        pg_aggregated
-            .time(warming, raw.client.query_one(&raw.insert_aggregated, &aggregated))
-            .await
-            .expect("raw aggregated insert");
-        let now = shared::domain::ratelimit::now_us();
-        sdk_ddb
-            .time(warming, dynamo.sdk_update(now).send())
-            .await
-            .expect("raw update");
-        let request = dynamo.direct_update(shared::domain::ratelimit::now_us());
-        direct_ddb
-            .time(warming, dynamo.direct.call(&request))
-            .await
-            .expect("direct update");
-        let req = command_request(&token);
-        let calls_before = limiter.round_trips();
-        let response = handler
-            .time(warming, command_execution::handle(app, req))
-            .await
-            .expect("handler");
-        assert_eq!(response.status(), 201, "benchmark requests must be admitted and stored");
-        if !warming && limiter.round_trips() == calls_before {
-            handler_local.wall.extend(handler.wall.last());
-            handler_local.cpu.extend(handler.cpu.last());
+        use SingleOp::*;
+        for op in order.shuffle([
+            RawInsert,
+            RawAggregated,
+            RawAggregatedUnnamed,
+            SdkUpdate,
+            DirectUpdate,
+            Handler,
+        ]) {
+            match op {
+                RawInsert => {
+                    // Its own id: the plain insert and the handler's statement write to different tables.
+                    let id = Uuid::now_v7();
+                    pg.time(warming, raw.client.execute(&raw.insert, &command_row(&id, &body)[..9]))
+                        .await
+                        .expect("raw insert");
+                }
+                RawAggregated => {
+                    let id = Uuid::now_v7();
+                    let row = command_row(&id, &body);
+                    pg_aggregated
+                        .time(warming, raw.client.query_one(&raw.insert_aggregated, &row))
+                        .await
+                        .expect("raw aggregated insert");
+                }
+                RawAggregatedUnnamed => {
+                    let id = Uuid::now_v7();
+                    let row = command_row(&id, &body);
+                    let typed: Vec<_> = row.into_iter().zip(COMMAND_ROW_TYPES).collect();
+                    pg_unnamed
+                        .time(warming, raw.client.query_typed(raw.aggregated_sql, &typed))
+                        .await
+                        .expect("raw unnamed aggregated insert");
+                }
+                SdkUpdate => {
+                    let now = shared::domain::ratelimit::now_us();
+                    sdk_ddb
+                        .time(warming, dynamo.sdk_update(now).send())
+                        .await
+                        .expect("raw update");
+                }
+                DirectUpdate => {
+                    let request = dynamo.direct_update(shared::domain::ratelimit::now_us());
+                    direct_ddb
+                        .time(warming, dynamo.direct.call(&request))
+                        .await
+                        .expect("direct update");
+                }
+                Handler => {
+                    let req = command_request(&token);
+                    let calls_before = limiter.round_trips();
+                    let response = handler
+                        .time(warming, command_execution::handle(app, req))
+                        .await
+                        .expect("handler");
+                    assert_eq!(response.status(), 201, "benchmark requests must be admitted and stored");
+                    if !warming && limiter.round_trips() == calls_before {
+                        handler_local.wall.extend(handler.wall.last());
+                        handler_local.cpu.extend(handler.cpu.last());
+                    }
+                }
+            }
         }
     }
     let trips = (limiter.round_trips() - trips_before) as f64 / rounds as f64;
@@ -297,6 +349,7 @@ async fn single_metric_rounds(
         direct_ddb,
         handler,
         handler_local,
+        pg_unnamed,
         trips,
     }
 }
@@ -310,12 +363,14 @@ struct Batch {
     worker_route: Samples,
 }
 
-/// `rounds` rounds (after warm-up) of: the raw 20-row insert, then the worker fed one SQS event of
-/// one 20-metric envelope from the importer, then one from the batch route.
+/// `rounds` rounds (after warm-up) of: the raw 20-row insert, the worker fed one SQS event of
+/// one 20-metric envelope from the importer, and one from the batch route (whose DynamoDB call
+/// would otherwise always come just before the next round's raw insert), shuffled each round.
 async fn batch_rounds(raw: &RawPostgres, worker: &batch_worker::Worker, rounds: usize) -> Batch {
     let body = spec_command();
     let caller = caller("bench", "bench-user");
     let (mut pg20, mut batch, mut route) = (Samples::default(), Samples::default(), Samples::default());
+    let mut order = RoundOrder::new();
     for i in 0..rounds + BATCH_WARM_UP {
         let warming = i < BATCH_WARM_UP;
         let ids: Vec<Uuid> = (0..BATCH_ROWS).map(|_| Uuid::now_v7()).collect();
@@ -327,12 +382,21 @@ async fn batch_rounds(raw: &RawPostgres, worker: &batch_worker::Worker, rounds: 
         let ctx = vec![body["context"].clone(); BATCH_ROWS];
         let stamps = vec![None::<chrono::DateTime<chrono::Utc>>; BATCH_ROWS];
         let params: [&(dyn ToSql + Sync); 8] = [&ids, &names, &args, &times, &statuses, &errors, &ctx, &stamps];
-        pg20.time(warming, raw.client.execute(&raw.insert20, &params))
-            .await
-            .expect("raw 20");
-        for (source, samples) in [(Source::Import, &mut batch), (Source::Api, &mut route)] {
+        // `None` is the raw insert, `Some` the worker on an envelope from that source.
+        for source in order.shuffle([None, Some(Source::Import), Some(Source::Api)]) {
+            let Some(source) = source else {
+                pg20.time(warming, raw.client.execute(&raw.insert20, &params))
+                    .await
+                    .expect("raw 20");
+                continue;
+            };
             let metrics = metrics(vec![spec_command(); BATCH_ROWS], BATCH_ROWS);
             let message = Envelope::new(&caller, source, metrics).to_message().expect("message");
+            let samples = if source == Source::Import {
+                &mut batch
+            } else {
+                &mut route
+            };
             let response = samples
                 .time(warming, worker.handle(sqs_event(vec![message])))
                 .await
@@ -373,6 +437,10 @@ fn record(results: &mut Map<String, Value>, sizes: &Sizes, single: &SingleMetric
         ("raw_postgres_insert", pg_s.json(n)),
         ("raw_postgres_insert_cpu", Stats::of(&single.pg.cpu).json(n)),
         ("raw_postgres_aggregated_insert", pg_aggregated_s.json(n)),
+        (
+            "raw_postgres_aggregated_insert_unnamed",
+            Stats::of(&single.pg_unnamed.wall).json(n),
+        ),
         ("raw_dynamodb_conditional_update", sdk_ddb.json(n)),
         ("raw_dynamodb_update_cpu", Stats::of(&single.sdk_ddb.cpu).json(n)),
         ("raw_dynamodb_update_direct", direct_ddb.json(n)),

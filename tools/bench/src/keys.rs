@@ -22,7 +22,7 @@ use shared::ports::api_keys::{ApiKeyStore, KeyStoreError};
 
 use crate::http::{WARM_UP, post_command, serve_front};
 use crate::stack::{Sizes, Stack, env, env_for, token};
-use crate::stats::{Stats, ms, round3};
+use crate::stats::{RoundOrder, Stats, ms, round3};
 
 const ORG: &str = "bench-keys";
 
@@ -32,12 +32,18 @@ pub async fn measure(stack: &Stack, sizes: &Sizes, results: &mut Map<String, Val
     let (addr, mut connection) = serve_front(stack, false).await;
     let jwt = token(ORG, "bench-user");
     let (mut by_jwt, mut by_key) = (Vec::new(), Vec::new());
+    let mut order = RoundOrder::new();
     for i in 0..sizes.http + WARM_UP {
-        let with_jwt = post_command(&mut connection, addr, &jwt).await;
-        let with_key = post_command(&mut connection, addr, &key).await;
-        if i >= WARM_UP {
-            by_jwt.push(ms(with_jwt));
-            by_key.push(ms(with_key));
+        for by_key_now in order.shuffle([false, true]) {
+            let (credential, samples) = if by_key_now {
+                (&key, &mut by_key)
+            } else {
+                (&jwt, &mut by_jwt)
+            };
+            let took = post_command(&mut connection, addr, credential).await;
+            if i >= WARM_UP {
+                samples.push(ms(took));
+            }
         }
     }
     let (jwt_stats, key_stats) = (Stats::of(&by_jwt), Stats::of(&by_key));

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::http::{WARM_UP, post_command, serve_front};
 use crate::stack::{Sizes, Stack, token};
-use crate::stats::{Stats, ms, round3};
+use crate::stats::{RoundOrder, Stats, ms, round3};
 
 pub async fn measure(stack: &Stack, sizes: &Sizes, results: &mut Map<String, Value>) {
     let (off_addr, mut off) = serve_front(stack, false).await;
@@ -21,18 +21,23 @@ pub async fn measure(stack: &Stack, sizes: &Sizes, results: &mut Map<String, Val
             .await
             .expect("watch");
     let (mut off_samples, mut on_samples, mut arrivals) = (Vec::new(), Vec::new(), Vec::new());
+    let mut order = RoundOrder::new();
     for i in 0..sizes.http + WARM_UP {
-        let without = post_command(&mut off, off_addr, &token).await;
-        let with = post_command(&mut on, on_addr, &token).await;
-        let answered = Instant::now();
-        tokio::time::timeout(Duration::from_secs(5), updates.recv())
-            .await
-            .expect("the update arrives")
-            .expect("socket open");
-        if i >= WARM_UP {
-            off_samples.push(ms(without));
-            on_samples.push(ms(with));
-            arrivals.push(ms(answered.elapsed()));
+        let warm = i >= WARM_UP;
+        for live_on in order.shuffle([false, true]) {
+            if !live_on {
+                let without = post_command(&mut off, off_addr, &token).await;
+                off_samples.extend(warm.then(|| ms(without)));
+                continue;
+            }
+            let with = post_command(&mut on, on_addr, &token).await;
+            let answered = Instant::now();
+            tokio::time::timeout(Duration::from_secs(5), updates.recv())
+                .await
+                .expect("the update arrives")
+                .expect("socket open");
+            on_samples.extend(warm.then(|| ms(with)));
+            arrivals.extend(warm.then(|| ms(answered.elapsed())));
         }
     }
     let (off_stats, on_stats) = (Stats::of(&off_samples), Stats::of(&on_samples));

@@ -56,9 +56,10 @@ impl Target {
 }
 
 /// The keys of the latency table, in the order printed.
-const LATENCIES: [&str; 20] = [
+const LATENCIES: [&str; 21] = [
     "raw_postgres_insert",
     "raw_postgres_aggregated_insert",
+    "raw_postgres_aggregated_insert_unnamed",
     "raw_dynamodb_conditional_update",
     "raw_dynamodb_update_direct",
     "handler_in_process",
