@@ -1,10 +1,9 @@
 //! Baselines and in-process figures: a raw PostgreSQL insert, the handler's own statement issued
 //! directly (the row and its aggregates; prepared, and unnamed as the handler sends it), a raw
 //! DynamoDB conditional update (through the SDK and through the direct client), the
-//! command-execution handler called
-//! directly, a raw 20-row insert and the worker fed one 20-metric envelope. All run on one
-//! current-thread runtime so that the thread's CPU clock sees all of our own work (the database
-//! and HTTP clients run their tasks on it too). Baselines and the code under test are
+//! command-execution handler called directly, a raw 20-row insert and the worker fed one
+//! 20-metric envelope. All run on one current-thread runtime so that the thread's CPU clock sees
+//! all of our own work (the database and HTTP clients run their tasks on it too). Baselines and the code under test are
 //! interleaved, one of each per round in an order shuffled each round, so that they share the
 //! same moments of a noisy machine and none always follows the same neighbour.
 //!
