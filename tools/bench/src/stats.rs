@@ -78,9 +78,8 @@ impl Samples {
 /// The order of each round's operations, shuffled afresh every round from a fixed seed (two runs
 /// shuffle alike). What runs just before an operation changes its figure: moto shares the
 /// database's CPU and goes on working after it has answered, so in a fixed order whatever
-/// follows a DynamoDB call waits for it (the single-metric handler did, and measured 2.5x the
-/// raw insert at p95 where, following the database's own statements, it measured 1.35x).
-/// Shuffled, every operation follows every other equally often.
+/// follows a DynamoDB call waits for it (the single-metric handler did: docs/performance.md,
+/// Method). Shuffled, every operation follows every other equally often on average.
 pub struct RoundOrder(fastrand::Rng);
 
 impl RoundOrder {
