@@ -111,17 +111,8 @@ impl RawPostgres {
         let insert = client
             .prepare_typed(
                 &format!("{RAW_INSERT_INTO} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())"),
-                &[
-                    Type::UUID,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::JSONB,
-                    Type::FLOAT8,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::JSONB,
-                ],
+                // The row without its timestamp: the plain insert stamps `now()`.
+                &COMMAND_ROW_TYPES[..9],
             )
             .await
             .expect("prepare");

@@ -23,11 +23,11 @@ pub async fn measure(stack: &Stack, sizes: &Sizes, results: &mut Map<String, Val
     let (mut off_samples, mut on_samples, mut arrivals) = (Vec::new(), Vec::new(), Vec::new());
     let mut order = RoundOrder::new();
     for i in 0..sizes.http + WARM_UP {
-        let warm = i >= WARM_UP;
+        let kept = i >= WARM_UP;
         for live_on in order.shuffle([false, true]) {
             if !live_on {
                 let without = post_command(&mut off, off_addr, &token).await;
-                off_samples.extend(warm.then(|| ms(without)));
+                off_samples.extend(kept.then(|| ms(without)));
                 continue;
             }
             let with = post_command(&mut on, on_addr, &token).await;
@@ -36,8 +36,8 @@ pub async fn measure(stack: &Stack, sizes: &Sizes, results: &mut Map<String, Val
                 .await
                 .expect("the update arrives")
                 .expect("socket open");
-            on_samples.extend(warm.then(|| ms(with)));
-            arrivals.extend(warm.then(|| ms(answered.elapsed())));
+            on_samples.extend(kept.then(|| ms(with)));
+            arrivals.extend(kept.then(|| ms(answered.elapsed())));
         }
     }
     let (off_stats, on_stats) = (Stats::of(&off_samples), Stats::of(&on_samples));
