@@ -1,6 +1,7 @@
 //! Rolling aggregates and `GET /api/v1/metrics/summary` on the real PostgreSQL: the write paths
 //! (single routes and the batch worker, redeliveries included) keep the aggregates equal to what
-//! the raw rows say, also when batches race on the same keys and ids or are replayed; summaries
+//! the raw rows say, also when batches, or batches and single metrics, race on the same keys and
+//! ids, or are replayed; summaries
 //! are per organization, bounded, and p95 is within a bucket.
 
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use integration_tests::{TestApp, admin_token, connect, fresh_database, http, req
 use serde_json::{Value, json};
 use shared::adapters::postgres::migrate::{LOCK_NAMESPACE, Migration, TENANT, provision_tenant, provision_tenant_with};
 use shared::domain::batch::{Envelope, Metrics, Source};
+use shared::domain::identified::Identify;
 use shared::domain::ids::{Caller, OrgId, UserId};
 use shared::domain::summary::latency_bucket;
 
@@ -103,6 +105,8 @@ async fn summaries_equal_what_the_raw_rows_say_for_every_grouping() {
     let given = TestApp::spawn().await;
     let addr = given.serve_http().await;
     write_history(&given, addr).await;
+    // Every table exactly, for the single routes' statement and the batch's alike.
+    assert_eq!(aggregates_unlike_the_raw_rows(&given, "acme").await, agreeing());
     let span = "since=2026-11-27T00:00:00Z&until=2026-11-28T00:00:00Z";
 
     let by_user = summary(addr, "acme", &format!("group_by=user&{span}")).await;
@@ -716,6 +720,137 @@ async fn batches_racing_on_the_same_aggregate_keys_neither_deadlock_nor_miscount
     // A shared id is kept once, by whichever writer came first (another user's writer skips it).
     assert_eq!(commands as usize, ROUNDS * (SHARED + OWN * WRITERS));
     assert_eq!(aggregates_unlike_the_raw_rows(&given, "race").await, agreeing());
+}
+
+/// The aggregate tables `write` touches, in the order it first writes to each (a row's lock is
+/// taken as it is written), seen by triggers that log every row about to be written.
+async fn aggregate_write_order(given: &TestApp, org: &str, write: impl AsyncFnOnce()) -> Vec<String> {
+    let schema = format!("\"org_{org}\"");
+    let db = given.db().await;
+    db.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {schema}.write_log (n bigserial, tab text); TRUNCATE {schema}.write_log; \
+         CREATE OR REPLACE FUNCTION {schema}.log_write() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN INSERT INTO {schema}.write_log (tab) VALUES (TG_TABLE_NAME); RETURN NEW; END $$;"
+    ))
+    .await
+    .unwrap();
+    for table in [
+        "hourly_aggregates",
+        "hourly_latency",
+        "daily_aggregates",
+        "daily_latency",
+    ] {
+        db.batch_execute(&format!(
+            "CREATE OR REPLACE TRIGGER log_write BEFORE INSERT ON {schema}.{table} \
+             FOR EACH ROW EXECUTE FUNCTION {schema}.log_write()"
+        ))
+        .await
+        .unwrap();
+    }
+    write().await;
+    let mut order: Vec<String> = given
+        .column(&format!("SELECT tab FROM {schema}.write_log ORDER BY n"), &[])
+        .await;
+    order.dedup();
+    order
+}
+
+#[tokio::test]
+async fn a_single_metric_takes_the_aggregates_row_locks_in_the_order_a_batch_takes_them() {
+    // GIVEN an organization with a command and an agent interaction stored by a batch
+    let given = TestApp::spawn().await;
+    let ids: Vec<uuid::Uuid> = (0..6).map(|_| uuid::Uuid::new_v4()).collect();
+    let store = given.app.store.clone();
+    store
+        .write_envelope(&batch_with_ids("order", "alice", &ids[..1]))
+        .await
+        .unwrap();
+    // WHEN a batch and then single metrics are written, with their aggregate rows' writes logged
+    let batch = aggregate_write_order(&given, "order", async || {
+        store
+            .write_envelope(&batch_with_ids("order", "alice", &ids[1..3]))
+            .await
+            .unwrap();
+    })
+    .await;
+    let single = batch_with_ids("order", "alice", &ids[3..4]);
+    let caller = Caller::member(single.organization_id.clone(), single.user_id.clone());
+    let singles = aggregate_write_order(&given, "order", async || {
+        let command = single.metrics.command_executions[0].clone().identified();
+        store.insert_command_execution(&caller, &command).await.unwrap();
+    })
+    .await;
+    let agents = aggregate_write_order(&given, "order", async || {
+        let agent = single.metrics.agent_interactions[0].clone().identified();
+        store.insert_agent_interaction(&caller, &agent).await.unwrap();
+    })
+    .await;
+    // THEN each writes the four tables in one order (the batch once per kind, commands first):
+    // two writers of one user's keys never hold what the other waits for (a deadlock, which
+    // PostgreSQL ends by failing one of them)
+    assert_eq!(batch.len(), 8, "{batch:?}");
+    let (commands, agents_in_batch) = batch.split_at(4);
+    assert_eq!(agents_in_batch, commands, "{batch:?}");
+    assert_eq!(singles, commands, "a single command against a batch");
+    assert_eq!(agents, commands, "a single agent interaction against a batch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn single_metrics_racing_batches_on_the_same_aggregate_keys_neither_deadlock_nor_miscount() {
+    // GIVEN rounds of ids whose metrics share aggregate keys (a few names, hours and days)
+    let given = TestApp::spawn().await;
+    const BATCH_WRITERS: usize = 3;
+    const SINGLE_WRITERS: usize = 3;
+    const ROUNDS: usize = 4;
+    const SHARED: usize = 60;
+    let rounds: Vec<Vec<uuid::Uuid>> = (0..ROUNDS)
+        .map(|_| (0..SHARED).map(|_| uuid::Uuid::new_v4()).collect())
+        .collect();
+    let start_together = std::sync::Arc::new(tokio::sync::Barrier::new(BATCH_WRITERS + SINGLE_WRITERS));
+    let mut writers = tokio::task::JoinSet::new();
+    // WHEN, each round at the same moment, batch writers send the round's metrics as one
+    // envelope and single writers send the same metrics one at a time (the single routes'
+    // statement, scalar, against the batch's grouped one), each writer in its own order
+    for writer in 0..BATCH_WRITERS + SINGLE_WRITERS {
+        let store = given.app.store.clone();
+        let rounds = rounds.clone();
+        let start_together = start_together.clone();
+        writers.spawn(async move {
+            let mut written = 0;
+            for mut ids in rounds {
+                ids.rotate_left(writer * 17 % SHARED);
+                if writer % 2 == 1 {
+                    ids.reverse();
+                }
+                let batch = batch_with_ids("mixed", "alice", &ids);
+                start_together.wait().await;
+                if writer < BATCH_WRITERS {
+                    written += store.write_envelope(&batch).await.unwrap().total();
+                    continue;
+                }
+                let caller = Caller::member(batch.organization_id.clone(), batch.user_id.clone());
+                for command in batch.metrics.command_executions {
+                    let command = command.identified();
+                    written += u64::from(store.insert_command_execution(&caller, &command).await.unwrap().new);
+                }
+                for agent in batch.metrics.agent_interactions {
+                    let agent = agent.identified();
+                    written += u64::from(store.insert_agent_interaction(&caller, &agent).await.unwrap().new);
+                }
+            }
+            written
+        });
+    }
+    let mut written = 0;
+    while let Some(done) = writers.join_next().await {
+        written += done.unwrap();
+    }
+    // THEN every metric is stored once, counted as new once, and the aggregates equal the rows
+    let commands = given.count("mixed", "command_executions").await;
+    let stored = commands + given.count("mixed", "agent_interactions").await;
+    assert_eq!(commands as usize, ROUNDS * SHARED);
+    assert_eq!(written as i64, stored, "each stored metric counted as new once");
+    assert_eq!(aggregates_unlike_the_raw_rows(&given, "mixed").await, agreeing());
 }
 
 #[tokio::test]

@@ -39,9 +39,9 @@ const BATCH_ROWS: usize = 20;
 const RAW_INSERT_INTO: &str = "INSERT INTO \"org_raw\".command_executions (id, organization_id, user_id, \
      command_name, command_args, execution_time_ms, status, error_message, context, \"timestamp\")";
 
-/// The handler's own statement (tenant migration 0007) into the raw tenant.
-const AGGREGATED_INSERT: &str = "SELECT stored_id, stored_at, $3 FROM \"org_raw\".insert_command_executions($2, $3, now(), \
-     ARRAY[$1], ARRAY[$4], ARRAY[$5], ARRAY[$6], ARRAY[$7], ARRAY[$8], ARRAY[$9], ARRAY[$10])";
+/// The handler's own statement (tenant migration 0008) into the raw tenant.
+const AGGREGATED_INSERT: &str = "SELECT stored_id, stored_at, $3 FROM \"org_raw\".insert_command_execution($2, $3, now(), \
+     $1, $4, $5, $6, $7, $8, $9, $10)";
 /// The types of [`command_row`]'s parameters, as the handler declares them.
 const COMMAND_ROW_TYPES: [Type; 10] = [
     Type::UUID,
@@ -94,7 +94,7 @@ struct RawPostgres {
     insert: Statement,
     /// The batch's rows, every column from an array, one statement.
     insert20: Statement,
-    /// The handler's own statement (the row and its aggregates, tenant migration 0007), issued
+    /// The handler's own statement (the row and its aggregates, tenant migration 0008), issued
     /// directly: the database's share of a single metric, without the service around it.
     insert_aggregated: Statement,
     /// The same statement as the handler sends it: unnamed, parsed and planned by the server on

@@ -170,22 +170,25 @@ pub(super) struct InsertSql {
 
 impl InsertSql {
     /// One metric of an aggregated kind through its tenant function `insert_<kind>` (migration
-    /// 0007), which also counts it in the rolling aggregates, in the same statement: a skipped
-    /// (already stored) id counts nothing. The parameters are those of a plain insert (`$1` the
-    /// id, `$2` the organization, `$3` the user, then the kind's columns up to `$params`, the
-    /// last its timestamp); the function takes them as one-element arrays.
+    /// 0008, singular: one row in scalar statements), which also counts it in the rolling
+    /// aggregates, in the same statement: a skipped (already stored) id counts nothing. The
+    /// parameters are those of a plain insert (`$1` the id, `$2` the organization, `$3` the user,
+    /// then the kind's columns up to `$params`, the last its timestamp).
     fn aggregated(schema: &str, kind: Kind, params: usize) -> Self {
         let columns: Vec<String> = std::iter::once(1)
             .chain(4..=params)
-            .map(|param| format!("ARRAY[${param}]"))
+            .map(|param| format!("${param}"))
             .collect();
-        let table = kind.plural();
         Self {
             insert: format!(
-                "SELECT stored_id, stored_at, $3 FROM {schema}.insert_{table}($2, $3, now(), {})",
+                "SELECT stored_id, stored_at, $3 FROM {schema}.insert_{}($2, $3, now(), {})",
+                kind.singular(),
                 columns.join(", ")
             ),
-            select_existing: format!("SELECT id, created_at, user_id FROM {schema}.{table} WHERE id = $1"),
+            select_existing: format!(
+                "SELECT id, created_at, user_id FROM {schema}.{} WHERE id = $1",
+                kind.plural()
+            ),
         }
     }
 
