@@ -1,8 +1,8 @@
 -- One command execution or agent interaction at a time, as the single routes send them: what
 -- insert_<kind>s (0007) does for a one-element batch, in scalar statements. The grouped upserts
--- over arrays cost a single metric about 0.15 ms more at p95 than these (measured with pgbench
--- on a durable server: 0.96 against 0.81 ms per call, the plain insert 0.63), and a single metric
--- is the most common request.
+-- over arrays cost a single metric about 0.18 ms more at p95 than these (pgbench, durable server,
+-- one client, unnamed statements, interleaved: 1.05 against 0.87 ms, p50 0.72 against 0.65; the
+-- plain insert 0.60), and a single metric is the most common request.
 --
 -- The aggregates get exactly what count_in_aggregates (0007) gives them for one metric
 -- (tests/tests/it/summary.rs compares the two paths), and in the order in which its statement
