@@ -110,7 +110,8 @@ pub struct Expired {
 }
 
 /// The tables a user's erasure removes rows from, in the order it removes them (series before
-/// the points that name them).
+/// the points that name them; the aggregates in the order every writer takes their rows, tenant
+/// migration 0008, so an erasure and that user's last writes wait for each other, never deadlock).
 pub const ERASED: [&str; 14] = [
     "command_executions",
     "agent_interactions",
@@ -120,10 +121,10 @@ pub const ERASED: [&str; 14] = [
     "otlp_series",
     "otlp_points",
     "otlp_events",
-    "hourly_aggregates",
-    "hourly_latency",
-    "daily_aggregates",
     "daily_latency",
+    "daily_aggregates",
+    "hourly_latency",
+    "hourly_aggregates",
     "hourly_usage",
     "daily_usage",
 ];

@@ -8,11 +8,15 @@ use std::net::SocketAddr;
 
 use integration_tests::{TestApp, admin_token, connect, fresh_database, http, request, token};
 use serde_json::{Value, json};
+use shared::adapters::postgres::Database;
+use shared::adapters::postgres::lifecycle::PgLifecycle;
 use shared::adapters::postgres::migrate::{LOCK_NAMESPACE, Migration, TENANT, provision_tenant, provision_tenant_with};
+use shared::config::{DatabaseConfig, Env};
 use shared::domain::batch::{Envelope, Metrics, Source};
 use shared::domain::identified::Identify;
 use shared::domain::ids::{Caller, OrgId, UserId};
 use shared::domain::summary::latency_bucket;
+use shared::ports::lifecycle::DataLifecycle;
 
 /// The summary an admin of `org` reads.
 async fn summary(addr: SocketAddr, org: &str, query: &str) -> Value {
@@ -723,14 +727,16 @@ async fn batches_racing_on_the_same_aggregate_keys_neither_deadlock_nor_miscount
 }
 
 /// The aggregate tables `write` touches, in the order it first writes to each (a row's lock is
-/// taken as it is written), seen by triggers that log every row about to be written.
+/// taken as it is written or deleted), seen by triggers that log every row about to be written
+/// or deleted.
 async fn aggregate_write_order(given: &TestApp, org: &str, write: impl AsyncFnOnce()) -> Vec<String> {
     let schema = format!("\"org_{org}\"");
     let db = given.db().await;
     db.batch_execute(&format!(
         "CREATE TABLE IF NOT EXISTS {schema}.write_log (n bigserial, tab text); TRUNCATE {schema}.write_log; \
          CREATE OR REPLACE FUNCTION {schema}.log_write() RETURNS trigger LANGUAGE plpgsql AS \
-           $$ BEGIN INSERT INTO {schema}.write_log (tab) VALUES (TG_TABLE_NAME); RETURN NEW; END $$;"
+           $$ BEGIN INSERT INTO {schema}.write_log (tab) VALUES (TG_TABLE_NAME); \
+              RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END; END $$;"
     ))
     .await
     .unwrap();
@@ -741,7 +747,7 @@ async fn aggregate_write_order(given: &TestApp, org: &str, write: impl AsyncFnOn
         "daily_latency",
     ] {
         db.batch_execute(&format!(
-            "CREATE OR REPLACE TRIGGER log_write BEFORE INSERT ON {schema}.{table} \
+            "CREATE OR REPLACE TRIGGER log_write BEFORE INSERT OR DELETE ON {schema}.{table} \
              FOR EACH ROW EXECUTE FUNCTION {schema}.log_write()"
         ))
         .await
@@ -756,10 +762,10 @@ async fn aggregate_write_order(given: &TestApp, org: &str, write: impl AsyncFnOn
 }
 
 #[tokio::test]
-async fn a_single_metric_takes_the_aggregates_row_locks_in_the_order_a_batch_takes_them() {
+async fn single_metrics_batches_and_erasures_take_the_aggregates_row_locks_in_one_order() {
     // GIVEN an organization with a command and an agent interaction stored by a batch
     let given = TestApp::spawn().await;
-    let ids: Vec<uuid::Uuid> = (0..6).map(|_| uuid::Uuid::new_v4()).collect();
+    let ids: Vec<uuid::Uuid> = (0..4).map(|_| uuid::Uuid::new_v4()).collect();
     let store = given.app.store.clone();
     store
         .write_envelope(&batch_with_ids("order", "alice", &ids[..1]))
@@ -785,14 +791,34 @@ async fn a_single_metric_takes_the_aggregates_row_locks_in_the_order_a_batch_tak
         store.insert_agent_interaction(&caller, &agent).await.unwrap();
     })
     .await;
-    // THEN each writes the four tables in one order (the batch once per kind, commands first):
-    // two writers of one user's keys never hold what the other waits for (a deadlock, which
-    // PostgreSQL ends by failing one of them)
-    assert_eq!(batch.len(), 8, "{batch:?}");
-    let (commands, agents_in_batch) = batch.split_at(4);
-    assert_eq!(agents_in_batch, commands, "{batch:?}");
-    assert_eq!(singles, commands, "a single command against a batch");
-    assert_eq!(agents, commands, "a single agent interaction against a batch");
+    // AND the user's data is erased
+    let lifecycle = PgLifecycle::new(
+        Database::connect(
+            &DatabaseConfig::from_env(&Env::from_pairs([("DATABASE_URL", given.database_url.as_str())])).unwrap(),
+        )
+        .unwrap(),
+        1000,
+        std::time::Duration::ZERO,
+        std::time::Duration::from_secs(10),
+    );
+    let erasure = aggregate_write_order(&given, "order", async || {
+        lifecycle.erase_user(&caller.org, &caller.user).await.unwrap();
+    })
+    .await;
+    // THEN each writes the four tables in one order (the batch once per kind, commands first),
+    // the one PostgreSQL gives the batch's statement: two writers of one user's keys, or a writer
+    // and the erasure, never hold what the other waits for (a deadlock, which PostgreSQL ends by
+    // failing one of them)
+    let order = [
+        "daily_latency",
+        "daily_aggregates",
+        "hourly_latency",
+        "hourly_aggregates",
+    ];
+    assert_eq!(batch, [order, order].concat(), "a batch of commands and agents");
+    assert_eq!(singles, order, "a single command");
+    assert_eq!(agents, order, "a single agent interaction");
+    assert_eq!(erasure, order, "a user's erasure");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -803,14 +829,16 @@ async fn single_metrics_racing_batches_on_the_same_aggregate_keys_neither_deadlo
     const SINGLE_WRITERS: usize = 3;
     const ROUNDS: usize = 4;
     const SHARED: usize = 60;
+    const PER_ENVELOPE: usize = 10;
+    const OWN: usize = 20;
     let rounds: Vec<Vec<uuid::Uuid>> = (0..ROUNDS)
         .map(|_| (0..SHARED).map(|_| uuid::Uuid::new_v4()).collect())
         .collect();
     let start_together = std::sync::Arc::new(tokio::sync::Barrier::new(BATCH_WRITERS + SINGLE_WRITERS));
     let mut writers = tokio::task::JoinSet::new();
-    // WHEN, each round at the same moment, batch writers send the round's metrics as one
-    // envelope and single writers send the same metrics one at a time (the single routes'
-    // statement, scalar, against the batch's grouped one), each writer in its own order
+    // WHEN, each round at the same moment, batch writers send the round's shared ids in
+    // envelopes of ten, each in its own order, while single writers send ids of their own, one
+    // metric at a time (the single routes' statement), on the same aggregate keys
     for writer in 0..BATCH_WRITERS + SINGLE_WRITERS {
         let store = given.app.store.clone();
         let rounds = rounds.clone();
@@ -818,24 +846,33 @@ async fn single_metrics_racing_batches_on_the_same_aggregate_keys_neither_deadlo
         writers.spawn(async move {
             let mut written = 0;
             for mut ids in rounds {
+                if writer >= BATCH_WRITERS {
+                    let own: Vec<uuid::Uuid> = (0..OWN).map(|_| uuid::Uuid::new_v4()).collect();
+                    let metrics = batch_with_ids("mixed", "alice", &own);
+                    let caller = Caller::member(metrics.organization_id.clone(), metrics.user_id.clone());
+                    let mut agents = metrics.metrics.agent_interactions.into_iter();
+                    start_together.wait().await;
+                    for command in metrics.metrics.command_executions {
+                        let command = command.identified();
+                        written += u64::from(store.insert_command_execution(&caller, &command).await.unwrap().new);
+                        if let Some(agent) = agents.next() {
+                            let agent = agent.identified();
+                            written += u64::from(store.insert_agent_interaction(&caller, &agent).await.unwrap().new);
+                        }
+                    }
+                    continue;
+                }
                 ids.rotate_left(writer * 17 % SHARED);
                 if writer % 2 == 1 {
                     ids.reverse();
                 }
-                let batch = batch_with_ids("mixed", "alice", &ids);
                 start_together.wait().await;
-                if writer < BATCH_WRITERS {
-                    written += store.write_envelope(&batch).await.unwrap().total();
-                    continue;
-                }
-                let caller = Caller::member(batch.organization_id.clone(), batch.user_id.clone());
-                for command in batch.metrics.command_executions {
-                    let command = command.identified();
-                    written += u64::from(store.insert_command_execution(&caller, &command).await.unwrap().new);
-                }
-                for agent in batch.metrics.agent_interactions {
-                    let agent = agent.identified();
-                    written += u64::from(store.insert_agent_interaction(&caller, &agent).await.unwrap().new);
+                for chunk in ids.chunks(PER_ENVELOPE) {
+                    written += store
+                        .write_envelope(&batch_with_ids("mixed", "alice", chunk))
+                        .await
+                        .unwrap()
+                        .total();
                 }
             }
             written
@@ -848,7 +885,7 @@ async fn single_metrics_racing_batches_on_the_same_aggregate_keys_neither_deadlo
     // THEN every metric is stored once, counted as new once, and the aggregates equal the rows
     let commands = given.count("mixed", "command_executions").await;
     let stored = commands + given.count("mixed", "agent_interactions").await;
-    assert_eq!(commands as usize, ROUNDS * SHARED);
+    assert_eq!(commands as usize, ROUNDS * (SHARED + SINGLE_WRITERS * OWN));
     assert_eq!(written as i64, stored, "each stored metric counted as new once");
     assert_eq!(aggregates_unlike_the_raw_rows(&given, "mixed").await, agreeing());
 }
