@@ -679,6 +679,13 @@ fn batch_with_ids(org: &str, user: &str, ids: &[uuid::Uuid]) -> Envelope {
     Envelope::new(&caller, Source::Import, Metrics::from_request(&body, 1000).unwrap())
 }
 
+/// `rounds` lists of `per_round` fresh ids.
+fn rounds_of_ids(rounds: usize, per_round: usize) -> Vec<Vec<uuid::Uuid>> {
+    (0..rounds)
+        .map(|_| (0..per_round).map(|_| uuid::Uuid::new_v4()).collect())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batches_racing_on_the_same_aggregate_keys_neither_deadlock_nor_miscount() {
     let given = TestApp::spawn().await;
@@ -688,9 +695,7 @@ async fn batches_racing_on_the_same_aggregate_keys_neither_deadlock_nor_miscount
     const OWN: usize = 3;
     // Each round, every writer sends the round's shared ids at the same moment, each in its own
     // order, plus ids of its own: rows and aggregate keys locked by one are wanted by the others.
-    let shared_ids: Vec<Vec<uuid::Uuid>> = (0..ROUNDS)
-        .map(|_| (0..SHARED).map(|_| uuid::Uuid::new_v4()).collect())
-        .collect();
+    let shared_ids = rounds_of_ids(ROUNDS, SHARED);
     let start_together = std::sync::Arc::new(tokio::sync::Barrier::new(WRITERS));
     let mut writers = tokio::task::JoinSet::new();
     for writer in 0..WRITERS {
@@ -831,9 +836,7 @@ async fn single_metrics_racing_batches_on_the_same_aggregate_keys_neither_deadlo
     const SHARED: usize = 60;
     const PER_ENVELOPE: usize = 10;
     const OWN: usize = 20;
-    let rounds: Vec<Vec<uuid::Uuid>> = (0..ROUNDS)
-        .map(|_| (0..SHARED).map(|_| uuid::Uuid::new_v4()).collect())
-        .collect();
+    let rounds = rounds_of_ids(ROUNDS, SHARED);
     let start_together = std::sync::Arc::new(tokio::sync::Barrier::new(BATCH_WRITERS + SINGLE_WRITERS));
     let mut writers = tokio::task::JoinSet::new();
     // WHEN, each round at the same moment, batch writers send the round's shared ids in

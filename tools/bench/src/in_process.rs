@@ -241,6 +241,17 @@ enum SingleOp {
     Handler,
 }
 
+impl SingleOp {
+    const ALL: [SingleOp; 6] = [
+        SingleOp::RawInsert,
+        SingleOp::RawAggregated,
+        SingleOp::RawAggregatedUnnamed,
+        SingleOp::SdkUpdate,
+        SingleOp::DirectUpdate,
+        SingleOp::Handler,
+    ];
+}
+
 /// `rounds` rounds (after warm-up) of: raw insert, the handler's statement raw, SDK update,
 /// direct update, handler, in an order shuffled each round ([`RoundOrder`]).
 async fn single_metric_rounds(
@@ -268,14 +279,7 @@ async fn single_metric_rounds(
             trips_before = limiter.round_trips();
         }
         use SingleOp::*;
-        for op in order.shuffle([
-            RawInsert,
-            RawAggregated,
-            RawAggregatedUnnamed,
-            SdkUpdate,
-            DirectUpdate,
-            Handler,
-        ]) {
+        for op in order.shuffle(SingleOp::ALL) {
             match op {
                 RawInsert => {
                     // Its own id: the plain insert and the handler's statement write to different tables.

@@ -207,8 +207,9 @@ impl InsertSql {
 /// How each kind of metric is inserted from arrays (one array per column, of the types in
 /// `arrays`, in `EnvelopeColumns::params` order). `$1` is the organization, `$2` the user, `$3`
 /// the envelope's `received_at` (the default timestamp). Aggregated kinds go through their
-/// tenant function `insert_<kind>s` (migration 0007; plural: a batch), which takes exactly these; the others are
-/// a plain insert of `columns` from `select` over `unnest` (columns `id`, `a1`, `a2`, ...).
+/// tenant function `insert_<kind>s` (migration 0007; plural: a batch), which takes exactly
+/// these; the others are a plain insert of `columns` from `select` over `unnest` (columns `id`,
+/// `a1`, `a2`, ...).
 struct KindInsert {
     arrays: &'static [&'static str],
     plain: Option<PlainInsert>,
