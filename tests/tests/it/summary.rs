@@ -393,6 +393,46 @@ async fn p95_is_within_one_bucket_of_the_exact_percentile() {
 }
 
 #[tokio::test]
+async fn p95_by_day_and_hour_merges_every_users_buckets() {
+    let given = TestApp::spawn().await;
+    let addr = given.serve_http().await;
+    // GIVEN two users' commands in one hour of one day, alice's quick and bob's slow
+    for n in 1..=60 {
+        let at = format!("2026-11-27T09:{:02}:00Z", n - 1);
+        for (user, ms) in [("alice", n as f64), ("bob", 1000.0 + (n * n) as f64)] {
+            let body =
+                json!({"command_name": "compile", "execution_time_ms": ms, "status": "success", "timestamp": at});
+            post(addr, "acme", user, "/api/v1/metrics/command-execution", body).await;
+        }
+    }
+    let exact: f64 = given
+        .db()
+        .await
+        .query_one(
+            "SELECT percentile_disc(0.95) WITHIN GROUP (ORDER BY execution_time_ms) FROM \"org_acme\".command_executions",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // WHEN the span is grouped by day (its daily rows) and by hour (its hourly rows) THEN each
+    // one group's p95 is that of both users' metrics together
+    for (grouping, span) in [
+        ("day", "since=2026-11-27T00:00:00Z&until=2026-11-28T00:00:00Z"),
+        ("hour", "since=2026-11-27T09:00:00Z&until=2026-11-27T10:00:00Z"),
+    ] {
+        let data = summary(addr, "acme", &format!("group_by={grouping}&p95=true&{span}")).await;
+        let group = &data["groups"][0]["commands"];
+        assert_eq!(group["count"], 120, "{grouping}: {data}");
+        let p95 = group["p95_execution_time_ms"].as_f64().unwrap();
+        assert!(
+            p95 >= exact && p95 <= exact * 2f64.powf(0.25) * 1.001,
+            "{grouping}: p95 {p95} vs exact {exact}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_database_and_rust_agree_on_latency_buckets() {
     let given = TestApp::spawn().await;
     // Provision a tenant so its functions exist.
