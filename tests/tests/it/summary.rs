@@ -203,6 +203,18 @@ async fn summaries_equal_what_the_raw_rows_say_for_every_grouping() {
         .map(|h| by_hour["groups"][*h]["commands"]["count"].as_i64().unwrap())
         .sum();
     assert_eq!(total(&from_nine), nine_and_ten, "hourly edge plus daily rows");
+    let days_from_nine = summary(
+        addr,
+        "acme",
+        "group_by=day&since=2026-11-27T09:00:00Z&until=2026-11-29T00:00:00Z",
+    )
+    .await;
+    assert_eq!(days_from_nine["groups"][0]["key"], "2026-11-27");
+    assert_eq!(
+        total(&days_from_nine),
+        nine_and_ten,
+        "a day summed from its hourly edge"
+    );
     let by_day_p95 = summary(addr, "acme", &format!("group_by=day&p95=true&{span}")).await;
     assert!(by_day_p95["groups"][0]["commands"]["p95_execution_time_ms"].is_number());
 
@@ -396,39 +408,46 @@ async fn p95_is_within_one_bucket_of_the_exact_percentile() {
 async fn p95_by_day_and_hour_merges_every_users_buckets() {
     let given = TestApp::spawn().await;
     let addr = given.serve_http().await;
-    // GIVEN two users' commands in one hour of one day, alice's quick and bob's slow
-    for n in 1..=60 {
-        let at = format!("2026-11-27T09:{:02}:00Z", n - 1);
-        for (user, ms) in [("alice", n as f64), ("bob", 1000.0 + (n * n) as f64)] {
-            let body =
-                json!({"command_name": "compile", "execution_time_ms": ms, "status": "success", "timestamp": at});
-            post(addr, "acme", user, "/api/v1/metrics/command-execution", body).await;
+    // GIVEN on each of two days, at 09:00, alice's 60 commands of 10 ms and bob's 50 of 10 ms, 4
+    // of 100 and 6 of 1,000: alone, alice's p95 is 10 ms and bob's 1,000; together it is 100
+    let bob = [(50, 10.0), (4, 100.0), (6, 1000.0)];
+    let alice = [(60, 10.0)];
+    for day in ["2026-11-27", "2026-11-28"] {
+        for (user, runs) in [("alice", &alice[..]), ("bob", &bob[..])] {
+            let times = runs.iter().flat_map(|(n, ms)| std::iter::repeat_n(*ms, *n));
+            for (minute, ms) in times.enumerate() {
+                let at = format!("{day}T09:{minute:02}:00Z");
+                let body =
+                    json!({"command_name": "compile", "execution_time_ms": ms, "status": "success", "timestamp": at});
+                post(addr, "acme", user, "/api/v1/metrics/command-execution", body).await;
+            }
         }
     }
-    let exact: f64 = given
-        .db()
-        .await
-        .query_one(
-            "SELECT percentile_disc(0.95) WITHIN GROUP (ORDER BY execution_time_ms) FROM \"org_acme\".command_executions",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    // WHEN the span is grouped by day (its daily rows) and by hour (its hourly rows) THEN each
-    // one group's p95 is that of both users' metrics together
-    for (grouping, span) in [
-        ("day", "since=2026-11-27T00:00:00Z&until=2026-11-28T00:00:00Z"),
-        ("hour", "since=2026-11-27T09:00:00Z&until=2026-11-27T10:00:00Z"),
-    ] {
-        let data = summary(addr, "acme", &format!("group_by={grouping}&p95=true&{span}")).await;
-        let group = &data["groups"][0]["commands"];
-        assert_eq!(group["count"], 120, "{grouping}: {data}");
-        let p95 = group["p95_execution_time_ms"].as_f64().unwrap();
-        assert!(
-            p95 >= exact && p95 <= exact * 2f64.powf(0.25) * 1.001,
-            "{grouping}: p95 {p95} vs exact {exact}"
-        );
+    let p95_edge = |ms: f64| (ms, ms * 2f64.powf(0.25) * 1.001);
+    let within = |group: &Value, (low, high): (f64, f64), what: &str| {
+        let p95 = group["commands"]["p95_execution_time_ms"].as_f64().unwrap();
+        assert!(p95 >= low && p95 <= high, "{what}: p95 {p95}, expected {low}..{high}");
+    };
+    // WHEN grouped by day over a span whose first day comes from hourly rows (the 27th, from
+    // 09:00) and whose second from its daily row, and by hour THEN every group's p95 is that of
+    // both users' metrics together, and each user's alone is their own
+    let days = "group_by=day&p95=true&since=2026-11-27T09:00:00Z&until=2026-11-29T00:00:00Z";
+    let hour = "group_by=hour&p95=true&since=2026-11-27T09:00:00Z&until=2026-11-27T10:00:00Z";
+    for query in [days, hour] {
+        let data = summary(addr, "acme", query).await;
+        let groups = data["groups"].as_array().unwrap();
+        assert_eq!(groups.len(), if query == days { 2 } else { 1 }, "{query}: {data}");
+        for group in groups {
+            assert_eq!(group["commands"]["count"], 120, "{query}: {data}");
+            within(group, p95_edge(100.0), query);
+        }
+        for (user, alone) in [("alice", 10.0), ("bob", 1000.0)] {
+            let data = summary(addr, "acme", &format!("{query}&user={user}")).await;
+            for group in data["groups"].as_array().unwrap() {
+                assert_eq!(group["commands"]["count"], 60, "{query} {user}: {data}");
+                within(group, p95_edge(alone), &format!("{query} {user}"));
+            }
+        }
     }
 }
 

@@ -415,18 +415,22 @@ pub(super) fn summary_statement(schema: &str, group_by: GroupBy, p95: bool) -> S
         GroupBy::Agent => "AND kind = 'agent'",
         _ => "",
     };
-    // The stored column a group is made of, and the group's key computed from it.
+    // The stored column a group is made of, and the group's key when it is computed from that
+    // column (`None`: the column is the key).
     let source = |time: &str, name: &str| match group_by {
         GroupBy::User => "user_id".to_owned(),
         GroupBy::Command | GroupBy::Agent | GroupBy::Model => name.to_owned(),
         GroupBy::Hour | GroupBy::Day => time.to_owned(),
     };
-    let key_of = |column: &str| match group_by {
-        GroupBy::User | GroupBy::Command | GroupBy::Agent => column.to_owned(),
-        GroupBy::Model => format!("CASE WHEN {column} = '' THEN '{NO_MODEL_KEY}' ELSE {column} END"),
-        GroupBy::Hour => format!("date_trunc('hour', {column} AT TIME ZONE 'UTC')"),
-        GroupBy::Day => format!("date_trunc('day', {column} AT TIME ZONE 'UTC')"),
+    let computed_key = |column: &str| match group_by {
+        GroupBy::User | GroupBy::Command | GroupBy::Agent => None,
+        GroupBy::Model => Some(format!(
+            "CASE WHEN {column} = '' THEN '{NO_MODEL_KEY}' ELSE {column} END"
+        )),
+        GroupBy::Hour => Some(format!("date_trunc('hour', {column} AT TIME ZONE 'UTC')")),
+        GroupBy::Day => Some(format!("date_trunc('day', {column} AT TIME ZONE 'UTC')")),
     };
+    let key_of = |column: &str| computed_key(column).unwrap_or_else(|| column.to_owned());
     let key_as_text = match group_by {
         GroupBy::Hour => r#"coalesce(to_char(key, 'YYYY-MM-DD"T"HH24:00:00"Z"'), '')"#,
         GroupBy::Day => "coalesce(to_char(key, 'YYYY-MM-DD'), '')",
@@ -442,14 +446,18 @@ pub(super) fn summary_statement(schema: &str, group_by: GroupBy, p95: bool) -> S
             ("hourly", "hour", "hour >= $5 AND hour < $2"),
         ]
     };
-    // A computed key (hours, days, models) from each range's rows summed per stored column, so
-    // that it is computed once per sum, not once per row: a day's key over 9,000 daily rows was
-    // about a fifth of the statement in `make bench`. A key that is a column is grouped by
-    // directly (summing twice made those statements slower).
-    let computed_key = matches!(group_by, GroupBy::Model | GroupBy::Hour | GroupBy::Day);
+    // A computed key from each range's rows summed per stored column, so that it is computed
+    // once per sum, not once per row: a day's key over 9,000 daily rows was about a fifth of the
+    // statement in `make bench`. A key that is a column is grouped by directly (summing twice
+    // made those statements slower).
     let pick = |table: &str, name: &str, kept: &[&str], summed: &[&str], filter: &str| {
         let kept_columns: String = kept.iter().map(|column| format!(", {column}")).collect();
         let summed_columns: String = summed.iter().map(|column| format!(", {column}")).collect();
+        let sums: String = summed
+            .iter()
+            .map(|column| format!(", sum({column}) AS {column}"))
+            .collect();
+        let by_source_and_kept: Vec<String> = (1..=kept.len() + 1).map(|n| n.to_string()).collect();
         // The range's rows: their stored column as `alias`, the kept columns, then `figures`.
         let rows = |period: &str, unit: &str, range: &str, alias: &str, figures: &str| {
             format!(
@@ -458,20 +466,16 @@ pub(super) fn summary_statement(schema: &str, group_by: GroupBy, p95: bool) -> S
                 source(unit, name)
             )
         };
+        const SOURCE: &str = "source";
         ranges
             .iter()
-            .map(|(period, unit, range)| {
-                if !computed_key {
-                    return rows(period, unit, range, "key", &summed_columns);
-                }
-                let sums: String = summed.iter().map(|c| format!(", sum({c}) AS {c}")).collect();
-                let positions: Vec<String> = (1..=kept.len() + 1).map(|n| n.to_string()).collect();
-                format!(
-                    "SELECT {} AS key{kept_columns}{summed_columns} FROM ({} GROUP BY {}) {period}_sums",
-                    key_of("source"),
-                    rows(period, unit, range, "source", &sums),
-                    positions.join(", ")
-                )
+            .map(|(period, unit, range)| match computed_key(SOURCE) {
+                None => rows(period, unit, range, "key", &summed_columns),
+                Some(key) => format!(
+                    "SELECT {key} AS key{kept_columns}{summed_columns} FROM ({} GROUP BY {}) {period}_sums",
+                    rows(period, unit, range, SOURCE, &sums),
+                    by_source_and_kept.join(", ")
+                ),
             })
             .collect::<Vec<_>>()
             .join(" UNION ALL ")
