@@ -5,10 +5,11 @@
 -- plain insert 0.60), and a single metric is the most common request.
 --
 -- The aggregates get exactly what count_in_aggregates (0007) gives them for one metric
--- (tests/tests/it/summary.rs compares each path's aggregates with the raw rows), and in the order in which its statement
--- takes the rows' locks: daily latency, daily totals, hourly latency, hourly totals (its main
--- statement first, then its WITH clauses from the last). A single metric and a batch of the same
--- user then never wait for each other's rows in opposite orders.
+-- (tests/tests/it/summary.rs compares each path's aggregates with the raw rows), and in the
+-- order in which its statement takes the rows' locks: daily latency, daily totals, hourly
+-- latency, hourly totals (its main statement first, then its WITH clauses from the last). A
+-- single metric and a batch of the same user then never wait for each other's rows in opposite
+-- orders.
 
 -- Adds one freshly inserted metric of one kind ('command' or 'agent') to the daily and hourly
 -- latency buckets and totals.

@@ -8,15 +8,11 @@ use std::net::SocketAddr;
 
 use integration_tests::{TestApp, admin_token, connect, fresh_database, http, request, token};
 use serde_json::{Value, json};
-use shared::adapters::postgres::Database;
-use shared::adapters::postgres::lifecycle::PgLifecycle;
 use shared::adapters::postgres::migrate::{LOCK_NAMESPACE, Migration, TENANT, provision_tenant, provision_tenant_with};
-use shared::config::{DatabaseConfig, Env};
 use shared::domain::batch::{Envelope, Metrics, Source};
 use shared::domain::identified::Identify;
 use shared::domain::ids::{Caller, OrgId, UserId};
 use shared::domain::summary::latency_bucket;
-use shared::ports::lifecycle::DataLifecycle;
 
 /// The summary an admin of `org` reads.
 async fn summary(addr: SocketAddr, org: &str, query: &str) -> Value {
@@ -855,16 +851,8 @@ async fn single_metrics_batches_and_erasures_take_the_aggregates_row_locks_in_on
         store.insert_agent_interaction(&caller, &agent).await.unwrap();
     })
     .await;
-    // AND the user's data is erased
-    let lifecycle = PgLifecycle::new(
-        Database::connect(
-            &DatabaseConfig::from_env(&Env::from_pairs([("DATABASE_URL", given.database_url.as_str())])).unwrap(),
-        )
-        .unwrap(),
-        1000,
-        std::time::Duration::ZERO,
-        std::time::Duration::from_secs(10),
-    );
+    // AND the user's data is erased (the user-erase function's own lifecycle)
+    let lifecycle = given.stack.eraser.lifecycle.clone();
     let erasure = aggregate_write_order(&given, "order", async || {
         lifecycle.erase_user(&caller.org, &caller.user).await.unwrap();
     })
