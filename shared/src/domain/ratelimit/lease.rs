@@ -168,10 +168,11 @@ impl LeaseBook {
     }
 
     /// What an admitted request is told: the bucket as last seen, with this container's unspent
-    /// tokens counted as left.
+    /// tokens counted as left. A bucket never holds more than its capacity, nor is it full again
+    /// before now: a `tat` in the past (the bucket refilled since it was seen) counts as now.
     pub fn admitted_status(&self, limits: &Limits, now: i64) -> RateStatus {
         let unspent = self.live_tokens(limits, now) as i64;
-        let tat = self.seen_tat.unwrap_or(now) - unspent * limits.interval_us();
+        let tat = (self.seen_tat.unwrap_or(now) - unspent * limits.interval_us()).max(now);
         gcra::admitted_status(limits, tat, now)
     }
 
@@ -331,6 +332,22 @@ mod tests {
         assert_eq!(book.admitted_status(&limits, 0).remaining, 99);
         assert!(book.spend(&limits, 0));
         assert_eq!(book.admitted_status(&limits, 0).remaining, 98);
+    }
+
+    #[test]
+    fn a_bucket_refilled_since_it_was_seen_reports_its_capacity_and_a_reset_no_earlier_than_now() {
+        // GIVEN a take of 100 tokens at 0 on a 6,000-a-minute bucket (10 ms each: tat = 1 s)
+        let limits = per_minute(6000);
+        let mut book = LeaseBook::default();
+        book.took(&limits, 0, 100, None, 100 * limits.interval_us());
+        // WHEN a request spends one of them at 1.9 s, when the bucket is full again and the
+        // container still holds 98 (its tat less theirs, 0.02 s, is long past)
+        let now = HORIZON_US - 100 * MS;
+        assert!(book.spend(&limits, now));
+        let status = book.admitted_status(&limits, now);
+        // THEN it is never told more than the limit, nor a reset before its own time
+        assert_eq!(status.remaining, limits.capacity());
+        assert_eq!(status.reset_at_us, now);
     }
 
     #[test]
