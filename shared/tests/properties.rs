@@ -423,7 +423,7 @@ proptest! {
                 let kept = hook.payload.to_string();
                 prop_assert!(!kept.contains(&secret), "secret kept: {kept:.200}");
                 prop_assert!(kept.len() < 4_000_000, "bounded");
-                let receipt = HookReceipt { received_at: chrono::Utc::now(), partner_received_at: None, tool_uses: 1 };
+                let receipt = HookReceipt { received_at: chrono::Utc::now(), partner_received_at: None };
                 // Derived metrics always pass our own validation (a failure would be logged and dropped).
                 prop_assert_eq!(hook.command_execution(&receipt).is_some(), TOOL_USE_EVENTS.contains(&hook.event_name.as_str()));
                 prop_assert_eq!(hook.agent_interaction(&receipt).is_some(), hook.event_name == "SubagentStop");

@@ -18,7 +18,7 @@ pub async fn record(store: &dyn MetricStore, caller: &Caller, event: &HookEvent)
     if let Some(agent) = event.agent_interaction(&receipt) {
         store.insert_agent_interaction(caller, &agent).await?;
     }
-    let activity = event.activity(&receipt);
+    let activity = event.activity();
     let change = if event.ends_session() {
         let end = SessionEnd {
             session_id: event.session_key(),

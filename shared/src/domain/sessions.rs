@@ -64,6 +64,12 @@ pub struct SessionActivity {
     pub commands_executed: Option<i64>,
     pub agents_used: Option<Vec<String>>,
     pub context: Option<Value>,
+    /// A Claude Code session (its hook events' `session_id`) whose kept tool-use events of the
+    /// same user `commands_executed` is raised to, counted as the session is written. A count
+    /// taken as each event is kept cannot see the events kept beside it at the same moment
+    /// (Claude Code runs tools in parallel); one taken later, by the write that starts last,
+    /// sees them all. Never read from a request.
+    pub tool_uses_of: Option<String>,
 }
 
 impl SessionActivity {
@@ -78,6 +84,7 @@ impl SessionActivity {
                 Text::free(crate::domain::metrics::MAX_AGENT_NAME_CHARS),
             ),
             context: session_context(f),
+            tool_uses_of: None,
         }
     }
 

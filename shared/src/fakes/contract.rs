@@ -141,6 +141,7 @@ pub async fn sessions_follow_their_lifecycle(store: &dyn MetricStore, org: &str)
         commands_executed: Some(commands),
         agents_used: Some(agents.iter().map(|a| a.to_string()).collect()),
         context: Some(context),
+        tool_uses_of: None,
     };
     store
         .update_session(&alice, id, &activity(3, &["coder", "reviewer"], json!({"a": 1})))
@@ -297,32 +298,51 @@ pub async fn hook_events_are_kept_once_and_counted_per_user(store: &dyn MetricSt
         payload: &payload,
         partner,
     };
+    // GIVEN alice's tool use (its PreToolUse, its PostToolUse twice) and bob's of the same Claude id
     let pre = Uuid::new_v4();
     let opened = store
         .keep_hook_event(&alice, &event(pre, "PreToolUse", None))
         .await
         .expect("pre");
-    assert_eq!(opened.tool_uses, 0);
     let post = Uuid::new_v4();
     let first = store
         .keep_hook_event(&alice, &event(post, "PostToolUse", Some(pre)))
         .await
         .expect("post");
     assert_eq!(first.partner_received_at, Some(opened.received_at));
-    assert_eq!(first.tool_uses, 1);
     let repeated = store
         .keep_hook_event(&alice, &event(post, "PostToolUse", Some(pre)))
         .await
         .expect("repeat");
-    assert_eq!((repeated.received_at, repeated.tool_uses), (first.received_at, 1));
-    let bobs = store
+    assert_eq!(repeated.received_at, first.received_at, "a repeat keeps the first time");
+    store
         .keep_hook_event(&bob, &event(Uuid::new_v4(), "PostToolUse", None))
         .await
         .expect("bob");
+    // WHEN each writes a session counting the Claude session's tool uses
+    let counted = |commands: Option<i64>| SessionActivity {
+        commands_executed: commands,
+        tool_uses_of: Some("claude-session".into()),
+        ..SessionActivity::default()
+    };
+    let commands_of = |change: SessionChange| match change {
+        SessionChange::Changed(record) => record.commands_executed,
+        other => panic!("an active session takes updates, got {other:?}"),
+    };
+    let (alices, bobs) = (Uuid::new_v4(), Uuid::new_v4());
+    store.start_session(&alice, &start(alices)).await.expect("start");
+    store.start_session(&bob, &start(bobs)).await.expect("start");
+    let update = |who, id, commands| async move { store.update_session(who, id, &counted(commands)).await };
+    // THEN a tool use counts once, a PreToolUse not at all, and each user only their own
+    assert_eq!(commands_of(update(&alice, alices, None).await.expect("alice")), 1);
     assert_eq!(
-        bobs.tool_uses, 1,
+        commands_of(update(&bob, bobs, None).await.expect("bob")),
+        1,
         "bob's session of the same Claude id counts his tool uses only"
     );
+    // AND a count never lowers a larger total
+    assert_eq!(commands_of(update(&alice, alices, Some(5)).await.expect("alice")), 5);
+    assert_eq!(commands_of(update(&alice, alices, None).await.expect("alice")), 5);
 }
 
 pub async fn aggregates_count_what_was_stored(store: &dyn MetricStore, org: &str) {

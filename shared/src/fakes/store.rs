@@ -125,6 +125,14 @@ impl InMemoryStore {
     ) -> Result<SessionChange, StoreError> {
         let mut tenants = self.tenants()?;
         let tenant = tenants.entry(caller.org.clone()).or_default();
+        let tool_uses = activity.tool_uses_of.as_deref().map(|claude_session| {
+            let counted = |k: &&KeptHook| {
+                k.user == caller.user
+                    && k.session_id == claude_session
+                    && TOOL_USE_EVENTS.contains(&k.event_name.as_str())
+            };
+            tenant.hook_events.iter().filter(counted).count() as i64
+        });
         let Some((owner, session)) = tenant.sessions.iter_mut().find(|(_, s)| s.id == id) else {
             return Ok(SessionChange::NotFound);
         };
@@ -142,7 +150,7 @@ impl InMemoryStore {
             }
         }
         let now = Utc::now();
-        if let Some(n) = activity.commands_executed {
+        for n in [activity.commands_executed, tool_uses].into_iter().flatten() {
             session.commands_executed = session.commands_executed.max(n);
         }
         for agent in activity.agents_used.iter().flatten() {
@@ -523,18 +531,9 @@ impl MetricStore for InMemoryStore {
             .partner
             .and_then(|id| kept.iter().find(|k| k.id == id))
             .map(|k| k.received_at);
-        let tool_uses = kept
-            .iter()
-            .filter(|k| {
-                k.user == caller.user
-                    && k.session_id == event.session_id
-                    && TOOL_USE_EVENTS.contains(&k.event_name.as_str())
-            })
-            .count() as i64;
         Ok(HookReceipt {
             received_at,
             partner_received_at,
-            tool_uses,
         })
     }
 

@@ -276,6 +276,71 @@ async fn events_sent_twice_even_concurrently_are_stored_once() {
     assert_eq!(commands_executed, 2);
 }
 
+/// Claude Code runs tools in parallel, so a session's tool uses arrive together: a count taken as
+/// each event is kept would miss the ones kept beside it and leave the session short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_uses_arriving_together_are_all_counted_in_their_session() {
+    // GIVEN five Claude sessions, each started
+    let given = TestApp::spawn().await;
+    let addr = given.serve_http().await;
+    let bearer = token("acme", "alice");
+    const SESSIONS: usize = 5;
+    const TOOL_USES: usize = 10;
+    let event = |session: usize, name: &str, tool_use: Option<usize>| {
+        let mut body = fixture(name);
+        body["session_id"] = json!(format!("parallel-{session}"));
+        if let Some(n) = tool_use {
+            body["tool_use_id"] = json!(format!("toolu_parallel_{n}"));
+        }
+        body
+    };
+    for session in 0..SESSIONS {
+        assert_eq!(post(addr, &bearer, &event(session, "SessionStart", None)).await.0, 204);
+    }
+    // AND each event's statement slow to commit, as on a durable server (the tests' server does
+    // not wait for its flush), so the events of one session are kept side by side
+    given
+        .db()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION \"org_acme\".slow_commit() RETURNS trigger LANGUAGE plpgsql \
+               AS $$ BEGIN PERFORM pg_sleep(0.05); RETURN NULL; END $$; \
+             CREATE TRIGGER slow_commit AFTER INSERT ON \"org_acme\".hook_events \
+               FOR EACH ROW EXECUTE FUNCTION \"org_acme\".slow_commit();",
+        )
+        .await
+        .unwrap();
+    // WHEN each session's tool uses are all sent at once, then the session ends
+    for session in 0..SESSIONS {
+        let sends: Vec<_> = (0..TOOL_USES)
+            .map(|n| {
+                let (bearer, body) = (bearer.clone(), event(session, "PostToolUse", Some(n)));
+                tokio::spawn(async move { post(addr, &bearer, &body).await.0 })
+            })
+            .collect();
+        for send in sends {
+            assert_eq!(send.await.unwrap(), 204);
+        }
+        assert_eq!(post(addr, &bearer, &event(session, "SessionEnd", None)).await.0, 204);
+    }
+    // THEN every session counts every one of its tool uses
+    let rows = given
+        .db()
+        .await
+        .query(
+            "SELECT context->>'claude_session_id', commands_executed::bigint, status \
+             FROM \"org_acme\".user_sessions ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let sessions: Vec<(String, i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let expected: Vec<(String, i64, String)> = (0..SESSIONS)
+        .map(|s| (format!("parallel-{s}"), TOOL_USES as i64, "completed".to_owned()))
+        .collect();
+    assert_eq!(sessions, expected);
+}
+
 #[tokio::test]
 async fn secrets_are_redacted_and_large_fields_truncated_before_storage() {
     // An organization (here: the stage) that opted into keeping content.

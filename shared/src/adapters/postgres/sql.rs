@@ -57,7 +57,7 @@ impl TenantSql {
                 SessionAction::End,
                 ", status = 'completed', session_end = now(), \
                  total_duration_ms = GREATEST(0, floor(extract(epoch FROM now() - session_start) * 1000))::bigint, \
-                 productivity_score = coalesce($6, productivity_score)",
+                 productivity_score = coalesce($7, productivity_score)",
             ),
             envelopes: Default::default(),
             summaries: Default::default(),
@@ -344,11 +344,13 @@ pub(super) const SESSION_COLUMNS: &str = "id, status, session_start, session_end
                                agents_used, productivity_score, context, updated_at";
 
 /// One statement that applies `action` to session `$1` of user `$2` when its status allows,
-/// merging the activity (`$3` commands, `$4` agents, `$5` context) and `extra_set`, and says
+/// merging the activity (`$3` commands, `$4` agents, `$5` context, `$6` the Claude Code session
+/// whose tool uses it counts) and `extra_set`, and says
 /// what happened: `changed` with the record, the session's status when refused, `other_user`,
 /// or no row for an unknown session.
 pub(super) fn session_change(schema: &str, action: SessionAction, extra_set: &str) -> String {
     let table = format!("{schema}.user_sessions");
+    let tool_uses = tool_use_events();
     let allowed = [
         SessionStatus::Active,
         SessionStatus::Completed,
@@ -374,7 +376,9 @@ pub(super) fn session_change(schema: &str, action: SessionAction, extra_set: &st
         "WITH target AS (SELECT user_id, status FROM {table} WHERE id = $1), \
          changed AS ( \
             UPDATE {table} SET \
-                commands_executed = GREATEST(commands_executed, coalesce($3, commands_executed)), \
+                commands_executed = GREATEST(commands_executed, coalesce($3, commands_executed), ( \
+                    SELECT count(*) FROM {schema}.hook_events \
+                    WHERE session_id = $6 AND user_id = $2 AND event_name IN ({tool_uses}))), \
                 agents_used = (SELECT coalesce(array_agg(agent ORDER BY first_seen), '{{}}') FROM ( \
                     SELECT agent, min(n) AS first_seen \
                     FROM unnest(agents_used || coalesce($4, '{{}}'::text[])) WITH ORDINALITY AS u(agent, n) \
@@ -625,18 +629,20 @@ fn taken_ids_statement(schema: &str) -> String {
 /// and its partner were received and how many tool uses its session has.
 pub(super) fn hook_event_statement(schema: &str) -> String {
     let table = format!("{schema}.hook_events");
-    let tool_uses = crate::ports::store::TOOL_USE_EVENTS
-        .iter()
-        .map(|e| format!("'{e}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
     format!(
         "WITH kept AS ( \
             INSERT INTO {table} (id, organization_id, user_id, session_id, event_name, correlation_id, payload) \
             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING received_at) \
          SELECT coalesce((SELECT received_at FROM kept), (SELECT received_at FROM {table} WHERE id = $1), now()), \
-            (SELECT received_at FROM {table} WHERE id = $8), \
-            (SELECT count(*) FROM {table} WHERE session_id = $4 AND user_id = $3 AND event_name IN ({tool_uses})) \
-              + (SELECT count(*) FROM kept WHERE $5 IN ({tool_uses}))"
+            (SELECT received_at FROM {table} WHERE id = $8)"
     )
+}
+
+/// The hook events that count as a tool use, as an SQL list.
+fn tool_use_events() -> String {
+    crate::ports::store::TOOL_USE_EVENTS
+        .iter()
+        .map(|e| format!("'{e}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

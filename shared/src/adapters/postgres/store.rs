@@ -295,7 +295,6 @@ impl MetricStore for PgStore {
         Ok(HookReceipt {
             received_at: row.get(0),
             partner_received_at: row.get(1),
-            tool_uses: row.get(2),
         })
     }
 
@@ -408,6 +407,7 @@ impl MetricStore for PgStore {
                 (&a.commands_executed, Type::INT8),
                 (&a.agents_used, Type::TEXT_ARRAY),
                 (&a.context, Type::JSONB),
+                (&a.tool_uses_of, Type::TEXT),
             ],
         )
         .await
@@ -424,6 +424,7 @@ impl MetricStore for PgStore {
                 (&a.commands_executed, Type::INT8),
                 (&a.agents_used, Type::TEXT_ARRAY),
                 (&a.context, Type::JSONB),
+                (&a.tool_uses_of, Type::TEXT),
                 (&end.productivity_score, Type::FLOAT8),
             ],
         )

@@ -75,8 +75,6 @@ pub struct HookReceipt {
     pub received_at: DateTime<Utc>,
     /// When its partner was received, if it was.
     pub partner_received_at: Option<DateTime<Utc>>,
-    /// Tool uses (`PostToolUse` and `PostToolUseFailure`) kept for the session, this one included.
-    pub tool_uses: i64,
 }
 
 /// Hook events whose arrival counts as one tool use of the session.
@@ -212,7 +210,7 @@ impl HookEvent {
     }
 
     /// What this event adds to its session.
-    pub fn activity(&self, receipt: &HookReceipt) -> SessionActivity {
+    pub fn activity(&self) -> SessionActivity {
         let agent = self
             .text("agent_type")
             .filter(|_| self.event_name.starts_with("Subagent"))
@@ -224,7 +222,8 @@ impl HookEvent {
             context["end_reason"] = reason.clone();
         }
         SessionActivity {
-            commands_executed: self.is_tool_use().then_some(receipt.tool_uses),
+            commands_executed: None,
+            tool_uses_of: Some(self.session_id.clone()),
             agents_used: agent,
             context: Some(context),
         }
@@ -421,7 +420,6 @@ mod tests {
         HookReceipt {
             received_at: Utc::now(),
             partner_received_at: None,
-            tool_uses: 1,
         }
     }
 
@@ -490,7 +488,6 @@ mod tests {
         let timed = HookReceipt {
             received_at: now,
             partner_received_at: Some(now - chrono::Duration::milliseconds(250)),
-            tool_uses: 1,
         };
         assert_eq!(event.command_execution(&timed).unwrap().execution_time_ms, 250.0);
     }
