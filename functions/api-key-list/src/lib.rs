@@ -2,8 +2,8 @@
 //! expired ones included with their status; never a secret or its hash. No query parameters.
 
 use lambda_http::{Body, Error, Request, Response};
-use shared::ApiError;
 use shared::app::keys::{KeyAdmin, admin_only, list};
+use shared::http::api::no_parameters;
 
 /// What this function builds once per container: the pipeline and the key store.
 pub type State = KeyAdmin;
@@ -15,9 +15,7 @@ pub async fn handle(state: &KeyAdmin, req: Request) -> Result<Response<Body>, Er
         .api
         .handle_query(&req, ROUTE, async |caller, params| {
             admin_only(&caller)?;
-            if let Some((name, _)) = params.first() {
-                return Err(ApiError::validation(name, "Unknown parameter: this route takes none"));
-            }
+            no_parameters(&params)?;
             list(state.keys.as_ref(), &caller, chrono::Utc::now()).await
         })
         .await)

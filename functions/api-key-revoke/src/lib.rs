@@ -4,6 +4,7 @@
 
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use shared::app::keys::{KeyAdmin, admin_only, revoke};
+use shared::http::api::no_parameters;
 
 /// What this function builds once per container: the pipeline and the key store.
 pub type State = KeyAdmin;
@@ -17,8 +18,9 @@ pub async fn handle(state: &KeyAdmin, req: Request) -> Result<Response<Body>, Er
         .map(str::to_owned);
     Ok(state
         .api
-        .handle_query(&req, ROUTE, async |caller, _params| {
+        .handle_query(&req, ROUTE, async |caller, params| {
             admin_only(&caller)?;
+            no_parameters(&params)?;
             revoke(state.keys.as_ref(), &caller, raw_id.as_deref(), chrono::Utc::now()).await
         })
         .await)

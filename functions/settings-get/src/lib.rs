@@ -3,8 +3,8 @@
 //! the alert webhook's signing secret; members see only the webhook's origin.
 
 use lambda_http::{Body, Error, Request, Response};
-use shared::ApiError;
 use shared::app::settings::SettingsAdmin;
+use shared::http::api::no_parameters;
 
 /// What this function builds once per container: the pipeline and the settings store.
 pub type State = SettingsAdmin;
@@ -15,9 +15,7 @@ pub async fn handle(state: &SettingsAdmin, req: Request) -> Result<Response<Body
     Ok(state
         .api
         .handle_query(&req, ROUTE, async |caller, params| {
-            if let Some((name, _)) = params.first() {
-                return Err(ApiError::validation(name, "Unknown parameter: this route takes none"));
-            }
+            no_parameters(&params)?;
             state.read(&caller).await
         })
         .await)

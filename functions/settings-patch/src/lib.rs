@@ -76,10 +76,12 @@ mod tests {
     #[tokio::test]
     async fn out_of_range_fields_are_each_named_and_nothing_is_stored() {
         let (state, stored) = a_settings_admin();
+        // Malformed fields, and one past the stage's ceiling in a section that is otherwise valid.
         let (status, body) = patch(
             &state,
             "admin",
-            &json!({"data_retention": {"user_sessions_days": 0}, "performance": {"processing_timeout_ms": 10}, "theme": "dark"}),
+            &json!({"data_retention": {"user_sessions_days": 0}, "performance": {"processing_timeout_ms": 10},
+                    "theme": "dark", "rate_limiting": {"max_requests": 1_000_000}}),
         )
         .await;
         assert_eq!(status, 400, "{body}");
@@ -90,6 +92,7 @@ mod tests {
             [
                 "data_retention.user_sessions_days",
                 "performance.processing_timeout_ms",
+                "rate_limiting.max_requests",
                 "theme"
             ]
         );

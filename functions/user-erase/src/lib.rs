@@ -32,10 +32,21 @@ impl FromEnv for Eraser {
     const API_KEYS: KeyAccess = KeyAccess::Read;
 
     fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self {
-            api: shared::app::api_from_env(env, aws)?.without_deadline(),
-            lifecycle: Arc::new(PgLifecycle::from_env(env)?),
-        })
+        Ok(Self::new(
+            shared::app::api_from_env(env, aws)?,
+            Arc::new(PgLifecycle::from_env(env)?),
+        ))
+    }
+}
+
+impl Eraser {
+    /// The erasure's state: its work has its own time bound (`ERASE_TIMEOUT_MS`, one
+    /// transaction), and only a key that is not revoked now may erase.
+    pub fn new(api: Api, lifecycle: Arc<dyn DataLifecycle>) -> Self {
+        Self {
+            api: api.without_deadline().reading_keys_fresh(),
+            lifecycle,
+        }
     }
 }
 
@@ -46,7 +57,8 @@ pub async fn handle(state: &Eraser, req: Request) -> Result<Response<Body>, Erro
         .map(str::to_owned);
     Ok(state
         .api
-        .handle_query(&req, ROUTE, async |caller, _params| {
+        .handle_query(&req, ROUTE, async |caller, params| {
+            shared::http::api::no_parameters(&params)?;
             erase(state.lifecycle.as_ref(), &caller, raw_user.as_deref()).await
         })
         .await)
@@ -77,10 +89,7 @@ mod tests {
 
     fn eraser(lifecycle: InMemoryLifecycle) -> (Eraser, Arc<InMemoryLifecycle>) {
         let lifecycle = Arc::new(lifecycle);
-        let state = Eraser {
-            api: a_working_service().app.api,
-            lifecycle: lifecycle.clone(),
-        };
+        let state = Eraser::new(a_working_service().app.api, lifecycle.clone());
         (state, lifecycle)
     }
 
@@ -121,5 +130,28 @@ mod tests {
         let (status, body) = erased(&state, &token_as("acme", "root", "admin"), "bob").await;
         assert_eq!(status, 503, "{body}");
         assert!(!body.to_string().contains("in-memory outage"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_parameter_the_route_does_not_take_is_refused_and_nothing_is_erased() {
+        // GIVEN an admin who believes `dry_run` is honoured
+        let (state, lifecycle) = eraser(InMemoryLifecycle::default());
+        let path = QueryMap::from(std::collections::HashMap::from([(
+            "user_id".to_owned(),
+            "bob".to_owned(),
+        )]));
+        let query = QueryMap::from(std::collections::HashMap::from([(
+            "dry_run".to_owned(),
+            "true".to_owned(),
+        )]));
+        let req = with_bearer(EVENT, &token_as("acme", "root", "admin"), &json!(null))
+            .with_path_parameters(path)
+            .with_query_string_parameters(query);
+        // WHEN the erasure is asked with it
+        let (status, body) = parts(handle(&state, req).await.unwrap());
+        // THEN it is a 400 naming the parameter, and nothing is erased
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(shared::fakes::error_fields(&body), ["dry_run"]);
+        assert!(lifecycle.erasures.lock().unwrap().is_empty());
     }
 }

@@ -29,10 +29,20 @@ impl FromEnv for KeyAdmin {
     const API_KEYS: KeyAccess = KeyAccess::Manage;
 
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
-        Ok(Self {
-            api: crate::app::api_from_env(env, aws)?,
-            keys: Arc::new(DynamoApiKeys::new(aws, &ApiKeyConfig::from_env(env)?)?),
-        })
+        Ok(Self::new(
+            crate::app::api_from_env(env, aws)?,
+            Arc::new(DynamoApiKeys::new(aws, &ApiKeyConfig::from_env(env)?)?),
+        ))
+    }
+}
+
+impl KeyAdmin {
+    /// The key routes' state: keys are managed only by a key that is not revoked now.
+    pub fn new(api: Api, keys: Arc<dyn ApiKeyStore>) -> Self {
+        Self {
+            api: api.reading_keys_fresh(),
+            keys,
+        }
     }
 }
 

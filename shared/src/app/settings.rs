@@ -264,11 +264,11 @@ impl FromEnv for SettingsAdmin {
 
     fn from_env(env: &Env, aws: &SdkConfig) -> Result<Self, ConfigError> {
         let settings = Arc::new(Settings::from_env(env, aws)?);
-        Ok(Self {
-            api: Api::from_env(env, aws, settings.clone())?,
+        Ok(Self::new(
+            Api::from_env(env, aws, settings.clone())?,
             settings,
-            webhooks: crate::adapters::webhook::WebhookConfig::from_env(env)?.policy,
-        })
+            crate::adapters::webhook::WebhookConfig::from_env(env)?.policy,
+        ))
     }
 }
 
@@ -282,6 +282,15 @@ pub enum Write {
 }
 
 impl SettingsAdmin {
+    /// The settings routes' state: settings are changed only by a key that is not revoked now.
+    pub fn new(api: Api, settings: Arc<Settings>, webhooks: crate::domain::webhook::WebhookPolicy) -> Self {
+        Self {
+            api: api.reading_keys_fresh(),
+            settings,
+            webhooks,
+        }
+    }
+
     /// The caller's organization's settings, read from the store (not the cache), so an admin
     /// sees a write at once.
     pub async fn read(&self, caller: &Caller) -> Result<Value, ApiError> {
@@ -308,15 +317,13 @@ impl SettingsAdmin {
                 Write::Merge => current.overrides.clone(),
             };
             merge_patch(&mut overrides, body);
-            let settings = self
-                .settings
-                .defaults
-                .with_overrides(&overrides)
-                .map_err(ApiError::Validation)?;
+            // Every problem at once: the sections that validate are also checked against the
+            // stage's bounds, so a field past a ceiling is named beside a malformed one.
+            let (settings, mut errors) = self.settings.defaults.with_valid_overrides(&overrides);
             let was = self.settings.resolve(&caller.org, Some(&current)).settings;
-            let beyond = self.settings.beyond_bounds(&settings, &was);
-            if !beyond.is_empty() {
-                return Err(ApiError::Validation(beyond));
+            errors.extend(self.settings.beyond_bounds(&settings, &was));
+            if !errors.is_empty() {
+                return Err(ApiError::Validation(errors));
             }
             check_webhook_policy(&settings, self.webhooks)?;
             // A new address gets a new secret: whoever knew the old one cannot sign for it.

@@ -189,10 +189,7 @@ pub fn error_fields(body: &Value) -> Vec<String> {
 /// its authentication.
 pub fn a_key_admin() -> (crate::app::keys::KeyAdmin, Arc<InMemoryApiKeys>) {
     let given = a_working_service();
-    let admin = crate::app::keys::KeyAdmin {
-        api: given.app.api,
-        keys: given.keys.clone(),
-    };
+    let admin = crate::app::keys::KeyAdmin::new(given.app.api, given.keys.clone());
     (admin, given.keys)
 }
 
@@ -207,10 +204,10 @@ pub fn a_settings_admin() -> (crate::app::settings::SettingsAdmin, Arc<InMemoryS
         }),
         std::time::Duration::ZERO,
     ));
-    let admin = crate::app::settings::SettingsAdmin {
-        api: given.app.api,
+    let admin = crate::app::settings::SettingsAdmin::new(
+        given.app.api,
         settings,
-        webhooks: crate::domain::webhook::WebhookPolicy::DEPLOYED,
-    };
+        crate::domain::webhook::WebhookPolicy::DEPLOYED,
+    );
     (admin, given.settings)
 }

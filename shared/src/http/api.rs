@@ -59,6 +59,15 @@ impl Api {
         self
     }
 
+    /// For the routes that manage credentials and an organization's governance (API keys,
+    /// settings, erasure): an API key is read from its table on every request instead of being
+    /// trusted from this container's cache for up to `API_KEY_CACHE_MS`, so an admin key revoked
+    /// a moment ago cannot, in that window, make itself a replacement or undo what was done.
+    pub fn reading_keys_fresh(mut self) -> Self {
+        self.auth = self.auth.reading_keys_fresh();
+        self
+    }
+
     /// Authentication and the DynamoDB rate limiter, configured from the environment, with the
     /// organizations' settings from `settings`.
     pub fn from_env(env: &Env, aws: &SdkConfig, settings: Arc<dyn SettingsSource>) -> Result<Self, ConfigError> {
@@ -264,6 +273,15 @@ pub fn authenticator(env: &Env, aws: &SdkConfig) -> Result<Authenticator, Config
     let keys = ApiKeyConfig::from_env(env)?;
     let store = Arc::new(DynamoApiKeys::new(aws, &keys)?);
     Ok(Authenticator::new(&AuthConfig::from_env(env)?)?.with_api_keys(ApiKeyAuth::new(store, keys.cache_ttl)))
+}
+
+/// Refuses any query string parameter, for the routes that take none: a parameter they would
+/// ignore (`?dry_run=true` on an erasure) must not be taken as honoured.
+pub fn no_parameters(params: &[(String, String)]) -> Result<(), ApiError> {
+    match params.first() {
+        Some((name, _)) => Err(ApiError::validation(name, "Unknown parameter: this route takes none")),
+        None => Ok(()),
+    }
 }
 
 /// The request body as JSON: the media type and encoding first, then the size (before any

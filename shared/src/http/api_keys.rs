@@ -44,6 +44,13 @@ impl ApiKeyAuth {
         }
     }
 
+    /// Reads every key from the store, trusting no cached record: for the routes where a key
+    /// revoked a moment ago must already be refused (see `Api::reading_keys_fresh`).
+    pub fn uncached(mut self) -> Self {
+        self.ttl = Duration::ZERO;
+        self
+    }
+
     /// The caller `token` (a bearer starting with `mcsk_`) names, with the key's expiry (Unix
     /// seconds) when it has one.
     pub async fn authenticate(&self, token: &str) -> Result<(Caller, Option<i64>), AuthError> {

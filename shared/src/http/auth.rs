@@ -130,6 +130,12 @@ impl Authenticator {
         self
     }
 
+    /// API keys read from their table on every request (see `ApiKeyAuth::uncached`).
+    pub fn reading_keys_fresh(mut self) -> Self {
+        self.api_keys = self.api_keys.map(ApiKeyAuth::uncached);
+        self
+    }
+
     /// The JWKS key source, when the deployment uses one.
     pub fn jwks(&self) -> Option<&Jwks> {
         self.jwks.as_ref()

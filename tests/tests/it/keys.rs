@@ -152,6 +152,42 @@ async fn a_revoked_key_is_refused_everywhere_once_the_cache_ttl_has_passed() {
 }
 
 #[tokio::test]
+async fn a_revoked_admin_key_is_refused_at_once_where_keys_settings_and_users_are_managed() {
+    // GIVEN containers that trust a key for 30 s, and an admin key used on every governance
+    // route (each container has it cached)
+    let (_given, addr) = served("30000").await;
+    let root = admin_token("acme", "root");
+    let (leaked, id) = create_key(addr, &root, json!({"user_id": "ops", "role": "admin"})).await;
+    let settings = "/api/v1/organization/settings";
+    let erase = "/api/v1/organization/users/nobody";
+    assert_eq!(call(addr, "GET", KEYS, &leaked, &Value::Null).await.0, 200);
+    assert_eq!(call(addr, "GET", settings, &leaked, &Value::Null).await.0, 200);
+    assert_eq!(call(addr, "DELETE", erase, &leaked, &Value::Null).await.0, 200);
+    assert_eq!(post_command(addr, &leaked).await.0, 201);
+
+    // WHEN the key is revoked
+    assert_eq!(revoke(addr, &root, &id).await.0, 200);
+
+    // THEN it can no longer make itself a replacement, change settings or erase, even though a
+    // metric route may still trust it until its cache expires
+    let replacement = json!({"user_id": "ops2", "role": "admin"});
+    for (method, path, body) in [
+        ("POST", KEYS, replacement),
+        ("GET", KEYS, Value::Null),
+        ("PATCH", settings, json!({"data_retention": null})),
+        ("GET", settings, Value::Null),
+        ("DELETE", erase, Value::Null),
+    ] {
+        let (status, answer) = call(addr, method, path, &leaked, &body).await;
+        assert_eq!(
+            (status, answer["message"].as_str()),
+            (401, Some("API key revoked")),
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_expired_key_is_refused_even_while_cached() {
     // GIVEN a key that expires in a second, used once (so it is cached for 30 s)
     let (_given, addr) = served("30000").await;
