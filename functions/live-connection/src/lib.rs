@@ -3,7 +3,9 @@
 //! or an `Authorization: Bearer` header — counts against the organization's rate limit (the HTTP
 //! routes' limiter and the organization's budgets: 429 when refused), refuses an organization at
 //! its cap of open connections (its `live.max_connections` setting, by default
-//! `LIVE_MAX_CONNECTIONS_PER_ORG`: 429), and keeps the connection under the credential's
+//! `LIVE_MAX_CONNECTIONS_PER_ORG`: 429) and a user at theirs (`LIVE_MAX_CONNECTIONS_PER_USER`,
+//! so that one member cannot hold every connection of the organization and lock colleagues'
+//! dashboards out: 429), and keeps the connection under the credential's
 //! organization until the token or key expires (two hours at most). Any other answer than 200
 //! refuses the handshake and keeps nothing. `$disconnect` forgets the connection.
 
@@ -19,8 +21,9 @@ use shared::adapters::dynamodb::DynamoRateLimiter;
 use shared::adapters::dynamodb::connections::DynamoConnections;
 use shared::app::FromEnv;
 use shared::config::{ConfigError, DynamoDbConfig, Env, OnStoreError, RateLimitConfig};
+use shared::domain::ids::UserId;
 use shared::http::auth::Authenticator;
-use shared::ports::live::{Connection, Connections};
+use shared::ports::live::{Connection, Connections, Listed};
 use shared::ports::rate_limit::RateLimiter;
 use shared::ports::settings::SettingsSource;
 
@@ -36,7 +39,12 @@ pub struct LiveConnection {
     pub on_store_error: OnStoreError,
     /// The organizations' settings: their budgets and their cap of open (unexpired) connections.
     pub settings: Arc<dyn SettingsSource>,
+    /// Open connections one user may hold (`LIVE_MAX_CONNECTIONS_PER_USER`, default 10).
+    pub per_user_cap: usize,
 }
+
+/// Open connections one user may hold unless configured: a few dashboards and watchers.
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: u64 = 10;
 
 impl FromEnv for LiveConnection {
     const API_KEYS: shared::app::KeyAccess = shared::app::KeyAccess::Read;
@@ -53,6 +61,7 @@ impl FromEnv for LiveConnection {
             limiter: Arc::new(DynamoRateLimiter::new(aws, &rate)?),
             on_store_error: rate.on_store_error,
             settings: Arc::new(shared::app::settings::Settings::from_env(env, aws)?),
+            per_user_cap: env.number_or("LIVE_MAX_CONNECTIONS_PER_USER", DEFAULT_MAX_CONNECTIONS_PER_USER, 1)? as usize,
         })
     }
 }
@@ -98,16 +107,14 @@ async fn connect(
     if let Some(refused) = rate_limit(state, connection_id, &caller, &settings.budgets()).await {
         return refused;
     }
-    let cap = settings.live.max_connections as usize;
-    match state.connections.open_count(&caller.org).await {
-        Ok(open) if open >= cap => {
-            tracing::info!(connection = connection_id, org = %caller.org, open, "WebSocket connection refused: connection cap");
-            return answer(
-                429,
-                &format!("Too many open connections for this organization (at most {cap})"),
-            );
+    let org_cap = settings.live.max_connections as usize;
+    match state.connections.of_org(&caller.org).await {
+        Ok(listed) => {
+            if let Some(refusal) = at_a_cap(&listed, &caller.user, org_cap, state.per_user_cap) {
+                tracing::info!(connection = connection_id, org = %caller.org, user = %caller.user, refusal, "WebSocket connection refused: connection cap");
+                return answer(429, &refusal);
+            }
         }
-        Ok(_) => {}
         Err(err) => {
             tracing::error!(connection = connection_id, org = %caller.org, error = %err, "open connections not counted");
             return answer(503, "Service temporarily unavailable");
@@ -161,6 +168,25 @@ async fn rate_limit(
                 Some(answer(503, "Service temporarily unavailable"))
             }
         },
+    }
+}
+
+/// Why one more connection of `user` would be one too many, if it would: the organization's
+/// open (unexpired) connections are at `org_cap`, or the user's own at `user_cap`.
+fn at_a_cap(listed: &[Listed], user: &UserId, org_cap: usize, user_cap: usize) -> Option<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() as i64);
+    let open: Vec<&Listed> = listed.iter().filter(|c| !c.expired(now)).collect();
+    let users = open.iter().filter(|c| c.user.as_deref() == Some(user.as_str())).count();
+    if open.len() >= org_cap {
+        Some(format!(
+            "Too many open connections for this organization (at most {org_cap})"
+        ))
+    } else if users >= user_cap {
+        Some(format!("Too many open connections for this user (at most {user_cap})"))
+    } else {
+        None
     }
 }
 
@@ -241,13 +267,18 @@ mod tests {
                 limiter: Arc::new(limiter),
                 on_store_error: OnStoreError::Allow,
                 settings: Arc::new(settings),
+                per_user_cap: 3,
             },
             connections,
         )
     }
 
     fn connect_as(id: &str, org: &str, exp_in: i64) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
-        let claims = json!({"sub": "viewer", "org_id": org, "exp": chrono_now() + exp_in});
+        connect_by(id, org, "viewer", exp_in)
+    }
+
+    fn connect_by(id: &str, org: &str, user: &str, exp_in: i64) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
+        let claims = json!({"sub": user, "org_id": org, "exp": chrono_now() + exp_in});
         let token = jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
             &claims,
@@ -342,6 +373,26 @@ mod tests {
             handle(&state, connect_as("a4", "acme", 600)).await.unwrap().status_code,
             200
         );
+    }
+
+    #[tokio::test]
+    async fn a_user_at_their_connection_cap_is_refused_and_colleagues_still_connect() {
+        // GIVEN an organization capped at 100 and its users at 3, and mallory holding 3
+        let (state, connections) = limited_state(1000, 100);
+        let status = async |id: &str, user: &str| handle(&state, connect_by(id, "acme", user, 600)).await.unwrap();
+        for id in ["m1", "m2", "m3"] {
+            assert_eq!(status(id, "mallory").await.status_code, 200);
+        }
+        // WHEN mallory opens a fourth THEN it is refused, saying why, and nothing is kept
+        let refused = status("m4", "mallory").await;
+        assert_eq!(refused.status_code, 429);
+        let Some(Body::Text(body)) = refused.body else {
+            panic!("a body")
+        };
+        assert!(body.contains("for this user (at most 3)"), "{body}");
+        assert_eq!(connections.all().len(), 3);
+        // AND a colleague still connects
+        assert_eq!(status("b1", "boss").await.status_code, 200);
     }
 
     fn event(fixture: &str, edit: impl FnOnce(&mut serde_json::Value)) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {

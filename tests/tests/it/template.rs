@@ -273,6 +273,10 @@ fn every_function_that_stores_metrics_may_push_live_updates_and_no_other() {
         text(&connect_env["LIVE_MAX_CONNECTIONS_PER_ORG"]).trim(),
         "!Ref LiveMaxConnectionsPerOrg"
     );
+    assert_eq!(
+        text(&connect_env["LIVE_MAX_CONNECTIONS_PER_USER"]).trim(),
+        "!Ref LiveMaxConnectionsPerUser"
+    );
 }
 
 #[test]
