@@ -59,13 +59,14 @@ struct ContextRule {
 
 type IsSecret = fn(&Captures) -> bool;
 
-const SECRET_WORDS: &[&str] = &["pass", "secret", "token", "key", "credential"];
+const SECRET_WORDS: &[&str] = &["pass", "pwd", "secret", "token", "key", "credential"];
 
 static CONTEXT_RULES: LazyLock<Vec<ContextRule>> = LazyLock::new(|| {
     // A name containing a secret word, which ends there or continues after a separator (so
     // `GITHUB_TOKEN` and `TOKEN_FILE` match, `input_tokens` does not); `PASS` only as a whole
-    // word of the name (`DB_PASS`, not `BYPASS`).
-    const NAME: &str = r"(?:[A-Za-z0-9_.-]*(?:PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API[_-]?KEY|ACCESS[_-]?KEY|PRIVATE[_-]?KEY|CREDENTIALS?)|(?:[A-Za-z0-9_.-]*[_.-])?PASS)(?:[_.-][A-Za-z0-9_.-]*)?";
+    // word of the name (`DB_PASS`, not `BYPASS`); `PWD` only after another word (`DB_PWD`:
+    // `PWD` alone is the shell's working directory).
+    const NAME: &str = r"(?:[A-Za-z0-9_.-]*(?:PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API[_-]?KEY|ACCESS[_-]?KEY|ACCOUNT[_-]?KEY|PRIVATE[_-]?KEY|CREDENTIALS?)|(?:[A-Za-z0-9_.-]*[_.-])?PASS|[A-Za-z0-9_.-]*[_.-]PWD)(?:[_.-][A-Za-z0-9_.-]*)?";
     const VALUE: &str = r#"(?:"[^"]*"|'[^']*'|[^\s"'&;|]+)"#;
     let always: IsSecret = |_| true;
     let rules: Vec<(&'static str, String, usize, &'static [&'static str], IsSecret)> = vec![
@@ -102,10 +103,37 @@ static CONTEXT_RULES: LazyLock<Vec<ContextRule>> = LazyLock::new(|| {
             |caps| !caps[1].bytes().all(|b| b.is_ascii_digit() || b" .,_-[]\t\n".contains(&b)),
         ),
         (
+            // `user:password@`, `:password@` (Redis), or a token as the user (`https://TOKEN@`:
+            // long, with a digit; `git@` and `alice@` are users).
             "url-credentials",
-            r"(?i)\b[a-z][a-z0-9+.-]*://([^/\s:@]+:[^/\s@]+)@".to_owned(),
+            r"(?i)\b[a-z][a-z0-9+.-]*://(?:([^/\s:@]*:[^/\s@]+)|([A-Za-z0-9_-]{20,}))@".to_owned(),
             1,
             &["://"],
+            |caps| caps.get(2).is_none_or(|user| user.as_str().bytes().any(|b| b.is_ascii_digit())),
+        ),
+        (
+            "url-query-password",
+            r#"(?i)[?&;](?:pwd|passwd|pass)=([^&\s#'"]+)"#.to_owned(),
+            1,
+            &["pwd=", "pass="],
+            always,
+        ),
+        (
+            // An AWS secret access key (40 characters of base64) after its key id, or after its
+            // variable's name without `=` (a prompt, a table).
+            "aws-secret-access-key",
+            r"(?i)(?:\bAKIA[0-9A-Z]{16}\b[^\n]{0,200}?|\b(?:aws)_secret_access_key[\x22']?\s+)(?:^|[^A-Za-z0-9/+])?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)".to_owned(),
+            1,
+            // (`(?:aws)_`, and no such keyword: the layer check reads `aws_` as the SDK's crates.)
+            &["akia", "secret_access_key"],
+            always,
+        ),
+        (
+            // Stripe keys followed by `:` (`curl -u sk_test_…:`), which gitleaks' rule does not take.
+            "stripe-key",
+            r"\b[rs]k_(?:test|live)_[A-Za-z0-9]{10,}".to_owned(),
+            0,
+            &["sk_test_", "sk_live_", "rk_test_", "rk_live_"],
             always,
         ),
         (
@@ -138,6 +166,63 @@ static CONTEXT_RULES: LazyLock<Vec<ContextRule>> = LazyLock::new(|| {
             r#"(?i)\bcurl\b[^\n;&|]*?\s(?:-u|-U|--user|--proxy-user)(?:\s+|=)?(?:'[^':]*:([^']+)'|"[^":]*:([^"]+)"|[^\s'":-][^\s'":]*:([^\s'"]+)|:([^\s'"]+))"#.to_owned(),
             1,
             &["curl"],
+            always,
+        ),
+        (
+            // A key as the user with an empty password (`curl -u KEY:`, as Stripe's examples do).
+            "curl-user-key",
+            r#"(?i)\bcurl\b[^\n;&|]*?\s(?:-u|--user)(?:\s+|=)?['"]?([A-Za-z0-9_-]{16,}):(?:['"\s]|$)"#.to_owned(),
+            1,
+            &["curl"],
+            always,
+        ),
+        (
+            "sshpass-password",
+            format!(r"(?i)\bsshpass\s+(?-i:-p)\s*({VALUE})"),
+            1,
+            &["sshpass"],
+            always,
+        ),
+        (
+            "az-login-password",
+            format!(r"(?i)\baz\s+login\b[^\n;&|]*?\s(?-i:-p)(?:\s+|=)({VALUE})"),
+            1,
+            &["login"],
+            |caps| !caps[1].starts_with('-'),
+        ),
+        (
+            // `htpasswd -b FILE USER PASSWORD`, or `-nb USER PASSWORD` (no file).
+            "htpasswd-batch",
+            format!(
+                r"(?i)\bhtpasswd\s+(?:(?:-\S+\s+)*-(?-i:\S*n\S*b\S*|\S*b\S*n\S*)\s+(?:-\S+\s+)*[^\s-]\S*|(?:-\S+\s+)*-(?-i:\S*b\S*)\s+(?:-\S+\s+)*[^\s-]\S*\s+\S+)\s+({VALUE})"
+            ),
+            1,
+            &["htpasswd"],
+            always,
+        ),
+        (
+            // `echo PASSWORD | docker login --password-stdin`.
+            "piped-login-password",
+            format!(
+                r"(?i)\b(?:echo|printf)\s+(?:-[a-z]+\s+)*({VALUE})\s*\|\s*(?:sudo\s+)?(?:docker|podman|nerdctl|helm|buildah|skopeo)\s+(?:registry\s+)?login\b[^\n;&|]*?--password-stdin"
+            ),
+            1,
+            &["login"],
+            always,
+        ),
+        (
+            "netrc-password",
+            format!(r"(?i)\bmachine\s+\S+\s+login\s+\S+\s+password\s+({VALUE})"),
+            1,
+            &["machine"],
+            always,
+        ),
+        (
+            // A `.pgpass` line (`host:port:database:user:password`) where `.pgpass` is named.
+            "pgpass-line",
+            r#"(?:^|[\s'"])[^\s:'"]+:(?:\d+|\*):[^\s:'"]+:[^\s:'"]+:([^\s'"]+)"#.to_owned(),
+            1,
+            &["pgpass"],
             always,
         ),
         (
@@ -287,10 +372,17 @@ pub fn is_secret_key(key: &str) -> bool {
             "authorization",
             "credential",
             "cookie",
+            "accountkey",
+            "privkey",
+            "jwt",
+            "bearer",
         ]
         .iter()
         .any(|word| joined.contains(word))
-            || words.iter().any(|w| w == "pass"))
+            || words.iter().any(|w| w == "pass")
+            // `DB_PWD`, not `PWD` (the working directory); `basic_auth`, not `auth_method`.
+            || (words.len() > 1 && words.iter().any(|w| w == "pwd"))
+            || words.last().is_some_and(|w| w == "auth"))
 }
 
 /// Whether a key names token strings when its value is text (`refresh_tokens`), while a number
@@ -703,6 +795,62 @@ mod tests {
                 "privateKey=abc123 accessKey=def456",
                 "privateKey=[REDACTED] accessKey=[REDACTED]",
             ),
+            // Each reproduced by a review as kept in clear.
+            (
+                "curl -u sk_test_mElNYgZ4hJ34d2qEhgdtr3CU: https://api.stripe.com/v1/charges",
+                "curl -u [REDACTED]: https://api.stripe.com/v1/charges",
+            ),
+            (
+                "curl https://api.example.com -u 'Xb3kLmP9qR2sT7vW1yZ4:' -d x=1",
+                "curl https://api.example.com -u '[REDACTED]:' -d x=1",
+            ),
+            (
+                "redis-cli -u redis://:O0Ju1XZ4FdG59LFinRx2@cache:6379/0",
+                "redis-cli -u redis://[REDACTED]@cache:6379/0",
+            ),
+            (
+                "git clone https://Qbms19G51LOGCjkWPlBydm5yig9a9aJqHfiZQ9Ol@github.com/o/r.git",
+                "git clone https://[REDACTED]@github.com/o/r.git",
+            ),
+            ("export DB_PWD=S3cretPw", "export DB_PWD=[REDACTED]"),
+            (
+                "curl 'https://x.example.com/login?user=bob&pwd=S3cretPw&x=1'",
+                "curl 'https://x.example.com/login?user=bob&pwd=[REDACTED]&x=1'",
+            ),
+            ("sshpass -p S3cretPw ssh bob@host", "sshpass -p [REDACTED] ssh bob@host"),
+            (
+                "az login -u bob@example.com -p S3cretPw",
+                "az login -u bob@example.com -p [REDACTED]",
+            ),
+            (
+                "htpasswd -b /etc/nginx/.htpasswd alice S3cretPw",
+                "htpasswd -b /etc/nginx/.htpasswd alice [REDACTED]",
+            ),
+            ("htpasswd -nbB alice S3cretPw", "htpasswd -nbB alice [REDACTED]"),
+            (
+                "echo S3cretPw | docker login --password-stdin -u bob ghcr.io",
+                "echo [REDACTED] | docker login --password-stdin -u bob ghcr.io",
+            ),
+            (
+                "printf 'machine api.example.com login bob password S3cretPw' > ~/.netrc",
+                "printf 'machine api.example.com login bob password [REDACTED]' > ~/.netrc",
+            ),
+            (
+                "echo 'db.internal:5432:app:bob:S3cretPw' >> ~/.pgpass",
+                "echo 'db.internal:5432:app:bob:[REDACTED]' >> ~/.pgpass",
+            ),
+            (
+                "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=c2VjcmV0S2V5VmFsdWU=;EndpointSuffix=core.windows.net",
+                "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=[REDACTED];EndpointSuffix=core.windows.net",
+            ),
+            (
+                "my key is AKIAABCDEFGHIJKLMNOP and the secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY ok",
+                "my key is [REDACTED] and the secret [REDACTED] ok",
+            ),
+            (
+                "export AWS_SECRET_ACCESS_KEY wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                "export AWS_SECRET_ACCESS_KEY [REDACTED]",
+            ),
         ];
         for (input, expected) in cases {
             assert_eq!(clean(input), expected, "{input}");
@@ -784,6 +932,13 @@ mod tests {
             "python -m pytest tests/test_auth.py -k token_refresh",
             "export PATH=$HOME/.cargo/bin:$PATH",
             "let key = map.get(&id);",
+            "cd $PWD/src && PWD=/tmp make",
+            "git clone git@github.com:o/r.git && git clone ssh://git@github.com/o/r.git",
+            "open https://alice@example.com/dashboard",
+            "echo hello | docker login --help",
+            "az login --use-device-code",
+            "htpasswd -D .htpasswd alice",
+            "the auth_method is oauth; the author wrote it",
         ] {
             assert_eq!(clean(text), text);
         }
@@ -878,6 +1033,13 @@ mod tests {
             "Pass",
             "pass<b></b>word",
             "sessionToken",
+            "DB_PWD",
+            "auth",
+            "basic_auth",
+            "privkey",
+            "jwt",
+            "bearer",
+            "AccountKey",
         ] {
             assert!(is_secret_key(key), "{key}");
         }
@@ -891,6 +1053,9 @@ mod tests {
             "passthrough",
             "keyboard_layout",
             "duration_ms",
+            "auth_method",
+            "author",
+            "oauth_provider",
         ] {
             assert!(!is_secret_key(key), "{key}");
         }
