@@ -44,13 +44,18 @@ impl fmt::Display for OrgId {
 pub struct UserId(String);
 
 impl UserId {
-    /// Any printable text up to 128 characters (emails, UUIDs, `auth0|123`), no control characters.
+    /// Any printable text up to 128 characters (emails, UUIDs, `auth0|123`): no control or
+    /// invisible formatting characters, no space at either end, so no id can pass for another
+    /// where it is shown (`al\u{202e}ice` displays reversed, `alice ` as `alice`).
     pub fn parse(raw: &str) -> Result<Self, String> {
         if raw.is_empty() || raw.chars().count() > MAX_USER_ID_LEN {
             return Err(format!("must be 1 to {MAX_USER_ID_LEN} characters"));
         }
-        if raw.chars().any(char::is_control) {
-            return Err("must not contain control characters".into());
+        if raw.chars().any(is_invisible) {
+            return Err("must not contain control or invisible formatting characters".into());
+        }
+        if raw.trim() != raw {
+            return Err("must not begin or end with a space".into());
         }
         Ok(Self(raw.to_owned()))
     }
@@ -58,6 +63,19 @@ impl UserId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Control characters and Unicode's format characters (category Cf: bidirectional overrides
+/// and isolates, zero-width spaces and joiners, the byte order mark, tags), which change how
+/// text around them is shown without being seen.
+pub fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{ad}' | '\u{600}'..='\u{605}' | '\u{61c}' | '\u{6dd}' | '\u{70f}' | '\u{890}'..='\u{891}'
+            | '\u{8e2}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}'
+            | '\u{110bd}' | '\u{110cd}' | '\u{13430}'..='\u{1343f}' | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}' | '\u{e0001}' | '\u{e0020}'..='\u{e007f}')
 }
 
 impl fmt::Display for UserId {
@@ -144,6 +162,21 @@ mod tests {
         assert!(UserId::parse("auth0|123").is_ok());
         assert!(UserId::parse("").is_err());
         assert!(UserId::parse("bob\nadmin").is_err());
+        // Ids that would pass for another where they are shown.
+        for lookalike in [
+            "al\u{202e}ecila",
+            "alice\u{200b}",
+            "\u{feff}alice",
+            "alice ",
+            " ",
+            "\u{2066}bob",
+        ] {
+            assert!(UserId::parse(lookalike).is_err(), "{lookalike:?}");
+        }
+        assert!(
+            UserId::parse("Zoë Müller").is_ok(),
+            "spaces inside and accents are fine"
+        );
         assert!(UserId::parse(&"u".repeat(MAX_USER_ID_LEN + 1)).is_err());
     }
 }

@@ -41,6 +41,8 @@ pub enum AuthError {
     BadClaim { claim: &'static str, problem: String },
     #[error("Token header has no key id (kid)")]
     MissingKeyId,
+    #[error("Token header marks extensions critical (crit); none is understood here")]
+    CriticalExtension,
     #[error("Token signing key is not known")]
     UnknownKey,
     /// The issuer's key server cannot be read: not the client's fault (503).
@@ -195,6 +197,7 @@ impl Authenticator {
     /// Verifies a token against the issuer's key set; its size was checked by the caller.
     async fn verify_with_jwks(&self, jwks: &Jwks, token: &str) -> Result<jsonwebtoken::TokenData<Claims>, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| map_jwt_error(e.kind()))?;
+        refuse_critical_extensions(token)?;
         if !self.validation.algorithms.contains(&header.alg) {
             return Err(AuthError::WrongAlgorithm);
         }
@@ -250,9 +253,26 @@ fn caller(data: jsonwebtoken::TokenData<Claims>) -> Result<Caller, AuthError> {
     Ok(Caller { org, user, role })
 }
 
+/// RFC 7515 §4.1.11: a verifier must refuse a token whose header lists extensions in `crit`
+/// that it does not understand, and this one understands none. (`jsonwebtoken` ignores header
+/// fields it does not know, so the header is read here.) A header that is not base64url JSON is
+/// left for the verification to refuse.
+fn refuse_critical_extensions(token: &str) -> Result<(), AuthError> {
+    use base64::Engine;
+    let encoded = token.split('.').next().unwrap_or_default();
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded) else {
+        return Ok(());
+    };
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes) {
+        Ok(header) if header.contains_key("crit") => Err(AuthError::CriticalExtension),
+        _ => Ok(()),
+    }
+}
+
 impl Authenticator {
     /// Tries the current key, then the previous one; only a bad signature moves on to the next.
     fn decode(&self, token: &str) -> Result<jsonwebtoken::TokenData<Claims>, AuthError> {
+        refuse_critical_extensions(token)?;
         for key in &self.keys {
             match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
                 Ok(data) => return Ok(data),
@@ -431,12 +451,31 @@ mod tests {
 
     #[test]
     fn alg_none_is_refused() {
-        use base64_url as b64;
-        let header = b64::encode(br#"{"alg":"none","typ":"JWT"}"#);
-        let payload = b64::encode(claims().to_string().as_bytes());
+        let header = b64(br#"{"alg":"none","typ":"JWT"}"#);
+        let payload = b64(claims().to_string().as_bytes());
         for token in [format!("{header}.{payload}."), format!("{header}.{payload}")] {
             assert!(hs256().verify(&token).is_err(), "{token}");
         }
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn a_token_with_critical_extensions_is_refused_though_its_signature_is_good() {
+        // GIVEN a token signed with the right secret whose header marks an extension critical
+        let signed = |header: &str| {
+            let message = format!("{}.{}", b64(header.as_bytes()), b64(claims().to_string().as_bytes()));
+            let key = EncodingKey::from_secret(SECRET.as_bytes());
+            let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).unwrap();
+            format!("{message}.{signature}")
+        };
+        let critical = signed(r#"{"alg":"HS256","typ":"JWT","crit":["exp-policy"],"exp-policy":1}"#);
+        // THEN it is refused, and the same token without `crit` is accepted
+        assert_eq!(hs256().verify(&critical), Err(AuthError::CriticalExtension));
+        assert!(hs256().verify(&signed(r#"{"alg":"HS256","typ":"JWT"}"#)).is_ok());
     }
 
     #[test]
@@ -449,11 +488,9 @@ mod tests {
     fn a_tampered_payload_is_refused() {
         let token = sign_hs(&claims(), SECRET);
         let mut parts: Vec<&str> = token.split('.').collect();
-        let forged = base64_url::encode(
-            json!({"sub": "alice", "org_id": "victim", "exp": now() + 600})
-                .to_string()
-                .as_bytes(),
-        );
+        let forged = b64(json!({"sub": "alice", "org_id": "victim", "exp": now() + 600})
+            .to_string()
+            .as_bytes());
         parts[1] = &forged;
         assert_eq!(hs256().verify(&parts.join(".")), Err(AuthError::Invalid));
     }
@@ -674,7 +711,7 @@ mod tests {
         forged_signature.push(if last == 'A' { 'B' } else { 'A' });
         let (header, rest) = token.split_once('.').unwrap();
         let (_, signature) = rest.split_once('.').unwrap();
-        let admin = base64_url::encode(
+        let admin = b64(
             json!({"sub": "alice", "org_id": "acme", "role": "admin", "exp": now() + 600})
                 .to_string()
                 .as_bytes(),
@@ -724,23 +761,5 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(err.variable, "JWT_PUBLIC_KEY");
-    }
-
-    mod base64_url {
-        // Tiny helper so the alg:none test can hand-craft a token without another crate.
-        pub fn encode(bytes: &[u8]) -> String {
-            const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-            let mut out = String::new();
-            for chunk in bytes.chunks(3) {
-                let n = chunk
-                    .iter()
-                    .enumerate()
-                    .fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
-                for i in 0..=chunk.len() {
-                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                }
-            }
-            out
-        }
     }
 }

@@ -359,11 +359,11 @@ pub(crate) fn derive(parts: &[&str]) -> Uuid {
 }
 
 /// What a Claude Code id (`session_id`, `tool_use_id`, ...) must be, wherever it arrives.
-pub const CLAUDE_ID_RULE: &str = "Must be 1 to 200 characters without control characters";
+pub const CLAUDE_ID_RULE: &str = "Must be 1 to 200 characters without control or invisible formatting characters";
 
 /// Whether `id` follows [`CLAUDE_ID_RULE`].
 pub fn is_claude_id(id: &str) -> bool {
-    !id.is_empty() && id.chars().count() <= MAX_ID_CHARS && !id.chars().any(char::is_control)
+    !id.is_empty() && id.chars().count() <= MAX_ID_CHARS && !id.chars().any(crate::domain::ids::is_invisible)
 }
 
 fn id_field(map: &Map<String, Value>, name: &str, required: bool, errors: &mut Vec<FieldError>) -> Option<String> {

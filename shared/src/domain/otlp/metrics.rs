@@ -276,7 +276,8 @@ mod tests {
         assert_eq!(read.refused.count, 4, "{:?}", read.refused);
         let message = read.refused.message();
         assert!(
-            message.contains("implausibly large") && message.contains("without control characters"),
+            message.contains("implausibly large")
+                && message.contains("without control or invisible formatting characters"),
             "{message}"
         );
         assert!(message.contains("sessions in one export"), "{message}");
