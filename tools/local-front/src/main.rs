@@ -36,7 +36,26 @@ fn main() {
     runtime.block_on(run(args));
 }
 
+/// What `local-front --help` prints. Every command but `serve` (which `make dev` runs) reads the
+/// stack's settings from the environment: `set -a; . .local/stack.env; set +a` first.
+const USAGE: &str = "usage: local-front <command>
+  serve                     the local stack's HTTP and WebSocket front (make dev runs it)
+  provision                 create the tables and queues of the local stack
+  token [--org ORG] [--user USER] [--role admin|member] [--hours N]
+                            print a JWT signed with JWT_SECRET (default demo, dev-user, member, 24 h)
+  watch [token options]     print the live updates a token of those options sees, one JSON line each
+  key create|list|revoke    manage API keys in the keys table (local-front key for its options)
+  invoke <function> [--env FILE]
+                            run a scheduled function now (session-reaper, retention, alerts)
+  webhook-receiver --port PORT --secret SECRET
+                            print the alert webhooks it receives and whether their signature verifies
+Load the stack's settings first: set -a; . .local/stack.env; set +a";
+
 async fn run(args: Vec<String>) {
+    if args.iter().any(|a| matches!(a.as_str(), "--help" | "-h" | "help")) {
+        println!("{USAGE}");
+        return;
+    }
     let result = match args.first().map(String::as_str) {
         None | Some("serve") => serve().await,
         Some("provision") => provision_stack().await,
@@ -45,9 +64,7 @@ async fn run(args: Vec<String>) {
         Some("key") => local_front::keys::run(&args[1..]).await.map(|out| println!("{out}")),
         Some("invoke") => invoke(&args[1..]).await,
         Some("webhook-receiver") => local_front::webhook_receiver::run(&args[1..]).await,
-        Some(other) => Err(format!(
-            "unknown command {other:?}; expected serve, provision, token, watch, key, invoke or webhook-receiver"
-        )),
+        Some(other) => Err(format!("unknown command {other:?}\n{USAGE}")),
     };
     if let Err(message) = result {
         eprintln!("local-front: {message}");
