@@ -6,6 +6,7 @@ use http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
 use shared::app::keys::{KeyAdmin, admin_only, created, issue};
 use shared::domain::api_keys::request::NewKeyRequest;
+use shared::http::api::{no_parameters, query_parameters};
 
 /// What this function builds once per container: the pipeline and the key store.
 pub type State = KeyAdmin;
@@ -17,6 +18,7 @@ pub async fn handle(state: &KeyAdmin, req: Request) -> Result<Response<Body>, Er
         .api
         .handle_json(&req, ROUTE, StatusCode::CREATED, async |caller, body| {
             admin_only(&caller)?;
+            no_parameters(&query_parameters(&req))?;
             let now = chrono::Utc::now();
             let request = NewKeyRequest::from_json(&body, now)?;
             let (key, info) = issue(state.keys.as_ref(), &caller, &request, now).await?;

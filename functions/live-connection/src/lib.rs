@@ -21,9 +21,8 @@ use shared::adapters::dynamodb::DynamoRateLimiter;
 use shared::adapters::dynamodb::connections::DynamoConnections;
 use shared::app::FromEnv;
 use shared::config::{ConfigError, DynamoDbConfig, Env, OnStoreError, RateLimitConfig};
-use shared::domain::ids::UserId;
 use shared::http::auth::Authenticator;
-use shared::ports::live::{Connection, Connections, Listed};
+use shared::ports::live::{Connection, Connections, OpenConnections};
 use shared::ports::rate_limit::RateLimiter;
 use shared::ports::settings::SettingsSource;
 
@@ -108,9 +107,9 @@ async fn connect(
         return refused;
     }
     let org_cap = settings.live.max_connections as usize;
-    match state.connections.of_org(&caller.org).await {
-        Ok(listed) => {
-            if let Some(refusal) = at_a_cap(&listed, &caller.user, org_cap, state.per_user_cap) {
+    match state.connections.open_count(&caller.org, &caller.user).await {
+        Ok(open) => {
+            if let Some(refusal) = at_a_cap(open, org_cap, state.per_user_cap) {
                 tracing::info!(connection = connection_id, org = %caller.org, user = %caller.user, refusal, "WebSocket connection refused: connection cap");
                 return answer(429, &refusal);
             }
@@ -171,19 +170,14 @@ async fn rate_limit(
     }
 }
 
-/// Why one more connection of `user` would be one too many, if it would: the organization's
-/// open (unexpired) connections are at `org_cap`, or the user's own at `user_cap`.
-fn at_a_cap(listed: &[Listed], user: &UserId, org_cap: usize, user_cap: usize) -> Option<String> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs() as i64);
-    let open: Vec<&Listed> = listed.iter().filter(|c| !c.expired(now)).collect();
-    let users = open.iter().filter(|c| c.user.as_deref() == Some(user.as_str())).count();
-    if open.len() >= org_cap {
+/// Why one more connection would be one too many, if it would: the organization's open
+/// connections are at `org_cap`, or the user's own at `user_cap`.
+fn at_a_cap(open: OpenConnections, org_cap: usize, user_cap: usize) -> Option<String> {
+    if open.organization >= org_cap {
         Some(format!(
             "Too many open connections for this organization (at most {org_cap})"
         ))
-    } else if users >= user_cap {
+    } else if open.user >= user_cap {
         Some(format!("Too many open connections for this user (at most {user_cap})"))
     } else {
         None

@@ -6,6 +6,7 @@
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
 use shared::app::settings::{SettingsAdmin, Write};
+use shared::http::api::{no_parameters, query_parameters};
 
 /// What this function builds once per container: the pipeline and the settings store.
 pub type State = SettingsAdmin;
@@ -16,6 +17,7 @@ pub async fn handle(state: &SettingsAdmin, req: Request) -> Result<Response<Body
     Ok(state
         .api
         .handle_json(&req, ROUTE, StatusCode::OK, async |caller, body| {
+            no_parameters(&query_parameters(&req))?;
             state.write(&caller, &body, Write::Merge).await
         })
         .await)
@@ -23,6 +25,7 @@ pub async fn handle(state: &SettingsAdmin, req: Request) -> Result<Response<Body
 
 #[cfg(test)]
 mod tests {
+    use lambda_http::RequestExt;
     use serde_json::{Value, json};
     use shared::domain::ids::OrgId;
     use shared::fakes::{a_settings_admin, error_fields, parts, token_as, with_bearer};
@@ -63,6 +66,26 @@ mod tests {
             kept.overrides,
             json!({"data_retention": {}, "performance": {"concurrent_requests": 2}})
         );
+    }
+
+    #[tokio::test]
+    async fn a_parameter_the_route_does_not_take_is_refused_and_nothing_is_stored() {
+        // GIVEN an admin who believes `dry_run` is honoured
+        let (state, stored) = a_settings_admin();
+        let query = lambda_http::aws_lambda_events::query_map::QueryMap::from(std::collections::HashMap::from([(
+            "dry_run".to_owned(),
+            "true".to_owned(),
+        )]));
+        let body = json!({"otlp": {"enabled": false}});
+        let req = with_bearer(EVENT, &token_as("acme", "lead", "admin"), &body).with_query_string_parameters(query);
+        // WHEN the patch is sent with it THEN it is a 400 naming it, and nothing is stored
+        let (status, answer) = parts(handle(&state, req).await.unwrap());
+        assert_eq!(
+            (status, error_fields(&answer)),
+            (400, vec!["dry_run".to_owned()]),
+            "{answer}"
+        );
+        assert!(stored.get(&OrgId::parse("acme").unwrap()).await.unwrap().is_none());
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
 use shared::app::settings::{SettingsAdmin, Write};
+use shared::http::api::{no_parameters, query_parameters};
 
 /// What this function builds once per container: the pipeline and the settings store.
 pub type State = SettingsAdmin;
@@ -16,6 +17,7 @@ pub async fn handle(state: &SettingsAdmin, req: Request) -> Result<Response<Body
     Ok(state
         .api
         .handle_json(&req, ROUTE, StatusCode::OK, async |caller, body| {
+            no_parameters(&query_parameters(&req))?;
             state.write(&caller, &body, Write::Replace).await
         })
         .await)

@@ -483,7 +483,8 @@ mod tests {
             .await
             .unwrap();
         connected(&live.connections, "open", "acme").await;
-        assert_eq!(live.connections.open_count(&viewer.org).await.unwrap(), 1);
+        let open = live.connections.open_count(&viewer.org, &viewer.user).await.unwrap();
+        assert_eq!(open.organization, 1);
         // WHEN a message is delivered to acme
         let report = live.broadcaster.deliver(&viewer.org, &serde_json::json!({})).await;
         // THEN only the open connection got it; the expired one was closed and removed

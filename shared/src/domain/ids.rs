@@ -44,20 +44,32 @@ impl fmt::Display for OrgId {
 pub struct UserId(String);
 
 impl UserId {
-    /// Any printable text up to 128 characters (emails, UUIDs, `auth0|123`): no control or
-    /// invisible formatting characters, no space at either end, so no id can pass for another
-    /// where it is shown (`al\u{202e}ice` displays reversed, `alice ` as `alice`).
+    /// Any printable text up to 128 characters (emails, UUIDs, `auth0|123`), no control
+    /// characters: what may be stored and looked up (erasure, `user=`), so the data of an id
+    /// accepted before [`UserId::parse_identity`] existed stays reachable.
     pub fn parse(raw: &str) -> Result<Self, String> {
         if raw.is_empty() || raw.chars().count() > MAX_USER_ID_LEN {
             return Err(format!("must be 1 to {MAX_USER_ID_LEN} characters"));
         }
+        if raw.chars().any(char::is_control) {
+            return Err("must not contain control characters".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// An id entering as an identity (a token's `sub`, a new key's `user_id`): also no
+    /// invisible formatting characters and no space at either end, which would let it be shown
+    /// as another (`al\u{202e}ecila` displays as `alice` reversed, `alice ` as `alice`).
+    /// Look-alike letters of other scripts are not caught.
+    pub fn parse_identity(raw: &str) -> Result<Self, String> {
+        let id = Self::parse(raw)?;
         if raw.chars().any(is_invisible) {
-            return Err("must not contain control or invisible formatting characters".into());
+            return Err("must not contain invisible formatting characters".into());
         }
         if raw.trim() != raw {
             return Err("must not begin or end with a space".into());
         }
-        Ok(Self(raw.to_owned()))
+        Ok(id)
     }
 
     pub fn as_str(&self) -> &str {
@@ -162,7 +174,8 @@ mod tests {
         assert!(UserId::parse("auth0|123").is_ok());
         assert!(UserId::parse("").is_err());
         assert!(UserId::parse("bob\nadmin").is_err());
-        // Ids that would pass for another where they are shown.
+        // Ids that would pass for another where they are shown: no new identity, but stored
+        // data of such an id stays reachable.
         for lookalike in [
             "al\u{202e}ecila",
             "alice\u{200b}",
@@ -171,10 +184,11 @@ mod tests {
             " ",
             "\u{2066}bob",
         ] {
-            assert!(UserId::parse(lookalike).is_err(), "{lookalike:?}");
+            assert!(UserId::parse_identity(lookalike).is_err(), "{lookalike:?}");
+            assert!(UserId::parse(lookalike).is_ok(), "{lookalike:?}");
         }
         assert!(
-            UserId::parse("Zoë Müller").is_ok(),
+            UserId::parse_identity("Zoë Müller").is_ok(),
             "spaces inside and accents are fine"
         );
         assert!(UserId::parse(&"u".repeat(MAX_USER_ID_LEN + 1)).is_err());

@@ -112,18 +112,8 @@ impl Api {
         route: &'static str,
         work: impl AsyncFnOnce(Caller, Vec<(String, String)>) -> Result<Value, ApiError>,
     ) -> Response<Body> {
-        // Sorted by name, so problems are reported in a stable order.
         let read = |req: &Request| {
-            let mut params: Vec<(String, String)> = req
-                .query_string_parameters_ref()
-                .map(|query| {
-                    query
-                        .iter()
-                        .map(|(name, value)| (name.to_owned(), value.to_owned()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            params.sort();
+            let params = query_parameters(req);
             // `limit=5&limit=6` has no one meaning: refuse it rather than pick one.
             let mut repeated: Vec<_> = params
                 .windows(2)
@@ -273,6 +263,22 @@ pub fn authenticator(env: &Env, aws: &SdkConfig) -> Result<Authenticator, Config
     let keys = ApiKeyConfig::from_env(env)?;
     let store = Arc::new(DynamoApiKeys::new(aws, &keys)?);
     Ok(Authenticator::new(&AuthConfig::from_env(env)?)?.with_api_keys(ApiKeyAuth::new(store, keys.cache_ttl)))
+}
+
+/// The request's query string parameters, sorted by name so that problems are reported in a
+/// stable order.
+pub fn query_parameters(req: &Request) -> Vec<(String, String)> {
+    let mut params: Vec<(String, String)> = req
+        .query_string_parameters_ref()
+        .map(|query| {
+            query
+                .iter()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    params.sort();
+    params
 }
 
 /// Refuses any query string parameter, for the routes that take none: a parameter they would

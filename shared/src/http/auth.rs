@@ -242,7 +242,7 @@ fn caller(data: jsonwebtoken::TokenData<Claims>) -> Result<Caller, AuthError> {
     let org = string_claim("org_id", data.claims.org_id)
         .and_then(|raw| OrgId::parse(&raw).map_err(|problem| bad("org_id", problem)))?;
     let user = string_claim("sub", data.claims.sub)
-        .and_then(|raw| UserId::parse(&raw).map_err(|problem| bad("sub", problem)))?;
+        .and_then(|raw| UserId::parse_identity(&raw).map_err(|problem| bad("sub", problem)))?;
     let role = match data.claims.role {
         None => Role::Member,
         Some(raw) => {

@@ -77,11 +77,24 @@ pub trait Connections: Send + Sync {
     /// eventually): the caller skips them, and a delivery closes them.
     async fn of_org(&self, org: &OrgId) -> Result<Vec<Listed>, LiveError>;
 
-    /// How many of the organization's connections have not expired.
-    async fn open_count(&self, org: &OrgId) -> Result<usize, LiveError> {
+    /// How many of the organization's connections have not expired, and how many of them are
+    /// `user`'s (the two caps of a `$connect`).
+    async fn open_count(&self, org: &OrgId, user: &UserId) -> Result<OpenConnections, LiveError> {
         let now = chrono::Utc::now().timestamp();
-        Ok(self.of_org(org).await?.iter().filter(|c| !c.expired(now)).count())
+        let listed = self.of_org(org).await?;
+        let open: Vec<&Listed> = listed.iter().filter(|c| !c.expired(now)).collect();
+        Ok(OpenConnections {
+            organization: open.len(),
+            user: open.iter().filter(|c| c.user.as_deref() == Some(user.as_str())).count(),
+        })
     }
+}
+
+/// Unexpired connections of an organization, and of one of its users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenConnections {
+    pub organization: usize,
+    pub user: usize,
 }
 
 /// What became of one message sent to one connection.

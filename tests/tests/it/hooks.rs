@@ -321,9 +321,19 @@ async fn tool_uses_arriving_together_are_all_counted_in_their_session() {
         for send in sends {
             assert_eq!(send.await.unwrap(), 204);
         }
+        // THEN the session counts every one of them already (the end below recounts too)
+        let counted = scalar(
+            &given,
+            &format!(
+                "SELECT commands_executed::bigint FROM \"org_acme\".user_sessions \
+                 WHERE context->>'claude_session_id' = 'parallel-{session}'"
+            ),
+        )
+        .await;
+        assert_eq!(counted, TOOL_USES as i64, "session {session} before its end");
         assert_eq!(post(addr, &bearer, &event(session, "SessionEnd", None)).await.0, 204);
     }
-    // THEN every session counts every one of its tool uses
+    // AND after its end, every session still counts every one of its tool uses
     let rows = given
         .db()
         .await

@@ -299,9 +299,12 @@ async fn the_connections_table_finds_an_organizations_open_connections() {
         .map(|c| c.id.as_str())
         .collect();
     assert_eq!(open, ["a1", "a2"], "and told apart by their expiry");
-    assert_eq!(connections.open_count(&acme).await.unwrap(), 2);
+    let viewer = viewer_of("acme").user;
+    let open = connections.open_count(&acme, &viewer).await.unwrap();
+    assert_eq!((open.organization, open.user), (2, 2));
     connections.remove("a1").await.unwrap();
-    assert_eq!(connections.open_count(&acme).await.unwrap(), 1);
+    let open = connections.open_count(&acme, &viewer).await.unwrap();
+    assert_eq!((open.organization, open.user), (1, 1));
 
     let ttl = dynamo()
         .await

@@ -52,7 +52,10 @@ const USAGE: &str = "usage: local-front <command>
 Load the stack's settings first: set -a; . .local/stack.env; set +a";
 
 async fn run(args: Vec<String>) {
-    if args.iter().any(|a| matches!(a.as_str(), "--help" | "-h" | "help")) {
+    if args
+        .first()
+        .is_some_and(|a| matches!(a.as_str(), "--help" | "-h" | "help"))
+    {
         println!("{USAGE}");
         return;
     }

@@ -626,7 +626,8 @@ fn taken_ids_statement(schema: &str) -> String {
 
 /// Keeps a hook event once (`$1` id, `$2` organization, `$3` user, `$4` session, `$5` event,
 /// `$6` correlation, `$7` payload, `$8` partner id) and answers, in the same round trip, when it
-/// and its partner were received and how many tool uses its session has.
+/// and its partner were received. (Its session's tool uses are counted by the session's write,
+/// `session_change`, which can see the events kept beside this one.)
 pub(super) fn hook_event_statement(schema: &str) -> String {
     let table = format!("{schema}.hook_events");
     format!(

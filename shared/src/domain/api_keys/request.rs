@@ -64,7 +64,7 @@ fn user_id(fields: &mut Fields, value: Option<&Value>) -> Option<UserId> {
             fields.error("user_id", "Required");
             None
         }
-        Some(Value::String(raw)) => UserId::parse(raw)
+        Some(Value::String(raw)) => UserId::parse_identity(raw)
             .map_err(|problem| fields.error("user_id", format!("Must be a user id: {problem}")))
             .ok(),
         Some(_) => {

@@ -8,10 +8,12 @@
 //! - inside strings, the secrets found by gitleaks' rule set ([`gitleaks`], ~220 token shapes:
 //!   cloud keys, GitHub, GitLab, Stripe, Slack, ...) and by our own context rules: `Bearer`/`Basic`
 //!   credentials, `NAME=value` assignments, `--flag value` options and `name: value` pairs whose
-//!   name mentions a secret, credentials in URLs, private key blocks, and command lines gitleaks
-//!   does not cover (`mysql -pSECRET`, `curl -u user:pass`, `docker login -p`, `aws configure set
-//!   aws_secret_access_key …`, npm `_authToken`). Only the secret is replaced, so the command
-//!   stays readable (`export GITHUB_TOKEN=[REDACTED]`).
+//!   name mentions a secret, credentials in URLs (also `:pass@` and a token as the user), private
+//!   key blocks, and command lines gitleaks does not cover (`mysql -pSECRET`, `curl -u user:pass`
+//!   and `-u KEY:`, `docker login -p` and `echo … | docker login --password-stdin`, `sshpass -p`,
+//!   `az login -p`, `htpasswd -b`, `.netrc` lines, `aws configure set aws_secret_access_key …`,
+//!   an AWS secret key beside its key id, npm `_authToken`). Only the secret is replaced, so the
+//!   command stays readable (`export GITHUB_TOKEN=[REDACTED]`).
 //!
 //! Every rule runs on the original text and yields byte ranges, merged and replaced in one pass.
 //! One Aho-Corasick automaton over every rule's keywords picks the rules worth running, so most
@@ -112,17 +114,18 @@ static CONTEXT_RULES: LazyLock<Vec<ContextRule>> = LazyLock::new(|| {
             |caps| caps.get(2).is_none_or(|user| user.as_str().bytes().any(|b| b.is_ascii_digit())),
         ),
         (
+            // `pwd` in a URL's query (`pass=` and `password=` are assignments, above).
             "url-query-password",
-            r#"(?i)[?&;](?:pwd|passwd|pass)=([^&\s#'"]+)"#.to_owned(),
+            r#"[?&]pwd=([^&\s#'"]+)"#.to_owned(),
             1,
-            &["pwd=", "pass="],
+            &["pwd="],
             always,
         ),
         (
-            // An AWS secret access key (40 characters of base64) after its key id, or after its
-            // variable's name without `=` (a prompt, a table).
+            // An AWS secret access key (a whole run of 40 base64 characters) up to 200 characters
+            // after its key id, or right after its variable's name without `=` (a prompt, a table).
             "aws-secret-access-key",
-            r"(?i)(?:\bAKIA[0-9A-Z]{16}\b[^\n]{0,200}?|\b(?:aws)_secret_access_key[\x22']?\s+)(?:^|[^A-Za-z0-9/+])?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)".to_owned(),
+            r"(?:\bAKIA[0-9A-Z]{16}\b[^\n]{0,200}?[^A-Za-z0-9/+]|(?i:\b(?:aws)_secret_access_key)[\x22']?\s+)([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)".to_owned(),
             1,
             // (`(?:aws)_`, and no such keyword: the layer check reads `aws_` as the SDK's crates.)
             &["akia", "secret_access_key"],
@@ -191,14 +194,20 @@ static CONTEXT_RULES: LazyLock<Vec<ContextRule>> = LazyLock::new(|| {
             |caps| !caps[1].starts_with('-'),
         ),
         (
-            // `htpasswd -b FILE USER PASSWORD`, or `-nb USER PASSWORD` (no file).
-            "htpasswd-batch",
-            format!(
-                r"(?i)\bhtpasswd\s+(?:(?:-\S+\s+)*-(?-i:\S*n\S*b\S*|\S*b\S*n\S*)\s+(?:-\S+\s+)*[^\s-]\S*|(?:-\S+\s+)*-(?-i:\S*b\S*)\s+(?:-\S+\s+)*[^\s-]\S*\s+\S+)\s+({VALUE})"
-            ),
-            1,
+            // `htpasswd -b FILE USER PASSWORD` (options anywhere before, `-C 10` with its value).
+            "htpasswd-batch-file",
+            format!(r"\bhtpasswd\s+({HTPASSWD_OPTIONS})[^\s-]\S*\s+\S+\s+({VALUE})"),
+            2,
             &["htpasswd"],
-            always,
+            |caps| htpasswd_flags(&caps[1], "b", "n"),
+        ),
+        (
+            // `htpasswd -nb USER PASSWORD`: no file, the hash goes to standard output.
+            "htpasswd-batch-stdout",
+            format!(r"\bhtpasswd\s+({HTPASSWD_OPTIONS})[^\s-]\S*\s+({VALUE})"),
+            2,
+            &["htpasswd"],
+            |caps| htpasswd_flags(&caps[1], "bn", ""),
         ),
         (
             // `echo PASSWORD | docker login --password-stdin`.
@@ -215,14 +224,6 @@ static CONTEXT_RULES: LazyLock<Vec<ContextRule>> = LazyLock::new(|| {
             format!(r"(?i)\bmachine\s+\S+\s+login\s+\S+\s+password\s+({VALUE})"),
             1,
             &["machine"],
-            always,
-        ),
-        (
-            // A `.pgpass` line (`host:port:database:user:password`) where `.pgpass` is named.
-            "pgpass-line",
-            r#"(?:^|[\s'"])[^\s:'"]+:(?:\d+|\*):[^\s:'"]+:[^\s:'"]+:([^\s'"]+)"#.to_owned(),
-            1,
-            &["pgpass"],
             always,
         ),
         (
@@ -270,6 +271,18 @@ static CONTEXT_RULES: LazyLock<Vec<ContextRule>> = LazyLock::new(|| {
         })
         .collect()
 });
+
+/// `htpasswd` options before its arguments: flag clusters, `-C`/`-r` with their number.
+const HTPASSWD_OPTIONS: &str = r"(?:(?:-[A-Za-z]*[Cr]\s+\d+|-\S+)\s+)+";
+
+/// Whether `htpasswd` options hold every flag of `all` and none of `none` (`-nbB`, `-b -C 10`).
+fn htpasswd_flags(options: &str, all: &str, none: &str) -> bool {
+    let flags: String = options
+        .split_whitespace()
+        .filter_map(|option| option.strip_prefix('-'))
+        .collect();
+    all.chars().all(|c| flags.contains(c)) && !none.chars().any(|c| flags.contains(c))
+}
 
 /// A pattern and, once needed, its compiled form.
 struct LazyPattern(String, OnceLock<Regex>);
@@ -827,6 +840,20 @@ mod tests {
                 "htpasswd -b /etc/nginx/.htpasswd alice [REDACTED]",
             ),
             ("htpasswd -nbB alice S3cretPw", "htpasswd -nbB alice [REDACTED]"),
+            ("htpasswd -nbBC 10 admin S3cretPw", "htpasswd -nbBC 10 admin [REDACTED]"),
+            (
+                // A longer run after a key id is a hash, not a secret key: it stays whole.
+                "AKIAABCDEFGHIJKLMNOP signed 3f2a9c1e5b7d4a6f8e0c2b4d6f8a0c1e3f2a9c1e5b7d4a6f8e0c2b4d6f8a0c1e",
+                "[REDACTED] signed 3f2a9c1e5b7d4a6f8e0c2b4d6f8a0c1e3f2a9c1e5b7d4a6f8e0c2b4d6f8a0c1e",
+            ),
+            (
+                "htpasswd -bBC 10 .htpasswd alice S3cretPw",
+                "htpasswd -bBC 10 .htpasswd alice [REDACTED]",
+            ),
+            (
+                "htpasswd -B -C 10 -b users.htpasswd alice S3cretPw",
+                "htpasswd -B -C 10 -b users.htpasswd alice [REDACTED]",
+            ),
             (
                 "echo S3cretPw | docker login --password-stdin -u bob ghcr.io",
                 "echo [REDACTED] | docker login --password-stdin -u bob ghcr.io",
@@ -834,10 +861,6 @@ mod tests {
             (
                 "printf 'machine api.example.com login bob password S3cretPw' > ~/.netrc",
                 "printf 'machine api.example.com login bob password [REDACTED]' > ~/.netrc",
-            ),
-            (
-                "echo 'db.internal:5432:app:bob:S3cretPw' >> ~/.pgpass",
-                "echo 'db.internal:5432:app:bob:[REDACTED]' >> ~/.pgpass",
             ),
             (
                 "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=c2VjcmV0S2V5VmFsdWU=;EndpointSuffix=core.windows.net",
@@ -939,6 +962,7 @@ mod tests {
             "az login --use-device-code",
             "htpasswd -D .htpasswd alice",
             "the auth_method is oauth; the author wrote it",
+            "cd x;PWD=/tmp make",
         ] {
             assert_eq!(clean(text), text);
         }
