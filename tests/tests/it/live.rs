@@ -502,6 +502,23 @@ async fn an_organization_at_its_connection_cap_is_refused_until_one_closes() {
 }
 
 #[tokio::test]
+async fn a_user_at_their_connection_cap_is_refused_while_colleagues_still_connect() {
+    // GIVEN a cap of two open connections per user, and mallory holding two
+    let (app, addr) = TestApp::spawn_live(&[("LIVE_MAX_CONNECTIONS_PER_USER", "2")]).await;
+    let table = table_of(&app);
+    let _first = member(addr, "acme", "mallory").await;
+    let _second = member(addr, "acme", "mallory").await;
+    // WHEN mallory opens a third THEN it is refused with 429, and nothing is kept for it
+    let refused = open(addr, &format!("?token={}", token("acme", "mallory"))).await;
+    assert_eq!(refused_status(refused), 429);
+    assert_eq!(connection_items(&table).await.len(), 2);
+    // AND a colleague, and the organization's admin, still connect
+    let _colleague = member(addr, "acme", "bob").await;
+    let _admin = viewer(addr, "acme").await;
+    assert_eq!(connection_items(&table).await.len(), 4);
+}
+
+#[tokio::test]
 async fn an_otlp_export_pushes_one_usage_update_to_its_organization_and_a_retry_none() {
     // GIVEN a dashboard of acme and one of globex
     let (_app, addr) = TestApp::spawn_live(&[]).await;

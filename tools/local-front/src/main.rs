@@ -36,8 +36,9 @@ fn main() {
     runtime.block_on(run(args));
 }
 
-/// What `local-front --help` prints. Every command but `serve` (which `make dev` runs) reads the
-/// stack's settings from the environment: `set -a; . .local/stack.env; set +a` first.
+/// What `local-front --help` prints. The commands but `serve` (which `make dev` runs) and
+/// `invoke` (which reads `.local/stack.env` itself) take the stack's settings from the
+/// environment: `set -a; . .local/stack.env; set +a` first.
 const USAGE: &str = "usage: local-front <command>
   serve                     the local stack's HTTP and WebSocket front (make dev runs it)
   provision                 create the tables and queues of the local stack
@@ -49,7 +50,7 @@ const USAGE: &str = "usage: local-front <command>
                             run a scheduled function now (session-reaper, retention, alerts)
   webhook-receiver --port PORT --secret SECRET
                             print the alert webhooks it receives and whether their signature verifies
-Load the stack's settings first: set -a; . .local/stack.env; set +a";
+Load the stack's settings first (invoke reads them itself): set -a; . .local/stack.env; set +a";
 
 async fn run(args: Vec<String>) {
     if args
