@@ -5,7 +5,8 @@
 //! its cap of open connections (its `live.max_connections` setting, by default
 //! `LIVE_MAX_CONNECTIONS_PER_ORG`: 429) and a user at theirs (`LIVE_MAX_CONNECTIONS_PER_USER`,
 //! so that one member cannot hold every connection of the organization and lock colleagues'
-//! dashboards out: 429), and keeps the connection under the credential's
+//! dashboards out: 429); the last tenth of the organization's cap is kept for its admins, so
+//! that members at their own caps cannot lock an admin out either. It keeps the connection under the credential's
 //! organization until the token or key expires (two hours at most). Any other answer than 200
 //! refuses the handshake and keeps nothing. `$disconnect` forgets the connection.
 
@@ -92,8 +93,11 @@ async fn connect(
     let (caller, token_expires_at) = match state.auth.authenticate_until(&credentials(request)).await {
         Ok(verified) => verified,
         Err(err) => {
-            tracing::info!(connection = connection_id, error = %err, "WebSocket connection refused");
-            return answer(401, &err.to_string());
+            // As on the HTTP routes: an unreadable key store or key server is a 503 that names
+            // no internal detail, every other refusal a 401 saying why.
+            let refused = shared::http::error::ApiError::from(err);
+            tracing::info!(connection = connection_id, error = %refused, "WebSocket connection refused");
+            return answer(i64::from(refused.status().as_u16()), &refused.public_message());
         }
     };
     let settings = match state.settings.effective(&caller.org).await {
@@ -109,7 +113,7 @@ async fn connect(
     let org_cap = settings.live.max_connections as usize;
     match state.connections.open_count(&caller.org, &caller.user).await {
         Ok(open) => {
-            if let Some(refusal) = at_a_cap(open, org_cap, state.per_user_cap) {
+            if let Some(refusal) = at_a_cap(open, org_cap, state.per_user_cap, caller.is_admin()) {
                 tracing::info!(connection = connection_id, org = %caller.org, user = %caller.user, refusal, "WebSocket connection refused: connection cap");
                 return answer(429, &refusal);
             }
@@ -171,11 +175,18 @@ async fn rate_limit(
 }
 
 /// Why one more connection would be one too many, if it would: the organization's open
-/// connections are at `org_cap`, or the user's own at `user_cap`.
-fn at_a_cap(open: OpenConnections, org_cap: usize, user_cap: usize) -> Option<String> {
+/// connections are at `org_cap` (at the part of it open to members, for a member), or the
+/// user's own at `user_cap`.
+fn at_a_cap(open: OpenConnections, org_cap: usize, user_cap: usize, admin: bool) -> Option<String> {
+    let kept_for_admins = org_cap / 10;
     if open.organization >= org_cap {
         Some(format!(
             "Too many open connections for this organization (at most {org_cap})"
+        ))
+    } else if !admin && open.organization >= org_cap - kept_for_admins {
+        Some(format!(
+            "Too many open connections for this organization's members (at most {} of its {org_cap}; the rest are kept for its admins)",
+            org_cap - kept_for_admins
         ))
     } else if open.user >= user_cap {
         Some(format!("Too many open connections for this user (at most {user_cap})"))
@@ -389,6 +400,47 @@ mod tests {
         assert_eq!(status("b1", "boss").await.status_code, 200);
     }
 
+    #[tokio::test]
+    async fn the_last_tenth_of_an_organizations_connections_is_kept_for_its_admins() {
+        // GIVEN an organization capped at 10 connections (users at 3) and members holding 9
+        let (state, connections) = limited_state(1000, 10);
+        let connect = async |id: &str, user: &str, role: Option<&str>| {
+            let mut claims = json!({"sub": user, "org_id": "acme", "exp": chrono_now() + 600});
+            if let Some(role) = role {
+                claims["role"] = json!(role);
+            }
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(shared::config::LOCAL_DEV_SECRET.as_bytes()),
+            )
+            .unwrap();
+            let event = event(CONNECT, |e| {
+                e["requestContext"]["connectionId"] = json!(id);
+                e["queryStringParameters"] = json!({ "token": token });
+            });
+            handle(&state, event).await.unwrap()
+        };
+        for (i, user) in ["a", "a", "a", "b", "b", "b", "c", "c", "c"].iter().enumerate() {
+            assert_eq!(connect(&format!("m{i}"), user, None).await.status_code, 200);
+        }
+        // WHEN another member connects THEN it is refused, saying why
+        let refused = connect("d1", "d", Some("member")).await;
+        assert_eq!(refused.status_code, 429);
+        let Some(Body::Text(body)) = refused.body else {
+            panic!("a body")
+        };
+        assert!(
+            body.contains("members (at most 9 of its 10; the rest are kept for its admins)"),
+            "{body}"
+        );
+        // AND an admin still connects, and then the organization is full for everyone
+        assert_eq!(connect("boss1", "boss", Some("admin")).await.status_code, 200);
+        let full = connect("boss2", "boss", Some("admin")).await;
+        assert_eq!(full.status_code, 429);
+        assert_eq!(connections.all().len(), 10);
+    }
+
     fn event(fixture: &str, edit: impl FnOnce(&mut serde_json::Value)) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
         let mut value: serde_json::Value = serde_json::from_str(fixture).unwrap();
         edit(&mut value);
@@ -471,6 +523,33 @@ mod tests {
             handle(&state, event(DISCONNECT, |_| {})).await.unwrap().status_code,
             200
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_key_store_refuses_the_handshake_with_a_503_naming_nothing_internal() {
+        // GIVEN a key store that cannot be read
+        let keys = Arc::new(shared::fakes::api_keys::InMemoryApiKeys::new());
+        keys.set_unavailable(true);
+        let (mut state, connections) = state();
+        state.auth = state.auth.with_api_keys(shared::http::api_keys::ApiKeyAuth::new(
+            keys,
+            std::time::Duration::from_secs(60),
+        ));
+        // WHEN a key opens a connection
+        let key = format!("mcsk_{}_{}", "a".repeat(32), "b".repeat(64));
+        let response = handle(
+            &state,
+            event(CONNECT, |e| e["queryStringParameters"] = json!({ "token": key })),
+        )
+        .await
+        .unwrap();
+        // THEN it is told to come back, not that it is unauthorized, and learns nothing internal
+        assert_eq!(response.status_code, 503);
+        let Some(Body::Text(body)) = response.body else {
+            panic!("a body")
+        };
+        assert!(!body.contains("in-memory"), "{body}");
+        assert!(connections.all().is_empty());
     }
 
     #[tokio::test]

@@ -85,16 +85,57 @@ impl SqsDeadLetters {
 #[async_trait]
 impl DeadLetters for SqsDeadLetters {
     async fn forward(&self, message_id: &str, body: &str, reason: &str) -> Result<(), QueueUnavailable> {
-        let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
         let call = self
             .client
             .send_message()
             .queue_url(&self.url)
             .message_body(if body.is_empty() { "(empty)" } else { body })
-            .message_attributes("failure_reason", attribute(reason))
-            .message_attributes("original_message_id", attribute(message_id))
-            .message_attributes("failed_at", attribute(chrono::Utc::now().to_rfc3339()))
+            .set_message_attributes(Some(dead_letter_attributes(message_id, reason)))
             .send();
         within(self.timeout, call).await.map(|_| ())
+    }
+}
+
+/// A dead letter's attributes: why it failed (the first [`MAX_REASON_CHARS`] characters), the
+/// message it was and when.
+fn dead_letter_attributes(message_id: &str, reason: &str) -> HashMap<String, MessageAttributeValue> {
+    let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+    HashMap::from([
+        ("failure_reason".to_owned(), attribute(reason)),
+        ("original_message_id".to_owned(), attribute(message_id)),
+        ("failed_at".to_owned(), attribute(chrono::Utc::now().to_rfc3339())),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::batch::{MESSAGE_ATTRIBUTES_RESERVE, Metrics, Source};
+    use crate::domain::ids::{Caller, MAX_ORG_ID_LEN, OrgId, UserId};
+
+    /// What SQS counts of attributes against a message's size: each one's name, data type and
+    /// value.
+    fn counted(attributes: &HashMap<String, MessageAttributeValue>) -> usize {
+        attributes
+            .iter()
+            .map(|(name, value)| name.len() + value.data_type().len() + value.string_value().map_or(0, str::len))
+            .sum()
+    }
+
+    #[test]
+    fn the_largest_attributes_fit_the_room_an_envelope_leaves_them() {
+        let org = OrgId::parse(&"o".repeat(MAX_ORG_ID_LEN)).unwrap();
+        let caller = Caller::member(org, UserId::parse("u").unwrap());
+        let envelope = Envelope::new(&caller, Source::Import, Metrics::default());
+        assert!(counted(&envelope_attributes(&envelope)) <= MESSAGE_ATTRIBUTES_RESERVE);
+        // A dead letter's reason of four-byte characters, past the characters kept
+        let reason = "\u{1F4A5}".repeat(MAX_REASON_CHARS + 10);
+        let message_id = "m".repeat(100);
+        let dead = dead_letter_attributes(&message_id, &reason);
+        assert_eq!(
+            dead["failure_reason"].string_value().unwrap().chars().count(),
+            MAX_REASON_CHARS
+        );
+        assert!(counted(&dead) <= MESSAGE_ATTRIBUTES_RESERVE, "{}", counted(&dead));
     }
 }

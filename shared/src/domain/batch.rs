@@ -21,6 +21,13 @@ pub const ENVELOPE_VERSION: i64 = 1;
 pub const MAX_ENVELOPE_METRICS: usize = 1000;
 /// Largest SQS message.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// What SQS counts of a message besides its body: its attributes (the queue's `batch_id`,
+/// `organization_id` and `source`; a dead letter's reason, of up to 1,000 characters, its
+/// original id and time). An envelope leaves this much of [`MAX_MESSAGE_BYTES`] to them, so a
+/// batch accepted with 202 can always be queued, and dead-lettered, whole.
+pub const MESSAGE_ATTRIBUTES_RESERVE: usize = 8 * 1024;
+/// Largest envelope, as a message body.
+pub const MAX_ENVELOPE_BYTES: usize = MAX_MESSAGE_BYTES - MESSAGE_ATTRIBUTES_RESERVE;
 /// Default of `COLLECTION_BATCH_SIZE`, the specification's 20 metrics per batch.
 pub const DEFAULT_BATCH_SIZE: u64 = 20;
 
@@ -211,9 +218,9 @@ impl Envelope {
     pub fn to_message(&self) -> Result<String, EnvelopeTooLarge> {
         // An envelope is plain data with string keys: serialising it cannot fail.
         let message = serde_json::to_string(self).unwrap_or_default();
-        if message.len() > MAX_MESSAGE_BYTES {
+        if message.len() > MAX_ENVELOPE_BYTES {
             return Err(EnvelopeTooLarge {
-                limit: MAX_MESSAGE_BYTES,
+                limit: MAX_ENVELOPE_BYTES,
             });
         }
         Ok(message)
@@ -252,7 +259,7 @@ impl Envelope {
         }
         let batch_id = f.uuid("batch_id").unwrap_or_default();
         let org = f.required_text("organization_id", Text::name(crate::domain::ids::MAX_ORG_ID_LEN));
-        let user = f.required_text("user_id", Text::free(crate::domain::ids::MAX_USER_ID_LEN));
+        let user = f.required_exact_string("user_id");
         let received_at = f.required_timestamp("received_at");
         let source = f.required_choice::<Source>("source");
         let metrics = Metrics::read(&mut f, MAX_ENVELOPE_METRICS);
@@ -268,7 +275,7 @@ impl Envelope {
             }
         }
         let organization_id = OrgId::parse(&org);
-        let user_id = UserId::parse(&user);
+        let user_id = UserId::parse(user);
         f.finish()?;
         match (organization_id, user_id) {
             (Ok(organization_id), Ok(user_id)) => Ok(Self {
@@ -432,15 +439,23 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_that_cannot_fit_one_message_is_refused() {
-        let mut metrics = Metrics::from_request(&spec_batch(), 20).unwrap();
-        metrics.command_executions[0].error_message = Some("x".repeat(MAX_MESSAGE_BYTES));
-        let envelope = Envelope::new(&caller(), Source::Api, metrics);
-        assert_eq!(
-            envelope.to_message(),
-            Err(EnvelopeTooLarge {
-                limit: MAX_MESSAGE_BYTES
-            })
+    fn a_batch_that_cannot_fit_one_message_with_its_attributes_is_refused() {
+        let mut envelope = Envelope::new(
+            &caller(),
+            Source::Api,
+            Metrics::from_request(&spec_batch(), 20).unwrap(),
         );
+        let mut sized = |extra: usize| {
+            envelope.metrics.command_executions[0].error_message = Some("x".repeat(extra));
+            envelope.to_message()
+        };
+        let base = sized(0).unwrap().len();
+        assert_eq!(sized(MAX_ENVELOPE_BYTES - base).unwrap().len(), MAX_ENVELOPE_BYTES);
+        // A body SQS would take alone, but not with the attributes it is sent with.
+        let refused = Err(EnvelopeTooLarge {
+            limit: MAX_ENVELOPE_BYTES,
+        });
+        assert_eq!(sized(MAX_ENVELOPE_BYTES - base + 1), refused);
+        assert_eq!(sized(MAX_MESSAGE_BYTES - base), refused);
     }
 }

@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Elements removed together with their content.
 pub const REMOVED_WITH_CONTENT: &[&str] = &[
@@ -388,24 +388,43 @@ fn examined(_bytes: usize) {
     EXAMINED.with(|n| n.set(n.get() + _bytes));
 }
 
-/// Sanitises every string and every key inside a JSON value, in place.
+/// Sanitises every string and every key inside a JSON value, in place. Content kept for an
+/// organization that opted in goes through here: where two keys of one object are the same once
+/// sanitised (`"<b>x</b>"` and `"x"`), the last one's value is kept, as truncation keeps part of
+/// a long text.
 pub fn sanitize_value(value: &mut Value) {
+    sanitize_in(value, &mut None);
+}
+
+/// Like [`sanitize_value`], for input that a client validates against: two keys of one object
+/// that are the same once sanitised are refused rather than merged. `Err` names that key.
+pub fn sanitize_keeping_every_key(value: &mut Value) -> Result<(), String> {
+    let mut merged = None;
+    sanitize_in(value, &mut merged);
+    merged.map_or(Ok(()), Err)
+}
+
+/// Sanitises `value`; `merged` gets the first key two keys of one object became.
+fn sanitize_in(value: &mut Value, merged: &mut Option<String>) {
     match value {
         Value::String(s) => {
             if let Cow::Owned(clean) = sanitize_text(s) {
                 *s = clean;
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(sanitize_value),
+        Value::Array(items) => items.iter_mut().for_each(|item| sanitize_in(item, merged)),
         Value::Object(map) => {
             if map.keys().any(|k| k.contains(['<', '\0'])) {
                 let old = std::mem::take(map);
-                *map = old
-                    .into_iter()
-                    .map(|(k, v)| (sanitize_text(&k).into_owned(), v))
-                    .collect::<Map<String, Value>>();
+                for (key, item) in old {
+                    let key = sanitize_text(&key).into_owned();
+                    if map.contains_key(&key) && merged.is_none() {
+                        *merged = Some(key.clone());
+                    }
+                    map.insert(key, item);
+                }
             }
-            map.values_mut().for_each(sanitize_value);
+            map.values_mut().for_each(|item| sanitize_in(item, merged));
         }
         _ => {}
     }
@@ -419,6 +438,20 @@ mod tests {
 
     fn clean(s: &str) -> String {
         sanitize_text(s).into_owned()
+    }
+
+    #[test]
+    fn keys_that_become_one_are_merged_in_content_and_refused_in_input() {
+        let body = json!({"ctx": {"<b>x</b>": 1, "x": 2, "y<i>": 3}, "list": [{"a\u{0}": 1}]});
+        let mut content = body.clone();
+        sanitize_value(&mut content);
+        assert_eq!(content, json!({"ctx": {"x": 2, "y": 3}, "list": [{"a": 1}]}));
+
+        let mut input = body.clone();
+        assert_eq!(sanitize_keeping_every_key(&mut input), Err("x".to_owned()));
+        let mut distinct = json!({"ctx": {"<b>x</b>": 1, "y": 2}, "z": "<i>t</i>"});
+        assert_eq!(sanitize_keeping_every_key(&mut distinct), Ok(()));
+        assert_eq!(distinct, json!({"ctx": {"x": 1, "y": 2}, "z": "t"}));
     }
 
     #[test]

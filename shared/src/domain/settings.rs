@@ -192,14 +192,18 @@ impl OrganizationSettings {
             }
         };
         let (rate, top) = (&self.rate_limiting, &ceiling.rate_limiting);
-        // The ceiling's sustained rate over this organization's window, and its bucket's size.
+        // A budget is a bucket of `max + burst` tokens refilled by `max` each window. Neither its
+        // sustained rate (the ceiling's over this organization's window) nor its bucket (what an
+        // idle client may send at once) may pass the ceiling's: a longer window at the same rate
+        // would otherwise be a bigger bucket (a day's window, a day's requests at once).
         let over_window =
             |top_max: u64| (u128::from(top_max) * u128::from(rate.window_ms) / u128::from(top.window_ms)) as u64;
+        let rate_and_bucket = |top_max: u64, top_burst: u64| over_window(top_max).min(top_max + top_burst);
         let room = |top_max: u64, top_burst: u64, max: u64| (top_max + top_burst).saturating_sub(max);
         most(
             "rate_limiting.max_requests",
             rate.max_requests,
-            over_window(top.max_requests),
+            rate_and_bucket(top.max_requests, top.burst_allowance),
         );
         most(
             "rate_limiting.burst_allowance",
@@ -209,7 +213,7 @@ impl OrganizationSettings {
         most(
             "rate_limiting.user_max_requests",
             rate.user_max_requests,
-            over_window(top.user_max_requests),
+            rate_and_bucket(top.user_max_requests, top.user_burst_allowance),
         );
         most(
             "rate_limiting.user_burst_allowance",
@@ -699,15 +703,34 @@ mod tests {
             .with_overrides(&json!({"rate_limiting": {"max_requests": 100}, "performance": {"concurrent_requests": 1}}))
             .unwrap();
         assert!(lower.beyond(&ceiling).is_empty());
-        // The same rate over a longer window is no more; twice the rate is.
+        // The same rate over a shorter window is no more (a smaller bucket); twice the rate is.
         let same_rate = ceiling
-            .with_overrides(&json!({"rate_limiting": {"window_ms": 120_000, "max_requests": 24_000}}))
+            .with_overrides(
+                &json!({"rate_limiting": {"window_ms": 30_000, "max_requests": 6_000, "user_max_requests": 300}}),
+            )
             .unwrap();
         assert!(
             same_rate.beyond(&ceiling).is_empty(),
             "{:?}",
             same_rate.beyond(&ceiling)
         );
+        // The same rate over a longer window is a bigger bucket: a day's window would let an
+        // idle developer send a day's requests at once.
+        let bigger_bucket = ceiling
+            .with_overrides(&json!({"rate_limiting": {"window_ms": 86_400_000, "max_requests": 17_280_000, "user_max_requests": 864_000}}))
+            .unwrap();
+        let errors = bigger_bucket.beyond(&ceiling);
+        assert_eq!(
+            fields(&errors),
+            ["rate_limiting.max_requests", "rate_limiting.user_max_requests"]
+        );
+        assert!(errors[0].message.contains("at most 12000"), "{}", errors[0].message);
+        let slower = ceiling
+            .with_overrides(
+                &json!({"rate_limiting": {"window_ms": 120_000, "max_requests": 12_000, "user_max_requests": 600}}),
+            )
+            .unwrap();
+        assert!(slower.beyond(&ceiling).is_empty());
         let more = ceiling
             .with_overrides(&json!({
                 "rate_limiting": {"window_ms": 1000, "max_requests": 1000, "burst_allowance": 50000},

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::domain::sanitize::{sanitize_text, sanitize_value};
+use crate::domain::sanitize::{sanitize_keeping_every_key, sanitize_text};
 
 /// At most this many properties in a free-form object (the specification's `maxProperties`).
 pub const MAX_OBJECT_PROPERTIES: usize = 50;
@@ -212,6 +212,19 @@ impl<'a> Fields<'a> {
             .unwrap_or_default()
     }
 
+    /// A required string exactly as given: neither sanitised nor measured (for identifiers whose
+    /// own `parse` says what they may hold; a sanitised `bob<b>` would be `bob`, someone else).
+    pub fn required_exact_string(&mut self, name: &str) -> &'a str {
+        match self.required(name) {
+            Some(Value::String(raw)) => raw,
+            Some(_) => {
+                self.error(name, "Must be a string");
+                ""
+            }
+            None => "",
+        }
+    }
+
     fn check_text(&mut self, name: &str, value: &Value, rule: Text) -> Option<String> {
         let Some(raw) = value.as_str() else {
             self.error(name, "Must be a string");
@@ -374,6 +387,14 @@ impl<'a> Fields<'a> {
             );
             return None;
         }
+        // Before the epoch is no time a coding tool ran; and before year 1 in UTC, where an
+        // offset can take year 0000, PostgreSQL writes `… BC` and chrono years with a sign,
+        // which neither reads back: a 202 would become a dead letter, a 201 a session that can
+        // no longer be updated.
+        if at < DateTime::<Utc>::UNIX_EPOCH {
+            self.error(name, "Must not be before 1970-01-01T00:00:00Z");
+            return None;
+        }
         Some(at)
     }
 
@@ -399,7 +420,13 @@ impl<'a> Fields<'a> {
             return None;
         }
         let mut clean = value.clone();
-        sanitize_value(&mut clean);
+        if let Err(key) = sanitize_keeping_every_key(&mut clean) {
+            self.error(
+                name,
+                format!("Two keys read `{key}` once markup is removed from them: rename one"),
+            );
+            return None;
+        }
         Some(clean)
     }
 
@@ -628,6 +655,23 @@ mod tests {
         f.timestamp("b");
         f.timestamp("c");
         assert_eq!(f.finish().unwrap_err().len(), 2);
+    }
+
+    #[test]
+    fn timestamps_before_the_epoch_in_utc_are_refused() {
+        let v = json!({"epoch": "1970-01-01T00:00:00Z", "late": "1970-01-01T00:30:00+00:30",
+                       "before": "1969-12-31T23:59:59.999999Z", "shifted": "1970-01-01T00:00:00+01:00",
+                       "bc": "0000-01-01T00:00:00+01:00", "first": "0001-01-01T00:00:00Z"});
+        let names = ["epoch", "late", "before", "shifted", "bc", "first"];
+        let mut f = Fields::new(&v, "", &names).unwrap();
+        assert!(f.timestamp("epoch").is_some());
+        assert!(f.timestamp("late").is_some());
+        for name in ["before", "shifted", "bc", "first"] {
+            assert!(f.timestamp(name).is_none(), "{name}");
+        }
+        let errors = f.finish().unwrap_err();
+        assert_eq!(errors.len(), 4);
+        assert_eq!(errors[0].message, "Must not be before 1970-01-01T00:00:00Z");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::domain::settings::OrganizationSettings;
 use crate::http::api_keys::ApiKeyAuth;
 use crate::http::auth::Authenticator;
 use crate::http::error::{ApiError, Dependency};
+use crate::http::json::BodyError;
 use crate::http::otlp;
 use crate::http::response::Reply;
 use crate::ports::rate_limit::RateLimiter;
@@ -305,7 +306,12 @@ pub fn json_body(headers: &HeaderMap, bytes: &[u8], max_body_bytes: usize) -> Re
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::validation("body", "Required: a JSON object"));
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::validation("body", &format!("Malformed JSON: {e}")))
+    super::json::from_slice(bytes).map_err(|error| match error {
+        BodyError::Syntax(e) => ApiError::validation("body", &format!("Malformed JSON: {e}")),
+        BodyError::DuplicateKey(path) => {
+            ApiError::validation(&path, "Must be given at most once (a key named twice in one object)")
+        }
+    })
 }
 
 /// `application/json`, with or without parameters, or any `application/*+json`.

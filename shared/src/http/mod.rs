@@ -10,6 +10,7 @@ pub mod api;
 pub mod api_keys;
 pub mod auth;
 pub mod error;
+pub mod json;
 pub mod jwks;
 pub mod otlp;
 pub mod response;

@@ -60,6 +60,40 @@ async fn post_batch(given: &TestApp, body: &Value) -> integration_tests::Answer 
 }
 
 #[tokio::test]
+async fn a_batch_is_written_under_its_user_id_exactly_as_the_credential_names_it() {
+    // GIVEN a user whose id looks like markup (ids are not text: `bob<b>` is not `bob`)
+    let given = TestApp::spawn().await;
+    let addr = given.serve_http().await;
+    for user in ["bob<b>", "bob"] {
+        // WHEN each sends a batch
+        let (status, _, answer) = http(
+            addr,
+            "POST",
+            "/api/v1/metrics/batch",
+            Some(&token("acme", user)),
+            "application/json",
+            &spec_batch().to_string(),
+        )
+        .await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    given.drain().await;
+    // THEN the worker writes each batch under its own sender, none dead-lettered
+    let rows = given
+        .db()
+        .await
+        .query(
+            "SELECT user_id, count(*) FROM \"org_acme\".command_executions GROUP BY user_id ORDER BY user_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let per_user: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(per_user, [("bob".to_owned(), 1), ("bob<b>".to_owned(), 1)]);
+    assert!(integration_tests::receive_all(&given.dead_letter_url).await.is_empty());
+}
+
+#[tokio::test]
 async fn the_specification_example_over_http_ends_up_as_rows() {
     let given = TestApp::spawn().await;
     let addr = given.serve_http().await;

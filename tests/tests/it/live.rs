@@ -519,6 +519,33 @@ async fn a_user_at_their_connection_cap_is_refused_while_colleagues_still_connec
 }
 
 #[tokio::test]
+async fn members_at_their_caps_leave_the_last_tenth_of_the_organizations_connections_to_its_admins() {
+    // GIVEN an organization capped at ten connections and its users at three, and three
+    // members holding nine
+    let (app, addr) = TestApp::spawn_live(&[
+        ("LIVE_MAX_CONNECTIONS_PER_ORG", "10"),
+        ("LIVE_MAX_CONNECTIONS_PER_USER", "3"),
+    ])
+    .await;
+    let table = table_of(&app);
+    let mut held = Vec::new();
+    for user in ["ann", "ben", "cat"] {
+        for _ in 0..3 {
+            held.push(member(addr, "acme", user).await);
+        }
+    }
+    // WHEN a fourth member connects THEN it is refused with 429, and nothing is kept for it
+    let refused = open(addr, &format!("?token={}", token("acme", "dan"))).await;
+    assert_eq!(refused_status(refused), 429);
+    assert_eq!(connection_items(&table).await.len(), 9);
+    // AND the organization's admin still connects, taking the tenth and last
+    let _admin = viewer(addr, "acme").await;
+    let full = open(addr, &format!("?token={}", admin_token("acme", "boss"))).await;
+    assert_eq!(refused_status(full), 429);
+    assert_eq!(connection_items(&table).await.len(), 10);
+}
+
+#[tokio::test]
 async fn an_otlp_export_pushes_one_usage_update_to_its_organization_and_a_retry_none() {
     // GIVEN a dashboard of acme and one of globex
     let (_app, addr) = TestApp::spawn_live(&[]).await;

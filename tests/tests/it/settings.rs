@@ -99,6 +99,19 @@ async fn members_read_admins_write_and_every_bad_field_is_named() {
             "performance.processing_timeout_ms"
         ]
     );
+    // The stage's rate over a day's window would be a day's requests at once: refused by name.
+    let (status, refused) = patch(
+        addr,
+        &admin,
+        &json!({"rate_limiting": {"window_ms": 86_400_000, "max_requests": 17_280_000, "user_max_requests": 864_000}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["errors"][0]["field"], "rate_limiting.max_requests", "{refused}");
+    assert_eq!(
+        refused["errors"][1]["field"], "rate_limiting.user_max_requests",
+        "{refused}"
+    );
     assert_eq!(
         patch(addr, &admin, &json!({"live": {"max_connections": 10}})).await.0,
         200

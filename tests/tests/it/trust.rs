@@ -8,7 +8,8 @@
 //!   stays idempotent;
 //! - bounds: a batch-size override past one envelope, limits whose arithmetic would overflow, a
 //!   session context that would grow without end, repeated query parameters, text that
-//!   sanitising empties; commits are durable.
+//!   sanitising empties, a key named twice in one object, context keys that markup removal would
+//!   merge; commits are durable.
 
 use integration_tests::{TestApp, answer, deliver, receive_all, request, token};
 use lambda_http::RequestExt;
@@ -29,11 +30,12 @@ fn caller(org: &str, user: &str) -> Caller {
 // ---------------------------------------------------------------------------------------------
 // Parity: accepted by the validator ⇒ stored by PostgreSQL.
 
-/// RFC 3339 times with every precision the validator accepts (down to nanoseconds), over the
-/// whole range PostgreSQL and chrono share, including the edges.
+/// RFC 3339 times with every precision the validator accepts (down to nanoseconds), from a year
+/// before the epoch (refused: the earliest accepted is 1970-01-01 in UTC, which offsets cross)
+/// to now.
 fn time() -> impl Strategy<Value = String> {
     (
-        1i32..=2026,
+        1969i32..=2026,
         1u32..=12,
         1u32..=28,
         0u32..24,
@@ -714,6 +716,111 @@ async fn a_repeated_query_parameter_is_a_400_naming_it() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["errors"][0]["field"], "limit");
+}
+
+#[tokio::test]
+async fn a_key_named_twice_in_a_body_is_a_400_naming_it_and_nothing_is_stored() {
+    // GIVEN bodies where a reader keeping the first key and one keeping the last would disagree
+    let given = TestApp::spawn().await;
+    let addr = given.serve_http().await;
+    let command = r#"{"command_name": "ls", "execution_time_ms": 5, "status": "success", "status": "error"}"#;
+    let nested = r#"{"command_name": "ls", "execution_time_ms": 5, "status": "success",
+                     "context": {"branch": "main", "branch": "prod"}}"#;
+    let batch = r#"{"command_executions": [{"command_name": "a", "execution_time_ms": 1, "status": "success"},
+                    {"command_name": "b", "execution_time_ms": 1, "status": "success", "context": {"k": 1, "k": 2}}]}"#;
+    let hook = format!(
+        r#"{{"session_id": "{}", "hook_event_name": "SessionStart", "source": "startup", "source": "resume"}}"#,
+        Uuid::new_v4()
+    );
+    let cases = [
+        ("/api/v1/metrics/command-execution", command, "status"),
+        ("/api/v1/metrics/command-execution", nested, "context.branch"),
+        ("/api/v1/metrics/batch", batch, "command_executions[1].context.k"),
+        ("/api/v1/hooks/claude-code", hook.as_str(), "source"),
+    ];
+    for (path, body, field) in cases {
+        // WHEN each is sent THEN it is refused, naming the key by its path
+        let (status, _, answer) = integration_tests::http(
+            addr,
+            "POST",
+            path,
+            Some(&token("acme", "alice")),
+            "application/json",
+            body,
+        )
+        .await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert_eq!(answer["errors"][0]["field"], field, "{path}: {answer}");
+    }
+    // AND nothing was stored or queued
+    for table in ["command_executions", "user_sessions", "hook_events"] {
+        assert_eq!(given_rows(&given, table).await, 0, "{table}");
+    }
+    assert!(receive_all(&given.queue_url).await.is_empty(), "nothing queued");
+}
+
+#[tokio::test]
+async fn context_keys_that_markup_removal_would_merge_are_a_400_naming_the_field() {
+    let given = TestApp::spawn().await;
+    let body = json!({"command_name": "ls", "execution_time_ms": 5, "status": "success",
+                      "context": {"<b>env</b>": "prod", "env": "dev"}});
+    let response = create(&given, "command-execution", "alice", &body).await;
+    assert_eq!(response.status, 400, "{}", response.body);
+    assert_eq!(response.body["errors"][0]["field"], "context");
+    assert_eq!(given_rows(&given, "command_executions").await, 0);
+    // Markup in a key that merges with no other is removed, as before
+    let body = json!({"command_name": "ls", "execution_time_ms": 5, "status": "success",
+                      "context": {"<b>env</b>": "prod"}});
+    assert_eq!(create(&given, "command-execution", "alice", &body).await.status, 201);
+}
+
+#[tokio::test]
+async fn a_time_before_the_epoch_is_a_400_never_a_202_dead_lettered_or_a_session_stuck() {
+    // GIVEN times PostgreSQL or chrono would not read back (year 0000 in UTC is `1 BC`)
+    let given = TestApp::spawn().await;
+    let addr = given.serve_http().await;
+    let before = "0000-01-01T00:00:00+01:00";
+    let cases = [
+        (
+            "/api/v1/metrics/batch",
+            json!({"command_executions": [{"command_name": "a", "execution_time_ms": 1, "status": "success",
+                                           "timestamp": before}]}),
+            "command_executions[0].timestamp",
+        ),
+        (
+            "/api/v1/metrics/session/start",
+            json!({"session_start": before}),
+            "session_start",
+        ),
+        (
+            "/api/v1/metrics/command-execution",
+            json!({"command_name": "a", "execution_time_ms": 1, "status": "success",
+                   "timestamp": "1969-12-31T23:59:59Z"}),
+            "timestamp",
+        ),
+    ];
+    for (path, body, field) in cases {
+        // WHEN each is sent THEN it is refused, naming the field, and nothing is kept
+        let (status, _, answer) = integration_tests::http(
+            addr,
+            "POST",
+            path,
+            Some(&token("acme", "alice")),
+            "application/json",
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert_eq!(answer["errors"][0]["field"], field, "{path}: {answer}");
+        assert_eq!(
+            answer["errors"][0]["message"],
+            "Must not be before 1970-01-01T00:00:00Z"
+        );
+    }
+    assert!(receive_all(&given.queue_url).await.is_empty(), "nothing queued");
+    for table in ["command_executions", "user_sessions"] {
+        assert_eq!(given_rows(&given, table).await, 0, "{table}");
+    }
 }
 
 #[tokio::test]

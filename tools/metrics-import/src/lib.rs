@@ -16,7 +16,7 @@ use std::io::BufRead;
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde_json::Value;
-use shared::domain::batch::{Envelope, MAX_ENVELOPE_METRICS, MAX_MESSAGE_BYTES, Metrics, Source};
+use shared::domain::batch::{Envelope, MAX_ENVELOPE_BYTES, MAX_ENVELOPE_METRICS, Metrics, Source};
 use shared::domain::ids::{Caller, OrgId, UserId};
 use shared::domain::kind::{Kind, PerKind};
 use shared::domain::metrics::{AgentInteraction, CommandExecution, ProductivityMetric};
@@ -136,7 +136,7 @@ pub fn plan(input: impl BufRead, org: &OrgId, default_user: &UserId, per_envelop
 }
 
 /// Bytes of metrics one envelope may carry, leaving room for the envelope's own fields.
-const MESSAGE_BUDGET: usize = MAX_MESSAGE_BYTES - ENVELOPE_OVERHEAD;
+const MESSAGE_BUDGET: usize = MAX_ENVELOPE_BYTES - ENVELOPE_OVERHEAD;
 
 /// One valid line.
 enum LineMetric {

@@ -212,9 +212,9 @@ impl HookEvent {
     /// What this event adds to its session.
     pub fn activity(&self) -> SessionActivity {
         let agent = self
-            .text("agent_type")
+            .agent_type()
             .filter(|_| self.event_name.starts_with("Subagent"))
-            .map(|a| vec![a.chars().take(crate::domain::metrics::MAX_AGENT_NAME_CHARS).collect()]);
+            .map(|a| vec![a]);
         let mut context = json!({"last_event": self.event_name});
         if self.event_name == "SessionEnd"
             && let Some(reason) = self.field("reason")
@@ -263,12 +263,7 @@ impl HookEvent {
         if self.event_name != "SubagentStop" {
             return None;
         }
-        let name: String = self
-            .text("agent_type")
-            .unwrap_or("subagent")
-            .chars()
-            .take(crate::domain::metrics::MAX_AGENT_NAME_CHARS)
-            .collect();
+        let name = self.agent_type().unwrap_or_else(|| "subagent".into());
         let body = json!({
             "id": self.metric_id("agent"),
             "agent_name": name,
@@ -283,20 +278,31 @@ impl HookEvent {
         checked(AgentInteraction::from_json(&body, ""), &self.event_name).map(Identify::identified)
     }
 
+    /// The sub-agent's type, when the event names one: an agent name that the metric's own
+    /// rules accept, so the derived metric is never refused.
+    fn agent_type(&self) -> Option<String> {
+        self.text("agent_type")
+            .and_then(|name| text_a_metric_accepts(name, crate::domain::metrics::MAX_AGENT_NAME_CHARS))
+    }
+
     /// `success`, `error` or `cancelled`, and the error text, from the event and the tool's
     /// response (its flags only, when content is not kept).
     fn outcome(&self) -> (&'static str, Option<String>) {
         let with_content = self.content == HookContent::Redacted;
+        // Within the metric's own rules, so the derived metric is never refused: an empty or
+        // blank error (`"error": ""`) is an error whose text was not sent.
+        let error_text = |text: Option<String>| {
+            text.filter(|_| with_content)
+                .and_then(|text| text_a_metric_accepts(&text, crate::domain::validation::MAX_TEXT_CHARS))
+                .unwrap_or_else(|| CONTENT_FREE_ERROR.into())
+        };
         if self.event_name == "PostToolUseFailure" {
-            let error = match self.field("error") {
-                Some(Value::String(s)) if with_content => s.clone(),
-                Some(other) if with_content => other.to_string(),
-                _ => CONTENT_FREE_ERROR.into(),
-            };
-            // Within the metric's own limit, so the derived metric is never refused.
-            let error = error.chars().take(crate::domain::validation::MAX_TEXT_CHARS).collect();
+            let error = self.field("error").map(|error| match error {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            });
             let interrupted = self.field("is_interrupt").and_then(Value::as_bool) == Some(true);
-            return (if interrupted { "cancelled" } else { "error" }, Some(error));
+            return (if interrupted { "cancelled" } else { "error" }, Some(error_text(error)));
         }
         let response = self.field("tool_response").or_else(|| self.field("tool_outcome"));
         let flag = |name: &str| response.and_then(|r| r.get(name)).and_then(Value::as_bool);
@@ -306,9 +312,8 @@ impl HookEvent {
             let error = response
                 .and_then(|r| r.get("error").or_else(|| r.get("stderr")))
                 .and_then(Value::as_str)
-                .filter(|_| with_content)
-                .map(|text| text.chars().take(crate::domain::validation::MAX_TEXT_CHARS).collect());
-            ("error", error.or_else(|| Some(CONTENT_FREE_ERROR.into())))
+                .map(str::to_owned);
+            ("error", Some(error_text(error)))
         } else {
             ("success", None)
         }
@@ -401,6 +406,14 @@ fn command_name(tool: &str) -> String {
     if name.is_empty() { "unknown_tool".into() } else { name }
 }
 
+/// `text` cut to `max_chars`, unless nothing would be left of it once sanitised (as free text
+/// is by the metrics' rules, which would refuse it).
+fn text_a_metric_accepts(text: &str, max_chars: usize) -> Option<String> {
+    let cut: String = text.chars().take(max_chars).collect();
+    let kept = !crate::domain::sanitize::sanitize_text(&cut).trim().is_empty();
+    kept.then_some(cut)
+}
+
 /// A derived metric that fails our own validation is a bug: logged, not stored.
 fn checked<T>(metric: Result<T, Vec<FieldError>>, event: &str) -> Option<T> {
     metric
@@ -459,6 +472,32 @@ mod tests {
         );
         let interrupted = command(json!({"hook_event_name": "PostToolUseFailure", "is_interrupt": true}));
         assert_eq!(interrupted.status, CommandStatus::Cancelled);
+    }
+
+    #[test]
+    fn blank_errors_and_agent_types_still_give_their_metric() {
+        use crate::domain::metrics::CommandStatus;
+        // GIVEN content kept, and errors with no text left once sanitised
+        for blank in [
+            json!({"hook_event_name": "PostToolUseFailure", "error": ""}),
+            json!({"hook_event_name": "PostToolUseFailure", "error": "  \n "}),
+            json!({"hook_event_name": "PostToolUseFailure", "error": "<script>x</script>"}),
+            json!({"tool_response": {"is_error": true, "stderr": ""}}),
+        ] {
+            // WHEN the tool use is derived THEN it is a failed command whose text was not sent
+            let failed = command(blank.clone());
+            assert_eq!(failed.status, CommandStatus::Error, "{blank}");
+            assert_eq!(failed.error_message.as_deref(), Some(CONTENT_FREE_ERROR), "{blank}");
+        }
+        // AND a sub-agent without a usable type is a `subagent`, not a dropped interaction
+        for agent_type in ["", "   ", "<b></b>"] {
+            let body = json!({"session_id": "s", "hook_event_name": "SubagentStop", "agent_id": "a1",
+                              "agent_type": agent_type});
+            let event = HookEvent::from_json(&body, &user(), HookContent::Redacted).unwrap();
+            let interaction = event.agent_interaction(&receipt()).expect("derived").record;
+            assert_eq!(interaction.agent_name, "subagent", "{agent_type:?}");
+            assert_eq!(event.activity().agents_used, None, "{agent_type:?}");
+        }
     }
 
     #[test]
