@@ -283,7 +283,11 @@ mod tests {
     }
 
     fn connect_by(id: &str, org: &str, user: &str, exp_in: i64) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
-        let claims = json!({"sub": user, "org_id": org, "exp": chrono_now() + exp_in});
+        connect_with(id, json!({"sub": user, "org_id": org, "exp": chrono_now() + exp_in}))
+    }
+
+    /// `$connect` of connection `id` with a token holding `claims`.
+    fn connect_with(id: &str, claims: serde_json::Value) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
         let token = jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
             &claims,
@@ -409,17 +413,7 @@ mod tests {
             if let Some(role) = role {
                 claims["role"] = json!(role);
             }
-            let token = jsonwebtoken::encode(
-                &jsonwebtoken::Header::default(),
-                &claims,
-                &jsonwebtoken::EncodingKey::from_secret(shared::config::LOCAL_DEV_SECRET.as_bytes()),
-            )
-            .unwrap();
-            let event = event(CONNECT, |e| {
-                e["requestContext"]["connectionId"] = json!(id);
-                e["queryStringParameters"] = json!({ "token": token });
-            });
-            handle(&state, event).await.unwrap()
+            handle(&state, connect_with(id, claims)).await.unwrap()
         };
         for (i, user) in ["a", "a", "a", "b", "b", "b", "c", "c", "c"].iter().enumerate() {
             assert_eq!(connect(&format!("m{i}"), user, None).await.status_code, 200);

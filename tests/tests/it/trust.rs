@@ -718,6 +718,23 @@ async fn a_repeated_query_parameter_is_a_400_naming_it() {
     assert_eq!(body["errors"][0]["field"], "limit");
 }
 
+/// POSTs `body` to `path` as alice of acme and asserts a 400 whose first error names `field`;
+/// returns the answer.
+async fn refused_naming(addr: std::net::SocketAddr, path: &str, body: &str, field: &str) -> Value {
+    let (status, _, answer) = integration_tests::http(
+        addr,
+        "POST",
+        path,
+        Some(&token("acme", "alice")),
+        "application/json",
+        body,
+    )
+    .await;
+    assert_eq!(status, 400, "{path}: {answer}");
+    assert_eq!(answer["errors"][0]["field"], field, "{path}: {answer}");
+    answer
+}
+
 #[tokio::test]
 async fn a_key_named_twice_in_a_body_is_a_400_naming_it_and_nothing_is_stored() {
     // GIVEN bodies where a reader keeping the first key and one keeping the last would disagree
@@ -740,17 +757,7 @@ async fn a_key_named_twice_in_a_body_is_a_400_naming_it_and_nothing_is_stored() 
     ];
     for (path, body, field) in cases {
         // WHEN each is sent THEN it is refused, naming the key by its path
-        let (status, _, answer) = integration_tests::http(
-            addr,
-            "POST",
-            path,
-            Some(&token("acme", "alice")),
-            "application/json",
-            body,
-        )
-        .await;
-        assert_eq!(status, 400, "{path}: {answer}");
-        assert_eq!(answer["errors"][0]["field"], field, "{path}: {answer}");
+        refused_naming(addr, path, body, field).await;
     }
     // AND nothing was stored or queued
     for table in ["command_executions", "user_sessions", "hook_events"] {
@@ -801,17 +808,7 @@ async fn a_time_before_the_epoch_is_a_400_never_a_202_dead_lettered_or_a_session
     ];
     for (path, body, field) in cases {
         // WHEN each is sent THEN it is refused, naming the field, and nothing is kept
-        let (status, _, answer) = integration_tests::http(
-            addr,
-            "POST",
-            path,
-            Some(&token("acme", "alice")),
-            "application/json",
-            &body.to_string(),
-        )
-        .await;
-        assert_eq!(status, 400, "{path}: {answer}");
-        assert_eq!(answer["errors"][0]["field"], field, "{path}: {answer}");
+        let answer = refused_naming(addr, path, &body.to_string(), field).await;
         assert_eq!(
             answer["errors"][0]["message"],
             "Must not be before 1970-01-01T00:00:00Z"
